@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite: bash tests/run.sh [pytest args]
+# Installs what it needs on first use (see tools/env.sh). CI skips tests marked
+# slow; run them by hand with: bash tests/run.sh -m slow
+set -euo pipefail
+source "$(dirname "$0")/../tools/env.sh"
+cd "$ROOT"
+if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
+exec "$PY" -m pytest -q "$@"
