@@ -1,0 +1,158 @@
+"""Batches from a prepared cache: shuffled per epoch, seeded, resumable mid-epoch,
+decoded and augmented on the CPU (DataLoader workers) or on the GPU.
+
+    loader = Loader(cache, "train", cfg, train=True, seed=0)            # CPU or GPU, chosen
+    for images, labels in loader: ...                                      # one epoch
+    state = loader.state_dict(); ...; loader.load_state_dict(state)      # resume mid-epoch
+
+Every random choice is a pure function of (seed, epoch, batch index): the
+epoch's permutation comes from a generator seeded with (seed, epoch), each
+batch's crops/flips/α from one seeded with (seed, epoch, batch). So the
+loader's whole state is (epoch, next batch), the number of workers does not
+change the result, and the CPU and GPU paths see the same draws.
+
+Paths (`device=`): "cpu" — workers read JPEG bytes, decode with
+`torchvision.io.decode_jpeg` (libjpeg-turbo) and augment in float32 on the CPU;
+a CUDA device — the main process reads the bytes and decodes the whole batch
+with nvjpeg (`decode_jpeg(..., device="cuda")`), augmenting on the GPU. The
+decoders may differ by ±1 in a few pixel values; crops, flips and noise are the same.
+(torchvision 0.29 marks `torchvision.io` decoding deprecated in favour of
+TorchCodec; it is what the pinned version ships, and the one call to change.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from ..config import AlexNetConfig
+from ..progress import bar as progress_bar
+from .augment import Normalizer, draw
+from .cache import Cache
+
+
+def _generator(*key: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1))
+    return g
+
+
+class _BatchSet(torch.utils.data.Dataset):
+    """Item b = the whole, finished batch b of the current epoch (CPU path)."""
+
+    def __init__(self, loader: "Loader"):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getitem__(self, b):
+        return self.loader.make_batch(b)
+
+
+class Loader:
+    def __init__(self, cache: Cache | str, split: str, cfg: AlexNetConfig, *, train: bool,
+                 batch_size: int | None = None, seed: int = 0, device: str | torch.device | None = None,
+                 workers: int | None = None, views: str = "center", drop_last: bool | None = None,
+                 shuffle: bool | None = None, lighting: bool | None = None, progress: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        self.cache = cache if isinstance(cache, Cache) else Cache(cache)
+        if split not in self.cache.splits:
+            raise ValueError(f"split {split!r} not in cache {self.cache.root} (has {self.cache.splits})")
+        self.split, self.cfg, self.train, self.seed, self.views = split, cfg, train, seed, views
+        self.batch_size = batch_size or cfg.batch_size
+        self.drop_last = train if drop_last is None else drop_last
+        self.shuffle = train if shuffle is None else shuffle
+        self.lighting = lighting  # None: cfg.pca_lighting; the schedule may turn it off
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.progress = progress
+        self.rank, self.world_size = rank, world_size
+        self.norm = Normalizer(self.cache.mean, self.cache.eigvals, self.cache.eigvecs, cfg, self.device)
+        self._cpu_norm = (self.norm if self.device.type == "cpu" else
+                          Normalizer(self.cache.mean, self.cache.eigvals, self.cache.eigvecs, cfg, "cpu"))
+        self.epoch, self.position = 0, 0
+        self.labels = torch.as_tensor(self.cache.labels(split))
+
+    # ---- order and state ----
+    def __len__(self) -> int:
+        n = self.cache.size(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        n = self.cache.size(self.split)
+        return torch.randperm(n, generator=_generator(self.seed, epoch)) if self.shuffle else torch.arange(n)
+
+    def batch_indices(self, b: int) -> torch.Tensor:
+        """Global batch b of the current epoch; with world_size > 1, this rank's
+        contiguous share of it (rank r of K takes rows r::K, so the K shares
+        make up exactly the global batch)."""
+        idx = self._order[b * self.batch_size:(b + 1) * self.batch_size]
+        return idx[self.rank::self.world_size]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"loader state has seed {state['seed']}, this loader {self.seed}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+
+    # ---- one batch ----
+    def draws(self, b: int, n: int):
+        return draw(n, self.cfg, _generator(self.seed, self.epoch, b, self.rank), self.cache.mean.shape[-1])
+
+    def make_batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """CPU path: decode and augment batch b."""
+        idx = self.batch_indices(b)
+        raw = [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8) for i in idx]
+        x = torch.stack(decode_jpeg(raw, mode=ImageReadMode.RGB))
+        return self._augment(x, b, self._cpu_norm), self.labels[idx]
+
+    def _augment(self, x: torch.Tensor, b: int, norm: Normalizer) -> torch.Tensor:
+        if self.train:
+            return norm.train_batch(x, self.draws(b, len(x)), lighting=self.lighting)
+        return norm.test_batch(x, self.views)
+
+    def _gpu_batches(self, start: int):
+        for b in range(start, len(self)):
+            idx = self.batch_indices(b)
+            raw = [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8) for i in idx]
+            x = torch.stack(decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device))
+            yield self._augment(x, b, self.norm), self.labels[idx].to(self.device, non_blocking=True)
+
+    def _cpu_batches(self, start: int):
+        ds = _BatchSet(self)
+        dl = torch.utils.data.DataLoader(
+            ds, batch_size=None, sampler=range(start, len(self)), num_workers=self.workers,
+            pin_memory=False, prefetch_factor=2 if self.workers else None)
+        yield from dl
+
+    def __iter__(self):
+        self._order = self.order(self.epoch)
+        start = self.position
+        batches = self._gpu_batches(start) if self.device.type == "cuda" else self._cpu_batches(start)
+        bar = None
+        if self.progress:
+            bar = progress_bar(total=len(self), initial=start, unit="batch",
+                               desc=f"{self.split} epoch {self.epoch}", leave=False)
+        t0, seen = time.perf_counter(), 0
+        for x, y in batches:
+            self.position += 1
+            seen += len(y)
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+            yield x, y
+        if bar is not None:
+            bar.close()
+        self.epoch, self.position = self.epoch + 1, 0

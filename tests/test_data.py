@@ -1,0 +1,325 @@
+"""Data: ILSVRC-2012 ingestion of the synthetic archives, prepare (§2), the
+augmentation of §4.1 against plain re-computations, bad input, resume."""
+
+import io
+import json
+import os
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from alexnet.config import AlexNetConfig
+from alexnet.data.augment import Normalizer, draw
+from alexnet.data.cache import Cache, CacheError
+from alexnet.data.loader import Loader
+from alexnet.data.prepare import format_report, prepare
+from alexnet.data.sources import DatasetError, ilsvrc2012, image_folder
+from alexnet.data.synthetic import DEVKIT, TRAIN_TAR, VAL_TAR, class_spec, write_synthetic_ilsvrc
+
+from .conftest import TINY
+
+
+# ---------- ingestion ----------
+
+def test_synthetic_archives_parse_through_ilsvrc2012(tiny_archives):
+    src = ilsvrc2012(tiny_archives)
+    n = TINY["classes"]
+    assert [c["wnid"] for c in src.classes] == [class_spec(k)["wnid"] for k in range(n)]
+    # IDs are the reverse of the wnid order: the parser must map through meta.mat
+    assert [c["ilsvrc_id"] for c in src.classes] == list(range(n, 0, -1))
+    assert len(src.units["train"]) == n  # one inner tar per synset
+    val = [m for unit in src.units["val"] for m in unit[2]]
+    assert len(val) == n * TINY["val_per_class"]
+    gt = [int(x) for x in tarfile.open(tiny_archives / DEVKIT).extractfile(
+        "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read().split()]
+    assert [label for *_, label in val] == [n - i for i in gt]  # label = sorted-wnid index
+
+
+def test_synthetic_is_deterministic(tmp_path):
+    a = write_synthetic_ilsvrc(tmp_path / "a", classes=2, train_per_class=2, val_per_class=1, progress=False)
+    b = write_synthetic_ilsvrc(tmp_path / "b", classes=2, train_per_class=2, val_per_class=1, progress=False)
+    for f in (TRAIN_TAR, VAL_TAR, DEVKIT):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+# ---------- prepare ----------
+
+def decoded(cache, split):
+    return np.stack([np.asarray(Image.open(io.BytesIO(cache.read(split, i))).convert("RGB"), np.float64)
+                     for i in range(cache.size(split))])
+
+
+def test_prepare_outputs_and_statistics(tiny_cache):
+    cache = Cache(tiny_cache)
+    n = TINY["classes"]
+    assert cache.size("train") == n * TINY["train_per_class"] and cache.size("val") == n * TINY["val_per_class"]
+    px = decoded(cache, "train")  # N×256×256×3: the pixels the net will see
+    assert px.shape[1:] == (256, 256, 3)
+    assert cache.mean.shape == (3, 256, 256)
+    np.testing.assert_allclose(cache.mean, px.mean(0).transpose(2, 0, 1), rtol=1e-10)
+    flat = px.reshape(-1, 3)
+    cov = np.cov(flat, rowvar=False, bias=True)
+    np.testing.assert_allclose(cache.cov, cov, rtol=1e-8)
+    lam, vec = np.linalg.eigh(cov)
+    np.testing.assert_allclose(cache.eigvals, lam[::-1], rtol=1e-8)
+    np.testing.assert_allclose(np.abs(cache.eigvecs), np.abs(vec[:, ::-1]), atol=1e-8)
+    assert sorted(set(cache.labels("train").tolist())) == list(range(n))
+
+
+# ---------- augmentation (§4.1) ----------
+
+@pytest.fixture(scope="module")
+def norm(tiny_cache):
+    cache = Cache(tiny_cache)
+    return cache, Normalizer(cache.mean, cache.eigvals, cache.eigvecs, AlexNetConfig.from_profile("paper"))
+
+
+def test_crops_and_flips_cover_allowed_offsets_only():
+    cfg = AlexNetConfig.from_profile("paper")
+    d = draw(20000, cfg, torch.Generator().manual_seed(0))
+    assert set(d.top.tolist()) == set(range(33)) and set(d.left.tolist()) == set(range(33))
+    assert 0.45 < d.flip.float().mean() < 0.55
+    d227 = draw(5000, cfg.replace(crop_size=227), torch.Generator().manual_seed(0))
+    assert set(d227.top.tolist()) == set(range(30))
+    chunked = draw(100, AlexNetConfig.from_profile("cuda-convnet"), torch.Generator().manual_seed(0))
+    for field in (chunked.top, chunked.left, chunked.flip):  # 2012 code: 32 images share them
+        assert all(len(set(field[i:i + 32].tolist())) == 1 for i in range(0, 100, 32))
+    assert len(set(chunked.alpha[:, 0].tolist())) == 100  # but α stays per image
+
+
+def test_train_crop_equals_slicing(norm):
+    cache, nm = norm
+    x = torch.as_tensor(decoded(cache, "train")[:6]).permute(0, 3, 1, 2).to(torch.uint8)
+    d = draw(6, nm.cfg, torch.Generator().manual_seed(1))
+    d.flip = torch.tensor([0, 1, 0, 1, 0, 1]).bool()
+    out = nm.train_batch(x, d, lighting=False)
+    mean = torch.as_tensor(cache.mean, dtype=torch.float32)
+    for i in range(6):
+        t, l = int(d.top[i]), int(d.left[i])
+        ref = (x[i].float() - mean)[:, t:t + 224, l:l + 224]
+        if d.flip[i]:
+            ref = ref.flip(-1)
+        assert torch.equal(out[i], ref)
+
+
+def test_pca_lighting_adds_exactly_P_alpha_lambda(norm):
+    cache, nm = norm
+    x = torch.randint(0, 256, (5, 3, 256, 256), dtype=torch.uint8)
+    d = draw(5, nm.cfg, torch.Generator().manual_seed(2))
+    delta = (nm.train_batch(x, d, lighting=True) - nm.train_batch(x, d, lighting=False)).double()
+    P, lam = cache.eigvecs, cache.eigvals
+    for i in range(5):
+        a = d.alpha[i].double().numpy()
+        # paper reading: λ of [0,1]-scaled RGB, noise in [0,1] units, shown here on 0–255
+        expected = 255.0 * P @ (a * lam / 255.0 ** 2)
+        for c in range(3):
+            np.testing.assert_allclose(delta[i, c].numpy(), expected[c], rtol=1e-4, atol=1e-4)
+    assert 0.05 < d.alpha.std() < 0.15  # α ~ N(0, 0.1)
+
+
+def test_cuda_convnet_lighting_sqrt_lambda_and_divide(norm):
+    cache, _ = norm
+    cfg = AlexNetConfig.from_profile("cuda-convnet", crop_chunk=1, mean_crop="same")
+    nm = Normalizer(cache.mean, cache.eigvals, cache.eigvecs, cfg)
+    x = torch.randint(0, 256, (3, 3, 256, 256), dtype=torch.uint8)
+    d = draw(3, cfg, torch.Generator().manual_seed(3))
+    off = nm.train_batch(x, d, lighting=False)
+    on = nm.train_batch(x, d, lighting=True)
+    for i in range(3):
+        noise = cache.eigvecs @ (d.alpha[i].double().numpy() * np.sqrt(cache.eigvals))
+        expected = (off[i].double() + torch.as_tensor(noise)[:, None, None]) / 1.1
+        torch.testing.assert_close(on[i].double(), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_ten_views_equal_torchvision_tencrop(norm):
+    cache, nm = norm
+    x = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8)
+    views = nm.test_batch(x, "ten")
+    assert views.shape == (2, 10, 3, 224, 224)
+    centered = x.float() - torch.as_tensor(cache.mean, dtype=torch.float32)
+    for i in range(2):
+        ref = torch.stack(transforms.TenCrop(224)(centered[i]))
+        assert torch.equal(views[i], ref)
+    assert torch.equal(nm.test_batch(x, "center"), views[:, 4])  # view 4 is the centre patch
+
+
+def test_center_mean_crop_profile_subtracts_central_mean(norm):
+    cache, _ = norm
+    cfg = AlexNetConfig.from_profile("cuda-convnet")
+    nm = Normalizer(cache.mean, cache.eigvals, cache.eigvecs, cfg)
+    x = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8)
+    mean_c = torch.as_tensor(cache.mean, dtype=torch.float32)[:, 16:240, 16:240]
+    views = nm.test_batch(x, "ten")
+    assert torch.equal(views[:, 0], x[:, :, :224, :224].float() - mean_c)  # top-left, central mean
+
+
+# ---------- loader ----------
+
+def test_loader_workers_do_not_change_batches_and_epochs_reshuffle(tiny_cache):
+    cfg = AlexNetConfig.from_profile("paper")
+    a = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, workers=0, device="cpu"))
+    b = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, workers=2, device="cpu"))
+    assert len(a) == 48 // 8
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    loader = Loader(tiny_cache, "train", cfg, train=True, batch_size=8, workers=0, device="cpu")
+    assert not torch.equal(loader.order(0), loader.order(1))
+
+
+def test_loader_resumes_mid_epoch(tiny_cache):
+    cfg = AlexNetConfig.from_profile("paper")
+    full = Loader(tiny_cache, "train", cfg, train=True, batch_size=8, workers=0, device="cpu", seed=5)
+    full.set_epoch(2)
+    ref = list(full)
+    first = Loader(tiny_cache, "train", cfg, train=True, batch_size=8, workers=0, device="cpu", seed=5)
+    first.set_epoch(2)
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+    state = first.state_dict()
+    assert state == {"epoch": 2, "position": 3, "seed": 5}
+    again = Loader(tiny_cache, "train", cfg, train=True, batch_size=8, workers=1, device="cpu", seed=5)
+    again.load_state_dict(json.loads(json.dumps(state)))
+    rest = list(again)
+    assert len(rest) == len(ref) - 3
+    for (x, y), (xr, yr) in zip(rest, ref[3:]):
+        assert torch.equal(x, xr) and torch.equal(y, yr)
+    assert again.state_dict()["epoch"] == 3
+
+
+def test_val_loader_keeps_every_image_in_order(tiny_cache):
+    cfg = AlexNetConfig.from_profile("paper")
+    v = Loader(tiny_cache, "val", cfg, train=False, batch_size=5, workers=0, device="cpu")
+    labels = torch.cat([y for _, y in v])
+    assert torch.equal(labels, torch.as_tensor(Cache(tiny_cache).labels("val")))
+
+
+# ---------- bad input ----------
+
+def _jpeg(img, **kw):
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def messy_folder(tmp_path):
+    """An ImageFolder with what ImageNet really contains."""
+    rng = np.random.default_rng(0)
+    rgb = lambda: Image.fromarray(rng.integers(0, 255, (300, 280, 3), dtype=np.uint8))  # noqa: E731
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                (tmp_path / split / cls / f"ok{i}.JPEG").write_bytes(_jpeg(rgb()))
+    a = tmp_path / "train" / "a"
+    (a / "cmyk.JPEG").write_bytes(_jpeg(rgb().convert("CMYK")))
+    png = io.BytesIO()
+    rgb().save(png, "PNG")
+    (a / "png_named.JPEG").write_bytes(png.getvalue())
+    (a / "gray.JPEG").write_bytes(_jpeg(rgb().convert("L")))
+    good = _jpeg(rgb())
+    (a / "truncated.JPEG").write_bytes(good[: len(good) // 2])
+    (a / "garbage.JPEG").write_bytes(b"this is not an image")
+    return tmp_path
+
+
+def test_bad_images_converted_or_skipped_with_names(messy_folder, tmp_path):
+    report = prepare(image_folder(messy_folder), tmp_path / "cache", workers=1, progress=False)
+    assert report["images"] == {"train": 6 + 3, "val": 6}
+    assert report["converted"] == {"CMYK→RGB": 1, "PNG file": 1, "L→RGB": 1}
+    skipped = {os.path.basename(name) for name, _ in report["skipped"]}
+    assert skipped == {"truncated.JPEG", "garbage.JPEG"}
+    text = format_report(report)
+    assert "truncated.JPEG" in text and "CMYK→RGB 1" in text
+    cache = Cache(tmp_path / "cache")
+    img = Image.open(io.BytesIO(cache.read("train", 0)))
+    assert img.mode == "RGB" and img.size == (256, 256)
+
+
+def test_empty_class_directory_is_named(messy_folder):
+    (messy_folder / "train" / "empty_class").mkdir()
+    with pytest.raises(DatasetError, match="empty_class.*empty class folder"):
+        image_folder(messy_folder)
+
+
+def test_val_class_missing_from_train_is_named(messy_folder):
+    (messy_folder / "val" / "zebra").mkdir()
+    with pytest.raises(DatasetError, match="zebra.*not in train"):
+        image_folder(messy_folder)
+
+
+def test_missing_devkit_is_named(tiny_archives, tmp_path):
+    for f in (TRAIN_TAR, VAL_TAR):
+        shutil.copy(tiny_archives / f, tmp_path / f)
+    with pytest.raises(DatasetError, match="missing ILSVRC2012_devkit_t12.tar.gz"):
+        ilsvrc2012(tmp_path)
+
+
+def test_broken_devkit_is_named(tiny_archives, tmp_path):
+    for f in (TRAIN_TAR, VAL_TAR):
+        shutil.copy(tiny_archives / f, tmp_path / f)
+    (tmp_path / DEVKIT).write_bytes(b"not a tarball")
+    with pytest.raises(DatasetError, match="not a usable ILSVRC-2012 devkit"):
+        ilsvrc2012(tmp_path)
+
+
+def test_path_that_is_not_a_dataset(tmp_path):
+    with pytest.raises(DatasetError, match="no such directory"):
+        ilsvrc2012(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="expected an ImageFolder tree"):
+        image_folder(tmp_path)
+    with pytest.raises(CacheError, match="not a prepared cache"):
+        Cache(tmp_path)
+
+
+def test_cache_index_not_matching_data_is_refused(tiny_cache, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_cache, broken)
+    shard = broken / "train-00001.bin"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(CacheError, match="does not match its index"):
+        Cache(broken)
+
+
+# ---------- resume ----------
+
+def test_prepare_resumes_after_a_kill(tiny_archives, tiny_cache, tmp_path):
+    """Simulate a kill: meta.json never written, some shards finished, one half-written
+    (.tmp). The rerun redoes only the missing shards and ends byte-identical."""
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_cache, partial)
+    (partial / "meta.json").unlink()
+    for f in ("train-00002.npz", "train-00002.bin", "val-00000.npz", "val.index.npz", "mean.npy"):
+        (partial / f).unlink()
+    (partial / "train-00002.bin.tmp").write_bytes(b"half a shard")
+    kept = {f: (partial / f).stat().st_mtime_ns for f in ("train-00000.npz", "train-00000.bin", "train-00003.bin")}
+    with pytest.raises(CacheError, match="unfinished prepare"):
+        Cache(partial)
+    report = prepare(ilsvrc2012(tiny_archives), partial, workers=2, progress=False)
+    assert report["shards_done_before_this_run"] == 3  # of 5: train 0, 1, 3 were kept
+    assert {f: (partial / f).stat().st_mtime_ns for f in kept} == kept  # not redone
+    for f in sorted(os.listdir(tiny_cache)):
+        if f.endswith((".bin", ".npy")):
+            assert (partial / f).read_bytes() == (tiny_cache / f).read_bytes(), f
+    a, b = Cache(partial), Cache(tiny_cache)
+    assert a.read("val", 3) == b.read("val", 3)
+
+
+# ---------- GPU path ----------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_loader_matches_cpu_loader(tiny_cache):
+    cfg = AlexNetConfig.from_profile("paper")
+    cpu = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, workers=0, device="cpu"))
+    gpu = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda"))
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert torch.equal(yc, yg.cpu())
+        # same crops/flips/noise; nvjpeg and libjpeg-turbo may differ by a few levels
+        assert (xg.cpu() - xc).abs().mean() < 1.0
