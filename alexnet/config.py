@@ -79,7 +79,7 @@ class AlexNetConfig:
     lr_schedule: str = "plateau"  # §5 "divide by 10 when val error stopped improving";
     #                               "cuda-convnet": the recorded epochs 25/51/79
     lr_drops: int = 3  # §5 "reduced three times prior to termination"
-    lr_patience: int = 1  # our reading of §5: epochs without a new best val error
+    lr_patience: int = 5  # our reading of §5: epochs without a new best val error (of 90; scaled)
     epochs: int = 90  # §5 "roughly 90 cycles"
     seed: int = 0
 

@@ -52,6 +52,9 @@ class Draws:
     flip: torch.Tensor  # N, bool: horizontal reflection
     alpha: torch.Tensor  # N×3, float32: α ~ N(0, σ) for PCA lighting
 
+    def select(self, rows) -> "Draws":
+        return Draws(self.top[rows], self.left[rows], self.flip[rows], self.alpha[rows])
+
 
 def draw(n: int, cfg: AlexNetConfig, generator: torch.Generator, image_size: int = 256) -> Draws:
     m = -(-n // cfg.crop_chunk)  # chunks of crop_chunk images share offset and flip

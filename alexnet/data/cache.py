@@ -70,9 +70,6 @@ class Cache:
     def splits(self) -> list[str]:
         return list(self._index)
 
-    def __len__(self) -> int:
-        return len(self._index["train"])
-
     def size(self, split: str) -> int:
         return len(self._index[split]["offset"])
 

@@ -89,12 +89,11 @@ class Loader:
         n = self.cache.size(self.split)
         return torch.randperm(n, generator=_generator(self.seed, epoch)) if self.shuffle else torch.arange(n)
 
-    def batch_indices(self, b: int) -> torch.Tensor:
-        """Global batch b of the current epoch; with world_size > 1, this rank's
-        contiguous share of it (rank r of K takes rows r::K, so the K shares
-        make up exactly the global batch)."""
+    def batch_indices(self, b: int) -> tuple[torch.Tensor, slice]:
+        """Global batch b of the current epoch, and this rank's rows of it (rank
+        r of K takes rows r::K, so the K shares make up exactly the global batch)."""
         idx = self._order[b * self.batch_size:(b + 1) * self.batch_size]
-        return idx[self.rank::self.world_size]
+        return idx, slice(self.rank, None, self.world_size)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
@@ -108,33 +107,37 @@ class Loader:
         self.epoch, self.position = epoch, 0
 
     # ---- one batch ----
-    def draws(self, b: int, n: int):
-        return draw(n, self.cfg, _generator(self.seed, self.epoch, b, self.rank), self.cache.mean.shape[-1])
+    def _read(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8) for i in idx]
+
+    def _augment(self, x: torch.Tensor, b: int, n_global: int, rows: slice, norm: Normalizer) -> torch.Tensor:
+        if self.train:  # draws for the whole global batch, so K ranks see what one process would
+            d = draw(n_global, self.cfg, _generator(self.seed, self.epoch, b), self.cache.mean.shape[-1])
+            return norm.train_batch(x, d.select(rows), lighting=self.lighting)
+        return norm.test_batch(x, self.views)
 
     def make_batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """CPU path: decode and augment batch b."""
-        idx = self.batch_indices(b)
-        raw = [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8) for i in idx]
-        x = torch.stack(decode_jpeg(raw, mode=ImageReadMode.RGB))
-        return self._augment(x, b, self._cpu_norm), self.labels[idx]
-
-    def _augment(self, x: torch.Tensor, b: int, norm: Normalizer) -> torch.Tensor:
-        if self.train:
-            return norm.train_batch(x, self.draws(b, len(x)), lighting=self.lighting)
-        return norm.test_batch(x, self.views)
+        """CPU path: decode and augment (this rank's share of) batch b."""
+        idx, rows = self.batch_indices(b)
+        mine = idx[rows]
+        x = torch.stack(decode_jpeg(self._read(mine), mode=ImageReadMode.RGB))
+        return self._augment(x, b, len(idx), rows, self._cpu_norm), self.labels[mine]
 
     def _gpu_batches(self, start: int):
         for b in range(start, len(self)):
-            idx = self.batch_indices(b)
-            raw = [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8) for i in idx]
-            x = torch.stack(decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device))
-            yield self._augment(x, b, self.norm), self.labels[idx].to(self.device, non_blocking=True)
+            idx, rows = self.batch_indices(b)
+            mine = idx[rows]
+            x = torch.stack(decode_jpeg(self._read(mine), mode=ImageReadMode.RGB, device=self.device))
+            yield self._augment(x, b, len(idx), rows, self.norm), self.labels[mine].to(self.device, non_blocking=True)
 
     def _cpu_batches(self, start: int):
         ds = _BatchSet(self)
         dl = torch.utils.data.DataLoader(
             ds, batch_size=None, sampler=range(start, len(self)), num_workers=self.workers,
-            pin_memory=False, prefetch_factor=2 if self.workers else None)
+            pin_memory=False, prefetch_factor=2 if self.workers else None,
+            # its own generator: creating an iterator must not consume the global
+            # RNG that dropout uses, or a resumed run would drift from an uninterrupted one
+            generator=torch.Generator().manual_seed(self.seed))
         yield from dl
 
     def __iter__(self):
@@ -148,6 +151,8 @@ class Loader:
         t0, seen = time.perf_counter(), 0
         for x, y in batches:
             self.position += 1
+            if self.position == len(self):  # the state after the last batch is the next epoch's start
+                self.epoch, self.position = self.epoch + 1, 0
             seen += len(y)
             if bar is not None:
                 bar.update()
@@ -155,4 +160,3 @@ class Loader:
             yield x, y
         if bar is not None:
             bar.close()
-        self.epoch, self.position = self.epoch + 1, 0

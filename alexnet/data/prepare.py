@@ -174,7 +174,7 @@ def _finish(source: Source, out: Path) -> dict:
                 rgb_sum += z["rgb_sum"]
                 rgb_outer += z["rgb_outer"]
         index = {c: np.concatenate(v) if v else np.zeros(0) for c, v in cols.items()}
-        _atomic_write(out / f"{split}.index.npz", lambda f: np.savez(f, **index))
+        _atomic_write(out / f"{split}.index.npz", lambda f, index=index: np.savez(f, **index))
         meta["splits"][split] = {"count": int(len(index["offset"])), "shards": len(units),
                                  "shard_bytes": shard_sizes}
         report["images"][split] = int(len(index["offset"]))

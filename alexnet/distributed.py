@@ -1,0 +1,76 @@
+"""Several GPUs: data-parallel replicas of the two-GPU model.
+
+    torchrun --nproc_per_node=4 -m alexnet.train --cache cache/imagenet --run-dir runs/1cnn   # 8 GPUs
+
+One replica owns two GPUs (the paper's model parallelism); process r on a
+node uses GPUs 2r and 2r+1. With more GPUs than two, replicas are
+data-parallel through torch.distributed (DDP over the multi-device module,
+NCCL; gloo on CPU). Each rank takes rows r::K of every global batch, so the
+global batch stays `cfg.batch_size` and K processes see exactly the images
+and random draws of one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .placement import resolve_devices
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def init(devices_arg: str | None = None) -> tuple[Dist, tuple[torch.device, torch.device]]:
+    """Join the process group when launched by torchrun; pick this rank's devices."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(), resolve_devices(devices_arg)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    use_cuda = torch.cuda.is_available() and devices_arg != "cpu"
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if devices_arg and devices_arg != "cpu":
+        raise ValueError("--devices is chosen per rank under torchrun (GPUs 2r, 2r+1); leave it out")
+    if not use_cuda:
+        devices = resolve_devices("cpu")
+    else:
+        n = torch.cuda.device_count()
+        if n >= 2 * local_world:
+            devices = resolve_devices(f"cuda:{2 * local},cuda:{2 * local + 1}")
+        elif n >= local_world:
+            devices = resolve_devices(f"cuda:{local}")
+        else:
+            raise ValueError(f"{local_world} processes per node but only {n} GPUs; "
+                             f"use --nproc_per_node={max(1, n // 2)}")
+        torch.cuda.set_device(devices[0])
+    return Dist(rank, world, local), devices
+
+
+def all_sum(values: list[float], device) -> list[float]:
+    """Sum numbers over ranks (exact counts for validation)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,105 @@
+"""Learning-rate schedules of §5, per profile.
+
+- `paper` (§5): "The heuristic which we followed was to divide the learning
+  rate by 10 when the validation error rate stopped improving with the current
+  learning rate. The learning rate was initialized at 0.01 and reduced three
+  times prior to termination." Our reading of "stopped improving": ε is
+  divided by 10 after `patience` consecutive epochs without a new best
+  validation top-1 error; the count restarts after each division; at most
+  `drops` divisions. Patience is `cfg.lr_patience` for 90 epochs, scaled
+  proportionally (at least 1) for shorter runs.
+- `cuda-convnet` (layer-params-145, comments): ε ÷10 after epochs 25, 51 and
+  79; conv1's ε to 1e-5 after 67 and to 0 after 72; colour noise off from 67.
+  For a run of E < 90 epochs every milestone is scaled by E/90.
+
+Epochs are counted from 0 here: "after epoch 25" of the 2012 log is index 25.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .config import AlexNetConfig
+
+PAPER_EPOCHS = 90
+
+
+def _scaled(epoch: float, epochs: int) -> int:
+    return int(round(epoch * epochs / PAPER_EPOCHS)) if epochs < PAPER_EPOCHS else int(epoch)
+
+
+class PlateauSchedule:
+    def __init__(self, epochs: int, patience: int = 5, drops: int = 3, factor: float = 10.0):
+        self.patience = max(1, _scaled(patience, epochs))
+        self.drops, self.factor = drops, factor
+        self.best, self.bad_epochs, self.done = math.inf, 0, 0
+
+    def factors(self, epoch: int) -> dict[str, float]:
+        f = self.factor ** -self.done
+        return {"conv1.weight": f, "conv1.bias": f, "weight": f, "bias": f}
+
+    def lighting(self, epoch: int) -> bool:
+        return True
+
+    def end_epoch(self, epoch: int, val_error: float) -> str | None:
+        """Record epoch's validation error; returns a note when ε is divided."""
+        if val_error < self.best:
+            self.best, self.bad_epochs = val_error, 0
+            return None
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience and self.done < self.drops:
+            self.done, self.bad_epochs = self.done + 1, 0
+            return f"validation error {val_error:.4f} has not beaten {self.best:.4f} for {self.patience} epoch(s): ε ÷ {self.factor:g}"
+        return None
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "done": self.done}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.best, self.bad_epochs, self.done = s["best"], s["bad_epochs"], s["done"]
+
+
+class CudaConvnetSchedule:
+    """The recorded run of layers-145 (PAPER.md §5, "2012 code")."""
+
+    DROPS = (25, 51, 79)
+    CONV1_SMALL, CONV1_ZERO, NOISE_OFF = 67, 72, 67
+
+    def __init__(self, epochs: int, base_lr: float = 0.01):
+        self.epochs, self.base_lr = epochs, base_lr
+        self.m = lambda e: _scaled(e, epochs)  # noqa: E731
+
+    def factors(self, epoch: int) -> dict[str, float]:
+        f = 10.0 ** -sum(epoch >= self.m(d) for d in self.DROPS)
+        c1 = f
+        if epoch >= self.m(self.CONV1_ZERO):
+            c1 = 0.0
+        elif epoch >= self.m(self.CONV1_SMALL):
+            c1 = 1e-5 / self.base_lr  # "set epsw to 0.00001 ... on conv1"
+        return {"conv1.weight": c1, "conv1.bias": c1, "weight": f, "bias": f}
+
+    def lighting(self, epoch: int) -> bool:
+        return epoch < self.m(self.NOISE_OFF)
+
+    def end_epoch(self, epoch: int, val_error: float) -> str | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, s: dict) -> None:
+        pass
+
+
+def make_schedule(cfg: AlexNetConfig):
+    if cfg.lr_schedule == "cuda-convnet":
+        return CudaConvnetSchedule(cfg.epochs, cfg.lr)
+    return PlateauSchedule(cfg.epochs, cfg.lr_patience, cfg.lr_drops)
+
+
+def apply(schedule, optimizer, cfg: AlexNetConfig, epoch: int) -> dict[str, float]:
+    """Set every group's ε for `epoch`; returns {group: ε}."""
+    factors = schedule.factors(epoch)
+    for g in optimizer.param_groups:
+        g["lr"] = cfg.lr * g["lr_mult"] * factors[g["name"]]
+    return {g["name"]: g["lr"] for g in optimizer.param_groups}

@@ -1,0 +1,296 @@
+"""Train AlexNet with §5's SGD and schedule; resumable, one JSON line per epoch.
+
+    python -m alexnet.train --cache cache/synthetic --run-dir runs/1cnn
+    python -m alexnet.train --cache cache/imagenet --run-dir runs/1cnn --devices cuda:0,cuda:1
+    python -m alexnet.train ... --profile cuda-convnet --epochs 30 --no-lrn     # an ablation
+    torchrun --nproc_per_node=4 -m alexnet.train --cache cache/imagenet --run-dir runs/1cnn   # 8 GPUs
+
+Restarting the same command resumes from the newest valid checkpoint in
+--run-dir (a corrupt or truncated one is skipped with a warning). On CPU with
+a fixed seed a run killed anywhere and resumed ends with bit-identical weights.
+Checkpoints: every epoch and every --checkpoint-minutes; the last --keep are kept.
+Log: <run-dir>/log.jsonl, one line per epoch (train loss, top-1/top-5 error,
+validation 1-crop top-1/top-5, ε per group, images/s, seconds, devices).
+Exit status: 0 done; 2 bad arguments; 3 non-finite loss; 130 interrupted
+(a checkpoint was written first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint, distributed
+from .config import PROFILES, AlexNetConfig
+from .data.loader import Loader
+from .engine import predict, topk_wrong
+from .model import AlexNet
+from .optim import PaperSGD, param_groups
+from .progress import bar as progress_bar
+from .schedule import apply, make_schedule
+
+EXIT_NONFINITE, EXIT_INTERRUPTED = 3, 130
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def add_config_args(ap: argparse.ArgumentParser) -> None:
+    """Flags that mirror AlexNetConfig (defaults come from the profile)."""
+    g = ap.add_argument_group("model and learning (default: the profile's value)")
+    g.add_argument("--profile", choices=PROFILES, default="paper",
+                   help="'paper' (the text) or 'cuda-convnet' (the released 2012 code)")
+    g.add_argument("--epochs", type=int, help="epochs (paper: 90); schedules scale to shorter runs")
+    g.add_argument("--batch-size", type=int, help="global batch (paper: 128)")
+    g.add_argument("--lr", type=float, help="initial ε (paper: 0.01)")
+    g.add_argument("--seed", type=int, help="seed for init, shuffling, augmentation, dropout")
+    g.add_argument("--towers", type=int, choices=(1, 2), help="2, or 1 = footnote 2's one-GPU net")
+    g.add_argument("--crop-size", type=int, choices=(224, 227), help="input crop (paper: 224)")
+    g.add_argument("--no-lrn", dest="lrn", action="store_false", default=None, help="ablation: no LRN (§3.3)")
+    g.add_argument("--pool-kernel", type=int, choices=(2, 3), help="3 overlapping (§3.4) or 2")
+    g.add_argument("--activation", choices=("relu", "tanh"), help="relu (§3.1) or tanh")
+    g.add_argument("--dropout", type=float, help="dropout p on fc6/fc7 (paper: 0.5; 0 = ablation)")
+    g.add_argument("--no-pca-lighting", dest="pca_lighting", action="store_false", default=None,
+                   help="ablation: no PCA colour augmentation (§4.1)")
+    g.add_argument("--extra-conv6", action="store_true", default=None, help="1 CNN*: a sixth conv layer")
+    g.add_argument("--num-classes", type=int, help="default: the dataset's class count")
+
+
+def config_from_args(args, num_classes: int) -> AlexNetConfig:
+    fields = {f.name for f in dataclasses.fields(AlexNetConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None and k != "profile"}
+    overrides.setdefault("num_classes", num_classes)
+    return AlexNetConfig.from_profile(args.profile, **overrides)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m alexnet.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache", required=True, help="a prepared dataset (python -m tools.prepare)")
+    ap.add_argument("--run-dir", required=True, help="checkpoints and log.jsonl go here; rerun to resume")
+    ap.add_argument("--devices", help="tower devices, e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: what exists)")
+    ap.add_argument("--workers", type=int, default=None, help="CPU loader processes (default: all cores)")
+    ap.add_argument("--checkpoint-minutes", type=float, default=15.0, help="also checkpoint mid-epoch this often")
+    ap.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
+    ap.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: no limit)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_args(ap)
+    args = ap.parse_args(argv)
+    for name, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("keep", 1), ("num_classes", 2)):
+        v = getattr(args, name, None)
+        if v is not None and v < low:
+            ap.error(f"--{name.replace('_', '-')}={v}: must be at least {low}")
+    if args.lr is not None and not (0 < args.lr < math.inf):
+        ap.error(f"--lr={args.lr}: must be a positive number")
+    return ap, args
+
+
+class Trainer:
+    def __init__(self, args, cfg: AlexNetConfig, dist: distributed.Dist, devices, cache):
+        self.args, self.cfg, self.dist, self.devices = args, cfg, dist, devices
+        self.run_dir = Path(args.run_dir)
+        if cfg.batch_size % dist.world_size:
+            raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by {dist.world_size} processes")
+        torch.manual_seed(cfg.seed)
+        self.net = AlexNet(cfg, devices)
+        self.model = (torch.nn.parallel.DistributedDataParallel(self.net) if dist.active else self.net)
+        self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay)
+        self.schedule = make_schedule(cfg)
+        common = dict(seed=cfg.seed, device=devices[0], workers=args.workers, rank=dist.rank,
+                      world_size=dist.world_size)
+        self.train_loader = Loader(cache, "train", cfg, train=True, batch_size=cfg.batch_size, **common)
+        self.val_loader = Loader(cache, "val", cfg, train=False, batch_size=cfg.batch_size,
+                                 views="center", **common)
+        if len(self.train_loader) == 0:
+            raise ValueError(f"{args.cache}: {self.train_loader.cache.size('train')} training images, fewer "
+                             f"than one batch of {cfg.batch_size}; lower --batch-size")
+        self.epoch, self.step, self.history = 0, 0, []
+        self.meters = self._new_meters()
+        self.last_ckpt: Path | None = None
+        self.stop_signal: int | None = None
+
+    @staticmethod
+    def _new_meters() -> dict:
+        return {"loss": 0.0, "wrong1": 0, "wrong5": 0, "n": 0, "seconds": 0.0, "images": 0}
+
+    # ---- state ----
+    def state(self) -> dict:
+        return {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
+                "loader": self.train_loader.state_dict(), "meters": dict(self.meters),
+                "history": list(self.history), "rng": checkpoint.rng_state(),
+                "config": self.cfg.to_dict(), "code_version": checkpoint.code_version(),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def resume(self) -> bool:
+        path, ck = checkpoint.latest(self.run_dir)
+        if ck is None:
+            return False
+        if ck["config"] != self.cfg.to_dict():
+            theirs = AlexNetConfig.from_dict(ck["config"]) if set(ck["config"]) <= set(self.cfg.to_dict()) else None
+            diff = ({k: (v, getattr(self.cfg, k)) for k, v in dataclasses.asdict(theirs).items()
+                     if getattr(self.cfg, k) != v} if theirs else "fields of another version")
+            raise ValueError(f"{self.run_dir} holds a run with another config (checkpoint vs now: {diff}); "
+                             "use another --run-dir, or the same flags as that run")
+        self.net.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.schedule.load_state_dict(ck["schedule"])
+        self.train_loader.load_state_dict(ck["loader"])
+        self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
+        self.meters = ck["meters"]
+        checkpoint.set_rng_state(ck["rng"])
+        self.last_ckpt = path
+        if self.dist.main:
+            print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
+        return True
+
+    def save(self) -> None:
+        if self.dist.main:
+            self.last_ckpt = checkpoint.save(self.run_dir, self.state(), keep=self.args.keep)
+            self._write_log()
+
+    def _write_log(self) -> None:
+        tmp = self.run_dir / "log.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+        os.replace(tmp, self.run_dir / "log.jsonl")
+
+    # ---- loop ----
+    def validate(self) -> dict:
+        probs, labels = predict(self.net, self.val_loader)
+        wrong = topk_wrong(probs, labels)
+        w1, w5, n = distributed.all_sum([wrong[1], wrong[5], len(labels)], self.devices[0])
+        return {"top1": w1 / n, "top5": w5 / n, "n": int(n)}
+
+    def train_epoch(self) -> None:
+        cfg, m = self.cfg, self.meters
+        loader = self.train_loader
+        if loader.epoch != self.epoch:
+            loader.set_epoch(self.epoch)
+        loader.lighting = self.schedule.lighting(self.epoch) and cfg.pca_lighting
+        self.model.train()
+        last_save = time.time()
+        bar = progress_bar(total=len(loader), initial=loader.position, unit="batch", leave=False,
+                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                           enabled=self.dist.main and not self.args.no_progress)
+        t0 = time.perf_counter()
+        for x, y in loader:
+            y = y.to(self.devices[0])
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            wrong = topk_wrong(logits.detach(), y)
+            m["loss"] += loss.item() * len(y)
+            m["wrong1"] += wrong[1]
+            m["wrong5"] += wrong[5]
+            m["n"] += len(y)
+            m["images"] += len(y) * self.dist.world_size
+            bar.update()
+            bar.set_postfix(loss=f"{m['loss'] / m['n']:.3f}", err=f"{m['wrong1'] / m['n']:.3f}",
+                            img_s=f"{m['images'] / (m['seconds'] + time.perf_counter() - t0):.1f}", refresh=False)
+            due = ((self.args.checkpoint_steps and self.step % self.args.checkpoint_steps == 0)
+                   or time.time() - last_save > 60 * self.args.checkpoint_minutes)
+            if self.stop_signal is not None or (self.args.max_steps and self.step >= self.args.max_steps) or due:
+                m["seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if loader.position != 0:  # mid-epoch; the epoch end saves on its own
+                    self.save()
+                last_save = time.time()
+                if self.stop_signal is not None or (self.args.max_steps and self.step >= self.args.max_steps):
+                    bar.close()
+                    return
+        bar.close()
+        m["seconds"] += time.perf_counter() - t0
+
+    def run(self) -> int:
+        cfg = self.cfg
+        while self.epoch < cfg.epochs:
+            if self.args.max_steps and self.step >= self.args.max_steps:
+                return 0
+            lrs = apply(self.schedule, self.opt, cfg, self.epoch)
+            self.train_epoch()
+            if self.train_loader.position != 0:  # stopped mid-epoch (signal or --max-steps)
+                return EXIT_INTERRUPTED if self.stop_signal is not None else 0
+            val = self.validate()
+            note = self.schedule.end_epoch(self.epoch, val["top1"])
+            m = self.meters
+            self.history.append({
+                "epoch": self.epoch + 1, "step": self.step,
+                "train_loss": m["loss"] / m["n"], "train_top1": m["wrong1"] / m["n"], "train_top5": m["wrong5"] / m["n"],
+                "val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"],
+                "lr": lrs, "pca_lighting": self.train_loader.lighting is not False,
+                "images_per_s": round(m["images"] / max(m["seconds"], 1e-9), 2), "seconds": round(m["seconds"], 2),
+                "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
+                "schedule_note": note})
+            if self.dist.main:
+                h = self.history[-1]
+                print(f"epoch {h['epoch']}/{cfg.epochs}: train loss {h['train_loss']:.4f} "
+                      f"err {h['train_top1']:.4f}/{h['train_top5']:.4f}  val err {h['val_top1']:.4f}/"
+                      f"{h['val_top5']:.4f}  ε {lrs['weight']:g}  {h['images_per_s']:.1f} img/s"
+                      + (f"  [{note}]" if note else ""), file=sys.stderr)
+            self.epoch += 1
+            self.meters = self._new_meters()
+            self.save()
+            if self.stop_signal is not None:
+                return EXIT_INTERRUPTED
+        return 0
+
+
+def main(argv=None) -> int:
+    ap, args = parse_args(argv)
+    try:
+        dist, devices = distributed.init(args.devices)
+        from .data.cache import Cache
+        cache = Cache(args.cache)
+        cfg = config_from_args(args, num_classes=len(cache.classes))
+        Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(args, cfg, dist, devices, cache)
+        resumed = trainer.resume()
+    except ValueError as e:
+        ap.error(str(e))
+    if not resumed and dist.main:
+        (Path(args.run_dir) / "config.json").write_text(json.dumps(
+            {"config": cfg.to_dict(), "cache": str(args.cache), "code_version": checkpoint.code_version(),
+             "host": socket.gethostname(), "devices": [str(d) for d in devices], "world_size": dist.world_size},
+            indent=1))
+
+    def on_signal(signum, frame):
+        trainer.stop_signal = signum
+        print(f"\nsignal {signal.Signals(signum).name}: finishing this step and writing a checkpoint ...",
+              file=sys.stderr)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        code = trainer.run()
+    except NonFiniteLoss as e:
+        where = trainer.last_ckpt or "none yet (the run diverged before its first checkpoint)"
+        print(f"error: {e}; stopped. Last good checkpoint: {where}. Lower --lr, or check the data.",
+              file=sys.stderr)
+        code = EXIT_NONFINITE
+    finally:
+        distributed.shutdown()
+    if code == EXIT_INTERRUPTED and dist.main:
+        print(f"interrupted; checkpoint {trainer.last_ckpt}. Resume with the same command.", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

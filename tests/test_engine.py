@@ -1,0 +1,270 @@
+"""Engine: §5's update rule and schedules, checkpoints, kill-and-resume
+bit-identity, non-finite loss, 10-patch evaluation, ensembles, torchrun."""
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnet import checkpoint
+from alexnet.config import AlexNetConfig
+from alexnet.data.cache import Cache
+from alexnet.data.loader import Loader
+from alexnet.engine import ensemble, errors, predict
+from alexnet.evaluate import evaluate
+from alexnet.model import AlexNet
+from alexnet.optim import PaperSGD, param_groups
+from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------- §5 update rule ----------
+
+def test_paper_sgd_matches_float64_loop_across_lr_change():
+    torch.manual_seed(0)
+    w0 = torch.randn(5, dtype=torch.float64)
+    grads = [torch.randn(5, dtype=torch.float64) for _ in range(6)]
+    lrs = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001]  # ε ÷ 10 after step 3
+    w, v = w0.clone(), torch.zeros(5, dtype=torch.float64)
+    for g, eps in zip(grads, lrs):  # §5 verbatim
+        v = 0.9 * v - 0.0005 * eps * w - eps * g
+        w = w + v
+    p = torch.nn.Parameter(w0.clone())
+    opt = PaperSGD([p], lr=0.01, momentum=0.9, weight_decay=0.0005)
+    q = torch.nn.Parameter(w0.clone())
+    sgd = torch.optim.SGD([q], lr=0.01, momentum=0.9, weight_decay=0.0005)
+    for g, eps in zip(grads, lrs):
+        for o, t in ((opt, p), (sgd, q)):
+            o.param_groups[0]["lr"] = eps
+            t.grad = g.clone()
+            o.step()
+    torch.testing.assert_close(p.detach(), w, rtol=1e-14, atol=1e-15)
+    # PyTorch's SGD agrees before the change and not after it
+    assert (q.detach() - w).abs().max() > 1e-4
+
+
+def test_paper_sgd_equals_torch_sgd_while_lr_is_constant():
+    torch.manual_seed(1)
+    w0 = torch.randn(4, dtype=torch.float64)
+    p, q = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    a = PaperSGD([p], lr=0.01)
+    b = torch.optim.SGD([q], lr=0.01, momentum=0.9, weight_decay=0.0005)
+    for _ in range(5):
+        g = torch.randn(4, dtype=torch.float64)
+        p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_param_groups_per_profile():
+    model = AlexNet(AlexNetConfig.from_profile("cuda-convnet"), devices=("cpu", "meta"))
+    groups = {g["name"]: g for g in param_groups(model, model.config)}
+    assert groups["bias"]["lr_mult"] == 2.0 and groups["bias"]["weight_decay"] == 0.0
+    assert groups["weight"]["lr_mult"] == 1.0 and groups["weight"]["weight_decay"] == 5e-4
+    assert len(groups["conv1.weight"]["params"]) == 2  # one per tower
+    paper = {g["name"]: g for g in param_groups(model, AlexNetConfig.from_profile("paper"))}
+    assert paper["bias"]["lr_mult"] == 1.0 and paper["bias"]["weight_decay"] == 5e-4
+    n = sum(len(g["params"]) for g in groups.values())
+    assert n == len(list(model.parameters()))
+
+
+# ---------- schedules ----------
+
+def test_plateau_schedule_on_scripted_curve():
+    s = PlateauSchedule(epochs=90, patience=2, drops=3)
+    curve = [0.9, 0.8, 0.7, 0.71, 0.72, 0.6, 0.65, 0.66, 0.5, 0.55, 0.55, 0.55, 0.55, 0.55, 0.55]
+    notes = [s.end_epoch(e, err) for e, err in enumerate(curve)]
+    drops_at = [e for e, n in enumerate(notes) if n]
+    assert drops_at == [4, 7, 10]  # two epochs without a new best each time, then capped at 3
+    assert s.factors(99)["weight"] == pytest.approx(1e-3)
+
+
+def test_plateau_patience_scales_with_short_runs():
+    assert PlateauSchedule(epochs=90, patience=5).patience == 5
+    assert PlateauSchedule(epochs=18, patience=5).patience == 1
+
+
+def test_cuda_convnet_schedule_is_the_recorded_run():
+    s = CudaConvnetSchedule(90)
+    f = lambda e: s.factors(e)  # noqa: E731
+    assert f(24)["weight"] == 1 and f(25)["weight"] == pytest.approx(0.1)
+    assert f(51)["weight"] == pytest.approx(0.01) and f(79)["weight"] == pytest.approx(0.001)
+    assert f(66)["conv1.weight"] == pytest.approx(0.01)
+    assert f(67)["conv1.weight"] * 0.01 == pytest.approx(1e-5) and f(72)["conv1.weight"] == 0
+    assert s.lighting(66) and not s.lighting(67)
+    short = CudaConvnetSchedule(9)  # scaled by 9/90: milestones at 2 (2.5 → 2), 5, 8
+    assert [short.factors(e)["weight"] for e in range(9)] == pytest.approx(
+        [1, 1, .1, .1, .1, .01, .01, .01, .001])
+
+
+# ---------- checkpoints ----------
+
+def test_truncated_checkpoint_is_skipped(tmp_path):
+    for step in (1, 2):
+        checkpoint.save(tmp_path, {"model": {"w": torch.full((1000,), float(step))}, "epoch": 0, "step": step})
+    newest = sorted(tmp_path.glob("ckpt-*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:200])
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        path, ck = checkpoint.latest(tmp_path)
+    assert ck["step"] == 1 and path.name.endswith("s000000001.pt")
+
+
+def test_keep_last_k(tmp_path):
+    for step in range(5):
+        checkpoint.save(tmp_path, {"model": {}, "epoch": 0, "step": step}, keep=2)
+    assert [p.name for p in sorted(tmp_path.glob("ckpt-*.pt"))] == [
+        "ckpt-e0000-s000000003.pt", "ckpt-e0000-s000000004.pt"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+# ---------- training subprocesses ----------
+
+def train_cmd(cache, run_dir, *extra):
+    return [sys.executable, "-m", "alexnet.train", "--cache", str(cache), "--run-dir", str(run_dir),
+            "--batch-size", "4", "--workers", "0", "--no-progress", *extra]
+
+
+def run(cmd, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, **kw)
+
+
+def final_weights(run_dir):
+    _, ck = checkpoint.latest(run_dir)
+    return ck
+
+
+def kill_and_resume_trials(tiny_cache, tmp_path, trials, seed):
+    args = ("--epochs", "2", "--checkpoint-steps", "3", "--keep", "2")
+    ref_dir = tmp_path / "ref"
+    r = run(train_cmd(tiny_cache, ref_dir, *args))
+    assert r.returncode == 0, r.stderr
+    ref = final_weights(ref_dir)
+    assert ref["epoch"] == 2 and ref["step"] == 24
+    rng = random.Random(seed)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for t in range(trials):
+        d = tmp_path / f"trial{t}"
+        target = rng.choice([3, 6, 9, 12, 15, 18])  # kill after this checkpoint, plus a random delay
+        p = subprocess.Popen(train_cmd(tiny_cache, d, *args), cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(
+                int(f.name[-12:-3]) >= target for f in d.glob("ckpt-*.pt")) and p.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 1.0))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        r = run(train_cmd(tiny_cache, d, *args))
+        assert r.returncode == 0, r.stderr
+        got = final_weights(d)
+        assert got["step"] == 24
+        for k, v in ref["model"].items():
+            assert torch.equal(v, got["model"][k]), f"trial {t} (kill after step ≥{target}): {k} differs"
+        assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in ref["history"]]
+        assert [h["train_loss"] for h in got["history"]] == [h["train_loss"] for h in ref["history"]]
+
+
+def test_kill_and_resume_is_bit_identical(tiny_cache, tmp_path):
+    kill_and_resume_trials(tiny_cache, tmp_path, trials=2, seed=int(time.time()))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_many_trials(tiny_cache, tmp_path):
+    kill_and_resume_trials(tiny_cache, tmp_path, trials=8, seed=0)
+
+
+def test_nonfinite_loss_stops_with_last_good_checkpoint(tiny_cache, tmp_path):
+    r = run(train_cmd(tiny_cache, tmp_path / "nan", "--epochs", "1", "--lr", "1e6", "--checkpoint-steps", "1"))
+    assert r.returncode == 3, r.stderr
+    assert "loss is nan" in r.stderr.lower() or "loss is inf" in r.stderr.lower()
+    assert "Last good checkpoint" in r.stderr
+    path, ck = checkpoint.latest(tmp_path / "nan")
+    if ck is not None:  # every checkpoint left behind holds finite weights
+        assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_bad_arguments_exit_2_and_write_nothing(tiny_cache, tmp_path):
+    for bad in (["--epochs", "-1"], ["--batch-size", "0"], ["--crop-size", "200"], ["--profile", "caffe"],
+                ["--devices", "cuda:9"]):
+        r = run(train_cmd(tiny_cache, tmp_path / "bad", *bad))
+        assert r.returncode == 2, (bad, r.stderr)
+        assert "error" in r.stderr
+    assert not list((tmp_path / "bad").glob("ckpt-*")) if (tmp_path / "bad").exists() else True
+
+
+# ---------- evaluation ----------
+
+def test_ten_patch_evaluation_matches_brute_force(tiny_cache):
+    cache = Cache(tiny_cache)
+    torch.manual_seed(0)
+    model = AlexNet(AlexNetConfig.from_profile("paper", num_classes=4), devices="cpu").eval()
+    loader = Loader(cache, "val", model.config, train=False, views="ten", batch_size=5, workers=0, device="cpu")
+    probs, labels = predict(model, loader)
+    mean = torch.as_tensor(cache.mean, dtype=torch.float32)
+    for i in (0, 7, 15):
+        img = torch.as_tensor(np.array(Image.open(io.BytesIO(cache.read("val", i))).convert("RGB"))
+                              ).permute(2, 0, 1).float() - mean
+        views = []
+        for t, l in ((0, 0), (0, 32), (32, 0), (32, 32), (16, 16)):  # corners and centre
+            patch = img[:, t:t + 224, l:l + 224]
+            views += [patch, patch.flip(-1)]
+        with torch.no_grad():
+            p = torch.stack([torch.softmax(model(v[None]), 1)[0] for v in views]).mean(0)
+        torch.testing.assert_close(probs[i], p, rtol=1e-4, atol=1e-6)
+    assert torch.equal(labels, torch.as_tensor(cache.labels("val")))
+
+
+def test_ensemble_is_mean_softmax(tiny_cache, tmp_path):
+    cache = Cache(tiny_cache)
+    paths, single = [], []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        cfg = AlexNetConfig.from_profile("paper", num_classes=4, seed=seed)
+        model = AlexNet(cfg, devices="cpu")
+        run_dir = tmp_path / f"m{seed}"
+        run_dir.mkdir()
+        checkpoint.save(run_dir, {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1, "step": 1})
+        paths.append(run_dir)
+        loader = Loader(cache, "val", cfg, train=False, views="center", batch_size=8, workers=0, device="cpu")
+        single.append(predict(model.eval(), loader)[0])
+    res = evaluate(cache, paths, "val", views=("center",), devices="cpu", batch_size=8, workers=0)
+    torch.testing.assert_close(res["_probs"]["center"], (single[0] + single[1]) / 2)
+    assert res["ensemble"]["center"] == errors(ensemble(single), torch.as_tensor(cache.labels("val")))
+
+
+# ---------- several processes ----------
+
+def test_torchrun_two_processes_equal_one(tiny_cache, tmp_path):
+    """Global batch 8 as 2 × 4 (gloo, CPU) takes the step of 1 × 8. Dropout is off
+    (each process draws its own masks). Float32 sums the gradient in another order
+    (measured: 4e-5 of the update after one step; later steps amplify it), so the
+    check is relative to the update itself: a rank that saw the wrong rows, or
+    gradients not averaged, would miss by about 100% of it."""
+    common = ("--epochs", "1", "--max-steps", "1", "--dropout", "0", "--devices", "cpu", "--batch-size", "8")
+    one = run(train_cmd(tiny_cache, tmp_path / "one", *common))
+    assert one.returncode == 0, one.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+                str(29500 + random.Random().randint(0, 999))]
+    two = run(torchrun + train_cmd(tiny_cache, tmp_path / "two", *common)[1:], timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+    assert a["step"] == b["step"] == 1
+    cfg = AlexNetConfig.from_dict(a["config"])
+    torch.manual_seed(cfg.seed)
+    init = AlexNet(cfg, devices="cpu").state_dict()
+    for k, w in a["model"].items():
+        update = (w - init[k]).abs().max()
+        assert update > 0, k
+        assert (b["model"][k] - w).abs().max() < 1e-3 * update, k
