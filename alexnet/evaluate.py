@@ -50,8 +50,9 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
 
 
 def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "ten"), devices=None,
-             batch_size: int = 64, workers: int | None = None) -> dict:
-    """Errors of each checkpoint and of their ensemble, per view mode."""
+             batch_size: int = 64, workers: int | None = None) -> tuple[dict, dict]:
+    """Errors of each checkpoint and of their ensemble, per view mode; and the
+    ensemble's softmax per view mode."""
     out = {"split": split, "images": cache.size(split), "checkpoints": [], "ensemble": {}}
     probs: dict[str, list] = {v: [] for v in views}
     labels = None
@@ -67,8 +68,7 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
         out["checkpoints"].append(entry)
     for v in views:
         out["ensemble"][v] = errors(ensemble(probs[v]), labels)
-    out["_probs"] = {v: ensemble(probs[v]) for v in views}
-    return out
+    return out, {v: ensemble(probs[v]) for v in views}
 
 
 def write_submission(path: Path, probs: torch.Tensor, classes: list[dict]) -> None:
@@ -108,10 +108,9 @@ def main(argv=None) -> int:
                      checkpoint=str(path))
             print(f"features {tuple(f.shape)} → {args.features}")
             return 0
-        res = evaluate(cache, args.checkpoint, args.split, views, args.devices, args.batch_size, args.workers)
+        res, probs = evaluate(cache, args.checkpoint, args.split, views, args.devices, args.batch_size, args.workers)
     except (ValueError, CacheError) as e:
         ap.error(str(e))
-    probs = res.pop("_probs")
     res.update({"cache": str(args.cache), "seconds": round(time.time() - t0, 1),
                 "code_version": checkpoint.code_version(), "date": time.strftime("%Y-%m-%d")})
     for v, e in res["ensemble"].items():

@@ -87,6 +87,8 @@ def parse_args(argv=None):
     ap.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: no limit)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--tensorboard", action="store_true",
+                    help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
     add_config_args(ap)
     args = ap.parse_args(argv)
     for name, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("keep", 1), ("num_classes", 2)):
@@ -122,6 +124,13 @@ class Trainer:
         self.meters = self._new_meters()
         self.last_ckpt: Path | None = None
         self.stop_signal: int | None = None
+        self.tb = None
+        if args.tensorboard and dist.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.tb = SummaryWriter(self.run_dir / "tb")
 
     @staticmethod
     def _new_meters() -> dict:
@@ -140,10 +149,10 @@ class Trainer:
         path, ck = checkpoint.latest(self.run_dir)
         if ck is None:
             return False
-        if ck["config"] != self.cfg.to_dict():
-            theirs = AlexNetConfig.from_dict(ck["config"]) if set(ck["config"]) <= set(self.cfg.to_dict()) else None
-            diff = ({k: (v, getattr(self.cfg, k)) for k, v in dataclasses.asdict(theirs).items()
-                     if getattr(self.cfg, k) != v} if theirs else "fields of another version")
+        now = self.cfg.to_dict()
+        if ck["config"] != now:
+            diff = {k: (ck["config"].get(k), now.get(k)) for k in sorted(set(ck["config"]) | set(now))
+                    if ck["config"].get(k) != now.get(k)}
             raise ValueError(f"{self.run_dir} holds a run with another config (checkpoint vs now: {diff}); "
                              "use another --run-dir, or the same flags as that run")
         self.net.load_state_dict(ck["model"])
@@ -240,6 +249,11 @@ class Trainer:
                 "images_per_s": round(m["images"] / max(m["seconds"], 1e-9), 2), "seconds": round(m["seconds"], 2),
                 "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
                 "schedule_note": note})
+            if self.tb is not None:
+                for key in ("train_loss", "train_top1", "train_top5", "val_top1", "val_top5", "images_per_s"):
+                    self.tb.add_scalar(key, self.history[-1][key], self.epoch + 1)
+                self.tb.add_scalar("lr", lrs["weight"], self.epoch + 1)
+                self.tb.flush()
             if self.dist.main:
                 h = self.history[-1]
                 print(f"epoch {h['epoch']}/{cfg.epochs}: train loss {h['train_loss']:.4f} "
@@ -261,8 +275,8 @@ def main(argv=None) -> int:
         from .data.cache import Cache
         cache = Cache(args.cache)
         cfg = config_from_args(args, num_classes=len(cache.classes))
-        Path(args.run_dir).mkdir(parents=True, exist_ok=True)
         trainer = Trainer(args, cfg, dist, devices, cache)
+        Path(args.run_dir).mkdir(parents=True, exist_ok=True)  # only once the arguments are good
         resumed = trainer.resume()
     except ValueError as e:
         ap.error(str(e))

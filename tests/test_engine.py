@@ -239,8 +239,8 @@ def test_ensemble_is_mean_softmax(tiny_cache, tmp_path):
         paths.append(run_dir)
         loader = Loader(cache, "val", cfg, train=False, views="center", batch_size=8, workers=0, device="cpu")
         single.append(predict(model.eval(), loader)[0])
-    res = evaluate(cache, paths, "val", views=("center",), devices="cpu", batch_size=8, workers=0)
-    torch.testing.assert_close(res["_probs"]["center"], (single[0] + single[1]) / 2)
+    res, probs = evaluate(cache, paths, "val", views=("center",), devices="cpu", batch_size=8, workers=0)
+    torch.testing.assert_close(probs["center"], (single[0] + single[1]) / 2)
     assert res["ensemble"]["center"] == errors(ensemble(single), torch.as_tensor(cache.labels("val")))
 
 

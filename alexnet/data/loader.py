@@ -75,8 +75,6 @@ class Loader:
         self.progress = progress
         self.rank, self.world_size = rank, world_size
         self.norm = Normalizer(self.cache.mean, self.cache.eigvals, self.cache.eigvecs, cfg, self.device)
-        self._cpu_norm = (self.norm if self.device.type == "cpu" else
-                          Normalizer(self.cache.mean, self.cache.eigvals, self.cache.eigvecs, cfg, "cpu"))
         self.epoch, self.position = 0, 0
         self.labels = torch.as_tensor(self.cache.labels(split))
 
@@ -121,7 +119,7 @@ class Loader:
         idx, rows = self.batch_indices(b)
         mine = idx[rows]
         x = torch.stack(decode_jpeg(self._read(mine), mode=ImageReadMode.RGB))
-        return self._augment(x, b, len(idx), rows, self._cpu_norm), self.labels[mine]
+        return self._augment(x, b, len(idx), rows, self.norm), self.labels[mine]
 
     def _gpu_batches(self, start: int):
         for b in range(start, len(self)):
