@@ -53,7 +53,8 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
              batch_size: int = 64, workers: int | None = None) -> tuple[dict, dict]:
     """Errors of each checkpoint and of their ensemble, per view mode; and the
     ensemble's softmax per view mode."""
-    out = {"split": split, "images": cache.size(split), "checkpoints": [], "ensemble": {}}
+    out = {"split": split, "images": cache.size(split), "classes": len(cache.classes), "checkpoints": [],
+           "ensemble": {}}
     probs: dict[str, list] = {v: [] for v in views}
     labels = None
     for p in paths:

@@ -86,12 +86,15 @@ def parse_args(argv=None):
     ap.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
     ap.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: no limit)")
+    ap.add_argument("--train-batches", type=int, default=0,
+                    help="short runs: use only the first N batches of each epoch's shuffled order (0: all)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
     add_config_args(ap)
     args = ap.parse_args(argv)
-    for name, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("keep", 1), ("num_classes", 2)):
+    for name, low in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("keep", 1), ("num_classes", 2),
+                      ("train_batches", 0), ("max_steps", 0)):
         v = getattr(args, name, None)
         if v is not None and v < low:
             ap.error(f"--{name.replace('_', '-')}={v}: must be at least {low}")
@@ -114,7 +117,8 @@ class Trainer:
         self.schedule = make_schedule(cfg)
         common = dict(seed=cfg.seed, device=devices[0], workers=args.workers, rank=dist.rank,
                       world_size=dist.world_size)
-        self.train_loader = Loader(cache, "train", cfg, train=True, batch_size=cfg.batch_size, **common)
+        self.train_loader = Loader(cache, "train", cfg, train=True, batch_size=cfg.batch_size,
+                                   max_batches=args.train_batches or None, **common)
         self.val_loader = Loader(cache, "val", cfg, train=False, batch_size=cfg.batch_size,
                                  views="center", **common)
         if len(self.train_loader) == 0:

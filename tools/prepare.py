@@ -20,9 +20,9 @@ from pathlib import Path
 
 from alexnet.data.prepare import format_report, prepare
 from alexnet.data.sources import DatasetError, open_source
-from alexnet.data.synthetic import write_synthetic_ilsvrc
+from alexnet.data.synthetic import DEFAULT_SIZE, synthetic_name, write_synthetic_ilsvrc
 
-DEFAULT_SYNTHETIC = dict(classes=10, train_per_class=120, val_per_class=20)
+DEFAULT_SYNTHETIC = dict(zip(("classes", "train_per_class", "val_per_class"), DEFAULT_SIZE))
 
 
 def main(argv=None) -> int:
@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--val-per-class", type=int, default=DEFAULT_SYNTHETIC["val_per_class"],
                     help="synthetic: validation images per class")
     ap.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
+    ap.add_argument("--raw", metavar="DIR", help="synthetic: where the archives go (default: data/<name>)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     for name in ("workers", "classes", "train_per_class", "val_per_class"):
@@ -49,10 +50,11 @@ def main(argv=None) -> int:
             ap.error(f"--{name.replace('_', '-')}={v}: must be at least {2 if name == 'classes' else 1}")
 
     if args.synthetic:
-        raw = Path("data/synthetic")
+        name = synthetic_name(args.classes, args.train_per_class, args.val_per_class, args.seed)
+        raw = Path(args.raw or Path("data") / name)
         write_synthetic_ilsvrc(raw, args.classes, args.train_per_class, args.val_per_class, args.seed,
                                progress=not args.no_progress)
-        imagenet, folder, name = str(raw), None, "synthetic"
+        imagenet, folder = str(raw), None
     else:
         imagenet, folder = args.imagenet, args.data
         name = Path(imagenet or folder).resolve().name

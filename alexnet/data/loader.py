@@ -59,7 +59,7 @@ class Loader:
                  batch_size: int | None = None, seed: int = 0, device: str | torch.device | None = None,
                  workers: int | None = None, views: str = "center", drop_last: bool | None = None,
                  shuffle: bool | None = None, lighting: bool | None = None, progress: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, max_batches: int | None = None):
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
         if split not in self.cache.splits:
             raise ValueError(f"split {split!r} not in cache {self.cache.root} (has {self.cache.splits})")
@@ -74,6 +74,7 @@ class Loader:
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.progress = progress
         self.rank, self.world_size = rank, world_size
+        self.max_batches = max_batches  # short runs: only the first N batches of each epoch's order
         self.norm = Normalizer(self.cache.mean, self.cache.eigvals, self.cache.eigvecs, cfg, self.device)
         self.epoch, self.position = 0, 0
         self.labels = torch.as_tensor(self.cache.labels(split))
@@ -81,7 +82,8 @@ class Loader:
     # ---- order and state ----
     def __len__(self) -> int:
         n = self.cache.size(self.split)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return min(batches, self.max_batches) if self.max_batches else batches
 
     def order(self, epoch: int) -> torch.Tensor:
         n = self.cache.size(self.split)

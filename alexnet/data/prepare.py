@@ -27,6 +27,7 @@ meta.json is written last, so a cache without it is unfinished.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import multiprocessing as mp
@@ -117,12 +118,13 @@ def prepare(source: Source, out: str | os.PathLike, workers: int | None = None,
     """Build (or finish) the cache for `source` in `out`; returns the report."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    fingerprint = hashlib.sha256(json.dumps([source.root, source.classes, source.units]).encode()).hexdigest()
     if (out / "meta.json").exists():
         meta = json.loads((out / "meta.json").read_text())
-        if meta.get("source") == source.root:
+        if meta.get("fingerprint") == fingerprint:
             return meta["report"]
-        raise ValueError(f"{out} already holds a cache of {meta.get('source')}; "
-                         f"choose another --cache or delete it")
+        raise ValueError(f"{out} already holds a cache of another dataset or another version of it "
+                         f"({meta.get('source')}); choose another --cache or delete {out}")
     jobs = []
     for split, units in source.units.items():
         for k, unit in enumerate(units):
@@ -141,15 +143,15 @@ def prepare(source: Source, out: str | os.PathLike, workers: int | None = None,
                 bar.update()
                 bar.set_postfix(img_s=f"{done_images / max(time.time() - t0, 1e-9):.0f}", refresh=False)
     bar.close()
-    report = _finish(source, out)
+    report = _finish(source, out, fingerprint)
     report["seconds_this_run"] = round(time.time() - t0, 1)
     report["shards_done_before_this_run"] = total - len(jobs)
     return report
 
 
-def _finish(source: Source, out: Path) -> dict:
+def _finish(source: Source, out: Path, fingerprint: str) -> dict:
     """Merge shard indexes and statistics; write mean.npy, pca.npz, meta.json."""
-    meta = {"format_version": FORMAT_VERSION, "kind": source.kind, "source": source.root,
+    meta = {"format_version": FORMAT_VERSION, "kind": source.kind, "source": source.root, "fingerprint": fingerprint,
             "image_size": SIZE, "jpeg_quality": QUALITY, "classes": source.classes, "splits": {}}
     report = {"images": {}, "converted": {}, "skipped": [], "converted_examples": []}
     pix_sum = np.zeros((SIZE, SIZE, 3), np.float64)

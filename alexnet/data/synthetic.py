@@ -43,6 +43,16 @@ DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "bar", "diamond")
 
 
+DEFAULT_SIZE = (10, 120, 20)  # classes, train per class, val per class
+
+
+def synthetic_name(classes: int, train_per_class: int, val_per_class: int, seed: int = 0) -> str:
+    """Folder name for a synthetic dataset: 'synthetic' for the default, else its size."""
+    if (classes, train_per_class, val_per_class, seed) == (*DEFAULT_SIZE, 0):
+        return "synthetic"
+    return f"synthetic-{classes}x{train_per_class}x{val_per_class}" + (f"-seed{seed}" if seed else "")
+
+
 def class_spec(k: int) -> dict:
     """The fixed attributes of class k."""
     return {

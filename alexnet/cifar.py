@@ -1,0 +1,143 @@
+"""Figure 1: ReLU versus tanh in "a four-layer convolutional neural network" on CIFAR-10.
+
+The paper gives no layer list. Stand-in, named as such: the 2012 code's
+CIFAR-10 net `layers-cifar/layers-18pct.cfg` (PAPER.md, Figures): conv 32@5×5
+pad 2 → max-pool 3/2 → act → same-map norm 3; conv 32@5×5 pad 2 → act →
+avg-pool 3/2 → norm 3; conv 64@5×5 pad 2 → act → avg-pool 3/2; fc 10. Pools
+round up as cuda-convnet does (32 → 16 → 8 → 4). Norm: scale 5e-5, pow 0.75
+(layer-params-18pct). "No regularization" (§3.1): no weight decay, no dropout.
+"The learning rates for each network were chosen independently to make
+training as fast as possible": each activation gets the fastest of a small
+grid. Training error is the running error over each epoch.
+
+Data: CIFAR-10 from a torchvision folder (`--cifar DIR`, no download), or the
+embedded synthetic dataset's images shrunk to 32×32 (labelled as such).
+
+    python -m alexnet.cifar --cache cache/synthetic --out results/synthetic/figure1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .layers import SameMapNorm
+from .optim import PaperSGD
+
+TARGET_ERROR = 0.25  # Figure 1: "to reach 25% training error"
+
+
+class FourLayerNet(nn.Module):
+    def __init__(self, activation: str = "relu", num_classes: int = 10):
+        super().__init__()
+        act = nn.ReLU if activation == "relu" else nn.Tanh
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), act(), SameMapNorm(3, 5e-5, 0.75),
+            nn.Conv2d(32, 32, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True), SameMapNorm(3, 5e-5, 0.75),
+            nn.Conv2d(32, 64, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True),
+            nn.Flatten(), nn.Linear(64 * 4 * 4, num_classes))
+        stds = iter((1e-4, 0.01, 0.01, 0.01))  # layers-18pct initW
+        for m in self.body:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, 0.0, next(stds))
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def load_data(cache: str | None = None, cifar: str | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Training images as N×3×32×32 float (per-pixel mean removed) and labels."""
+    if cifar:
+        from torchvision.datasets import CIFAR10
+        ds = CIFAR10(cifar, train=True, download=False)
+        x, y, name = torch.as_tensor(ds.data).permute(0, 3, 1, 2).float(), torch.as_tensor(ds.targets), "CIFAR-10"
+    else:
+        from .data.cache import Cache
+        c = Cache(cache)
+        imgs = [np.asarray(Image.open(io.BytesIO(c.read("train", i))).convert("RGB").resize((32, 32), Image.BILINEAR))
+                for i in range(c.size("train"))]
+        x = torch.as_tensor(np.stack(imgs)).permute(0, 3, 1, 2).float()
+        y, name = torch.as_tensor(c.labels("train")), f"embedded synthetic ({c.root.name}) at 32×32, not CIFAR-10"
+    return x - x.mean(dim=0), y, name
+
+
+def train_curve(x, y, activation: str, lr: float, epochs: int, batch: int = 128, seed: int = 0) -> list[float]:
+    torch.manual_seed(seed)
+    net = FourLayerNet(activation, int(y.max()) + 1)
+    opt = PaperSGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    curve = []
+    for _ in range(epochs):
+        wrong, order = 0, torch.randperm(len(y), generator=g)
+        for i in range(0, len(y), batch):
+            idx = order[i:i + batch]
+            logits = net(x[idx])
+            loss = F.cross_entropy(logits, y[idx])
+            if not torch.isfinite(loss):
+                return curve + [1.0] * (epochs - len(curve))  # diverged: this lr is not a candidate
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            wrong += int((logits.argmax(1) != y[idx]).sum())
+        curve.append(wrong / len(y))
+    return curve
+
+
+def epochs_to(curve: list[float], target: float = TARGET_ERROR) -> int | None:
+    return next((i + 1 for i, e in enumerate(curve) if e <= target), None)
+
+
+def figure1(x, y, epochs: int, lrs=(0.003, 0.01, 0.03)) -> dict:
+    """For each activation, the grid lr that reaches 25% first (then lowest final error)."""
+    out = {}
+    for act in ("relu", "tanh"):
+        tried = {lr: train_curve(x, y, act, lr, epochs) for lr in lrs}
+        best = min(tried, key=lambda lr: (epochs_to(tried[lr]) or epochs + 1, tried[lr][-1]))
+        out[act] = {"lr": best, "curve": tried[best], "epochs_to_25": epochs_to(tried[best]),
+                    "grid": {str(k): v for k, v in tried.items()}}
+    r, t = out["relu"]["epochs_to_25"], out["tanh"]["epochs_to_25"]
+    out["ratio_tanh_over_relu"] = (t / r) if (r and t) else None
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m alexnet.cifar", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cache", help="a prepared cache (its train split shrunk to 32×32)")
+    src.add_argument("--cifar", help="a torchvision CIFAR-10 folder (cifar-10-batches-py inside)")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--out", required=True, help="JSON with both curves")
+    args = ap.parse_args(argv)
+    if args.epochs < 1:
+        ap.error(f"--epochs={args.epochs}: must be at least 1")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    t0 = time.time()
+    try:
+        x, y, name = load_data(args.cache, args.cifar)
+    except (ValueError, RuntimeError, OSError) as e:
+        ap.error(str(e))
+    res = figure1(x, y, args.epochs)
+    res.update({"data": name, "images": len(y), "epochs": args.epochs, "seconds": round(time.time() - t0, 1),
+                "net": "layers-18pct stand-in (four weight layers)"})
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"Figure 1 on {name}: epochs to 25% training error — ReLU {res['relu']['epochs_to_25']} "
+          f"(lr {res['relu']['lr']}), tanh {res['tanh']['epochs_to_25']} (lr {res['tanh']['lr']}); "
+          f"ratio {res['ratio_tanh_over_relu']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
