@@ -120,7 +120,12 @@ def main(argv=None) -> int:
             name = "ilsvrc2010" if args.imagenet2010 else Path(folder).resolve().name
             prep, kind = ["--data", folder], "imagenet"
         else:
-            classes, per_train, per_val = (int(x) for x in args.synthetic_size.split(","))
+            size = args.synthetic_size.split(",")
+            if len(size) != 3 or not all(x.strip().isdigit() for x in size) or int(size[0]) < 2 \
+                    or min(int(x) for x in size) < 1:
+                raise ValueError(f"--synthetic-size {args.synthetic_size!r}: give classes,train-per-class,"
+                                 "val-per-class, e.g. 10,120,20 (at least 2 classes, 1 image each)")
+            classes, per_train, per_val = (int(x) for x in size)
             name, kind = synthetic_name(classes, per_train, per_val), "embedded"
             prep = ["--synthetic", "--classes", classes, "--train-per-class", per_train,
                     "--val-per-class", per_val, "--raw", Path(args.work).resolve() / "data" / name]
@@ -177,7 +182,7 @@ def main(argv=None) -> int:
         views = "both" if EXPERIMENTS[exp_name].scale == "main" else "center"
         sh([PY, "-m", "alexnet.evaluate", "--cache", cache, "--checkpoint", *dirs, "--views", views,
             "--devices", dev, "--batch-size", 50, "--out", out])
-        if exp_name == "1cnn" and args.imagenet2010:
+        if exp_name == "1cnn" and args.imagenet2010 and (cache / "test.index.npz").exists():
             sh([PY, "-m", "alexnet.evaluate", "--cache", cache, "--checkpoint", *dirs, "--split", "test",
                 "--views", "both", "--devices", dev, "--out", results / "eval" / "1cnn-test.json"])
 
