@@ -5,14 +5,20 @@ epoch and step, loader position, every RNG state, the config, the code version).
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import io
 import os
 import random
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .atomic import atomic_write
 
 PATTERN = "ckpt-e{epoch:04d}-s{step:09d}.pt"
 
@@ -45,22 +51,34 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class DiskFull(OSError):
+    """A write that ran out of space; the message says how much is needed."""
+
+
+def disk_full_message(path: Path, needed: int, previous: str) -> str:
+    free = shutil.disk_usage(path.parent).free
+    return (f"no space left writing {path}: it needs about {needed / 2**20:.0f} MiB, "
+            f"{free / 2**20:.0f} MiB are free. {previous} Free space (or point the output elsewhere) "
+            "and run the same command again.")
+
+
 def save(run_dir: Path, payload: dict, keep: int = 3) -> Path:
     """Write payload to run_dir/ckpt-e…-s….pt: temporary file, fsync, rename,
     fsync the directory; then delete all but the newest `keep`. If the write
-    fails (disk full), the temporary file is removed and the previous
-    checkpoints are untouched."""
+    fails (disk full), the temporary file is removed, the previous checkpoints
+    are untouched, and DiskFull says how much space is needed."""
     run_dir = Path(run_dir)
     path = run_dir / PATTERN.format(epoch=payload["epoch"], step=payload["step"])
-    tmp = path.with_name(path.name + ".tmp")
+    buf = io.BytesIO()
+    torch.save(payload, buf)  # serialized first: its size is what a full disk must make room for
     try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda f: f.write(buf.getbuffer()))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            prev = sorted(run_dir.glob("ckpt-*.pt"))
+            raise DiskFull(e.errno, disk_full_message(
+                path, buf.getbuffer().nbytes, f"The previous checkpoint {prev[-1]} is intact." if prev
+                else "No earlier checkpoint exists.")) from None
         raise
     fd = os.open(run_dir, os.O_RDONLY)
     try:
@@ -70,6 +88,41 @@ def save(run_dir: Path, payload: dict, keep: int = 3) -> Path:
     for old in sorted(run_dir.glob("ckpt-*.pt"))[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+class RunLocked(RuntimeError):
+    pass
+
+
+class RunLock:
+    """An exclusive lock on a run directory (fcntl.flock on <dir>/.lock): a second
+    process on the same directory is refused instead of both writing. The
+    kernel releases it when the process ends, however it ends (SIGKILL too)."""
+
+    def __init__(self, run_dir: Path, what: str = "training run"):
+        self.path = Path(run_dir) / ".lock"
+        self.what = what
+        self.fd = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunLocked(f"{self.path.parent} is in use by another {self.what} (pid {holder}); "
+                               "wait for it to finish, or choose another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
 
 
 def latest(run_dir: Path, map_location="cpu") -> tuple[Path, dict] | tuple[None, None]:

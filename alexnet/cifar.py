@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from .atomic import write_text
 from .layers import SameMapNorm
 from .optim import PaperSGD
 
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     res.update({"data": name, "images": len(y), "epochs": args.epochs, "seconds": round(time.time() - t0, 1),
                 "net": "layers-18pct stand-in (four weight layers)"})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
+    write_text(args.out, json.dumps(res, indent=1))
     print(f"Figure 1 on {name}: epochs to 25% training error — ReLU {res['relu']['epochs_to_25']} "
           f"(lr {res['relu']['lr']}), tanh {res['tanh']['epochs_to_25']} (lr {res['tanh']['lr']}); "
           f"ratio {res['ratio_tanh_over_relu']}")

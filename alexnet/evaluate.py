@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from .atomic import atomic_write, write_text
 from .config import AlexNetConfig
 from .data.cache import Cache, CacheError
 from .data.loader import Loader
@@ -75,7 +76,7 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
 def write_submission(path: Path, probs: torch.Tensor, classes: list[dict]) -> None:
     ids = [c["ilsvrc_id"] if c.get("ilsvrc_id") is not None else i + 1 for i, c in enumerate(classes)]
     top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices.tolist()
-    path.write_text("".join(" ".join(str(ids[k]) for k in row) + "\n" for row in top5))
+    write_text(path, "".join(" ".join(str(ids[k]) for k in row) + "\n" for row in top5))
 
 
 def main(argv=None) -> int:
@@ -105,8 +106,8 @@ def main(argv=None) -> int:
             loader = Loader(cache, args.split, model.config, train=False, views="center",
                             batch_size=args.batch_size, device=model.devices[0], workers=args.workers)
             f, y = features(model, loader)
-            np.savez(args.features, features=f.numpy(), labels=y.numpy(), names=cache.names(args.split),
-                     checkpoint=str(path))
+            atomic_write(args.features, lambda fh: np.savez(
+                fh, features=f.numpy(), labels=y.numpy(), names=cache.names(args.split), checkpoint=str(path)))
             print(f"features {tuple(f.shape)} → {args.features}")
             return 0
         res, probs = evaluate(cache, args.checkpoint, args.split, views, args.devices, args.batch_size, args.workers)
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
         print(f"{label}, {v} view(s): top-1 error {e['top1']:.4f}, top-5 error {e['top5']:.4f} ({e['n']} images)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
+        write_text(args.out, json.dumps(res, indent=1))
     if args.submission:
         write_submission(Path(args.submission), probs[views[-1]], cache.classes)
         print(f"submission ({views[-1]} views) → {args.submission}")

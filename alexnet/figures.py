@@ -79,15 +79,18 @@ def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: 
     loader = Loader(cache, "val", model.config, train=False, views="center", batch_size=50, workers=0,
                     device=model.devices[0])
     probs, _ = predict(model, loader)
-    rng = np.random.default_rng(0)
-    left = rng.choice(len(val_labels), n_left, replace=False)
-    right = rng.choice(np.setdiff1d(np.arange(len(val_labels)), left), n_right, replace=False)
+    perm = np.random.default_rng(0).permutation(len(val_labels))
+    left = perm[:n_left]  # small validation sets: fewer images, and the right side may reuse them
+    right = (perm[len(left):] if len(perm) > len(left) else perm)[:n_right]
+    k = min(k, len(train_feats))
     nn_index = NearestNeighbors(n_neighbors=k).fit(train_feats)
     _, nbrs = nn_index.kneighbors(val_feats[right])
 
     fig = plt.figure(figsize=(18, 9))
     sub = fig.subfigures(1, 2, width_ratios=[1, 1.25])
-    axl = sub[0].subplots(n_left // 2, 4, gridspec_kw={"width_ratios": [1, 1.3, 1, 1.3]})
+    axl = sub[0].subplots(-(-len(left) // 2), 4, gridspec_kw={"width_ratios": [1, 1.3, 1, 1.3]}, squeeze=False)
+    for ax in axl.flat[2 * len(left):]:
+        ax.axis("off")
     for j, i in enumerate(left):
         r, c = divmod(j, 2)
         ax_img, ax_bar = axl[r, 2 * c], axl[r, 2 * c + 1]
@@ -104,7 +107,7 @@ def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: 
         ax_bar.set_xlim(0, 1)
         ax_bar.tick_params(axis="x", labelsize=6)
     sub[0].suptitle("five most probable labels (red: the correct one)", fontsize=10, y=0.96)
-    axr = sub[1].subplots(n_right, k + 1)
+    axr = sub[1].subplots(len(right), k + 1, squeeze=False)
     for r, i in enumerate(right):
         axr[r, 0].imshow(_image(cache, "val", i))
         axr[r, 0].set_title("query", fontsize=8)

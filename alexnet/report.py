@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import platform
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import write_text
 from .checkpoint import code_version
 from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE2
 
@@ -82,12 +84,13 @@ def header(title: str, dataset: str, scale: str, res: Results) -> str:
 
 def _write(tables: Path, name: str, md: str, rows: list[dict]) -> None:
     tables.mkdir(parents=True, exist_ok=True)
-    (tables / f"{name}.md").write_text(md)
-    (tables / f"{name}.json").write_text(json.dumps(rows, indent=1))
-    with open(tables / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_text(tables / f"{name}.md", md)
+    write_text(tables / f"{name}.json", json.dumps(rows, indent=1))
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text(tables / f"{name}.csv", out.getvalue())
 
 
 def table1(res: Results, dataset: str, scale: str, is_2010: bool) -> tuple[str, list[dict]]:

@@ -11,17 +11,19 @@ a fixed seed a run killed anywhere and resumed ends with bit-identical weights.
 Checkpoints: every epoch and every --checkpoint-minutes; the last --keep are kept.
 Log: <run-dir>/log.jsonl, one line per epoch (train loss, top-1/top-5 error,
 validation 1-crop top-1/top-5, ε per group, images/s, seconds, devices).
-Exit status: 0 done; 2 bad arguments; 3 non-finite loss; 130 interrupted
-(a checkpoint was written first).
+Exit status: 0 done; 2 bad arguments, or the run directory is in use by
+another process; 3 non-finite loss; 4 disk full (the previous checkpoint is
+intact; the message says how much space is needed); 130 interrupted (a
+checkpoint was written first).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import socket
 import sys
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, distributed
+from .atomic import write_text
 from .config import PROFILES, AlexNetConfig
 from .data.loader import Loader
 from .engine import predict, topk_wrong
@@ -40,7 +43,7 @@ from .optim import PaperSGD, param_groups
 from .progress import bar as progress_bar
 from .schedule import apply, make_schedule
 
-EXIT_NONFINITE, EXIT_INTERRUPTED = 3, 130
+EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
 
 
 class NonFiniteLoss(RuntimeError):
@@ -177,9 +180,7 @@ class Trainer:
             self._write_log()
 
     def _write_log(self) -> None:
-        tmp = self.run_dir / "log.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        os.replace(tmp, self.run_dir / "log.jsonl")
+        write_text(self.run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
 
     # ---- loop ----
     def validate(self) -> dict:
@@ -280,12 +281,24 @@ def main(argv=None) -> int:
         cache = Cache(args.cache)
         cfg = config_from_args(args, num_classes=len(cache.classes))
         trainer = Trainer(args, cfg, dist, devices, cache)
-        Path(args.run_dir).mkdir(parents=True, exist_ok=True)  # only once the arguments are good
+    except ValueError as e:
+        ap.error(str(e))
+    lock = checkpoint.RunLock(args.run_dir) if dist.main else contextlib.nullcontext()
+    try:
+        with lock:  # the run directory is created only once the arguments are good
+            return _train(ap, args, trainer, cfg, dist, devices)
+    except checkpoint.RunLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _train(ap, args, trainer: Trainer, cfg: AlexNetConfig, dist, devices) -> int:
+    try:
         resumed = trainer.resume()
     except ValueError as e:
         ap.error(str(e))
     if not resumed and dist.main:
-        (Path(args.run_dir) / "config.json").write_text(json.dumps(
+        write_text(Path(args.run_dir) / "config.json", json.dumps(
             {"config": cfg.to_dict(), "cache": str(args.cache), "code_version": checkpoint.code_version(),
              "host": socket.gethostname(), "devices": [str(d) for d in devices], "world_size": dist.world_size},
             indent=1))
@@ -303,6 +316,9 @@ def main(argv=None) -> int:
         print(f"error: {e}; stopped. Last good checkpoint: {where}. Lower --lr, or check the data.",
               file=sys.stderr)
         code = EXIT_NONFINITE
+    except checkpoint.DiskFull as e:
+        print(f"error: {e.strerror}", file=sys.stderr)
+        code = EXIT_DISK_FULL
     finally:
         distributed.shutdown()
     if code == EXIT_INTERRUPTED and dist.main:

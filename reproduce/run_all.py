@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from alexnet.checkpoint import RunLock, RunLocked  # noqa: E402
 from alexnet.data.sources import DatasetError, open_source  # noqa: E402
 from alexnet.data.synthetic import synthetic_name  # noqa: E402
 from alexnet.experiments import EXPERIMENTS, SCALES, select  # noqa: E402
@@ -105,8 +106,16 @@ def up_to_date(out: Path, *inputs: Path) -> bool:
 
 
 def main(argv=None) -> int:
-    t_start = time.time()
     ap, args = parse_args(argv)
+    try:
+        return run(ap, args)
+    except RunLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(ap, args) -> int:
+    t_start = time.time()
     # ---- everything that can be wrong is checked before any long work ----
     try:
         experiments = select(args.experiments)
@@ -136,6 +145,11 @@ def main(argv=None) -> int:
                {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(name, name))
     work = Path(args.work).resolve()
     cache, runs, results = work / "cache" / name, work / "runs" / name, Path(args.results or ROOT / "results" / name)
+    with RunLock(results, what="run_all"):  # two run_all on one results folder: the second refuses
+        return stages(args, experiments, devices, scale, kind, name, dataset, prep, cache, runs, results, t_start)
+
+
+def stages(args, experiments, devices, scale, kind, name, dataset, prep, cache, runs, results, t_start) -> int:
     for d in (runs, results / "eval", results / "logs"):
         d.mkdir(parents=True, exist_ok=True)
     dev = ",".join(str(d) for d in devices)

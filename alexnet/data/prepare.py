@@ -27,11 +27,13 @@ meta.json is written last, so a cache without it is unfinished.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import multiprocessing as mp
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..atomic import atomic_write as _atomic_write
 from ..progress import bar as progress_bar
 from .sources import Source, read_unit
 
@@ -63,15 +66,6 @@ def to_rgb_256(data: bytes) -> tuple[Image.Image, list[str]]:
         notes.append(f"{img.mode}→RGB")
         img = img.convert("RGB")
     return ImageOps.fit(img, (SIZE, SIZE), method=Image.BILINEAR, centering=(0.5, 0.5)), notes
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _do_unit(args) -> dict:
@@ -138,10 +132,21 @@ def prepare(source: Source, out: str | os.PathLike, workers: int | None = None,
     if jobs:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
         with ctx.Pool(workers) as pool:
-            for res in pool.imap_unordered(_do_unit, jobs):
-                done_images += res["count"]
-                bar.update()
-                bar.set_postfix(img_s=f"{done_images / max(time.time() - t0, 1e-9):.0f}", refresh=False)
+            try:
+                for res in pool.imap_unordered(_do_unit, jobs):
+                    done_images += res["count"]
+                    bar.update()
+                    bar.set_postfix(img_s=f"{done_images / max(time.time() - t0, 1e-9):.0f}", refresh=False)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    raise
+                shards = list(out.glob("*.bin"))
+                per_shard = sum(p.stat().st_size for p in shards) / max(len(shards), 1)
+                left = total - len(list(out.glob("*.npz")))
+                raise ValueError(f"no space left writing the cache in {out}: about "
+                                 f"{per_shard * left / 2**20:.0f} MiB more are needed for {left} shard(s), "
+                                 f"{shutil.disk_usage(out).free / 2**20:.0f} MiB are free. Finished shards are "
+                                 "kept: free space and run the same command again.") from None
     bar.close()
     report = _finish(source, out, fingerprint)
     report["seconds_this_run"] = round(time.time() - t0, 1)
