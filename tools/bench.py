@@ -1,0 +1,235 @@
+"""Side-by-side throughput: this project's training step and data pipelines
+against torchvision's `alexnet` with the `pytorch/examples` ImageNet recipe
+(ImageFolder + PIL + RandomResizedCrop + Normalize + DataLoader workers).
+
+    python -m tools.bench                                   # CPU here: small sizes
+    python -m tools.bench --device cuda --batch 128         # one GPU: both towers on it
+    python -m tools.bench --device cuda --batch 512 --fast  # + bf16 autocast, channels-last, torch.compile
+
+Measures, each after warm-up as the median of repeats (CUDA events on GPU):
+  step/faithful    this project's training step, float32, TF32 off (random data)
+  step/fast        the same with --fast (labelled not bit-faithful); GPU only
+  step/torchvision torchvision alexnet + torch.optim.SGD (random data), the baseline
+  data/ours-cpu    our CPU loader (cache → decode → §4.1 augmentation), images/s
+  data/ours-gpu    our GPU loader (nvjpeg + GPU augmentation); GPU only
+  data/baseline    ImageFolder + PIL + RandomResizedCrop + ToTensor + Normalize
+  e2e/ours         our loader feeding our step
+  e2e/baseline     the baseline pipeline feeding torchvision alexnet
+and writes JSON (device name, versions, commit, date) to results/benchmarks/.
+The images are the prepared cache's 256×256 JPEGs (default: the embedded
+dataset), written out as an ImageFolder for the baseline, so both read the
+same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from alexnet.atomic import write_text
+from alexnet.checkpoint import code_version
+from alexnet.config import AlexNetConfig
+from alexnet.data.cache import Cache
+from alexnet.data.loader import Loader
+from alexnet.model import AlexNet
+from alexnet.optim import PaperSGD, param_groups
+
+
+def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Median seconds of fn() after warm-up; CUDA events on a GPU."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def our_step(device, batch: int, fast: bool, num_classes: int = 1000):
+    torch.manual_seed(0)
+    cfg = AlexNetConfig.from_profile("paper", num_classes=num_classes)
+    model = AlexNet(cfg, devices=(device, device))
+    opt = PaperSGD(param_groups(model, cfg), lr=cfg.lr)
+    x = torch.randn(batch, 3, cfg.crop_size, cfg.crop_size, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+    fwd = model
+    if fast:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        fwd = torch.compile(model)
+
+    def step(xb=x, yb=y):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+            loss = F.cross_entropy(fwd(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def torchvision_step(device, batch: int, num_classes: int = 1000):
+    from torchvision.models import alexnet
+    torch.manual_seed(0)
+    model = alexnet(num_classes=num_classes).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+
+    def step(xb=x, yb=y):
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def export_image_folder(cache: Cache, root: Path) -> Path:
+    """The cache's training JPEGs as root/train/<class>/<i>.JPEG (same bytes)."""
+    for i in range(cache.size("train")):
+        d = root / "train" / cache.classes[int(cache.labels("train")[i])]["wnid"]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i}.JPEG").write_bytes(cache.read("train", i))
+    return root / "train"
+
+
+def baseline_loader(folder: Path, batch: int, workers: int):
+    """pytorch/examples imagenet/main.py's training pipeline."""
+    from torchvision import datasets, transforms
+    tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(),
+                             transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    ds = datasets.ImageFolder(str(folder), tf)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                       pin_memory=torch.cuda.is_available(), drop_last=True)
+
+
+def cycle(batches):
+    """Batches over as many epochs as a measurement needs (small datasets, big batches)."""
+    while True:
+        yield from batches
+
+
+def loader_rate(batches, n_batches: int, device=None) -> float:
+    """Images/s over n_batches (after one warm-up batch), moving each batch to device."""
+    it = cycle(batches)
+    next(it)
+    t, n = time.perf_counter(), 0
+    for _ in range(n_batches):
+        x, y = next(it)
+        if device is not None:
+            x = x.to(device, non_blocking=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        n += len(y)
+    return n / (time.perf_counter() - t)
+
+
+def e2e_rate(batches, step, n_batches: int, device) -> float:
+    it = cycle(batches)
+    x, y = next(it)
+    step(x.to(device), y.to(device))  # warm-up
+    t, n = time.perf_counter(), 0
+    for _ in range(n_batches):
+        x, y = next(it)
+        step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        n += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return n / (time.perf_counter() - t)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=None, help="default: 128 on GPU, 16 on CPU")
+    ap.add_argument("--repeats", type=int, default=None, help="timed steps (default: 20 on GPU, 3 on CPU)")
+    ap.add_argument("--fast", action="store_true", help="also time the fast (not bit-faithful) mode; GPU")
+    ap.add_argument("--cache", default="cache/synthetic", help="prepared images for the pipelines")
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--out", default="results/benchmarks")
+    args = ap.parse_args(argv)
+    try:
+        from alexnet.placement import check_device
+        device = check_device(args.device)
+        cache = Cache(args.cache)
+    except ValueError as e:
+        ap.error(str(e))
+    gpu = device.type == "cuda"
+    batch = args.batch or (128 if gpu else 16)
+    repeats = args.repeats or (20 if gpu else 3)
+    warmup = 5 if gpu else 1
+    if args.batch is not None and args.batch < 1:
+        ap.error(f"--batch={args.batch}: must be at least 1")
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = False  # faithful: float32 without TF32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
+    res = {"device": name, "batch": batch, "repeats": repeats, "torch": torch.__version__,
+           "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"), "img_s": {}}
+    r = res["img_s"]
+
+    def note(key, value):
+        r[key] = round(value, 1)
+        print(f"{key:<22} {value:>10.1f} img/s", flush=True)
+
+    note("step/faithful", batch / timed(our_step(device, batch, False), device, warmup, repeats))
+    if args.fast and gpu:
+        note("step/fast", batch / timed(our_step(device, batch, True), device, warmup, repeats))
+    note("step/torchvision", batch / timed(torchvision_step(device, batch), device, warmup, repeats))
+
+    cfg = AlexNetConfig.from_profile("paper", num_classes=len(cache.classes))
+    n_batches = 20 if gpu else 6
+    ours_cpu = Loader(cache, "train", cfg, train=True, batch_size=batch, device="cpu", workers=args.workers)
+    note("data/ours-cpu", loader_rate(ours_cpu, n_batches))
+    if gpu:
+        note("data/ours-gpu", loader_rate(Loader(cache, "train", cfg, train=True, batch_size=batch,
+                                                 device=device), n_batches))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_image_folder(cache, Path(tmp))
+        note("data/baseline", loader_rate(baseline_loader(folder, batch, args.workers), n_batches))
+        ours = Loader(cache, "train", cfg, train=True, batch_size=batch, device=device,
+                      workers=args.workers)
+        step = our_step(device, batch, False, len(cache.classes))
+        note("e2e/ours", e2e_rate(ours, lambda x, y: step(x, y), n_batches, device))
+        tv = torchvision_step(device, batch, len(cache.classes))
+        note("e2e/baseline", e2e_rate(baseline_loader(folder, batch, args.workers), lambda x, y: tv(x, y),
+                                      n_batches, device))
+    res["ratios"] = {
+        "step faithful / torchvision": round(r["step/faithful"] / r["step/torchvision"], 3),
+        "e2e ours / step ours": round(r["e2e/ours"] / r["step/faithful"], 3),
+        "data ours-cpu / baseline": round(r["data/ours-cpu"] / r["data/baseline"], 3),
+        "e2e ours / e2e baseline": round(r["e2e/ours"] / r["e2e/baseline"], 3),
+    }
+    for k, v in res["ratios"].items():
+        print(f"{k:<30} {v:.2f}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{'gpu' if gpu else 'cpu'}-{time.strftime('%Y%m%d-%H%M')}.json"
+    write_text(path, json.dumps(res, indent=1))
+    print(f"→ {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
