@@ -23,6 +23,16 @@ from .atomic import atomic_write
 PATTERN = "ckpt-e{epoch:04d}-s{step:09d}.pt"
 
 
+def files(run_dir) -> list[Path]:
+    """A run directory's checkpoints, oldest first (the names sort by epoch, then step)."""
+    return sorted(Path(run_dir).glob("ckpt-*.pt"))
+
+
+def epoch_of(path: Path) -> int:
+    """The epoch count in a checkpoint's name (PATTERN)."""
+    return int(path.name.split("-")[1][1:])
+
+
 def code_version() -> str:
     """The git commit of the code (with '+dirty' for local changes), or 'unknown'."""
     root = Path(__file__).resolve().parent.parent
@@ -75,7 +85,7 @@ def save(run_dir: Path, payload: dict, keep: int = 3) -> Path:
         atomic_write(path, lambda f: f.write(buf.getbuffer()))
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            prev = sorted(run_dir.glob("ckpt-*.pt"))
+            prev = files(run_dir)
             raise DiskFull(e.errno, disk_full_message(
                 path, buf.getbuffer().nbytes, f"The previous checkpoint {prev[-1]} is intact." if prev
                 else "No earlier checkpoint exists.")) from None
@@ -85,7 +95,7 @@ def save(run_dir: Path, payload: dict, keep: int = 3) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)
-    for old in sorted(run_dir.glob("ckpt-*.pt"))[:-keep]:
+    for old in files(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
@@ -128,7 +138,7 @@ class RunLock:
 def latest(run_dir: Path, map_location="cpu") -> tuple[Path, dict] | tuple[None, None]:
     """The newest checkpoint that loads; corrupt or truncated ones are skipped
     with a warning naming them."""
-    for path in sorted(Path(run_dir).glob("ckpt-*.pt"), reverse=True):
+    for path in reversed(files(run_dir)):
         try:
             payload = torch.load(path, map_location=map_location, weights_only=False)
             if not isinstance(payload, dict) or "model" not in payload:

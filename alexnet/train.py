@@ -183,6 +183,13 @@ class Trainer:
         write_text(self.run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
 
     # ---- loop ----
+    def max_steps_reached(self) -> bool:
+        return bool(self.args.max_steps) and self.step >= self.args.max_steps
+
+    def should_stop(self) -> bool:
+        """A signal arrived or --max-steps is reached: checkpoint and leave the loop."""
+        return self.stop_signal is not None or self.max_steps_reached()
+
     def validate(self) -> dict:
         probs, labels = predict(self.net, self.val_loader)
         wrong = topk_wrong(probs, labels)
@@ -222,13 +229,13 @@ class Trainer:
                             img_s=f"{m['images'] / (m['seconds'] + time.perf_counter() - t0):.1f}", refresh=False)
             due = ((self.args.checkpoint_steps and self.step % self.args.checkpoint_steps == 0)
                    or time.time() - last_save > 60 * self.args.checkpoint_minutes)
-            if self.stop_signal is not None or (self.args.max_steps and self.step >= self.args.max_steps) or due:
+            if self.should_stop() or due:
                 m["seconds"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if loader.position != 0:  # mid-epoch; the epoch end saves on its own
                     self.save()
                 last_save = time.time()
-                if self.stop_signal is not None or (self.args.max_steps and self.step >= self.args.max_steps):
+                if self.should_stop():
                     bar.close()
                     return
         bar.close()
@@ -237,7 +244,7 @@ class Trainer:
     def run(self) -> int:
         cfg = self.cfg
         while self.epoch < cfg.epochs:
-            if self.args.max_steps and self.step >= self.args.max_steps:
+            if self.max_steps_reached():
                 return 0
             lrs = apply(self.schedule, self.opt, cfg, self.epoch)
             self.train_epoch()

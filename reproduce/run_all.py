@@ -22,11 +22,13 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from alexnet import checkpoint  # noqa: E402
 from alexnet.checkpoint import RunLock, RunLocked  # noqa: E402
 from alexnet.data.sources import DatasetError, open_source  # noqa: E402
 from alexnet.data.synthetic import synthetic_name  # noqa: E402
@@ -92,12 +94,12 @@ def flags(options: dict) -> list:
 
 
 def newest(run_dir: Path) -> Path | None:
-    ckpts = sorted(run_dir.glob("ckpt-*.pt"))
+    ckpts = checkpoint.files(run_dir)
     return ckpts[-1] if ckpts else None
 
 
 def finished(run_dir: Path, epochs: int) -> bool:
-    return any(run_dir.glob(f"ckpt-e{epochs:04d}-*.pt"))
+    return any(checkpoint.epoch_of(p) == epochs for p in checkpoint.files(run_dir))
 
 
 def up_to_date(out: Path, *inputs: Path) -> bool:
@@ -145,11 +147,28 @@ def run(ap, args) -> int:
                {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(name, name))
     work = Path(args.work).resolve()
     cache, runs, results = work / "cache" / name, work / "runs" / name, Path(args.results or ROOT / "results" / name)
+    plan = Plan(experiments, devices, scale, dataset, prep, cache, runs, results, t_start)
     with RunLock(results, what="run_all"):  # two run_all on one results folder: the second refuses
-        return stages(args, experiments, devices, scale, kind, name, dataset, prep, cache, runs, results, t_start)
+        return stages(args, plan)
 
 
-def stages(args, experiments, devices, scale, kind, name, dataset, prep, cache, runs, results, t_start) -> int:
+@dataclass(frozen=True)
+class Plan:
+    """What the stages will do, worked out and checked before any long work."""
+    experiments: list
+    devices: tuple
+    scale: str  # key of alexnet.experiments.SCALES
+    dataset: str  # name for tables and figures
+    prep: list  # tools.prepare arguments
+    cache: Path
+    runs: Path
+    results: Path
+    started: float  # time.time() at the start
+
+
+def stages(args, plan: Plan) -> int:
+    experiments, devices, scale, dataset, prep = plan.experiments, plan.devices, plan.scale, plan.dataset, plan.prep
+    cache, runs, results, t_start = plan.cache, plan.runs, plan.results, plan.started
     for d in (runs, results / "eval", results / "logs"):
         d.mkdir(parents=True, exist_ok=True)
     dev = ",".join(str(d) for d in devices)

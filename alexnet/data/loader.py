@@ -110,25 +110,22 @@ class Loader:
     def _read(self, idx: torch.Tensor) -> list[torch.Tensor]:
         return [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8) for i in idx]
 
-    def _augment(self, x: torch.Tensor, b: int, n_global: int, rows: slice, norm: Normalizer) -> torch.Tensor:
-        if self.train:  # draws for the whole global batch, so K ranks see what one process would
-            d = draw(n_global, self.cfg, _generator(self.seed, self.epoch, b), self.cache.mean.shape[-1])
-            return norm.train_batch(x, d.select(rows), lighting=self.lighting)
-        return norm.test_batch(x, self.views)
-
     def make_batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """CPU path: decode and augment (this rank's share of) batch b."""
+        """Decode and augment (this rank's share of) batch b on self.device: in a
+        DataLoader worker for the CPU, with nvjpeg in this process for a GPU."""
         idx, rows = self.batch_indices(b)
         mine = idx[rows]
-        x = torch.stack(decode_jpeg(self._read(mine), mode=ImageReadMode.RGB))
-        return self._augment(x, b, len(idx), rows, self.norm), self.labels[mine]
+        x = torch.stack(decode_jpeg(self._read(mine), mode=ImageReadMode.RGB, device=self.device))
+        if self.train:  # draws for the whole global batch, so K ranks see what one process would
+            d = draw(len(idx), self.cfg, _generator(self.seed, self.epoch, b), self.cache.mean.shape[-1])
+            x = self.norm.train_batch(x, d.select(rows), lighting=self.lighting)
+        else:
+            x = self.norm.test_batch(x, self.views)
+        return x, self.labels[mine].to(self.device, non_blocking=True)
 
     def _gpu_batches(self, start: int):
         for b in range(start, len(self)):
-            idx, rows = self.batch_indices(b)
-            mine = idx[rows]
-            x = torch.stack(decode_jpeg(self._read(mine), mode=ImageReadMode.RGB, device=self.device))
-            yield self._augment(x, b, len(idx), rows, self.norm), self.labels[mine].to(self.device, non_blocking=True)
+            yield self.make_batch(b)
 
     def _cpu_batches(self, start: int):
         ds = _BatchSet(self)
