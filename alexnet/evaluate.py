@@ -28,6 +28,7 @@ import torch
 from . import checkpoint
 from .atomic import atomic_write, write_text
 from .config import AlexNetConfig
+from .speed import FAITHFUL_LABEL
 from .data.cache import Cache, CacheError
 from .data.loader import Loader
 from .engine import ensemble, errors, features, predict
@@ -60,7 +61,8 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
     labels = None
     for p in paths:
         model, ck, path = load_model(p, devices)
-        entry = {"path": str(path), "epoch": ck["epoch"], "step": ck["step"], "profile": ck["config"]["profile"]}
+        entry = {"path": str(path), "epoch": ck["epoch"], "step": ck["step"], "profile": ck["config"]["profile"],
+                 "mode": ck.get("mode", FAITHFUL_LABEL)}
         for v in views:
             loader = Loader(cache, split, model.config, train=False, views=v, batch_size=batch_size,
                             device=model.devices[0], workers=workers)

@@ -40,18 +40,23 @@ class PaperSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "velocity" not in state:
-                    state["velocity"] = torch.zeros_like(p)
-                v = state["velocity"]
-                v.mul_(mu)
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if "velocity" not in self.state[p]:
+                    self.state[p]["velocity"] = torch.zeros_like(p)
+            # The same four element-wise operations per tensor, issued as one
+            # multi-tensor (foreach) call per device: fewer kernel launches, the
+            # same floats as a per-tensor loop (tested).
+            by_device: dict[torch.device, list] = {}
+            for p in params:
+                by_device.setdefault(p.device, []).append(p)
+            for ps in by_device.values():
+                vs, gs = [self.state[p]["velocity"] for p in ps], [p.grad for p in ps]
+                torch._foreach_mul_(vs, mu)
                 if wd:
-                    v.add_(p, alpha=-wd * lr)
-                v.add_(p.grad, alpha=-lr)
-                p.add_(v)
+                    torch._foreach_add_(vs, ps, alpha=-wd * lr)
+                torch._foreach_add_(vs, gs, alpha=-lr)
+                torch._foreach_add_(ps, vs)
         return loss
 
 

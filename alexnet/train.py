@@ -42,6 +42,7 @@ from .model import AlexNet
 from .optim import PaperSGD, param_groups
 from .progress import bar as progress_bar
 from .schedule import apply, make_schedule
+from .speed import Speed
 
 EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
 
@@ -92,6 +93,10 @@ def parse_args(argv=None):
     ap.add_argument("--train-batches", type=int, default=0,
                     help="short runs: use only the first N batches of each epoch's shuffled order (0: all)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--fast", action="store_true",
+                    help="fast mode: bf16 autocast, channels-last, TF32, torch.compile; NOT bit-faithful, and "
+                         "labelled so in the log, checkpoints and evaluations (see alexnet/speed.py)")
+    ap.add_argument("--no-compile", action="store_true", help="with --fast: skip torch.compile")
     ap.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
     add_config_args(ap)
@@ -112,9 +117,12 @@ class Trainer:
         self.run_dir = Path(args.run_dir)
         if cfg.batch_size % dist.world_size:
             raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by {dist.world_size} processes")
+        self.speed = Speed(fast=args.fast, compile=not args.no_compile)
+        self.speed.setup(devices)
         torch.manual_seed(cfg.seed)
         self.net = AlexNet(cfg, devices)
         self.model = (torch.nn.parallel.DistributedDataParallel(self.net) if dist.active else self.net)
+        self.forward = self.speed.forward_fn(self.model)
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
                             weight_decay=cfg.weight_decay)
         self.schedule = make_schedule(cfg)
@@ -150,6 +158,7 @@ class Trainer:
                 "loader": self.train_loader.state_dict(), "meters": dict(self.meters),
                 "history": list(self.history), "rng": checkpoint.rng_state(),
                 "config": self.cfg.to_dict(), "code_version": checkpoint.code_version(),
+                "fast": self.speed.fast, "mode": self.speed.label,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def resume(self) -> bool:
@@ -162,6 +171,9 @@ class Trainer:
                     if ck["config"].get(k) != now.get(k)}
             raise ValueError(f"{self.run_dir} holds a run with another config (checkpoint vs now: {diff}); "
                              "use another --run-dir, or the same flags as that run")
+        if ck.get("fast", False) != self.speed.fast:
+            raise ValueError(f"{self.run_dir} holds a run trained in mode {ck.get('mode', 'faithful')!r}; "
+                             f"resume it {'with' if ck.get('fast') else 'without'} --fast, or use another --run-dir")
         self.net.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.schedule.load_state_dict(ck["schedule"])
@@ -210,8 +222,9 @@ class Trainer:
         t0 = time.perf_counter()
         for x, y in loader:
             y = y.to(self.devices[0])
-            logits = self.model(x)
-            loss = F.cross_entropy(logits, y)
+            with self.speed.autocast(self.devices[0]):
+                logits = self.forward(self.speed.inputs(x))
+            loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}")
             self.opt.zero_grad(set_to_none=True)
@@ -260,7 +273,7 @@ class Trainer:
                 "lr": lrs, "pca_lighting": self.train_loader.lighting is not False,
                 "images_per_s": round(m["images"] / max(m["seconds"], 1e-9), 2), "seconds": round(m["seconds"], 2),
                 "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
-                "schedule_note": note})
+                "mode": self.speed.label, "schedule_note": note})
             if self.tb is not None:
                 for key in ("train_loss", "train_top1", "train_top5", "val_top1", "val_top5", "images_per_s"):
                     self.tb.add_scalar(key, self.history[-1][key], self.epoch + 1)
@@ -307,8 +320,12 @@ def _train(ap, args, trainer: Trainer, cfg: AlexNetConfig, dist, devices) -> int
     if not resumed and dist.main:
         write_text(Path(args.run_dir) / "config.json", json.dumps(
             {"config": cfg.to_dict(), "cache": str(args.cache), "code_version": checkpoint.code_version(),
-             "host": socket.gethostname(), "devices": [str(d) for d in devices], "world_size": dist.world_size},
+             "host": socket.gethostname(), "devices": [str(d) for d in devices], "world_size": dist.world_size,
+             "mode": trainer.speed.label},
             indent=1))
+
+    if dist.main:
+        print(f"mode: {trainer.speed.label}", file=sys.stderr)
 
     def on_signal(signum, frame):
         trainer.stop_signal = signum

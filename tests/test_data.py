@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -42,6 +43,7 @@ def test_synthetic_archives_parse_through_ilsvrc2012(tiny_archives):
 
 def test_synthetic_is_deterministic(tmp_path):
     a = write_synthetic_ilsvrc(tmp_path / "a", classes=2, train_per_class=2, val_per_class=1, progress=False)
+    time.sleep(1.1)  # across a second boundary: no wall-clock stamp may reach the bytes
     b = write_synthetic_ilsvrc(tmp_path / "b", classes=2, train_per_class=2, val_per_class=1, progress=False)
     for f in (TRAIN_TAR, VAL_TAR, DEVKIT):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
@@ -105,6 +107,22 @@ def test_train_crop_equals_slicing(norm):
         if d.flip[i]:
             ref = ref.flip(-1)
         assert torch.equal(out[i], ref)
+
+
+@pytest.mark.parametrize("profile,chunk", [("paper", 1), ("cuda-convnet", 1), ("cuda-convnet", 32)])
+@pytest.mark.parametrize("lighting", [False, True])
+def test_cpu_slicing_equals_gpu_gather(norm, profile, chunk, lighting):
+    """The CPU path (slice, then convert, per image) and the GPU path (convert,
+    then one gather for the batch) must give the same floats, bit for bit, for
+    both mean-patch readings and both lighting formulas."""
+    cache, _ = norm
+    cfg = AlexNetConfig.from_profile(profile, crop_chunk=chunk)
+    nm = Normalizer(cache.mean, cache.eigvals, cache.eigvecs, cfg)
+    x = torch.randint(0, 256, (70, 3, 256, 256), dtype=torch.uint8)
+    d = draw(70, cfg, torch.Generator().manual_seed(4))
+    assert d.flip.any() and not d.flip.all()
+    light = nm.lighting(d.alpha) if lighting else None
+    assert torch.equal(nm._sliced(list(x), d, light), nm._gathered(x, d, light))
 
 
 def test_pca_lighting_adds_exactly_P_alpha_lambda(norm):

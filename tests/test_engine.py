@@ -2,6 +2,7 @@
 bit-identity, non-finite loss, 10-patch evaluation, ensembles, torchrun."""
 
 import io
+import json
 import os
 import random
 import signal
@@ -65,6 +66,28 @@ def test_paper_sgd_equals_torch_sgd_while_lr_is_constant():
         a.step()
         b.step()
     torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_paper_sgd_multi_tensor_equals_per_tensor_float32_loop():
+    """The foreach (multi-tensor) step must give exactly the floats of the plain
+    per-tensor float32 loop, over several tensors and an ε change."""
+    torch.manual_seed(2)
+    shapes = [(7, 3), (5,), (2, 3, 4)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    ref = [p.detach().clone() for p in params]
+    vel = [torch.zeros_like(r) for r in ref]
+    opt = PaperSGD(params, lr=0.01)
+    for step, eps in enumerate([0.01, 0.01, 0.001]):
+        grads = [torch.randn(s) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.param_groups[0]["lr"] = eps
+        opt.step()
+        for w, v, g in zip(ref, vel, grads):
+            v.mul_(0.9).add_(w, alpha=-0.0005 * eps).add_(g, alpha=-eps)
+            w.add_(v)
+    for p, w in zip(params, ref):
+        assert torch.equal(p.detach(), w)
 
 
 def test_param_groups_per_profile():
@@ -202,6 +225,49 @@ def test_bad_arguments_exit_2_and_write_nothing(tiny_cache, tmp_path):
         assert r.returncode == 2, (bad, r.stderr)
         assert "error" in r.stderr
     assert not list((tmp_path / "bad").glob("ckpt-*")) if (tmp_path / "bad").exists() else True
+
+
+def fast_mode_run(tiny_cache, run_dir, *extra):
+    r = run(train_cmd(tiny_cache, run_dir, "--epochs", "1", "--train-batches", "2", "--fast", *extra))
+    assert r.returncode == 0, r.stderr
+    label = "fast (bf16 autocast, channels-last" + ("" if "--no-compile" in extra else ", torch.compile")
+    assert f"mode: {label}" in r.stderr
+    _, ck = checkpoint.latest(run_dir)
+    assert ck["fast"] is True and "NOT bit-faithful" in ck["mode"]
+    assert all("NOT bit-faithful" in h["mode"] for h in ck["history"]) and ck["history"]
+    assert "NOT bit-faithful" in json.loads((run_dir / "config.json").read_text())["mode"]
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    return ck
+
+
+def test_fast_mode_is_labelled_and_not_mixed_with_faithful(tiny_cache, tmp_path):
+    fast_mode_run(tiny_cache, tmp_path / "fast", "--no-compile")
+    r = run(train_cmd(tiny_cache, tmp_path / "fast", "--epochs", "2", "--train-batches", "2"))
+    assert r.returncode == 2 and "--fast" in r.stderr  # a fast run is not resumed as a faithful one
+    r = run(train_cmd(tiny_cache, tmp_path / "faithful", "--epochs", "1", "--train-batches", "2"))
+    assert r.returncode == 0 and "mode: faithful (float32, TF32 off)" in r.stderr
+    _, ck = checkpoint.latest(tmp_path / "faithful")
+    assert ck["fast"] is False and ck["history"][0]["mode"] == "faithful (float32, TF32 off)"
+
+
+@pytest.mark.slow
+def test_fast_mode_with_torch_compile(tiny_cache, tmp_path):
+    fast_mode_run(tiny_cache, tmp_path / "compiled")
+
+
+def test_fast_forward_stays_close_to_faithful():
+    """bf16 autocast + channels-last computes the same net, to bf16 precision."""
+    from alexnet.speed import Speed
+    torch.manual_seed(0)
+    model = AlexNet(AlexNetConfig.from_profile("paper", num_classes=10), devices="cpu").eval()
+    x = torch.randn(2, 3, 224, 224) * 50
+    ref = model(x)
+    fast = Speed(fast=True, compile=False)
+    with fast.autocast(torch.device("cpu")):
+        out = fast.forward_fn(model)(fast.inputs(x)).float()
+    assert model.towers[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(out, ref)  # really another arithmetic
+    torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05 * ref.abs().max().item())
 
 
 # ---------- evaluation ----------

@@ -37,7 +37,30 @@ def test_lrn_alpha_over_size_equals_torch():
     a = torch.randn(3, 48, 7, 7) * 10
     ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0, alpha_over_size=True)
     theirs = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
-    torch.testing.assert_close(ours(a), theirs(a), rtol=0, atol=0)
+    assert torch.equal(LocalResponseNorm(5, 1e-4, 0.75, 2.0, alpha_over_size=True, plain=True)(a), theirs(a))
+    torch.testing.assert_close(ours(a), theirs(a), rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha_over_size", [False, True])
+def test_fast_lrn_equals_plain_values_and_gradients(alpha_over_size):
+    """The faithful mode's cheaper LRN: same outputs and input gradients as the
+    plain implementation to float32 rounding, and exact gradients in float64."""
+    torch.manual_seed(3)
+    a = (torch.randn(4, 48, 9, 9) * 30).requires_grad_()
+    g = torch.randn(4, 48, 9, 9)
+    outs = []
+    for plain in (True, False):
+        lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0, alpha_over_size=alpha_over_size, plain=plain)
+        y = lrn(a)
+        (grad,) = torch.autograd.grad(y, a, g)
+        outs.append((y, grad))
+    (y0, g0), (y1, g1) = outs
+    torch.testing.assert_close(y1, y0, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6)
+    assert (g0 - g * 2.0 ** -0.75).abs().max() > 1e-3  # the α term's share of the gradient is tested
+    x64 = (torch.randn(2, 7, 3, 3, dtype=torch.float64) * 30).requires_grad_()
+    lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0, alpha_over_size=alpha_over_size)
+    assert torch.autograd.gradcheck(lrn, (x64,))
 
 
 def test_samemap_norm_matches_loop():

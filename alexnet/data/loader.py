@@ -115,7 +115,7 @@ class Loader:
         DataLoader worker for the CPU, with nvjpeg in this process for a GPU."""
         idx, rows = self.batch_indices(b)
         mine = idx[rows]
-        x = torch.stack(decode_jpeg(self._read(mine), mode=ImageReadMode.RGB, device=self.device))
+        x = decode_jpeg(self._read(mine), mode=ImageReadMode.RGB, device=self.device)  # list of 3×256×256
         if self.train:  # draws for the whole global batch, so K ranks see what one process would
             d = draw(len(idx), self.cfg, _generator(self.seed, self.epoch, b), self.cache.mean.shape[-1])
             x = self.norm.train_batch(x, d.select(rows), lighting=self.lighting)

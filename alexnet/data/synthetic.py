@@ -156,6 +156,11 @@ def _write_devkit(path: Path, specs: list[dict], val_labels: list[int]) -> None:
                      np.arange(1, n + 1, dtype=np.uint16), 1, 0)
     mat = io.BytesIO()
     scipy.io.savemat(mat, {"synsets": synsets})
+    # savemat stamps "Created on: <now>" into the 116-byte text header; a fixed
+    # header keeps the archive byte-identical across runs (and across a second boundary)
+    header = b"MATLAB 5.0 MAT-file, synthetic ILSVRC-2012 devkit (alexnet.data.synthetic)"
+    mat.seek(0)
+    mat.write(header.ljust(116, b" "))
     gt = "".join(f"{ids[label]}\n" for label in val_labels).encode()
     with open(path, "wb") as f, gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
