@@ -10,12 +10,18 @@ import torch
 import torch.nn.functional as F
 
 
-def topk_wrong(logits_or_probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, int]:
-    """Number of samples whose label is not among the top k, for each k."""
+def topk_wrong_counts(logits_or_probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    """Number of samples whose label is not among the top k, for each k, as a
+    tensor on the input's device (no wait for the GPU)."""
     k_max = min(max(ks), logits_or_probs.shape[1])
     top = logits_or_probs.topk(k_max, dim=1).indices
     hit = top == labels.to(top.device)[:, None]
-    return {k: int((~hit[:, :min(k, k_max)].any(dim=1)).sum()) for k in ks}
+    return torch.stack([(~hit[:, :min(k, k_max)].any(dim=1)).sum() for k in ks])
+
+
+def topk_wrong(logits_or_probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, int]:
+    """`topk_wrong_counts` as {k: count}."""
+    return dict(zip(ks, topk_wrong_counts(logits_or_probs, labels, ks).tolist()))
 
 
 @torch.no_grad()

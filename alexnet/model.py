@@ -95,13 +95,23 @@ class AlexNet(nn.Module):
     `model(x)` returns the fc8 logits (softmax is in the loss) on devices[0];
     `model.features(x)` the 4096-d last hidden layer (both towers' fc7 after
     ReLU, before dropout), the feature vectors of §6.1 / Figure 4.
+
+    Concurrency: on two GPUs the towers run at the same time by themselves
+    (kernel launches do not wait, and `exchange` copies without blocking the
+    host). With both towers on one GPU, `tower_streams=True` gives each tower
+    its own CUDA stream, so one tower's kernels can fill what the other leaves
+    idle (PERF_NOTES: +6% on an H200). Off by default until measured here on a
+    GPU (`tools/gpu_check.sh` tests and times it); ignored elsewhere.
     """
 
     def __init__(self, config: AlexNetConfig | None = None,
-                 devices: Sequence[DeviceLike] | str | None = None):
+                 devices: Sequence[DeviceLike] | str | None = None, tower_streams: bool = False):
         super().__init__()
         self.config = cfg = config if config is not None else AlexNetConfig()
         self.devices = resolve_devices(devices)
+        shared_gpu = self.devices[0] == self.devices[1] and self.devices[0].type == "cuda"
+        self.streams = ([torch.cuda.Stream(self.devices[0]) for _ in range(cfg.towers)]
+                        if tower_streams and shared_gpu and cfg.towers > 1 else None)
         # Built and initialized on the CPU, then moved: the same seed gives the
         # same weights whatever the devices.
         self.towers = nn.ModuleList(Tower(cfg, self.devices[i]) for i in range(cfg.towers))
@@ -127,10 +137,32 @@ class AlexNet(nn.Module):
 
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
         """conv1 … fc7 (after ReLU, before dropout): one tensor per tower."""
-        h = [t.lower(x.to(t.device)) for t in self.towers]  # T × N×128×13×13
-        h = [t.upper(exchange(h, t.device, at="conv3")) for t in self.towers]  # T × N×4608
-        h = [t.drop6(t.act(t.fc6(exchange(h, t.device, at="fc6")))) for t in self.towers]  # T × N×2048
-        return [t.act(t.fc7(exchange(h, t.device, at="fc7"))) for t in self.towers]  # T × N×2048
+        h = self.per_tower(lambda t, xi: t.lower(xi), [x.to(t.device) for t in self.towers])  # T × N×128×13×13
+        h = self.per_tower(lambda t, xi: t.upper(xi), [exchange(h, t.device, at="conv3") for t in self.towers])
+        h = self.per_tower(lambda t, xi: t.drop6(t.act(t.fc6(xi))),  # T × N×2048
+                           [exchange(h, t.device, at="fc6") for t in self.towers])
+        return self.per_tower(lambda t, xi: t.act(t.fc7(xi)),  # T × N×2048
+                              [exchange(h, t.device, at="fc7") for t in self.towers])
+
+    def per_tower(self, fn, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """[fn(tower_i, inputs[i])], each on tower i's stream when `tower_streams`
+        is on, following the CUDA semantics notes: side streams wait for the
+        current one, tensors crossing streams are recorded on the stream that
+        uses them, the current stream waits for the side streams. Autograd runs
+        each op's backward on its forward's stream, so the backward overlaps too."""
+        if self.streams is None:
+            return [fn(t, xi) for t, xi in zip(self.towers, inputs)]
+        current = torch.cuda.current_stream(self.devices[0])
+        outs = []
+        for t, xi, stream in zip(self.towers, inputs, self.streams):
+            stream.wait_stream(current)
+            with torch.cuda.stream(stream):
+                outs.append(fn(t, xi))
+            xi.record_stream(stream)
+        for out, stream in zip(outs, self.streams):
+            current.wait_stream(stream)
+            out.record_stream(current)
+        return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = [t.drop7(hi) for t, hi in zip(self.towers, self.hidden(x))]  # T × N×2048

@@ -37,7 +37,7 @@ from . import checkpoint, distributed
 from .atomic import write_text
 from .config import PROFILES, AlexNetConfig
 from .data.loader import Loader
-from .engine import predict, topk_wrong
+from .engine import predict, topk_wrong, topk_wrong_counts
 from .model import AlexNet
 from .optim import PaperSGD, param_groups
 from .progress import bar as progress_bar
@@ -49,6 +49,28 @@ EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+class _StepStats:
+    """One step's [loss × n, wrong@1, wrong@5, n], copied to the host without
+    waiting for the GPU and read one step later, so the host never stalls the
+    GPU mid-step: it queues step s+1 while step s finishes. On the CPU, a plain
+    tensor. Read before every checkpoint, so no non-finite step is ever saved."""
+
+    def __init__(self, stats: torch.Tensor, step: int):
+        self.step, self.event = step, None
+        if stats.is_cuda:
+            self.host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
+            self.host.copy_(stats, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record(torch.cuda.current_stream(stats.device))
+        else:
+            self.host = stats
+
+    def read(self) -> list[float]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()
 
 
 def add_config_args(ap: argparse.ArgumentParser) -> None:
@@ -97,6 +119,8 @@ def parse_args(argv=None):
                     help="fast mode: bf16 autocast, channels-last, TF32, torch.compile; NOT bit-faithful, and "
                          "labelled so in the log, checkpoints and evaluations (see alexnet/speed.py)")
     ap.add_argument("--no-compile", action="store_true", help="with --fast: skip torch.compile")
+    ap.add_argument("--tower-streams", action="store_true",
+                    help="both towers on one GPU: one CUDA stream per tower, so they overlap (same arithmetic)")
     ap.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
     add_config_args(ap)
@@ -120,7 +144,7 @@ class Trainer:
         self.speed = Speed(fast=args.fast, compile=not args.no_compile)
         self.speed.setup(devices)
         torch.manual_seed(cfg.seed)
-        self.net = AlexNet(cfg, devices)
+        self.net = AlexNet(cfg, devices, tower_streams=args.tower_streams)
         self.model = (torch.nn.parallel.DistributedDataParallel(self.net) if dist.active else self.net)
         self.forward = self.speed.forward_fn(self.model)
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
@@ -220,29 +244,34 @@ class Trainer:
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                            enabled=self.dist.main and not self.args.no_progress)
         t0 = time.perf_counter()
-        for x, y in loader:
-            y = y.to(self.devices[0])
-            with self.speed.autocast(self.devices[0]):
-                logits = self.forward(self.speed.inputs(x))
-            loss = F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss is {loss.item()} at epoch {self.epoch + 1}, step {self.step + 1}")
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.step += 1
-            wrong = topk_wrong(logits.detach(), y)
-            m["loss"] += loss.item() * len(y)
-            m["wrong1"] += wrong[1]
-            m["wrong5"] += wrong[5]
-            m["n"] += len(y)
-            m["images"] += len(y) * self.dist.world_size
-            bar.update()
+        pending: _StepStats | None = None
+
+        def settle() -> None:  # account for the last step whose numbers are not read yet
+            nonlocal pending
+            if pending is None:
+                return
+            loss_sum, wrong1, wrong5, n = pending.read()
+            if not math.isfinite(loss_sum):
+                raise NonFiniteLoss(f"loss is {loss_sum / n} at epoch {self.epoch + 1}, step {pending.step}")
+            m["loss"] += loss_sum
+            m["wrong1"] += int(wrong1)
+            m["wrong5"] += int(wrong5)
+            m["n"] += int(n)
+            m["images"] += int(n) * self.dist.world_size
             bar.set_postfix(loss=f"{m['loss'] / m['n']:.3f}", err=f"{m['wrong1'] / m['n']:.3f}",
                             img_s=f"{m['images'] / (m['seconds'] + time.perf_counter() - t0):.1f}", refresh=False)
+            pending = None
+
+        for x, y in loader:
+            stats = self.train_step(x, y)
+            self.step += 1
+            settle()  # the previous step's numbers, while this one runs
+            pending = _StepStats(stats, self.step)
+            bar.update()
             due = ((self.args.checkpoint_steps and self.step % self.args.checkpoint_steps == 0)
                    or time.time() - last_save > 60 * self.args.checkpoint_minutes)
             if self.should_stop() or due:
+                settle()
                 m["seconds"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if loader.position != 0:  # mid-epoch; the epoch end saves on its own
@@ -251,8 +280,23 @@ class Trainer:
                 if self.should_stop():
                     bar.close()
                     return
+        settle()
         bar.close()
         m["seconds"] += time.perf_counter() - t0
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One SGD step on a batch; returns [loss × n, wrong@1, wrong@5, n]
+        (float64, on devices[0]) without waiting for the GPU."""
+        y = y.to(self.devices[0], non_blocking=True)
+        with self.speed.autocast(self.devices[0]):
+            logits = self.forward(self.speed.inputs(x))
+        loss = F.cross_entropy(logits.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        wrong = topk_wrong_counts(logits.detach(), y).double()
+        n = torch.full((1,), float(len(y)), dtype=torch.float64, device=wrong.device)
+        return torch.cat([loss.detach().double().reshape(1) * len(y), wrong, n])
 
     def run(self) -> int:
         cfg = self.cfg

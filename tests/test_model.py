@@ -214,12 +214,14 @@ def test_summary_table_lists_layers_and_total():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("devices", [("cuda:0", "cpu"), ("cuda:0", "cuda:0")])
-def test_mixed_devices_match_cpu_in_float64(devices):
+@pytest.mark.parametrize("devices,streams", [(("cuda:0", "cpu"), False), (("cuda:0", "cuda:0"), False),
+                                             (("cuda:0", "cuda:0"), True)])
+def test_mixed_devices_match_cpu_in_float64(devices, streams):
     torch.manual_seed(0)
     ref = AlexNet(devices="cpu").double().eval()
     torch.manual_seed(0)
-    mixed = AlexNet(devices=devices).double().eval()
+    mixed = AlexNet(devices=devices, tower_streams=streams).double().eval()
+    assert (mixed.streams is not None) == streams
     x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
     ref(x).sum().backward()
     out = mixed(x.to(devices[0]))
@@ -227,3 +229,31 @@ def test_mixed_devices_match_cpu_in_float64(devices):
     out.sum().backward()
     for (n, p), (_, q) in zip(ref.named_parameters(), mixed.named_parameters()):
         torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-9, atol=1e-12, msg=n)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tower_streams_training_steps_equal_one_stream():
+    """Three float32 SGD steps with dropout, towers on one GPU: one stream per
+    tower gives the weights of the single-stream model (cuDNN autotuning off)."""
+    from alexnet.optim import PaperSGD
+    torch.backends.cudnn.benchmark = False
+    nets = []
+    for streams in (False, True):
+        torch.manual_seed(0)
+        net = AlexNet(devices="cuda:0", tower_streams=streams)
+        opt = PaperSGD(net.parameters(), lr=0.01)
+        torch.manual_seed(1)
+        for _ in range(3):
+            x = torch.randn(16, 3, 224, 224, device="cuda:0")
+            y = torch.randint(0, 1000, (16,), device="cuda:0")
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        nets.append(net)
+    for (n, p), (_, q) in zip(nets[0].named_parameters(), nets[1].named_parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_tower_streams_are_ignored_off_a_shared_gpu():
+    assert AlexNet(devices="cpu", tower_streams=True).streams is None

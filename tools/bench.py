@@ -4,18 +4,24 @@ against torchvision's `alexnet` with the `pytorch/examples` ImageNet recipe
 
     python -m tools.bench                                   # CPU here: small sizes
     python -m tools.bench --device cuda --batch 128         # one GPU: both towers on it
-    python -m tools.bench --device cuda --batch 512 --fast  # + bf16 autocast, channels-last, torch.compile
+    python -m tools.bench --device cuda --batch 512 --fast  # + the fast mode (bf16, channels-last, compile)
 
 Measures, each after warm-up as the median of repeats (CUDA events on GPU):
-  step/faithful    this project's training step, float32, TF32 off (random data)
-  step/fast        the same with --fast (labelled not bit-faithful); GPU only
-  step/torchvision torchvision alexnet + torch.optim.SGD (random data), the baseline
-  data/ours-cpu    our CPU loader (cache → decode → §4.1 augmentation), images/s
-  data/ours-gpu    our GPU loader (nvjpeg + GPU augmentation); GPU only
-  data/baseline    ImageFolder + PIL + RandomResizedCrop + ToTensor + Normalize
-  e2e/ours         our loader feeding our step
-  e2e/baseline     the baseline pipeline feeding torchvision alexnet
-and writes JSON (device name, versions, commit, date) to results/benchmarks/.
+  step/faithful          this project's training step, float32, TF32 off (random data)
+  step/faithful-plain    the same with the plain LRN (torch's F.local_response_norm):
+                         what the faithful mode's LRN saves
+  step/faithful-streams  one CUDA stream per tower (both towers on one GPU); GPU only
+  step/fast              --fast (bf16 autocast, channels-last, torch.compile; not bit-faithful)
+  step/torchvision       torchvision alexnet + torch.optim.SGD (random data), the baseline
+  data/ours-cpu          our CPU loader (cache → decode → §4.1 augmentation), images/s
+  data/ours-gpu          our GPU loader (nvjpeg + GPU augmentation); GPU only
+  data/baseline          ImageFolder + PIL + RandomResizedCrop + ToTensor + Normalize
+  e2e/ours               our loader feeding our step (faithful)
+  e2e/baseline           the baseline pipeline feeding torchvision alexnet
+  e2e/train              `python -m alexnet.train` itself: the images/s of its second
+                         epoch (data, step, metrics; compile and warm-up fall in the first)
+and writes JSON (device name, versions, commit, date) to results/benchmarks/,
+with the hours a 90-epoch ImageNet run would take at the e2e/train rate.
 The images are the prepared cache's 256×256 JPEGs (default: the embedded
 dataset), written out as an ImageFolder for the baseline, so both read the
 same files.
@@ -27,6 +33,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,8 +47,13 @@ from alexnet.checkpoint import code_version
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.loader import Loader
+from alexnet.layers import LocalResponseNorm
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
+from alexnet.speed import Speed
+
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set
+PAPER_EPOCHS = 90  # §5: "roughly 90 cycles"
 
 
 def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
@@ -64,22 +76,24 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def our_step(device, batch: int, fast: bool, num_classes: int = 1000):
+def our_step(device, batch: int, fast: bool = False, num_classes: int = 1000, plain_lrn: bool = False,
+             tower_streams: bool = False):
     torch.manual_seed(0)
     cfg = AlexNetConfig.from_profile("paper", num_classes=num_classes)
-    model = AlexNet(cfg, devices=(device, device))
+    model = AlexNet(cfg, devices=(device, device), tower_streams=tower_streams)
+    for m in model.modules():
+        if isinstance(m, LocalResponseNorm):
+            m.plain = plain_lrn
     opt = PaperSGD(param_groups(model, cfg), lr=cfg.lr)
-    x = torch.randn(batch, 3, cfg.crop_size, cfg.crop_size, device=device)
+    speed = Speed(fast=fast)
+    fwd = speed.forward_fn(model)
+    x = speed.inputs(torch.randn(batch, 3, cfg.crop_size, cfg.crop_size, device=device))
     y = torch.randint(0, num_classes, (batch,), device=device)
-    fwd = model
-    if fast:
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-        fwd = torch.compile(model)
 
     def step(xb=x, yb=y):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-            loss = F.cross_entropy(fwd(xb), yb)
+        with speed.autocast(device):
+            logits = fwd(speed.inputs(xb))
+        loss = F.cross_entropy(logits.float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -157,13 +171,26 @@ def e2e_rate(batches, step, n_batches: int, device) -> float:
     return n / (time.perf_counter() - t)
 
 
+def train_rate(cache: str, device, batch: int, batches: int, extra: list[str], tmp: str) -> float:
+    """images/s of `alexnet.train`'s second epoch (log.jsonl), run as a subprocess."""
+    run_dir = Path(tmp) / f"train{len(list(Path(tmp).glob('train*')))}"
+    cmd = [sys.executable, "-m", "alexnet.train", "--cache", cache, "--run-dir", str(run_dir),
+           "--devices", str(device), "--epochs", "2", "--batch-size", str(batch), "--train-batches",
+           str(batches), "--keep", "1", "--no-progress", *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    return json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])["images_per_s"]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=None, help="default: 128 on GPU, 16 on CPU")
     ap.add_argument("--repeats", type=int, default=None, help="timed steps (default: 20 on GPU, 3 on CPU)")
-    ap.add_argument("--fast", action="store_true", help="also time the fast (not bit-faithful) mode; GPU")
+    ap.add_argument("--fast", action="store_true",
+                    help="also time the fast (not bit-faithful) mode: step/fast and e2e/train-fast")
     ap.add_argument("--cache", default="cache/synthetic", help="prepared images for the pipelines")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="results/benchmarks")
@@ -180,10 +207,7 @@ def main(argv=None) -> int:
     warmup = 5 if gpu else 1
     if args.batch is not None and args.batch < 1:
         ap.error(f"--batch={args.batch}: must be at least 1")
-    if gpu:
-        torch.backends.cuda.matmul.allow_tf32 = False  # faithful: float32 without TF32
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = True
+    Speed(fast=False).setup([device])  # faithful: float32 without TF32, cuDNN autotuning
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
     res = {"device": name, "batch": batch, "repeats": repeats, "torch": torch.__version__,
            "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"), "img_s": {}}
@@ -193,10 +217,17 @@ def main(argv=None) -> int:
         r[key] = round(value, 1)
         print(f"{key:<22} {value:>10.1f} img/s", flush=True)
 
-    note("step/faithful", batch / timed(our_step(device, batch, False), device, warmup, repeats))
-    if args.fast and gpu:
-        note("step/fast", batch / timed(our_step(device, batch, True), device, warmup, repeats))
-    note("step/torchvision", batch / timed(torchvision_step(device, batch), device, warmup, repeats))
+    def step_rate(step):
+        return batch / timed(step, device, warmup, repeats)
+
+    note("step/faithful", step_rate(our_step(device, batch)))
+    note("step/faithful-plain", step_rate(our_step(device, batch, plain_lrn=True)))
+    if gpu:
+        note("step/faithful-streams", step_rate(our_step(device, batch, tower_streams=True)))
+    if args.fast:
+        note("step/fast", step_rate(our_step(device, batch, fast=True)))
+        Speed(fast=False).setup([device])  # back to faithful for what follows
+    note("step/torchvision", step_rate(torchvision_step(device, batch)))
 
     cfg = AlexNetConfig.from_profile("paper", num_classes=len(cache.classes))
     n_batches = 20 if gpu else 6
@@ -210,19 +241,37 @@ def main(argv=None) -> int:
         note("data/baseline", loader_rate(baseline_loader(folder, batch, args.workers), n_batches))
         ours = Loader(cache, "train", cfg, train=True, batch_size=batch, device=device,
                       workers=args.workers)
-        step = our_step(device, batch, False, len(cache.classes))
+        step = our_step(device, batch, num_classes=len(cache.classes))
         note("e2e/ours", e2e_rate(ours, lambda x, y: step(x, y), n_batches, device))
         tv = torchvision_step(device, batch, len(cache.classes))
         note("e2e/baseline", e2e_rate(baseline_loader(folder, batch, args.workers), lambda x, y: tv(x, y),
                                       n_batches, device))
+        per_epoch = min(len(ours), n_batches)
+        note("e2e/train", train_rate(args.cache, device, batch, per_epoch, [], tmp))
+        if args.fast:
+            note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, ["--fast"], tmp))
     res["ratios"] = {
-        "step faithful / torchvision": round(r["step/faithful"] / r["step/torchvision"], 3),
-        "e2e ours / step ours": round(r["e2e/ours"] / r["step/faithful"], 3),
-        "data ours-cpu / baseline": round(r["data/ours-cpu"] / r["data/baseline"], 3),
-        "e2e ours / e2e baseline": round(r["e2e/ours"] / r["e2e/baseline"], 3),
+        "step faithful / torchvision": r["step/faithful"] / r["step/torchvision"],
+        "step faithful / faithful-plain": r["step/faithful"] / r["step/faithful-plain"],
+        "e2e ours / step ours": r["e2e/ours"] / r["step/faithful"],
+        "e2e train / step ours": r["e2e/train"] / r["step/faithful"],
+        "data ours-cpu / baseline": r["data/ours-cpu"] / r["data/baseline"],
+        "e2e ours / e2e baseline": r["e2e/ours"] / r["e2e/baseline"],
     }
+    if gpu:
+        res["ratios"]["step faithful-streams / faithful"] = r["step/faithful-streams"] / r["step/faithful"]
+    if args.fast:
+        res["ratios"]["step fast / faithful"] = r["step/fast"] / r["step/faithful"]
+        res["ratios"]["e2e train-fast / step fast"] = r["e2e/train-fast"] / r["step/fast"]
+    res["ratios"] = {k: round(v, 3) for k, v in res["ratios"].items()}
     for k, v in res["ratios"].items():
-        print(f"{k:<30} {v:.2f}")
+        print(f"{k:<34} {v:.2f}")
+    hours = PAPER_EPOCHS * IMAGENET_TRAIN_IMAGES / r["e2e/train"] / 3600
+    res["projection"] = {"epochs": PAPER_EPOCHS, "images_per_epoch": IMAGENET_TRAIN_IMAGES,
+                         "img_s": r["e2e/train"], "hours": round(hours, 1),
+                         "setup": f"{name}, both towers on {device}, faithful, batch {batch}"}
+    print(f"90-epoch ImageNet run at e2e/train's rate: {PAPER_EPOCHS} × {IMAGENET_TRAIN_IMAGES:,} images "
+          f"÷ {r['e2e/train']:.1f} img/s = {hours:,.1f} h")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{'gpu' if gpu else 'cpu'}-{time.strftime('%Y%m%d-%H%M')}.json"

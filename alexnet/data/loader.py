@@ -22,6 +22,7 @@ TorchCodec; it is what the pinned version ships, and the one call to change.)
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 
@@ -39,6 +40,20 @@ def _generator(*key: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1))
     return g
+
+
+def _worker_context():
+    """Workers forked from a small server process, not from the trainer.
+
+    A worker forked from the trainer shares its memory copy-on-write, so while
+    the workers live, each page the trainer writes (weights, gradients,
+    activations: ~1.5 GB) is copied once: measured on this 2-core machine, the
+    first training step of every epoch took 3.0 s instead of 0.6 s. The server
+    imports torch and this module once; a worker forked from it starts in ms.
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 class _BatchSet(torch.utils.data.Dataset):
@@ -132,6 +147,7 @@ class Loader:
         dl = torch.utils.data.DataLoader(
             ds, batch_size=None, sampler=range(start, len(self)), num_workers=self.workers,
             pin_memory=False, prefetch_factor=2 if self.workers else None,
+            multiprocessing_context=_worker_context() if self.workers else None,
             # its own generator: creating an iterator must not consume the global
             # RNG that dropout uses, or a resumed run would drift from an uninterrupted one
             generator=torch.Generator().manual_seed(self.seed))
