@@ -63,6 +63,21 @@ def test_fast_lrn_equals_plain_values_and_gradients(alpha_over_size):
     assert torch.autograd.gradcheck(lrn, (x64,))
 
 
+def test_fast_lrn_channels_last_equals_contiguous():
+    torch.manual_seed(4)
+    a = (torch.randn(2, 48, 6, 6) * 30).requires_grad_()
+    g = torch.randn(2, 48, 6, 6)
+    lrn = LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    y = lrn(a)
+    (ga,) = torch.autograd.grad(y, a, g)
+    b = a.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    yb = lrn(b)
+    assert yb.is_contiguous(memory_format=torch.channels_last)
+    (gb,) = torch.autograd.grad(yb, b, g.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(yb, y, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(gb, ga, rtol=1e-5, atol=1e-6)
+
+
 def test_samemap_norm_matches_loop():
     torch.manual_seed(2)
     a = torch.randn(1, 2, 6, 6).double() * 20

@@ -257,3 +257,28 @@ def test_tower_streams_training_steps_equal_one_stream():
 
 def test_tower_streams_are_ignored_off_a_shared_gpu():
     assert AlexNet(devices="cpu", tower_streams=True).streams is None
+
+
+@pytest.mark.parametrize("profile", ["paper", "cuda-convnet"])
+def test_faithful_speedups_give_the_plain_logits_and_gradients(profile):
+    """The faithful mode's LRN against torch's plain one, through the whole net:
+    logits and every parameter's gradient agree to float32 rounding."""
+    from alexnet.layers import LocalResponseNorm
+    cfg = AlexNetConfig.from_profile(profile, num_classes=10)
+    x = torch.randn(2, 3, 224, 224) * 60
+    y = torch.tensor([3, 7])
+    results = []
+    for plain in (True, False):
+        torch.manual_seed(0)
+        net = AlexNet(cfg, devices="cpu").eval()  # eval: no dropout draw, the same function both times
+        lrns = [m for m in net.modules() if isinstance(m, LocalResponseNorm)]
+        assert len(lrns) == 4
+        for m in lrns:
+            m.plain = plain
+        logits = net(x)
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (l0, g0), (l1, g1) = results
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-5 * l0.abs().max().item())
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], rtol=1e-4, atol=1e-5 * g0[n].abs().max().item(), msg=n)

@@ -220,7 +220,15 @@ def main(argv=None) -> int:
     def step_rate(step):
         return batch / timed(step, device, warmup, repeats)
 
+    cfg = AlexNetConfig.from_profile("paper", num_classes=len(cache.classes))
+    n_batches = 20 if gpu else 12  # for the measurements with a net
+    per_epoch = min(len(Loader(cache, "train", cfg, train=True, batch_size=batch)), n_batches)
     note("step/faithful", step_rate(our_step(device, batch)))
+    # next to step/faithful in time (this machine's speed drifts), in a process of its own
+    with tempfile.TemporaryDirectory() as tmp:
+        note("e2e/train", train_rate(args.cache, device, batch, per_epoch, [], tmp))
+        if args.fast:
+            note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, ["--fast"], tmp))
     note("step/faithful-plain", step_rate(our_step(device, batch, plain_lrn=True)))
     if gpu:
         note("step/faithful-streams", step_rate(our_step(device, batch, tower_streams=True)))
@@ -229,16 +237,15 @@ def main(argv=None) -> int:
         Speed(fast=False).setup([device])  # back to faithful for what follows
     note("step/torchvision", step_rate(torchvision_step(device, batch)))
 
-    cfg = AlexNetConfig.from_profile("paper", num_classes=len(cache.classes))
-    n_batches = 20 if gpu else 6
+    data_batches = max(20, -(-4000 // batch))  # data alone: at least 4,000 images
     ours_cpu = Loader(cache, "train", cfg, train=True, batch_size=batch, device="cpu", workers=args.workers)
-    note("data/ours-cpu", loader_rate(ours_cpu, n_batches))
+    note("data/ours-cpu", loader_rate(ours_cpu, data_batches))
     if gpu:
         note("data/ours-gpu", loader_rate(Loader(cache, "train", cfg, train=True, batch_size=batch,
-                                                 device=device), n_batches))
+                                                 device=device), data_batches))
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_image_folder(cache, Path(tmp))
-        note("data/baseline", loader_rate(baseline_loader(folder, batch, args.workers), n_batches))
+        note("data/baseline", loader_rate(baseline_loader(folder, batch, args.workers), data_batches))
         ours = Loader(cache, "train", cfg, train=True, batch_size=batch, device=device,
                       workers=args.workers)
         step = our_step(device, batch, num_classes=len(cache.classes))
@@ -246,10 +253,6 @@ def main(argv=None) -> int:
         tv = torchvision_step(device, batch, len(cache.classes))
         note("e2e/baseline", e2e_rate(baseline_loader(folder, batch, args.workers), lambda x, y: tv(x, y),
                                       n_batches, device))
-        per_epoch = min(len(ours), n_batches)
-        note("e2e/train", train_rate(args.cache, device, batch, per_epoch, [], tmp))
-        if args.fast:
-            note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, ["--fast"], tmp))
     res["ratios"] = {
         "step faithful / torchvision": r["step/faithful"] / r["step/torchvision"],
         "step faithful / faithful-plain": r["step/faithful"] / r["step/faithful-plain"],
