@@ -95,7 +95,7 @@ def select(names: str | None) -> list[Experiment]:
 # Scales (train.py flags) per kind of dataset.
 SCALES = {
     "imagenet": {"main": {"epochs": 90, "batch_size": 128}, "short": {"epochs": 90, "batch_size": 128}},
-    "embedded": {"main": {"epochs": 8, "batch_size": 32}, "short": {"epochs": 1, "batch_size": 32, "train_batches": 6}},
+    "embedded": {"main": {"epochs": 14, "batch_size": 32}, "short": {"epochs": 1, "batch_size": 32, "train_batches": 6}},
     "smoke": {"main": {"epochs": 1, "batch_size": 4, "train_batches": 2},
               "short": {"epochs": 1, "batch_size": 4, "train_batches": 1}},
 }
