@@ -3,10 +3,12 @@
 - `paper` (§5): "The heuristic which we followed was to divide the learning
   rate by 10 when the validation error rate stopped improving with the current
   learning rate. The learning rate was initialized at 0.01 and reduced three
-  times prior to termination." Our reading of "stopped improving": ε is
-  divided by 10 after `patience` consecutive epochs without a new best
-  validation top-1 error; the count restarts after each division; at most
-  `drops` divisions. Patience is `cfg.lr_patience` for 90 epochs, scaled
+  times prior to termination." Our reading of "stopped improving with the
+  current learning rate": ε is divided by 10 after `patience` consecutive
+  epochs without a new best validation top-1 error *at the current ε*; after
+  each division the count and the best restart, so the first epoch at the
+  new ε sets the new reference (it is not required to beat the error reached
+  at the old ε at once); at most `drops` divisions. Patience is `cfg.lr_patience` for 90 epochs, scaled
   proportionally (at least 1) for shorter runs.
 - `cuda-convnet` (layer-params-145, comments): ε ÷10 after epochs 25, 51 and
   79; conv1's ε to 1e-5 after 67 and to 0 after 72; colour noise off from 67.
@@ -48,8 +50,10 @@ class PlateauSchedule:
             return None
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience and self.done < self.drops:
-            self.done, self.bad_epochs = self.done + 1, 0
-            return f"validation error {val_error:.4f} has not beaten {self.best:.4f} for {self.patience} epoch(s): ε ÷ {self.factor:g}"
+            note = (f"validation error {val_error:.4f} has not beaten {self.best:.4f} (the best at this ε) "
+                    f"for {self.patience} epoch(s): ε ÷ {self.factor:g}")
+            self.done, self.bad_epochs, self.best = self.done + 1, 0, math.inf
+            return note
         return None
 
     def state_dict(self) -> dict:

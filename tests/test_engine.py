@@ -111,6 +111,11 @@ def test_plateau_schedule_on_scripted_curve():
     drops_at = [e for e, n in enumerate(notes) if n]
     assert drops_at == [4, 7, 10]  # two epochs without a new best each time, then capped at 3
     assert s.factors(99)["weight"] == pytest.approx(1e-3)
+    # "with the current learning rate": after a division the best restarts, so the first
+    # epoch at the new ε is the new reference even if worse than the old ε's best
+    s = PlateauSchedule(epochs=90, patience=1, drops=3)
+    notes = [s.end_epoch(e, err) for e, err in enumerate([0.5, 0.6, 0.7, 0.65, 0.66])]
+    assert [e for e, n in enumerate(notes) if n] == [1, 4]
 
 
 def test_plateau_patience_scales_with_short_runs():
