@@ -34,12 +34,14 @@ def epoch_of(path: Path) -> int:
 
 
 def code_version() -> str:
-    """The git commit of the code (with '+dirty' for local changes), or 'unknown'."""
+    """The git commit of the code (with '+dirty' for local changes to tracked
+    files outside results/, which runs rewrite themselves), or 'unknown'."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return (commit + ("+dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
