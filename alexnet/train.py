@@ -3,6 +3,7 @@
     python -m alexnet.train --cache cache/synthetic --run-dir runs/1cnn
     python -m alexnet.train --cache cache/imagenet --run-dir runs/1cnn --devices cuda:0,cuda:1
     python -m alexnet.train ... --profile cuda-convnet --epochs 30 --no-lrn     # an ablation
+    python -m alexnet.train ... --fast    # bf16 + channels-last + torch.compile: faster, NOT bit-faithful
     torchrun --nproc_per_node=4 -m alexnet.train --cache cache/imagenet --run-dir runs/1cnn   # 8 GPUs
 
 Restarting the same command resumes from the newest valid checkpoint in
