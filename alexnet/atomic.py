@@ -4,6 +4,7 @@ which the next write replaces."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -25,3 +26,8 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def is_disk_full(e: OSError) -> bool:
+    """The write failed for want of space: a full disk, a file too large, a quota."""
+    return e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)

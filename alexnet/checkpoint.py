@@ -5,7 +5,6 @@ epoch and step, loader position, every RNG state, the config, the code version).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import io
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .atomic import atomic_write
+from .atomic import atomic_write, is_disk_full
 
 PATTERN = "ckpt-e{epoch:04d}-s{step:09d}.pt"
 
@@ -86,7 +85,7 @@ def save(run_dir: Path, payload: dict, keep: int = 3) -> Path:
     try:
         atomic_write(path, lambda f: f.write(buf.getbuffer()))
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if is_disk_full(e):
             prev = files(run_dir)
             raise DiskFull(e.errno, disk_full_message(
                 path, buf.getbuffer().nbytes, f"The previous checkpoint {prev[-1]} is intact." if prev

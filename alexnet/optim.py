@@ -40,15 +40,15 @@ class PaperSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if "velocity" not in self.state[p]:
-                    self.state[p]["velocity"] = torch.zeros_like(p)
             # The same four element-wise operations per tensor, issued as one
             # multi-tensor (foreach) call per device: fewer kernel launches, the
             # same floats as a per-tensor loop (tested).
             by_device: dict[torch.device, list] = {}
-            for p in params:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if "velocity" not in self.state[p]:
+                    self.state[p]["velocity"] = torch.zeros_like(p)
                 by_device.setdefault(p.device, []).append(p)
             for ps in by_device.values():
                 vs, gs = [self.state[p]["velocity"] for p in ps], [p.grad for p in ps]

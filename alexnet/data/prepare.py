@@ -27,7 +27,6 @@ meta.json is written last, so a cache without it is unfinished.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..atomic import atomic_write as _atomic_write
+from ..atomic import atomic_write as _atomic_write, is_disk_full
 from ..progress import bar as progress_bar
 from .sources import Source, read_unit
 
@@ -138,7 +137,7 @@ def prepare(source: Source, out: str | os.PathLike, workers: int | None = None,
                     bar.update()
                     bar.set_postfix(img_s=f"{done_images / max(time.time() - t0, 1e-9):.0f}", refresh=False)
             except OSError as e:
-                if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                if not is_disk_full(e):
                     raise
                 shards = list(out.glob("*.bin"))
                 per_shard = sum(p.stat().st_size for p in shards) / max(len(shards), 1)
