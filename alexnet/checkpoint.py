@@ -1,5 +1,5 @@
 """Checkpoints that survive crashes: written atomically, several kept, the
-newest *valid* one found on restart (STYLE.md §6: model, optimizer, schedule,
+newest *valid* one found on restart (model, optimizer, schedule,
 epoch and step, loader position, every RNG state, the config, the code version).
 """
 

@@ -3,7 +3,7 @@
 Every field names its source: "§n" is a section of Krizhevsky, Sutskever &
 Hinton (NIPS 2012); "2012 code" is the released cuda-convnet configuration
 (`layers/layers-145.cfg`, `layers/layer-params-145.cfg`, `convdata.py`).
-`../shared/PAPER.md` collects both.
+`reproduce/PAPER.md` collects both, with our reading of each open choice.
 
 Where the text and the 2012 code disagree, both readings exist as profiles:
 
@@ -33,8 +33,7 @@ class AlexNetConfig:
     num_classes: int = 1000  # §3.5: 1000-way softmax (ILSVRC)
     towers: int = 2  # §3.2: two GPUs; 1 = footnote 2's one-GPU net
     activation: str = "relu"  # §3.1 ReLU; "tanh" for Figure 1's comparison
-    crop_size: int = 224  # §3.5 "224×224×3"; 227 is Caffe's choice (PAPER.md)
-    image_size: int = 256  # §2: images rescaled to 256×256
+    crop_size: int = 224  # §3.5 "224×224×3"; 227 is Caffe's choice (reproduce/PAPER.md)
     extra_conv6: bool = False  # Table 2 "1 CNN*": a sixth conv layer after pool3
 
     # ---- local response normalization (§3.3) ----
@@ -67,7 +66,6 @@ class AlexNetConfig:
     crop_chunk: int = 1  # 2012 code: 32 images share one crop offset and flip
     mean_crop: str = "same"  # "same": mean patch at the crop's offset (§2);
     #                          "center": 2012 code subtracts the mean's central patch
-    ten_crop_test: bool = True  # §4.1: average softmax over 10 patches
 
     # ---- learning (§5) ----
     batch_size: int = 128  # §5
@@ -124,6 +122,7 @@ class AlexNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "AlexNetConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in _RETIRED}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"config has fields this version does not know: {sorted(unknown)}")
@@ -153,7 +152,11 @@ class AlexNetConfig:
         return self.fc_width * self.towers
 
 
-# The released 2012 code (PAPER.md "2012 code"); every other field as the text says.
+# Fields of earlier versions that nothing read (the image size is the cache's, §2; evaluation's
+# views are chosen where it runs): dropped when an old checkpoint's config is loaded.
+_RETIRED = ("image_size", "ten_crop_test")
+
+# The released 2012 code (reproduce/PAPER.md, "2012 code"); every other field as the text says.
 _CUDA_CONVNET = dict(
     lrn_alpha_over_size=True,  # cuda-convnet's cmrnorm uses scale/size
     lrn1_before_relu=True,  # layers-145: rnorm1a inputs=conv1a; ReLU at pool1a

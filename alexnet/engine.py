@@ -1,14 +1,53 @@
-"""Evaluation pieces shared by training and `python -m alexnet.evaluate`:
-softmax over the centre patch or averaged over §4.1's ten patches, top-1/top-5
-error, ensembles ("5 CNNs": the average of several nets' softmax), and the
-4096-d features of §6.1.
+"""Training and evaluation: one SGD step (§5), one epoch, a whole resumable run,
+and the evaluation of §4.1 and §6.
+
+    from alexnet.engine import TrainOptions, fit
+    cfg = AlexNetConfig.from_profile("paper", num_classes=10, epochs=14)
+    fit(cfg, TrainOptions(cache="cache/synthetic", run_dir="runs/1cnn"))   # 0 when done
+
+`train_step` is the only training step in the project: `Trainer` (and so
+`python -m alexnet.train` and `reproduce/run_all`), the benchmark
+(`tools/bench.py`) and Figure 1's small net (`reproduce/figure1.py`) all call it.
+Evaluation: softmax over the centre patch or averaged over §4.1's ten patches,
+top-1/top-5 error, ensembles ("5 CNNs": the average of several nets' softmax),
+and the 4096-d features of §6.1.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
+from . import checkpoint, distributed
+from .atomic import write_text
+from .config import AlexNetConfig
+from .data.cache import Cache
+from .data.loader import Loader
+from .model import AlexNet
+from .optim import PaperSGD, param_groups
+from .placement import resolve_devices
+from .progress import bar as progress_bar
+from .schedule import apply, make_schedule
+from .speed import FAITHFUL_LABEL, Speed
+
+EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- evaluation
 
 def topk_wrong_counts(logits_or_probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
     """Number of samples whose label is not among the top k, for each k, as a
@@ -25,24 +64,34 @@ def topk_wrong(logits_or_probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -
 
 
 @torch.no_grad()
-def predict(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities (N×C, CPU) and labels for a loader's split; a
-    loader with views="ten" yields N×10×3×S×S and the ten softmaxes are averaged (§4.1)."""
+def _eval_outputs(fn, model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """fn(x) for every batch of a loader, in eval mode, concatenated on the CPU, with the labels."""
     was = model.training
     model.eval()
-    probs, labels = [], []
+    out, labels = [], []
     try:
         for x, y in loader:
-            if x.dim() == 5:
-                n, v = x.shape[:2]
-                p = F.softmax(model(x.flatten(0, 1)), dim=1).view(n, v, -1).mean(dim=1)
-            else:
-                p = F.softmax(model(x), dim=1)
-            probs.append(p.float().cpu())
+            out.append(fn(x).float().cpu())
             labels.append(y.cpu())
     finally:
         model.train(was)
-    return torch.cat(probs), torch.cat(labels)
+    return torch.cat(out), torch.cat(labels)
+
+
+def predict(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (N×C, CPU) and labels for a loader's split; a
+    loader with views="ten" yields N×10×3×S×S and the ten softmaxes are averaged (§4.1)."""
+    def probs(x):
+        if x.dim() == 5:
+            n, v = x.shape[:2]
+            return F.softmax(model(x.flatten(0, 1)), dim=1).view(n, v, -1).mean(dim=1)
+        return F.softmax(model(x), dim=1)
+    return _eval_outputs(probs, model, loader)
+
+
+def features(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last hidden layer (4096-d, fc7 after ReLU) for every image, centre patch."""
+    return _eval_outputs(model.features, model, loader)
 
 
 def errors(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -56,16 +105,355 @@ def ensemble(prob_list: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(prob_list).mean(dim=0)
 
 
-@torch.no_grad()
-def features(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Last hidden layer (4096-d, fc7 after ReLU) for every image, centre patch."""
-    was = model.training
-    model.eval()
-    out, labels = [], []
-    try:
+def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
+    """The model of a checkpoint file, or of a run directory's newest valid one,
+    in eval mode; with the checkpoint and its path."""
+    path = Path(path)
+    if path.is_dir():
+        found, ck = checkpoint.latest(path)
+        if ck is None:
+            raise ValueError(f"{path}: no readable checkpoint (ckpt-*.pt) inside; train first")
+        path = found
+    elif path.is_file():
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        raise ValueError(f"--checkpoint {path}: no such file or run directory")
+    model = AlexNet(AlexNetConfig.from_dict(ck["config"]), devices)
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck, path
+
+
+def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "ten"), devices=None,
+             batch_size: int = 64, workers: int | None = None) -> tuple[dict, dict]:
+    """Errors of each checkpoint and of their ensemble, per view mode; and the
+    ensemble's softmax per view mode."""
+    out = {"split": split, "images": cache.size(split), "classes": len(cache.classes), "checkpoints": [],
+           "ensemble": {}}
+    probs: dict[str, list] = {v: [] for v in views}
+    labels = None
+    for p in paths:
+        model, ck, path = load_model(p, devices)
+        entry = {"path": str(path), "epoch": ck["epoch"], "step": ck["step"], "profile": ck["config"]["profile"],
+                 "mode": ck.get("mode", FAITHFUL_LABEL)}
+        for v in views:
+            loader = Loader(cache, split, model.config, train=False, views=v, batch_size=batch_size,
+                            device=model.devices[0], workers=workers)
+            pr, labels = predict(model, loader)
+            probs[v].append(pr)
+            entry[v] = errors(pr, labels)
+        out["checkpoints"].append(entry)
+    for v in views:
+        out["ensemble"][v] = errors(ensemble(probs[v]), labels)
+    return out, {v: ensemble(probs[v]) for v in views}
+
+
+# ---------------------------------------------------------------- one step
+
+FAITHFUL = Speed()
+
+
+def train_step(forward, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               speed: Speed = FAITHFUL) -> torch.Tensor:
+    """One SGD step: forward, softmax cross-entropy (§3.5), backward, the
+    optimizer's update (§5's rule for `PaperSGD`). `forward` is the model or
+    its compiled form. Returns [loss × n, wrong@1, wrong@5, n] as float64 on the
+    logits' device, without waiting for a GPU to finish."""
+    with speed.autocast(x.device):
+        logits = forward(speed.inputs(x))
+    y = y.to(logits.device, non_blocking=True)
+    loss = F.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    wrong = topk_wrong_counts(logits.detach(), y).double()
+    n = torch.full((1,), float(len(y)), dtype=torch.float64, device=wrong.device)
+    return torch.cat([loss.detach().double().reshape(1) * len(y), wrong, n])
+
+
+class _StepStats:
+    """One step's `train_step` numbers, copied to the host without waiting for
+    the GPU and read one step later, so the host never stalls the GPU mid-step:
+    it queues step s+1 while step s finishes. On the CPU, a plain tensor. Read
+    before every checkpoint, so no non-finite step is ever saved."""
+
+    def __init__(self, stats: torch.Tensor, step: int):
+        self.step, self.event = step, None
+        if stats.is_cuda:
+            self.host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
+            self.host.copy_(stats, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record(torch.cuda.current_stream(stats.device))
+        else:
+            self.host = stats
+
+    def read(self) -> list[float]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()
+
+
+# ---------------------------------------------------------------- a run
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a run is carried out; what is learned is the AlexNetConfig.
+    `python -m alexnet.train --help` describes each as a flag."""
+    cache: str | Path  # a prepared dataset (python -m tools.prepare)
+    run_dir: str | Path  # checkpoints, log.jsonl, config.json
+    devices: tuple | None = None  # tower devices, resolved once by the caller (None: what exists)
+    workers: int | None = None  # CPU loader processes (None: all cores)
+    checkpoint_minutes: float = 15.0  # also checkpoint mid-epoch this often
+    checkpoint_steps: int = 0  # also checkpoint every N steps (0: off)
+    keep: int = 3  # checkpoints kept
+    max_steps: int = 0  # stop after this many steps in total (0: no limit)
+    train_batches: int = 0  # only the first N batches of each epoch's shuffled order (0: all)
+    progress: bool = True  # progress bar on stderr
+    fast: bool = False  # bf16 autocast, channels-last, TF32, torch.compile: NOT bit-faithful
+    compile: bool = True  # with fast: torch.compile
+    tower_streams: bool = False  # both towers on one GPU: one CUDA stream per tower
+    tensorboard: bool = False  # also write TensorBoard scalars to <run_dir>/tb
+
+
+class Trainer:
+    """One run: the model, §5's optimizer and schedule, the loaders, and the
+    state a checkpoint holds. Raises ValueError before any file is written
+    when the options cannot work."""
+
+    def __init__(self, cfg: AlexNetConfig, opts: TrainOptions, cache: Cache | None = None,
+                 dist: distributed.Dist | None = None):
+        self.cfg, self.opts = cfg, opts
+        self.dist = dist or distributed.Dist()
+        self.devices = resolve_devices(opts.devices)
+        self.run_dir = Path(opts.run_dir)
+        cache = cache if cache is not None else Cache(opts.cache)
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by {self.dist.world_size} processes")
+        self.speed = Speed(fast=opts.fast, compile=opts.compile)
+        self.speed.setup(self.devices)
+        torch.manual_seed(cfg.seed)
+        self.net = AlexNet(cfg, self.devices, tower_streams=opts.tower_streams)
+        self.model = (torch.nn.parallel.DistributedDataParallel(self.net) if self.dist.active else self.net)
+        self.forward = self.speed.forward_fn(self.model)
+        self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay)
+        self.schedule = make_schedule(cfg)
+        common = dict(seed=cfg.seed, device=self.devices[0], workers=opts.workers, rank=self.dist.rank,
+                      world_size=self.dist.world_size)
+        self.train_loader = Loader(cache, "train", cfg, train=True, batch_size=cfg.batch_size,
+                                   max_batches=opts.train_batches or None, **common)
+        self.val_loader = Loader(cache, "val", cfg, train=False, batch_size=cfg.batch_size,
+                                 views="center", **common)
+        if len(self.train_loader) == 0:
+            raise ValueError(f"{opts.cache}: {cache.size('train')} training images, fewer "
+                             f"than one batch of {cfg.batch_size}; lower --batch-size")
+        self.epoch, self.step, self.history = 0, 0, []
+        self.meters = self._new_meters()
+        self.last_ckpt: Path | None = None
+        self.stop_signal: int | None = None
+        self.tb = None
+        if opts.tensorboard and self.dist.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.tb = SummaryWriter(self.run_dir / "tb")
+
+    @staticmethod
+    def _new_meters() -> dict:
+        return {"loss": 0.0, "wrong1": 0, "wrong5": 0, "n": 0, "seconds": 0.0, "images": 0}
+
+    # ---- state ----
+    def state(self) -> dict:
+        return {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
+                "loader": self.train_loader.state_dict(), "meters": dict(self.meters),
+                "history": list(self.history), "rng": checkpoint.rng_state(),
+                "config": self.cfg.to_dict(), "code_version": checkpoint.code_version(),
+                "fast": self.speed.fast, "mode": self.speed.label,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def resume(self) -> bool:
+        path, ck = checkpoint.latest(self.run_dir)
+        if ck is None:
+            return False
+        was, now = AlexNetConfig.from_dict(ck["config"]).to_dict(), self.cfg.to_dict()
+        if was != now:
+            diff = {k: (was.get(k), now.get(k)) for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)}
+            raise ValueError(f"{self.run_dir} holds a run with another config (checkpoint vs now: {diff}); "
+                             "use another --run-dir, or the same flags as that run")
+        if ck.get("fast", False) != self.speed.fast:
+            raise ValueError(f"{self.run_dir} holds a run trained in mode {ck.get('mode', 'faithful')!r}; "
+                             f"resume it {'with' if ck.get('fast') else 'without'} --fast, or use another --run-dir")
+        self.net.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.schedule.load_state_dict(ck["schedule"])
+        self.train_loader.load_state_dict(ck["loader"])
+        self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
+        self.meters = ck["meters"]
+        checkpoint.set_rng_state(ck["rng"])
+        self.last_ckpt = path
+        if self.dist.main:
+            print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
+        return True
+
+    def write_config(self) -> None:
+        """<run_dir>/config.json: what a fresh run was started with."""
+        if self.dist.main:
+            write_text(self.run_dir / "config.json", json.dumps(
+                {"config": self.cfg.to_dict(), "cache": str(self.opts.cache),
+                 "code_version": checkpoint.code_version(), "host": socket.gethostname(),
+                 "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
+                 "mode": self.speed.label}, indent=1))
+
+    def save(self) -> None:
+        if self.dist.main:
+            self.last_ckpt = checkpoint.save(self.run_dir, self.state(), keep=self.opts.keep)
+            write_text(self.run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+
+    # ---- loop ----
+    def max_steps_reached(self) -> bool:
+        return bool(self.opts.max_steps) and self.step >= self.opts.max_steps
+
+    def should_stop(self) -> bool:
+        """A signal arrived or max_steps is reached: checkpoint and leave the loop."""
+        return self.stop_signal is not None or self.max_steps_reached()
+
+    def validate(self) -> dict:
+        probs, labels = predict(self.net, self.val_loader)
+        wrong = topk_wrong(probs, labels)
+        w1, w5, n = distributed.all_sum([wrong[1], wrong[5], len(labels)], self.devices[0])
+        return {"top1": w1 / n, "top5": w5 / n, "n": int(n)}
+
+    def train_one_epoch(self) -> None:
+        """Train from the loader's position to the end of the epoch, or until
+        should_stop(); checkpoints mid-epoch when due."""
+        cfg, m, opts = self.cfg, self.meters, self.opts
+        loader = self.train_loader
+        if loader.epoch != self.epoch:
+            loader.set_epoch(self.epoch)
+        loader.lighting = self.schedule.lighting(self.epoch) and cfg.pca_lighting
+        self.model.train()
+        last_save = time.time()
+        bar = progress_bar(total=len(loader), initial=loader.position, unit="batch", leave=False,
+                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=self.dist.main and opts.progress)
+        t0 = time.perf_counter()
+        pending: _StepStats | None = None
+
+        def settle() -> None:  # account for the last step whose numbers are not read yet
+            nonlocal pending
+            if pending is None:
+                return
+            loss_sum, wrong1, wrong5, n = pending.read()
+            if not math.isfinite(loss_sum):
+                raise NonFiniteLoss(f"loss is {loss_sum / n} at epoch {self.epoch + 1}, step {pending.step}")
+            m["loss"] += loss_sum
+            m["wrong1"] += int(wrong1)
+            m["wrong5"] += int(wrong5)
+            m["n"] += int(n)
+            m["images"] += int(n) * self.dist.world_size
+            bar.set_postfix(loss=f"{m['loss'] / m['n']:.3f}", err=f"{m['wrong1'] / m['n']:.3f}",
+                            img_s=f"{m['images'] / (m['seconds'] + time.perf_counter() - t0):.1f}", refresh=False)
+            pending = None
+
         for x, y in loader:
-            out.append(model.features(x).float().cpu())
-            labels.append(y.cpu())
+            stats = train_step(self.forward, self.opt, x, y, self.speed)
+            self.step += 1
+            settle()  # the previous step's numbers, while this one runs
+            pending = _StepStats(stats, self.step)
+            bar.update()
+            due = ((opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0)
+                   or time.time() - last_save > 60 * opts.checkpoint_minutes)
+            if self.should_stop() or due:
+                settle()
+                m["seconds"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if loader.position != 0:  # mid-epoch; the epoch end saves on its own
+                    self.save()
+                last_save = time.time()
+                if self.should_stop():
+                    bar.close()
+                    return
+        settle()
+        bar.close()
+        m["seconds"] += time.perf_counter() - t0
+
+    def run(self) -> int:
+        """Epochs until cfg.epochs; 0 when done or max_steps is reached,
+        EXIT_INTERRUPTED after a signal (a checkpoint was written first)."""
+        cfg = self.cfg
+        while self.epoch < cfg.epochs:
+            if self.max_steps_reached():
+                return 0
+            lrs = apply(self.schedule, self.opt, cfg, self.epoch)
+            self.train_one_epoch()
+            if self.train_loader.position != 0:  # stopped mid-epoch (signal or max_steps)
+                return EXIT_INTERRUPTED if self.stop_signal is not None else 0
+            val = self.validate()
+            note = self.schedule.end_epoch(self.epoch, val["top1"])
+            m = self.meters
+            self.history.append({
+                "epoch": self.epoch + 1, "step": self.step,
+                "train_loss": m["loss"] / m["n"], "train_top1": m["wrong1"] / m["n"], "train_top5": m["wrong5"] / m["n"],
+                "val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"],
+                "lr": lrs, "pca_lighting": self.train_loader.lighting is not False,
+                "images_per_s": round(m["images"] / max(m["seconds"], 1e-9), 2), "seconds": round(m["seconds"], 2),
+                "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
+                "mode": self.speed.label, "schedule_note": note})
+            h = self.history[-1]
+            if self.tb is not None:
+                for key in ("train_loss", "train_top1", "train_top5", "val_top1", "val_top5", "images_per_s"):
+                    self.tb.add_scalar(key, h[key], h["epoch"])
+                self.tb.add_scalar("lr", lrs["weight"], h["epoch"])
+                self.tb.flush()
+            if self.dist.main:
+                print(f"epoch {h['epoch']}/{cfg.epochs}: train loss {h['train_loss']:.4f} "
+                      f"err {h['train_top1']:.4f}/{h['train_top5']:.4f}  val err {h['val_top1']:.4f}/"
+                      f"{h['val_top5']:.4f}  ε {lrs['weight']:g}  {h['images_per_s']:.1f} img/s"
+                      + (f"  [{note}]" if note else ""), file=sys.stderr)
+            self.epoch += 1
+            self.meters = self._new_meters()
+            self.save()
+            if self.stop_signal is not None:
+                return EXIT_INTERRUPTED
+        return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """SIGINT/SIGTERM: finish the step, write a checkpoint, leave; the previous handlers come back after."""
+    def on_signal(signum, frame):
+        trainer.stop_signal = signum
+        print(f"\nsignal {signal.Signals(signum).name}: finishing this step and writing a checkpoint ...",
+              file=sys.stderr)
+    before = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        model.train(was)
-    return torch.cat(out), torch.cat(labels)
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def fit(cfg: AlexNetConfig, opts: TrainOptions, cache: Cache | None = None,
+        dist: distributed.Dist | None = None) -> int:
+    """Train a run to cfg.epochs, resuming from the newest valid checkpoint in
+    opts.run_dir. Returns 0 when done (or at max_steps), EXIT_INTERRUPTED after
+    SIGINT/SIGTERM (a checkpoint was written). Raises ValueError for options
+    that cannot work (before the run directory is created) or a run directory
+    holding another run; checkpoint.RunLocked when another process holds it;
+    NonFiniteLoss (naming the last good checkpoint); checkpoint.DiskFull."""
+    trainer = Trainer(cfg, opts, cache, dist)
+    lock = checkpoint.RunLock(trainer.run_dir) if trainer.dist.main else contextlib.nullcontext()
+    with lock:  # the run directory is created only once the options are good
+        if not trainer.resume():
+            trainer.write_config()
+        if trainer.dist.main:
+            print(f"mode: {trainer.speed.label}", file=sys.stderr)
+        with _stop_on_signals(trainer):
+            try:
+                code = trainer.run()
+            except NonFiniteLoss as e:
+                where = trainer.last_ckpt or "none yet (the run diverged before its first checkpoint)"
+                raise NonFiniteLoss(f"{e}; stopped. Last good checkpoint: {where}. Lower --lr, or check the data.")
+    if code == EXIT_INTERRUPTED and trainer.dist.main:
+        print(f"interrupted; checkpoint {trainer.last_ckpt}. Resume with the same command.", file=sys.stderr)
+    return code

@@ -100,8 +100,9 @@ class AlexNet(nn.Module):
     (kernel launches do not wait, and `exchange` copies without blocking the
     host). With both towers on one GPU, `tower_streams=True` gives each tower
     its own CUDA stream, so one tower's kernels can fill what the other leaves
-    idle (PERF_NOTES: +6% on an H200). Off by default until measured here on a
-    GPU (`tools/gpu_check.sh` tests and times it); ignored elsewhere.
+    idle (+6% on an H200 in a measurement made before this project's code
+    existed). Off by default until measured here on a GPU (`tools/gpu_check.sh`
+    tests and times it); ignored elsewhere.
     """
 
     def __init__(self, config: AlexNetConfig | None = None,

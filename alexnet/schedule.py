@@ -64,7 +64,7 @@ class PlateauSchedule:
 
 
 class CudaConvnetSchedule:
-    """The recorded run of layers-145 (PAPER.md §5, "2012 code")."""
+    """The recorded run of layers-145 (reproduce/PAPER.md, §5 "2012 code")."""
 
     DROPS = (25, 51, 79)
     CONV1_SMALL, CONV1_ZERO, NOISE_OFF = 67, 72, 67

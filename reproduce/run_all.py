@@ -12,6 +12,11 @@ a finished stage is skipped; a killed run continues where it stopped (each
 training run resumes from its newest checkpoint). Layout: cache/<dataset>/
 (prepared data), runs/<dataset>/<run>/ (checkpoints, log), results/<dataset>/
 (tables, figures, logs and evaluation JSON: what gets committed).
+
+Every stage is a Python call into the library (alexnet.engine.fit,
+alexnet.evaluate.save_errors, ...) with the options worked out once, in `Plan`.
+Exit status: 0 done; 2 bad arguments (nothing was written); 1 a stage failed
+(the message says which; run the same command again once fixed); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,23 +24,27 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexnet import checkpoint
+from alexnet.checkpoint import RunLock, RunLocked
+from alexnet.data.cache import Cache
+from alexnet.data.prepare import check_space, format_report, prepare
+from alexnet.data.sources import DatasetError, open_source
+from alexnet.data.synthetic import synthetic_name, write_synthetic_ilsvrc
+from alexnet.engine import EXIT_INTERRUPTED, NonFiniteLoss, TrainOptions, fit
+from alexnet.evaluate import save_errors, save_features
+from alexnet.placement import resolve_devices
+
+from . import figure1, figures, tables
+from .experiments import EXPERIMENTS, SCALES, Experiment, Run, Size, run_config, select
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from alexnet import checkpoint  # noqa: E402
-from alexnet.checkpoint import RunLock, RunLocked  # noqa: E402
-from alexnet.data.sources import DatasetError, open_source  # noqa: E402
-from alexnet.data.synthetic import synthetic_name  # noqa: E402
-from alexnet.experiments import EXPERIMENTS, SCALES, select  # noqa: E402
-from alexnet.placement import resolve_devices  # noqa: E402
-
-PY = sys.executable
+EMBEDDED_DATASET = "embedded synthetic dataset (ILSVRC-2012 format, not ImageNet)"
+FIGURE1_EPOCHS = {"embedded": 12, "smoke": 2}  # other scales: 30
 
 
 def parse_args(argv=None):
@@ -67,30 +76,77 @@ def parse_args(argv=None):
     return ap, args
 
 
-def step(title: str) -> None:
-    print(f"\n== {title}", flush=True)
+@dataclass(frozen=True)
+class Plan:
+    """What the stages will do, worked out and checked once, before any long work."""
+    experiments: tuple[Experiment, ...]
+    devices: tuple  # the two tower devices, resolved
+    scale: str  # key of reproduce.experiments.SCALES
+    dataset: str  # name for tables and figures
+    source: dict  # open_source() arguments: imagenet=DIR or folder=DIR
+    synthetic: tuple[int, int, int] | None  # classes, train and val per class, when generated
+    work: Path  # data/, cache/ and runs/ are here; result files name paths relative to it
+    cache: Path
+    runs: Path
+    results: Path
+    epochs: int | None  # --epochs: every run's epochs
+    pretrain_data: str | None
+    ilsvrc2010: bool  # Table 1 proper (ILSVRC-2010 has a test split)
+    test_note: str  # what Table 2's test column says
+    started: float  # time.time() at the start
+
+    def size(self, exp: Experiment) -> Size:
+        size = SCALES[self.scale][exp.scale]
+        return Size(self.epochs, size.batch_size, size.train_batches) if self.epochs else size
+
+    def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
+        """Every training run of the selected experiments that this data allows."""
+        return [(exp, run, self.runs / run.name) for exp in self.experiments if not exp.needs for run in exp.runs]
 
 
-def sh(cmd: list[str]) -> None:
-    print("$ " + " ".join(str(c) for c in cmd), flush=True)
-    r = subprocess.run([str(c) for c in cmd], cwd=ROOT)
-    if r.returncode != 0:
-        sys.exit(f"error: this stage failed (exit {r.returncode}): {' '.join(map(str, cmd))}\n"
-                 "Fix what it says and run the same command again: finished stages are skipped.")
+def make_plan(args) -> Plan:
+    """The Plan for the parsed arguments; ValueError or DatasetError for anything that cannot work."""
+    experiments = tuple(select(args.experiments))
+    devices = resolve_devices(args.devices)
+    synthetic = None
+    if args.imagenet:
+        source = {"imagenet": args.imagenet}
+        name, kind = "ilsvrc2012", "imagenet"
+    elif args.imagenet2010 or args.data:
+        source = {"folder": args.imagenet2010 or args.data}
+        name = "ilsvrc2010" if args.imagenet2010 else Path(source["folder"]).resolve().name
+        kind = "imagenet"
+    else:
+        size = args.synthetic_size.split(",")
+        if len(size) != 3 or not all(x.strip().isdigit() for x in size) or int(size[0]) < 2 \
+                or min(int(x) for x in size) < 1:
+            raise ValueError(f"--synthetic-size {args.synthetic_size!r}: give classes,train-per-class,"
+                             "val-per-class, e.g. 10,120,20 (at least 2 classes, 1 image each)")
+        synthetic = tuple(int(x) for x in size)
+        name, kind = synthetic_name(*synthetic), "embedded"
+        source = {"imagenet": str(Path(args.work).resolve() / "data" / name)}
+    if synthetic is None:
+        open_source(**source)  # a wrong folder is refused now, not after the first stage
+    work = Path(args.work).resolve()
+    return Plan(
+        experiments=experiments, devices=devices, scale=args.scale or kind,
+        dataset=EMBEDDED_DATASET if kind == "embedded" else {"ilsvrc2012": "ILSVRC-2012",
+                                                              "ilsvrc2010": "ILSVRC-2010"}.get(name, name),
+        source=source, synthetic=synthetic, work=work, cache=work / "cache" / name, runs=work / "runs" / name,
+        results=Path(args.results or ROOT / "results" / name), epochs=args.epochs,
+        pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
+        test_note=("ILSVRC-2012 test labels were never published; the test images are not ingested"
+                   if args.imagenet else "this dataset has no test split"),
+        started=time.time())
 
 
-def flags(options: dict) -> list:
-    """alexnet.train flags for config/scale fields: lrn=False → --no-lrn, extra_conv6=True → --extra-conv6."""
-    out = []
-    for key, value in options.items():
-        flag = key.replace("_", "-")
-        if value is False:
-            out.append(f"--no-{flag}")
-        elif value is True:
-            out.append(f"--{flag}")
-        else:
-            out += [f"--{flag}", value]
-    return out
+def title(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def up_to_date(out: Path, *inputs: Path | None) -> bool:
+    return out.exists() and all(p is not None and p.exists() and out.stat().st_mtime >= p.stat().st_mtime
+                                for p in inputs)
 
 
 def newest(run_dir: Path) -> Path | None:
@@ -98,157 +154,123 @@ def newest(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def finished(run_dir: Path, epochs: int) -> bool:
-    return any(checkpoint.epoch_of(p) == epochs for p in checkpoint.files(run_dir))
+# ---------------------------------------------------------------- stages
+
+def prepare_data(plan: Plan) -> Cache:
+    title(f"1. data: prepare {plan.dataset} (§2) → {plan.cache}")
+    if plan.synthetic:
+        write_synthetic_ilsvrc(plan.source["imagenet"], *plan.synthetic, progress=False)
+    source = open_source(**plan.source)
+    if not (plan.cache / "meta.json").exists():
+        check_space(source, plan.cache)
+    print(format_report(prepare(source, plan.cache, progress=False)))
+    return Cache(plan.cache)
 
 
-def up_to_date(out: Path, *inputs: Path) -> bool:
-    return out.exists() and all(p is not None and p.exists() and out.stat().st_mtime >= p.stat().st_mtime
-                                for p in inputs)
+def train(plan: Plan, cache: Cache) -> None:
+    title("2. train (§5)")
+    for exp in plan.experiments:
+        if exp.needs:
+            print(f"skip {exp.name}: " + ("pre-training on another dataset is not implemented yet"
+                                          if plan.pretrain_data else exp.needs))
+    for exp, run, run_dir in plan.runs_of():
+        size = plan.size(exp)
+        if any(checkpoint.epoch_of(p) == size.epochs for p in checkpoint.files(run_dir)):
+            print(f"done already: {run.name}")
+            continue
+        cfg = run_config(run, size, num_classes=len(cache.classes))
+        print(f"train {run.name}: profile {run.profile}, seed {run.seed}, {size.describe()}"
+              + (f", {run.overrides}" if run.overrides else "") + f" → {run_dir}", flush=True)
+        code = fit(cfg, TrainOptions(cache=plan.cache, run_dir=run_dir, devices=plan.devices, progress=False,
+                                     train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1),
+                   cache)
+        if code == EXIT_INTERRUPTED:
+            raise KeyboardInterrupt
+
+
+def evaluate(plan: Plan, cache: Cache) -> None:
+    title("3. evaluate (§4.1: centre patch and ten patches)")
+    (plan.results / "logs").mkdir(parents=True, exist_ok=True)
+    by_exp: dict[str, list[Path]] = {}
+    for exp, run, run_dir in plan.runs_of():
+        by_exp.setdefault(exp.name, []).append(run_dir)
+        if (run_dir / "log.jsonl").exists():
+            shutil.copy(run_dir / "log.jsonl", plan.results / "logs" / f"{run.name}.jsonl")
+    for name, dirs in by_exp.items():
+        out = plan.results / "eval" / f"{name if len(dirs) > 1 else dirs[0].name}.json"
+        if up_to_date(out, *(newest(d) for d in dirs)):
+            print(f"done already: {out.name}")
+            continue
+        views = ("center", "ten") if EXPERIMENTS[name].scale == "main" else ("center",)
+        save_errors(cache, dirs, out, "val", views, plan.devices, batch_size=50, root=plan.work)
+        if name == "1cnn" and plan.ilsvrc2010 and "test" in cache.splits:
+            save_errors(cache, dirs, plan.results / "eval" / "1cnn-test.json", "test", ("center", "ten"),
+                        plan.devices, root=plan.work)
+
+
+def extract_features(plan: Plan, cache: Cache) -> Path:
+    title("4. features of the last hidden layer (§6.1, Figure 4)")
+    feats = plan.runs / "1cnn" / "features"
+    feats.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        out = feats / f"{split}.npz"
+        if up_to_date(out, newest(plan.runs / "1cnn")):
+            print(f"done already: {out}")
+            continue
+        save_features(cache, plan.runs / "1cnn", out, split, plan.devices, batch_size=50, root=plan.work)
+    return feats
+
+
+def relu_vs_tanh(plan: Plan) -> None:
+    title("5. Figure 1: ReLU vs tanh (four-layer CIFAR-10 net stand-in)")
+    out = plan.results / "figure1.json"
+    if out.exists():
+        print(f"done already: {out}")
+        return
+    figure1.run(out, plan.epochs or FIGURE1_EPOCHS.get(plan.scale, 30), cache=plan.cache)
+
+
+def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
+    title("6. tables and figures")
+    print(f"tables → {tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note)}")
+    has_1cnn = any(e.name == "1cnn" for e in plan.experiments)
+    figures.make_figures(plan.results, cache, plan.dataset, run=plan.runs / "1cnn" if has_1cnn else None,
+                         features=features)
+
+
+def stages(plan: Plan) -> None:
+    cache = prepare_data(plan)
+    train(plan, cache)
+    evaluate(plan, cache)
+    names = {e.name for e in plan.experiments}
+    features = extract_features(plan, cache) if "1cnn" in names else None
+    if "fig1" in names:
+        relu_vs_tanh(plan)
+    tables_and_figures(plan, cache, features)
 
 
 def main(argv=None) -> int:
     ap, args = parse_args(argv)
     try:
-        return run(ap, args)
+        plan = make_plan(args)
+    except (ValueError, DatasetError) as e:
+        ap.error(str(e))
+    try:
+        with RunLock(plan.results, what="run_all"):  # two run_all on one results folder: the second refuses
+            stages(plan)
     except RunLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-
-def run(ap, args) -> int:
-    t_start = time.time()
-    # ---- everything that can be wrong is checked before any long work ----
-    try:
-        experiments = select(args.experiments)
-        devices = resolve_devices(args.devices)
-        if args.imagenet:
-            open_source(imagenet=args.imagenet)
-            name, prep, kind = "ilsvrc2012", ["--imagenet", args.imagenet], "imagenet"
-        elif args.imagenet2010 or args.data:
-            folder = args.imagenet2010 or args.data
-            open_source(folder=folder)
-            name = "ilsvrc2010" if args.imagenet2010 else Path(folder).resolve().name
-            prep, kind = ["--data", folder], "imagenet"
-        else:
-            size = args.synthetic_size.split(",")
-            if len(size) != 3 or not all(x.strip().isdigit() for x in size) or int(size[0]) < 2 \
-                    or min(int(x) for x in size) < 1:
-                raise ValueError(f"--synthetic-size {args.synthetic_size!r}: give classes,train-per-class,"
-                                 "val-per-class, e.g. 10,120,20 (at least 2 classes, 1 image each)")
-            classes, per_train, per_val = (int(x) for x in size)
-            name, kind = synthetic_name(classes, per_train, per_val), "embedded"
-            prep = ["--synthetic", "--classes", classes, "--train-per-class", per_train,
-                    "--val-per-class", per_val, "--raw", Path(args.work).resolve() / "data" / name]
-    except (ValueError, DatasetError) as e:
-        ap.error(str(e))
-    scale = args.scale or kind
-    dataset = ("embedded synthetic dataset (ILSVRC-2012 format, not ImageNet)" if kind == "embedded" else
-               {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(name, name))
-    work = Path(args.work).resolve()
-    cache, runs, results = work / "cache" / name, work / "runs" / name, Path(args.results or ROOT / "results" / name)
-    plan = Plan(experiments, devices, scale, dataset, prep, cache, runs, results, t_start)
-    with RunLock(results, what="run_all"):  # two run_all on one results folder: the second refuses
-        return stages(args, plan)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the stages will do, worked out and checked before any long work."""
-    experiments: list
-    devices: tuple
-    scale: str  # key of alexnet.experiments.SCALES
-    dataset: str  # name for tables and figures
-    prep: list  # tools.prepare arguments
-    cache: Path
-    runs: Path
-    results: Path
-    started: float  # time.time() at the start
-
-
-def stages(args, plan: Plan) -> int:
-    experiments, devices, scale, dataset, prep = plan.experiments, plan.devices, plan.scale, plan.dataset, plan.prep
-    cache, runs, results, t_start = plan.cache, plan.runs, plan.results, plan.started
-    for d in (runs, results / "eval", results / "logs"):
-        d.mkdir(parents=True, exist_ok=True)
-    dev = ",".join(str(d) for d in devices)
-
-    step(f"1. data: prepare {dataset} (§2) → {cache}")
-    sh([PY, "-m", "tools.prepare", *prep, "--cache", cache, "--no-progress"])
-
-    step("2. train (§5)")
-    planned = []
-    for exp in experiments:
-        if exp.needs and not args.pretrain_data:
-            print(f"skip {exp.name}: {exp.needs}")
-            continue
-        if exp.needs:
-            print(f"skip {exp.name}: pre-training on another dataset is not implemented yet")
-            continue
-        size = dict(SCALES[scale][exp.scale])
-        if args.epochs:
-            size["epochs"] = args.epochs
-        for run in exp.runs:
-            run_dir = runs / run.name
-            planned.append((exp, run, run_dir, size))
-            if finished(run_dir, size["epochs"]):
-                print(f"done already: {run.name}")
-                continue
-            sh([PY, "-m", "alexnet.train", "--cache", cache, "--run-dir", run_dir, "--devices", dev,
-                "--profile", run.profile, "--seed", run.seed, "--no-progress",
-                "--keep", 2 if exp.scale == "main" else 1, *flags({**size, **run.overrides})])
-
-    step("3. evaluate (§4.1: centre patch and ten patches)")
-    by_exp: dict[str, list] = {}
-    for exp, run, run_dir, _ in planned:
-        by_exp.setdefault(exp.name, []).append(run_dir)
-        log = run_dir / "log.jsonl"
-        if log.exists():
-            shutil.copy(log, results / "logs" / f"{run.name}.jsonl")
-    for exp_name, dirs in by_exp.items():
-        if exp_name == "fig1" or not dirs:
-            continue
-        out = results / "eval" / f"{exp_name if len(dirs) > 1 else dirs[0].name}.json"
-        if up_to_date(out, *(newest(d) for d in dirs)):
-            print(f"done already: {out.name}")
-            continue
-        views = "both" if EXPERIMENTS[exp_name].scale == "main" else "center"
-        sh([PY, "-m", "alexnet.evaluate", "--cache", cache, "--checkpoint", *dirs, "--views", views,
-            "--devices", dev, "--batch-size", 50, "--out", out])
-        if exp_name == "1cnn" and args.imagenet2010 and (cache / "test.index.npz").exists():
-            sh([PY, "-m", "alexnet.evaluate", "--cache", cache, "--checkpoint", *dirs, "--split", "test",
-                "--views", "both", "--devices", dev, "--out", results / "eval" / "1cnn-test.json"])
-
-    feats = runs / "1cnn" / "features"
-    if "1cnn" in by_exp:
-        step("4. features of the last hidden layer (§6.1, Figure 4)")
-        feats.mkdir(parents=True, exist_ok=True)
-        for split in ("train", "val"):
-            out = feats / f"{split}.npz"
-            if up_to_date(out, newest(runs / "1cnn")):
-                print(f"done already: {out}")
-                continue
-            sh([PY, "-m", "alexnet.evaluate", "--cache", cache, "--checkpoint", runs / "1cnn", "--split", split,
-                "--devices", dev, "--batch-size", 50, "--features", out])
-
-    if any(e.name == "fig1" for e in experiments):
-        step("5. Figure 1: ReLU vs tanh (four-layer CIFAR-10 net stand-in)")
-        out = results / "figure1.json"
-        if out.exists():
-            print(f"done already: {out}")
-        else:
-            epochs = args.epochs or {"embedded": 12, "smoke": 2}.get(scale, 30)
-            sh([PY, "-m", "alexnet.cifar", "--cache", cache, "--epochs", epochs, "--out", out])
-
-    step("6. tables and figures")
-    sh([PY, "-m", "alexnet.report", "--results", results, "--dataset", dataset, "--scale", scale,
-        *(["--ilsvrc2010"] if args.imagenet2010 else []),
-        *(["--test-note", "ILSVRC-2012 test labels were never published; the test images are not ingested"]
-          if args.imagenet else [])])
-    sh([PY, "-m", "alexnet.figures", "--results", results, "--cache", cache, "--dataset", dataset,
-        *(["--run", runs / "1cnn", "--features", feats] if "1cnn" in by_exp else [])])
-    minutes = (time.time() - t_start) / 60
-    print(f"\nall done in {minutes:.1f} min: tables in {results / 'tables'}, figures in {results / 'figures'}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to continue where it stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (NonFiniteLoss, checkpoint.DiskFull, ValueError, OSError) as e:
+        msg = e.strerror if isinstance(e, checkpoint.DiskFull) else e
+        print(f"error: {msg}\nFix what it says and run the same command again: "
+              "finished stages are skipped.", file=sys.stderr)
+        return 1
+    minutes = (time.time() - plan.started) / 60
+    print(f"\nall done in {minutes:.1f} min: tables in {plan.results / 'tables'}, figures in {plan.results / 'figures'}")
     return 0
 
 

@@ -1,10 +1,24 @@
-import pytest
+"""Shared fixtures (a tiny synthetic ILSVRC-2012 dataset and its cache, an
+ImageFolder with broken images) and the helpers that run training."""
 
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet import checkpoint
 from alexnet.data.prepare import prepare
 from alexnet.data.sources import ilsvrc2012
 from alexnet.data.synthetic import write_synthetic_ilsvrc
 
+ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(classes=4, train_per_class=12, val_per_class=4, seed=7)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: one thread each, the suite runs on 2 cores
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +32,55 @@ def tiny_cache(tiny_archives, tmp_path_factory):
     out = tmp_path_factory.mktemp("cache") / "tiny"
     prepare(ilsvrc2012(tiny_archives), out, workers=2, progress=False)
     return out
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def messy_folder(tmp_path):
+    """An ImageFolder (train/, val/; classes a, b) with what ImageNet really
+    contains: CMYK, grayscale, a PNG named .JPEG, a truncated file, garbage."""
+    rng = np.random.default_rng(0)
+    rgb = lambda: Image.fromarray(rng.integers(0, 255, (300, 280, 3), dtype=np.uint8))  # noqa: E731
+    root = tmp_path / "messy"
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3):
+                (root / split / cls / f"ok{i}.JPEG").write_bytes(jpeg_bytes(rgb()))
+    a = root / "train" / "a"
+    (a / "cmyk.JPEG").write_bytes(jpeg_bytes(rgb().convert("CMYK")))
+    png = io.BytesIO()
+    rgb().save(png, "PNG")
+    (a / "png_named.JPEG").write_bytes(png.getvalue())
+    (a / "gray.JPEG").write_bytes(jpeg_bytes(rgb().convert("L")))
+    good = jpeg_bytes(rgb())
+    (a / "truncated.JPEG").write_bytes(good[: len(good) // 2])
+    (a / "garbage.JPEG").write_bytes(b"this is not an image")
+    return root
+
+
+# ---------- training, in another process (for kills, signals and resource limits) ----------
+
+def train_argv(cache, run_dir, *extra) -> list[str]:
+    """`python -m alexnet.train` arguments for a small run on the tiny cache."""
+    return ["--cache", str(cache), "--run-dir", str(run_dir), "--batch-size", "4", "--workers", "0",
+            "--no-progress", *extra]
+
+
+def train_cmd(cache, run_dir, *extra) -> list[str]:
+    return [sys.executable, "-m", "alexnet.train", *train_argv(cache, run_dir, *extra)]
+
+
+def run(cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, **kw)
+
+
+def final_weights(run_dir) -> dict:
+    _, ck = checkpoint.latest(run_dir)
+    assert ck is not None, f"{run_dir}: no checkpoint"
+    return ck

@@ -23,6 +23,8 @@ def test_overrides_and_round_trip():
     cfg = AlexNetConfig.from_profile("cuda-convnet", lrn=False, towers=1)
     assert cfg.profile == "cuda-convnet" and not cfg.lrn and cfg.towers == 1
     assert AlexNetConfig.from_dict(cfg.to_dict()) == cfg
+    # a config saved by an earlier version, with fields nothing read, still loads
+    assert AlexNetConfig.from_dict({**cfg.to_dict(), "image_size": 256, "ten_crop_test": True}) == cfg
 
 
 @pytest.mark.parametrize("bad", [dict(crop_size=200), dict(towers=3), dict(pool_kernel=4),

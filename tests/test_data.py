@@ -20,7 +20,8 @@ from alexnet.data.cache import Cache, CacheError
 from alexnet.data.loader import Loader
 from alexnet.data.prepare import format_report, prepare
 from alexnet.data.sources import DatasetError, ilsvrc2012, image_folder
-from alexnet.data.synthetic import DEVKIT, TRAIN_TAR, VAL_TAR, class_spec, write_synthetic_ilsvrc
+from alexnet.data.sources import DEVKIT, TRAIN_TAR, VAL_TAR
+from alexnet.data.synthetic import class_spec, write_synthetic_ilsvrc
 
 from .conftest import TINY
 
@@ -218,34 +219,6 @@ def test_val_loader_keeps_every_image_in_order(tiny_cache):
 
 
 # ---------- bad input ----------
-
-def _jpeg(img, **kw):
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", **kw)
-    return buf.getvalue()
-
-
-@pytest.fixture()
-def messy_folder(tmp_path):
-    """An ImageFolder with what ImageNet really contains."""
-    rng = np.random.default_rng(0)
-    rgb = lambda: Image.fromarray(rng.integers(0, 255, (300, 280, 3), dtype=np.uint8))  # noqa: E731
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            (tmp_path / split / cls).mkdir(parents=True)
-            for i in range(3):
-                (tmp_path / split / cls / f"ok{i}.JPEG").write_bytes(_jpeg(rgb()))
-    a = tmp_path / "train" / "a"
-    (a / "cmyk.JPEG").write_bytes(_jpeg(rgb().convert("CMYK")))
-    png = io.BytesIO()
-    rgb().save(png, "PNG")
-    (a / "png_named.JPEG").write_bytes(png.getvalue())
-    (a / "gray.JPEG").write_bytes(_jpeg(rgb().convert("L")))
-    good = _jpeg(rgb())
-    (a / "truncated.JPEG").write_bytes(good[: len(good) // 2])
-    (a / "garbage.JPEG").write_bytes(b"this is not an image")
-    return tmp_path
-
 
 def test_bad_images_converted_or_skipped_with_names(messy_folder, tmp_path):
     report = prepare(image_folder(messy_folder), tmp_path / "cache", workers=1, progress=False)

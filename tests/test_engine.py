@@ -16,17 +16,16 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import checkpoint
+from alexnet import checkpoint, train
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.loader import Loader
-from alexnet.engine import ensemble, errors, predict
-from alexnet.evaluate import evaluate
+from alexnet.engine import ensemble, errors, evaluate, predict, train_step
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule
 
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import ENV, ROOT, final_weights, run, train_argv, train_cmd
 
 
 # ---------- §5 update rule ----------
@@ -156,36 +155,41 @@ def test_keep_last_k(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-# ---------- training subprocesses ----------
+# ---------- training ----------
 
-def train_cmd(cache, run_dir, *extra):
-    return [sys.executable, "-m", "alexnet.train", "--cache", str(cache), "--run-dir", str(run_dir),
-            "--batch-size", "4", "--workers", "0", "--no-progress", *extra]
-
-
-def run(cmd, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, **kw)
-
-
-def final_weights(run_dir):
-    _, ck = checkpoint.latest(run_dir)
-    return ck
+def test_train_step_is_one_paper_sgd_step():
+    """train_step = forward, cross-entropy, backward, PaperSGD; its numbers are the
+    batch's summed loss and top-1/top-5 misses."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(6, 7)
+    x, y = torch.randn(5, 6), torch.tensor([0, 1, 2, 3, 4])
+    ref = torch.nn.Linear(6, 7)
+    ref.load_state_dict(net.state_dict())
+    stats = train_step(net, PaperSGD(net.parameters(), lr=0.1), x, y)
+    logits = ref(x)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    loss.backward()
+    PaperSGD(ref.parameters(), lr=0.1).step()
+    for a, b in zip(net.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    wrong1 = int((logits.argmax(1) != y).sum())
+    wrong5 = int((~(logits.topk(5, 1).indices == y[:, None]).any(1)).sum())
+    assert stats.tolist() == pytest.approx([loss.item() * 5, wrong1, wrong5, 5])
 
 
 def kill_and_resume_trials(tiny_cache, tmp_path, trials, seed):
-    args = ("--epochs", "2", "--checkpoint-steps", "3", "--keep", "2")
+    args = ("--epochs", "2", "--checkpoint-steps", "6", "--keep", "2")  # checkpoints after steps 6, 12, 18, 24
     ref_dir = tmp_path / "ref"
     r = run(train_cmd(tiny_cache, ref_dir, *args))
     assert r.returncode == 0, r.stderr
     ref = final_weights(ref_dir)
     assert ref["epoch"] == 2 and ref["step"] == 24
+    print(f"kill-and-resume trials: seed {seed} (replay with KILL_SEED={seed})")
     rng = random.Random(seed)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for t in range(trials):
         d = tmp_path / f"trial{t}"
-        target = rng.choice([3, 6, 9, 12, 15, 18])  # kill after this checkpoint, plus a random delay
-        p = subprocess.Popen(train_cmd(tiny_cache, d, *args), cwd=ROOT, env=env,
+        target = rng.choice([6, 12, 18])  # kill after this checkpoint, plus a random delay
+        p = subprocess.Popen(train_cmd(tiny_cache, d, *args), cwd=ROOT, env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while time.time() < deadline and not any(
@@ -205,7 +209,7 @@ def kill_and_resume_trials(tiny_cache, tmp_path, trials, seed):
 
 
 def test_kill_and_resume_is_bit_identical(tiny_cache, tmp_path):
-    kill_and_resume_trials(tiny_cache, tmp_path, trials=2, seed=int(time.time()))
+    kill_and_resume_trials(tiny_cache, tmp_path, trials=2, seed=int(os.environ.get("KILL_SEED", time.time())))
 
 
 @pytest.mark.slow
@@ -213,30 +217,47 @@ def test_kill_and_resume_many_trials(tiny_cache, tmp_path):
     kill_and_resume_trials(tiny_cache, tmp_path, trials=8, seed=0)
 
 
-def test_nonfinite_loss_stops_with_last_good_checkpoint(tiny_cache, tmp_path):
-    r = run(train_cmd(tiny_cache, tmp_path / "nan", "--epochs", "1", "--lr", "1e6", "--checkpoint-steps", "1"))
-    assert r.returncode == 3, r.stderr
-    assert "loss is nan" in r.stderr.lower() or "loss is inf" in r.stderr.lower()
-    assert "Last good checkpoint" in r.stderr
+def test_nonfinite_loss_stops_with_last_good_checkpoint(tiny_cache, tmp_path, capsys):
+    """ε = 1e6: step 1's loss (at the initial weights) is finite and is checkpointed;
+    a later step's is not. The run stops with exit 3 naming that checkpoint, and
+    no checkpoint holds a non-finite weight."""
+    code = train.main(train_argv(tiny_cache, tmp_path / "nan", "--epochs", "1", "--lr", "1e6",
+                                 "--checkpoint-steps", "1"))
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "loss is nan" in err.lower() or "loss is inf" in err.lower()
     path, ck = checkpoint.latest(tmp_path / "nan")
-    if ck is not None:  # every checkpoint left behind holds finite weights
-        assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert ck is not None and ck["step"] >= 1
+    assert f"Last good checkpoint: {path}" in err
+    assert all(torch.isfinite(v).all() for p in checkpoint.files(tmp_path / "nan")
+               for v in torch.load(p, weights_only=False)["model"].values())
 
 
-def test_bad_arguments_exit_2_and_write_nothing(tiny_cache, tmp_path):
-    for bad in (["--epochs", "-1"], ["--batch-size", "0"], ["--crop-size", "200"], ["--profile", "caffe"],
-                ["--devices", "cuda:9"]):
-        r = run(train_cmd(tiny_cache, tmp_path / "bad", *bad))
-        assert r.returncode == 2, (bad, r.stderr)
-        assert "error" in r.stderr
-    assert not list((tmp_path / "bad").glob("ckpt-*")) if (tmp_path / "bad").exists() else True
+@pytest.mark.parametrize("bad", [["--epochs", "-1"], ["--batch-size", "0"], ["--crop-size", "200"],
+                                 ["--profile", "caffe"], ["--devices", "cuda:9"]])
+def test_bad_arguments_exit_2_and_write_nothing(tiny_cache, tmp_path, capsys, bad):
+    with pytest.raises(SystemExit) as e:
+        train.main(train_argv(tiny_cache, tmp_path / "bad", *bad))
+    assert e.value.code == 2, bad
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # not even the run directory
 
 
-def fast_mode_run(tiny_cache, run_dir, *extra):
-    r = run(train_cmd(tiny_cache, run_dir, "--epochs", "1", "--train-batches", "2", "--fast", *extra))
-    assert r.returncode == 0, r.stderr
+def train_here(capsys, *argv) -> tuple[int, str]:
+    """`python -m alexnet.train` in this process: exit status (SystemExit's too) and stderr."""
+    try:
+        code = train.main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def fast_mode_run(tiny_cache, run_dir, capsys, *extra):
+    code, err = train_here(capsys, *train_argv(tiny_cache, run_dir, "--epochs", "1", "--train-batches", "2",
+                                                "--fast", *extra))
+    assert code == 0, err
     label = "fast (bf16 autocast, channels-last" + ("" if "--no-compile" in extra else ", torch.compile")
-    assert f"mode: {label}" in r.stderr
+    assert f"mode: {label}" in err
     _, ck = checkpoint.latest(run_dir)
     assert ck["fast"] is True and "NOT bit-faithful" in ck["mode"]
     assert all("NOT bit-faithful" in h["mode"] for h in ck["history"]) and ck["history"]
@@ -245,19 +266,20 @@ def fast_mode_run(tiny_cache, run_dir, *extra):
     return ck
 
 
-def test_fast_mode_is_labelled_and_not_mixed_with_faithful(tiny_cache, tmp_path):
-    fast_mode_run(tiny_cache, tmp_path / "fast", "--no-compile")
-    r = run(train_cmd(tiny_cache, tmp_path / "fast", "--epochs", "2", "--train-batches", "2"))
-    assert r.returncode == 2 and "--fast" in r.stderr  # a fast run is not resumed as a faithful one
-    r = run(train_cmd(tiny_cache, tmp_path / "faithful", "--epochs", "1", "--train-batches", "2"))
-    assert r.returncode == 0 and "mode: faithful (float32, TF32 off)" in r.stderr
+def test_fast_mode_is_labelled_and_not_mixed_with_faithful(tiny_cache, tmp_path, capsys):
+    fast_mode_run(tiny_cache, tmp_path / "fast", capsys, "--no-compile")
+    code, err = train_here(capsys, *train_argv(tiny_cache, tmp_path / "fast", "--epochs", "2", "--train-batches", "2"))
+    assert code == 2 and "--fast" in err  # a fast run is not resumed as a faithful one
+    code, err = train_here(capsys, *train_argv(tiny_cache, tmp_path / "faithful", "--epochs", "1",
+                                                "--train-batches", "2"))
+    assert code == 0 and "mode: faithful (float32, TF32 off)" in err
     _, ck = checkpoint.latest(tmp_path / "faithful")
     assert ck["fast"] is False and ck["history"][0]["mode"] == "faithful (float32, TF32 off)"
 
 
 @pytest.mark.slow
-def test_fast_mode_with_torch_compile(tiny_cache, tmp_path):
-    fast_mode_run(tiny_cache, tmp_path / "compiled")
+def test_fast_mode_with_torch_compile(tiny_cache, tmp_path, capsys):
+    fast_mode_run(tiny_cache, tmp_path / "compiled", capsys)
 
 
 def test_fast_forward_stays_close_to_faithful():

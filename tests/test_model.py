@@ -223,12 +223,38 @@ def test_mixed_devices_match_cpu_in_float64(devices, streams):
     mixed = AlexNet(devices=devices, tower_streams=streams).double().eval()
     assert (mixed.streams is not None) == streams
     x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
-    ref(x).sum().backward()
+    expected = ref(x)
+    expected.sum().backward()
     out = mixed(x.to(devices[0]))
     assert out.device == torch.device(devices[0])
+    torch.testing.assert_close(out.detach().cpu(), expected.detach(), rtol=1e-9, atol=1e-12)
     out.sum().backward()
     for (n, p), (_, q) in zip(ref.named_parameters(), mixed.named_parameters()):
         torch.testing.assert_close(q.grad.cpu(), p.grad, rtol=1e-9, atol=1e-12, msg=n)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("devices", [("cuda:0", "cpu"), ("cuda:0", "cuda:0")])
+def test_mixed_devices_match_cpu_in_float32(devices):
+    """The faithful float32 arithmetic (TF32 off): logits and every gradient within
+    float32 rounding of the all-CPU model's, relative to each tensor's largest value."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    ref = AlexNet(devices="cpu").eval()
+    torch.manual_seed(0)
+    mixed = AlexNet(devices=devices).eval()
+    x = torch.randn(4, 3, 224, 224) * 50
+    expected = ref(x)
+    expected.sum().backward()
+    out = mixed(x.to(devices[0]))
+    out.sum().backward()
+
+    def close(a, b, what):
+        assert (a.cpu() - b).abs().max() <= 1e-3 * b.abs().max() + 1e-7, what
+    close(out.detach(), expected.detach(), "logits")
+    for (n, p), (_, q) in zip(ref.named_parameters(), mixed.named_parameters()):
+        close(q.grad, p.grad, n)
 
 
 @pytest.mark.gpu

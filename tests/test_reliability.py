@@ -1,6 +1,7 @@
 """Issue 7's fault classes: run locks, Ctrl-C, full disks, corrupt or foreign state,
 bad arguments to every CLI, and (slow, by hand) run_all.sh killed anywhere."""
 
+import importlib
 import json
 import os
 import random
@@ -14,13 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet import checkpoint
+from alexnet import checkpoint, train
 from alexnet.checkpoint import RunLock, RunLocked
 
-from .test_engine import final_weights, run, train_cmd
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+from .conftest import ENV, ROOT, final_weights, run, train_argv, train_cmd
 
 
 def wait_for(pred, timeout=120):
@@ -42,15 +40,16 @@ def test_run_lock_refuses_a_second_holder(tmp_path):
         pass
 
 
-def test_second_training_process_on_same_run_dir_refuses(tiny_cache, tmp_path):
+def test_second_training_process_on_same_run_dir_refuses(tiny_cache, tmp_path, capsys):
     d = tmp_path / "run"
     first = subprocess.Popen(train_cmd(tiny_cache, d, "--epochs", "3"), cwd=ROOT, env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: (d / ".lock").exists() and (d / ".lock").read_text().strip())
-        second = run(train_cmd(tiny_cache, d, "--epochs", "3"))
-        assert second.returncode == 2
-        assert "in use by another training run" in second.stderr and str(first.pid) in second.stderr
+        second = train.main(train_argv(tiny_cache, d, "--epochs", "3"))  # in this process
+        err = capsys.readouterr().err
+        assert second == 2
+        assert "in use by another training run" in err and str(first.pid) in err
     finally:
         first.kill()
         first.wait()
@@ -113,8 +112,8 @@ def test_training_on_a_full_disk_stops_with_the_space_needed(tiny_cache, tmp_pat
     assert not list((tmp_path / "full").glob("*.tmp"))
 
 
-def test_prepare_on_a_full_disk_says_how_much_is_needed(messy_source, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tools.prepare", "--data", str(messy_source), "--cache",
+def test_prepare_on_a_full_disk_says_how_much_is_needed(messy_folder, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "tools.prepare", "--data", str(messy_folder), "--cache",
                         str(tmp_path / "cache"), "--no-progress", "--workers", "1"], cwd=ROOT, capture_output=True,
                        text=True, env=ENV, preexec_fn=limit_file_size(20_000))
     assert r.returncode == 2, r.stderr[-2000:]
@@ -122,75 +121,76 @@ def test_prepare_on_a_full_disk_says_how_much_is_needed(messy_source, tmp_path):
     assert not list((tmp_path / "cache").glob("*.tmp"))
 
 
-@pytest.fixture()
-def messy_source(tmp_path):
-    import io
-
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            (tmp_path / "src" / split / cls).mkdir(parents=True)
-            for i in range(4):
-                buf = io.BytesIO()
-                Image.fromarray(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(buf, "JPEG")
-                (tmp_path / "src" / split / cls / f"{i}.JPEG").write_bytes(buf.getvalue())
-    return tmp_path / "src"
-
-
 # ---------- corrupt or foreign state ----------
 
-def test_checkpoint_from_another_config_is_refused(tiny_cache, tmp_path):
+def exit_status(main, argv) -> int:
+    """A CLI's main(argv) in this process: its return value, or the code of the SystemExit it raised."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_checkpoint_from_another_config_is_refused(tiny_cache, tmp_path, capsys):
     d = tmp_path / "run"
-    r = run(train_cmd(tiny_cache, d, "--epochs", "1", "--max-steps", "1"))
-    assert r.returncode == 0, r.stderr
-    again = run(train_cmd(tiny_cache, d, "--epochs", "1", "--lr", "0.02"))
-    assert again.returncode == 2 and "another config" in again.stderr and "'lr': (0.01, 0.02)" in again.stderr
+    assert exit_status(train.main, train_argv(tiny_cache, d, "--epochs", "1", "--max-steps", "1")) == 0
+    capsys.readouterr()
+    assert exit_status(train.main, train_argv(tiny_cache, d, "--epochs", "1", "--lr", "0.02")) == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and "'lr': (0.01, 0.02)" in err
     path, ck = checkpoint.latest(d)  # a checkpoint of a future version of the code
     ck["config"]["future_field"] = 1
     torch.save(ck, path)
-    again = run(train_cmd(tiny_cache, d, "--epochs", "1"))
-    assert again.returncode == 2 and "future_field" in again.stderr
+    assert exit_status(train.main, train_argv(tiny_cache, d, "--epochs", "1")) == 2
+    assert "future_field" in capsys.readouterr().err
 
 
 # ---------- bad arguments to every CLI ----------
 
-BAD = [
-    (["-m", "alexnet.model", "--profile", "caffe"], "--profile"),
-    (["-m", "alexnet.model", "--crop-size", "200"], "--crop-size"),
-    (["-m", "alexnet.model", "--devices", "cuda:7"], "cuda:7"),
-    (["-m", "tools.prepare", "--data", "{tmp}/empty", "--cache", "{tmp}/out"], "expected an ImageFolder"),
-    (["-m", "tools.prepare", "--imagenet", "{tmp}/empty", "--cache", "{tmp}/out"], "missing ILSVRC2012"),
-    (["-m", "tools.prepare", "--synthetic", "--classes", "1", "--cache", "{tmp}/out"], "--classes"),
-    (["-m", "alexnet.train", "--cache", "{cache}", "--run-dir", "{tmp}/out", "--epochs", "-1"], "--epochs"),
-    (["-m", "alexnet.train", "--cache", "{cache}", "--run-dir", "{tmp}/out", "--batch-size", "0"], "--batch-size"),
-    (["-m", "alexnet.train", "--cache", "{cache}", "--run-dir", "{tmp}/out", "--crop-size", "200"], "--crop-size"),
-    (["-m", "alexnet.train", "--cache", "{cache}", "--run-dir", "{tmp}/out", "--profile", "x"], "--profile"),
-    (["-m", "alexnet.train", "--cache", "{cache}", "--run-dir", "{tmp}/out", "--devices", "cuda:3"], "cuda:3"),
-    (["-m", "alexnet.train", "--cache", "{tmp}/empty", "--run-dir", "{tmp}/out"], "not a prepared cache"),
-    (["-m", "alexnet.evaluate", "--cache", "{cache}", "--checkpoint", "{tmp}/none", "--out", "{tmp}/out"], "--checkpoint"),
-    (["-m", "alexnet.evaluate", "--cache", "{cache}", "--checkpoint", "{tmp}", "--batch-size", "0",
-      "--out", "{tmp}/out"], "--batch-size"),
-    (["-m", "alexnet.evaluate", "--cache", "{cache}", "--checkpoint", "{tmp}", "--split", "test",
-      "--out", "{tmp}/out"], "--split"),
-    (["-m", "alexnet.cifar", "--cache", "{cache}", "--epochs", "0", "--out", "{tmp}/out"], "--epochs"),
-    (["-m", "alexnet.report", "--results", "{tmp}/out", "--dataset", "x", "--scale", "huge"], "--scale"),
-    (["reproduce/run_all.py", "--epochs", "-3", "--work", "{tmp}/out", "--results", "{tmp}/out"], "--epochs"),
-    (["reproduce/run_all.py", "--imagenet", "{tmp}/empty", "--work", "{tmp}/out", "--results", "{tmp}/out"],
+BAD = [  # (module, argv, what the one-line error must name)
+    ("alexnet.model", ["--profile", "caffe"], "--profile"),
+    ("alexnet.model", ["--crop-size", "200"], "--crop-size"),
+    ("alexnet.model", ["--devices", "cuda:7"], "cuda:7"),
+    ("tools.prepare", ["--data", "{tmp}/empty", "--cache", "{tmp}/out"], "expected an ImageFolder"),
+    ("tools.prepare", ["--imagenet", "{tmp}/empty", "--cache", "{tmp}/out"], "missing ILSVRC2012"),
+    ("tools.prepare", ["--synthetic", "--classes", "1", "--cache", "{tmp}/out"], "--classes"),
+    ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--epochs", "-1"], "--epochs"),
+    ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--batch-size", "0"], "--batch-size"),
+    ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--crop-size", "200"], "--crop-size"),
+    ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--profile", "x"], "--profile"),
+    ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--devices", "cuda:3"], "cuda:3"),
+    ("alexnet.train", ["--cache", "{tmp}/empty", "--run-dir", "{tmp}/out"], "not a prepared cache"),
+    ("alexnet.evaluate", ["--cache", "{cache}", "--checkpoint", "{tmp}/none", "--out", "{tmp}/out"], "--checkpoint"),
+    ("alexnet.evaluate", ["--cache", "{cache}", "--checkpoint", "{tmp}", "--batch-size", "0", "--out", "{tmp}/out"],
+     "--batch-size"),
+    ("alexnet.evaluate", ["--cache", "{cache}", "--checkpoint", "{tmp}", "--split", "test", "--out", "{tmp}/out"],
+     "--split"),
+    ("reproduce.figure1", ["--cache", "{cache}", "--epochs", "0", "--out", "{tmp}/out"], "--epochs"),
+    ("reproduce.tables", ["--results", "{tmp}/out", "--dataset", "x", "--scale", "huge"], "--scale"),
+    ("reproduce.figures", ["--results", "{tmp}/out", "--cache", "{tmp}/empty"], "not a prepared cache"),
+    ("reproduce.run_all", ["--epochs", "-3", "--work", "{tmp}/out", "--results", "{tmp}/out"], "--epochs"),
+    ("reproduce.run_all", ["--imagenet", "{tmp}/empty", "--work", "{tmp}/out", "--results", "{tmp}/out"],
      "missing ILSVRC2012"),
 ]
 
 
-@pytest.mark.parametrize("argv,names", BAD, ids=[" ".join(a[:2] + a[-2:]) for a, _ in BAD])
-def test_bad_arguments_exit_2_with_one_line_and_write_nothing(argv, names, tiny_cache, tmp_path):
+@pytest.mark.parametrize("module,argv,names", BAD, ids=[f"{m} {' '.join(a[-2:])}" for m, a, _ in BAD])
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(module, argv, names, tiny_cache, tmp_path, capsys):
+    """Each CLI's main(argv), in this process: exit 2, the last line of stderr an
+    error naming the bad value, nothing written."""
     (tmp_path / "empty").mkdir()
     argv = [a.format(tmp=tmp_path, cache=tiny_cache) for a in argv]
-    r = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=120)
-    assert r.returncode == 2, (argv, r.stderr[-1000:])
-    last = r.stderr.strip().splitlines()[-1]
+    assert exit_status(importlib.import_module(module).main, argv) == 2, (module, argv)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "error" in last and names in last, last
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cli_really_exits_2_from_the_shell(tmp_path):
+    """The in-process checks above call main(argv); this one runs a real process."""
+    r = subprocess.run([sys.executable, "-m", "alexnet.train", "--cache", str(tmp_path), "--run-dir",
+                        str(tmp_path / "out"), "--epochs", "0"], cwd=ROOT, capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "--epochs=0: must be at least 1" in r.stderr.strip().splitlines()[-1]
 
 
 # ---------- run_all.sh killed anywhere (slow: run by hand) ----------
@@ -234,4 +234,6 @@ def kill_anywhere_trials(tmp_path, trials, seed):
 
 @pytest.mark.slow
 def test_run_all_killed_anywhere_recovers(tmp_path):
-    kill_anywhere_trials(tmp_path, trials=10, seed=int(os.environ.get("KILL_SEED", "0")))
+    seed = int(os.environ.get("KILL_SEED", "0"))
+    print(f"kill-anywhere trials: seed {seed} (replay with KILL_SEED={seed})")
+    kill_anywhere_trials(tmp_path, trials=10, seed=seed)

@@ -6,7 +6,10 @@ against torchvision's `alexnet` with the `pytorch/examples` ImageNet recipe
     python -m tools.bench --device cuda --batch 128         # one GPU: both towers on it
     python -m tools.bench --device cuda --batch 512 --fast  # + the fast mode (bf16, channels-last, compile)
 
-Measures, each after warm-up as the median of repeats (CUDA events on GPU):
+Every step timed is `alexnet.engine.train_step`, the step the trainer runs
+(forward, loss, backward, update, top-1/top-5 counts); only the model and the
+optimizer differ. Measures, each after warm-up as the median of repeats (CUDA
+events on GPU):
   step/faithful          this project's training step, float32, TF32 off (random data)
   step/faithful-plain    the same with the plain LRN (torch's F.local_response_norm):
                          what the faithful mode's LRN saves
@@ -20,6 +23,8 @@ Measures, each after warm-up as the median of repeats (CUDA events on GPU):
   e2e/baseline           the baseline pipeline feeding torchvision alexnet
   e2e/train              `python -m alexnet.train` itself: the images/s of its second
                          epoch (data, step, metrics; compile and warm-up fall in the first)
+  memory (GPU only)      peak GPU memory of one faithful step, per tower device: both
+                         towers on the GPU, and tower 1 on the CPU ("cuda:0","cpu")
 and writes JSON (device name, versions, commit, date) to results/benchmarks/,
 with the hours a 90-epoch ImageNet run would take at the e2e/train rate.
 The images are the prepared cache's 256×256 JPEGs (default: the embedded
@@ -40,13 +45,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.loader import Loader
+from alexnet.engine import train_step
 from alexnet.layers import LocalResponseNorm
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
@@ -76,8 +81,8 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def our_step(device, batch: int, fast: bool = False, num_classes: int = 1000, plain_lrn: bool = False,
-             tower_streams: bool = False):
+def our_step(device, batch: int, fast: bool = False, compile: bool = True, num_classes: int = 1000,
+             plain_lrn: bool = False, tower_streams: bool = False):
     torch.manual_seed(0)
     cfg = AlexNetConfig.from_profile("paper", num_classes=num_classes)
     model = AlexNet(cfg, devices=(device, device), tower_streams=tower_streams)
@@ -85,19 +90,51 @@ def our_step(device, batch: int, fast: bool = False, num_classes: int = 1000, pl
         if isinstance(m, LocalResponseNorm):
             m.plain = plain_lrn
     opt = PaperSGD(param_groups(model, cfg), lr=cfg.lr)
-    speed = Speed(fast=fast)
+    speed = Speed(fast=fast, compile=compile)
     fwd = speed.forward_fn(model)
     x = speed.inputs(torch.randn(batch, 3, cfg.crop_size, cfg.crop_size, device=device))
     y = torch.randint(0, num_classes, (batch,), device=device)
 
     def step(xb=x, yb=y):
-        with speed.autocast(device):
-            logits = fwd(speed.inputs(xb))
-        loss = F.cross_entropy(logits.float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(fwd, opt, xb, yb, speed)
     return step
+
+
+def profile_table(step, device: torch.device, rows: int = 15) -> str:
+    """torch.profiler's top `rows` ops of three steps, by device time on a GPU (CPU time otherwise)."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    step()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(3):
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+    return prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=rows)
+
+
+def peak_memory(devices: tuple, batch: int) -> dict[str, float]:
+    """GiB allocated at the peak of one faithful training step (after a warm-up
+    step), for each CUDA device the towers use."""
+    cuda = sorted({torch.device(d) for d in devices if torch.device(d).type == "cuda"}, key=str)
+    torch.manual_seed(0)
+    cfg = AlexNetConfig.from_profile("paper")
+    model = AlexNet(cfg, devices=devices)
+    opt = PaperSGD(param_groups(model, cfg), lr=cfg.lr)
+    x = torch.randn(batch, 3, cfg.crop_size, cfg.crop_size, device=devices[0])
+    y = torch.randint(0, cfg.num_classes, (batch,), device=devices[0])
+    train_step(model, opt, x, y)
+    for d in cuda:
+        torch.cuda.synchronize(d)
+        torch.cuda.reset_peak_memory_stats(d)
+    train_step(model, opt, x, y)
+    out = {}
+    for d in cuda:
+        torch.cuda.synchronize(d)
+        out[str(d)] = round(torch.cuda.max_memory_allocated(d) / 2**30, 3)
+    del model, opt, x, y
+    torch.cuda.empty_cache()
+    return out
 
 
 def torchvision_step(device, batch: int, num_classes: int = 1000):
@@ -109,10 +146,7 @@ def torchvision_step(device, batch: int, num_classes: int = 1000):
     y = torch.randint(0, num_classes, (batch,), device=device)
 
     def step(xb=x, yb=y):
-        loss = F.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, xb, yb)
     return step
 
 
@@ -191,9 +225,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed steps (default: 20 on GPU, 3 on CPU)")
     ap.add_argument("--fast", action="store_true",
                     help="also time the fast (not bit-faithful) mode: step/fast and e2e/train-fast")
+    ap.add_argument("--no-compile", action="store_true", help="with --fast: skip torch.compile")
     ap.add_argument("--cache", default="cache/synthetic", help="prepared images for the pipelines")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="results/benchmarks")
+    ap.add_argument("--profile", action="store_true",
+                    help="also write torch.profiler's top 15 ops of the faithful step to <out>/profile-*.txt")
+    ap.add_argument("--quick", action="store_true",
+                    help="the fewest steps and batches that run every measurement once: checks the "
+                         "script end to end (tools/gpu_check.sh on a machine without CUDA); not a benchmark")
     args = ap.parse_args(argv)
     try:
         from alexnet.placement import check_device
@@ -203,13 +243,13 @@ def main(argv=None) -> int:
         ap.error(str(e))
     gpu = device.type == "cuda"
     batch = args.batch or (128 if gpu else 16)
-    repeats = args.repeats or (20 if gpu else 3)
-    warmup = 5 if gpu else 1
+    repeats = 1 if args.quick else args.repeats or (20 if gpu else 3)
+    warmup = 0 if args.quick else 5 if gpu else 1
     if args.batch is not None and args.batch < 1:
         ap.error(f"--batch={args.batch}: must be at least 1")
     Speed(fast=False).setup([device])  # faithful: float32 without TF32, cuDNN autotuning
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
-    res = {"device": name, "batch": batch, "repeats": repeats, "torch": torch.__version__,
+    res = {"device": name, "batch": batch, "repeats": repeats, "quick": args.quick, "torch": torch.__version__,
            "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"), "img_s": {}}
     r = res["img_s"]
 
@@ -221,23 +261,23 @@ def main(argv=None) -> int:
         return batch / timed(step, device, warmup, repeats)
 
     cfg = AlexNetConfig.from_profile("paper", num_classes=len(cache.classes))
-    n_batches = 20 if gpu else 12  # for the measurements with a net
+    n_batches = 2 if args.quick else 20 if gpu else 12  # for the measurements with a net
     per_epoch = min(len(Loader(cache, "train", cfg, train=True, batch_size=batch)), n_batches)
     note("step/faithful", step_rate(our_step(device, batch)))
     # next to step/faithful in time (this machine's speed drifts), in a process of its own
     with tempfile.TemporaryDirectory() as tmp:
         note("e2e/train", train_rate(args.cache, device, batch, per_epoch, [], tmp))
         if args.fast:
-            note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, ["--fast"], tmp))
+            note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, ["--fast"] + (["--no-compile"] if args.no_compile else []), tmp))
     note("step/faithful-plain", step_rate(our_step(device, batch, plain_lrn=True)))
     if gpu:
         note("step/faithful-streams", step_rate(our_step(device, batch, tower_streams=True)))
     if args.fast:
-        note("step/fast", step_rate(our_step(device, batch, fast=True)))
+        note("step/fast", step_rate(our_step(device, batch, fast=True, compile=not args.no_compile)))
         Speed(fast=False).setup([device])  # back to faithful for what follows
     note("step/torchvision", step_rate(torchvision_step(device, batch)))
 
-    data_batches = max(20, -(-4000 // batch))  # data alone: at least 4,000 images
+    data_batches = 3 if args.quick else max(20, -(-4000 // batch))  # data alone: at least 4,000 images
     ours_cpu = Loader(cache, "train", cfg, train=True, batch_size=batch, device="cpu", workers=args.workers)
     note("data/ours-cpu", loader_rate(ours_cpu, data_batches))
     if gpu:
@@ -267,6 +307,12 @@ def main(argv=None) -> int:
         res["ratios"]["step fast / faithful"] = r["step/fast"] / r["step/faithful"]
         res["ratios"]["e2e train-fast / step fast"] = r["e2e/train-fast"] / r["step/fast"]
     res["ratios"] = {k: round(v, 3) for k, v in res["ratios"].items()}
+    if gpu:
+        res["peak_memory_gib"] = {"both towers on " + str(device): peak_memory((device, device), batch),
+                                  f"towers on {device}, cpu": peak_memory((device, torch.device("cpu")), batch)}
+        for setup, per_device in res["peak_memory_gib"].items():
+            print(f"peak memory, faithful step b{batch}, {setup}: " +
+                  ", ".join(f"{d} {gib:.2f} GiB" for d, gib in per_device.items()))
     for k, v in res["ratios"].items():
         print(f"{k:<34} {v:.2f}")
     hours = PAPER_EPOCHS * IMAGENET_TRAIN_IMAGES / r["e2e/train"] / 3600
@@ -277,7 +323,13 @@ def main(argv=None) -> int:
           f"÷ {r['e2e/train']:.1f} img/s = {hours:,.1f} h")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-{'gpu' if gpu else 'cpu'}-{time.strftime('%Y%m%d-%H%M')}.json"
+    stamp = f"{'gpu' if gpu else 'cpu'}-{time.strftime('%Y%m%d-%H%M')}"
+    if args.profile:
+        table = profile_table(our_step(device, batch), device)
+        prof_path = out / f"profile-{stamp}.txt"
+        write_text(prof_path, f"# faithful step, batch {batch}, {name}, commit {res['commit']}\n{table}\n")
+        print(f"profile (top 15 ops) → {prof_path}")
+    path = out / f"bench-{stamp}.json"
     write_text(path, json.dumps(res, indent=1))
     print(f"→ {path}")
     return 0

@@ -14,11 +14,11 @@ converted (CMYK, grayscale, PNG, ...) or skipped (unreadable), also kept in
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
-from alexnet.data.prepare import format_report, prepare
+from alexnet.cli import check_at_least
+from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, open_source
 from alexnet.data.synthetic import DEFAULT_SIZE, synthetic_name, write_synthetic_ilsvrc
 
@@ -44,10 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--raw", metavar="DIR", help="synthetic: where the archives go (default: data/<name>)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    for name in ("workers", "classes", "train_per_class", "val_per_class"):
-        v = getattr(args, name)
-        if v is not None and v < (2 if name == "classes" else 1):
-            ap.error(f"--{name.replace('_', '-')}={v}: must be at least {2 if name == 'classes' else 1}")
+    check_at_least(ap, args, {"workers": 1, "classes": 2, "train_per_class": 1, "val_per_class": 1})
 
     if args.synthetic:
         name = synthetic_name(args.classes, args.train_per_class, args.val_per_class, args.seed)
@@ -64,14 +61,8 @@ def main(argv=None) -> int:
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    need = sum(p.stat().st_size for p in Path(source.root).rglob("*") if p.is_file()) // 3
-    free = shutil.disk_usage(cache.parent if cache.parent.exists() else ".").free
-    if free < need:
-        print(f"error: {cache.parent}: {free / 2**30:.1f} GiB free, the cache needs about "
-              f"{need / 2**30:.1f} GiB (a third of the source); free space or choose --cache elsewhere",
-              file=sys.stderr)
-        return 2
     try:
+        check_space(source, cache)
         report = prepare(source, cache, workers=args.workers, progress=not args.no_progress)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .prepare import FORMAT_VERSION
+FORMAT_VERSION = 1  # of the files tools.prepare writes; a reader refuses any other
 
 
 class CacheError(ValueError):

@@ -42,11 +42,11 @@ from PIL import Image, ImageOps
 
 from ..atomic import atomic_write as _atomic_write, is_disk_full
 from ..progress import bar as progress_bar
+from .cache import FORMAT_VERSION
 from .sources import Source, read_unit
 
 SIZE = 256  # §2
 QUALITY = 90
-FORMAT_VERSION = 1
 
 
 def to_rgb_256(data: bytes) -> tuple[Image.Image, list[str]]:
@@ -200,6 +200,16 @@ def _finish(source: Source, out: Path, fingerprint: str) -> dict:
     meta["report"] = report
     _atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return report
+
+
+def check_space(source: Source, cache: str | os.PathLike) -> None:
+    """ValueError, before any work, when the disk cannot hold the cache (about a third of the source)."""
+    cache = Path(cache)
+    need = sum(p.stat().st_size for p in Path(source.root).rglob("*") if p.is_file()) // 3
+    free = shutil.disk_usage(cache.parent if cache.parent.exists() else ".").free
+    if free < need:
+        raise ValueError(f"{cache.parent}: {free / 2**30:.1f} GiB free, the cache needs about "
+                         f"{need / 2**30:.1f} GiB (a third of the source); free space or choose --cache elsewhere")
 
 
 def format_report(report: dict) -> str:

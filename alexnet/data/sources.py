@@ -28,7 +28,10 @@ from pathlib import Path
 
 import scipy.io
 
-from .synthetic import DEVKIT, TRAIN_TAR, VAL_TAR
+# The official ILSVRC-2012 file names
+TRAIN_TAR = "ILSVRC2012_img_train.tar"
+VAL_TAR = "ILSVRC2012_img_val.tar"
+DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 UNIT_SIZE = 500  # images per unit for flat lists (val tar, ImageFolder)

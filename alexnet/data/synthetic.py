@@ -2,7 +2,7 @@
 the ILSVRC-2012 archive format so that the real ingestion path runs with no
 download.
 
-    python -m tools.synthetic data/synthetic --classes 10 --train-per-class 120
+    python -m tools.prepare --synthetic --classes 10 --train-per-class 120 --raw data/synthetic
 
 writes, exactly as the official release is laid out:
 
@@ -36,10 +36,8 @@ import scipy.io
 from PIL import Image, ImageDraw
 
 from ..progress import bar as progress_bar
+from .sources import DEVKIT, TRAIN_TAR, VAL_TAR
 
-TRAIN_TAR = "ILSVRC2012_img_train.tar"
-VAL_TAR = "ILSVRC2012_img_val.tar"
-DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "bar", "diamond")
 
 

@@ -1,10 +1,10 @@
 """The paper's tables from this project's result files, the paper's numbers beside ours.
 
-Reads <results>/eval/<run>.json (python -m alexnet.evaluate), <results>/logs/<run>.jsonl
-(training logs) and <results>/figure1.json; writes <results>/tables/{table1,table2,
-ablations}.{md,csv,json}. Every table's header says what produced it.
+Reads <results>/eval/<run>.json (python -m alexnet.evaluate) and <results>/figure1.json;
+writes <results>/tables/{table1,table2,ablations}.{md,csv,json}. Every table's header
+says what produced it.
 
-    python -m alexnet.report --results results/synthetic --dataset "embedded synthetic" --scale embedded
+    python -m reproduce.tables --results results/synthetic --dataset "embedded synthetic" --scale embedded
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .atomic import write_text
-from .checkpoint import code_version
+from alexnet.atomic import write_text
+from alexnet.checkpoint import code_version
+
 from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE2
 
 
@@ -62,22 +63,12 @@ class Results:
                 return e["ensemble"][v], label
         return None, ""
 
-    def log(self, run: str) -> list[dict]:
-        p = self.root / "logs" / f"{run}.jsonl"
-        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
-
-
-def describe(size: dict) -> str:
-    """{'epochs': 1, 'batch_size': 32, 'train_batches': 6} → '1 epoch(s) of 6 batches of 32'."""
-    batches = f"{size['train_batches']} batches" if size.get("train_batches") else "all batches"
-    return f"{size['epochs']} epoch(s) of {batches} of {size['batch_size']}"
-
 
 def header(title: str, dataset: str, scale: str, res: Results) -> str:
     return (f"# {title}\n\n"
             f"- dataset: {dataset}\n- profile: paper (unless a row says otherwise)\n"
-            f"- scale ({scale}): main runs {describe(SCALES[scale]['main'])}; "
-            f"short runs {describe(SCALES[scale]['short'])}\n"
+            f"- scale ({scale}): main runs {SCALES[scale]['main'].describe()}; "
+            f"short runs {SCALES[scale]['short'].describe()}\n"
             f"- hardware: {hardware()}\n- commit: {code_version()}\n- date: {time.strftime('%Y-%m-%d')}\n"
             f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012\n\n")
 
@@ -160,7 +151,7 @@ def ablations(res: Results, dataset: str, scale: str) -> tuple[str, list[dict]]:
                      "baseline_top1": base and round(100 * base["top1"], 2),
                      "baseline_top5": base and round(100 * base["top5"], 2),
                      "ours_reduction_top1": red[0], "ours_reduction_top5": red[1],
-                     "scale": f"{exp.scale}: {describe(SCALES[scale][exp.scale])}" if err else "not run",
+                     "scale": f"{exp.scale}: {SCALES[scale][exp.scale].describe()}" if err else "not run",
                      "views": views})
     md = header("Ablations from the text: the reduction in error each feature brings", dataset, scale, res)
     md += ("Reduction = error without the feature − error with it (the paper profile at the same scale, run "
@@ -203,7 +194,7 @@ def write_tables(results: str | Path, dataset: str, scale: str, is_2010: bool = 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m alexnet.report", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m reproduce.tables", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", required=True)
     ap.add_argument("--dataset", required=True, help="name of the dataset, for the headers")

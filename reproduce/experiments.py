@@ -8,12 +8,14 @@ and its conv1 kernels show structure) and the `short` scale (ablations, the
 ensemble's members) a few batches each, so their numbers are mostly noise and
 are labelled with their scale wherever they appear.
 
-Sources of the paper's numbers: ../shared/PAPER.md ("Reported results").
+Sources of the paper's numbers: reproduce/PAPER.md ("Reported results").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from alexnet.config import AlexNetConfig
 
 # Paper numbers (percent). Table 1: ILSVRC-2010 test. Table 2: ILSVRC-2012.
 TABLE1 = [  # model, top-1, top-5
@@ -92,10 +94,28 @@ def select(names: str | None) -> list[Experiment]:
     return [EXPERIMENTS[n] for n in wanted]
 
 
-# Scales (train.py flags) per kind of dataset.
-SCALES = {
-    "imagenet": {"main": {"epochs": 90, "batch_size": 128}, "short": {"epochs": 90, "batch_size": 128}},
-    "embedded": {"main": {"epochs": 14, "batch_size": 32}, "short": {"epochs": 1, "batch_size": 32, "train_batches": 6}},
-    "smoke": {"main": {"epochs": 1, "batch_size": 4, "train_batches": 2},
-              "short": {"epochs": 1, "batch_size": 4, "train_batches": 1}},
+@dataclass(frozen=True)
+class Size:
+    """How long the runs of one scale train: config fields (epochs, batch_size) and train_batches."""
+    epochs: int
+    batch_size: int
+    train_batches: int = 0  # only the first N batches of each epoch (0: all)
+
+    def describe(self) -> str:
+        """'1 epoch(s) of 6 batches of 32'."""
+        batches = f"{self.train_batches} batches" if self.train_batches else "all batches"
+        return f"{self.epochs} epoch(s) of {batches} of {self.batch_size}"
+
+
+# Run sizes per scale, for the `main` and the `short` experiments.
+SCALES: dict[str, dict[str, Size]] = {
+    "imagenet": {"main": Size(epochs=90, batch_size=128), "short": Size(epochs=90, batch_size=128)},
+    "embedded": {"main": Size(epochs=14, batch_size=32), "short": Size(epochs=1, batch_size=32, train_batches=6)},
+    "smoke": {"main": Size(epochs=1, batch_size=4, train_batches=2), "short": Size(epochs=1, batch_size=4, train_batches=1)},
 }
+
+
+def run_config(run: Run, size: Size, num_classes: int) -> AlexNetConfig:
+    """The AlexNetConfig of one run: its profile, seed and overrides at a size."""
+    return AlexNetConfig.from_profile(run.profile, num_classes=num_classes, seed=run.seed, epochs=size.epochs,
+                                      batch_size=size.batch_size, **run.overrides)

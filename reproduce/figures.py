@@ -10,7 +10,7 @@
   tanh dashed, with the epochs-to-25% ratio.
 - `training_curves.png` — train and validation top-1 error per epoch of every run.
 
-    python -m alexnet.figures --results results/synthetic --cache cache/synthetic --run runs/synthetic/1cnn
+    python -m reproduce.figures --results results/synthetic --cache cache/synthetic --run runs/synthetic/1cnn
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from alexnet.data.cache import Cache  # noqa: E402
+from alexnet.data.loader import Loader  # noqa: E402
+from alexnet.engine import load_model, predict  # noqa: E402
 
 SCALE = 6  # each 11×11 kernel drawn as 66×66 pixels
 
@@ -70,9 +74,6 @@ def _image(cache, split: str, i: int) -> np.ndarray:
 def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: Path, title: str,
             n_left: int = 8, n_right: int = 5, k: int = 6) -> None:
     from sklearn.neighbors import NearestNeighbors
-
-    from .data.loader import Loader
-    from .engine import predict
 
     names = [c["words"] for c in cache.classes]
     val_labels = cache.labels("val")
@@ -164,11 +165,30 @@ def training_curves(logs: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    from .data.cache import Cache
-    from .evaluate import load_model
+def make_figures(results, cache: Cache, dataset: str = "", run=None, features=None) -> Path:
+    """Every figure the results folder has the inputs for, into <results>/figures."""
+    out = Path(results) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    if run:
+        model, ck, path = load_model(run, "cpu")
+        conv1_kernels(model, out / "conv1_kernels.png",
+                      f"Figure 3: conv1 kernels of {path.parent.name} on {dataset} (epoch {ck['epoch']})")
+        if features:
+            tr, va = (np.load(Path(features) / f"{s}.npz") for s in ("train", "val"))
+            figure4(model, cache, tr["features"], va["features"], out / "figure4.png",
+                    f"Figure 4: {path.parent.name} on {dataset}")
+    fig1 = Path(results) / "figure1.json"
+    if fig1.exists():
+        figure1(json.loads(fig1.read_text()), out / "figure1_relu_tanh.png")
+    logs = {p.stem: [json.loads(x) for x in p.read_text().splitlines()]
+            for p in sorted((Path(results) / "logs").glob("*.jsonl"))}
+    training_curves(logs, out / "training_curves.png")
+    print(f"figures → {out}")
+    return out
 
-    ap = argparse.ArgumentParser(prog="python -m alexnet.figures", description=__doc__,
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m reproduce.figures", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", required=True, help="results/<dataset>: logs/, figure1.json; figures/ is written")
     ap.add_argument("--cache", required=True)
@@ -176,24 +196,11 @@ def main(argv=None) -> int:
     ap.add_argument("--features", help="folder with train.npz and val.npz from `alexnet.evaluate --features`")
     ap.add_argument("--dataset", default="", help="dataset name for the titles")
     args = ap.parse_args(argv)
-    out = Path(args.results) / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Cache(args.cache)
-    if args.run:
-        model, ck, path = load_model(args.run, "cpu")
-        conv1_kernels(model, out / "conv1_kernels.png",
-                      f"Figure 3: conv1 kernels of {path.parent.name} on {args.dataset} (epoch {ck['epoch']})")
-        if args.features:
-            tr, va = (np.load(Path(args.features) / f"{s}.npz") for s in ("train", "val"))
-            figure4(model, cache, tr["features"], va["features"], out / "figure4.png",
-                    f"Figure 4: {path.parent.name} on {args.dataset}")
-    fig1 = Path(args.results) / "figure1.json"
-    if fig1.exists():
-        figure1(json.loads(fig1.read_text()), out / "figure1_relu_tanh.png")
-    logs = {p.stem: [json.loads(x) for x in p.read_text().splitlines()]
-            for p in sorted((Path(args.results) / "logs").glob("*.jsonl"))}
-    training_curves(logs, out / "training_curves.png")
-    print(f"figures → {out}")
+    try:
+        cache = Cache(args.cache)
+    except ValueError as e:
+        ap.error(str(e))
+    make_figures(args.results, cache, args.dataset, args.run, args.features)
     return 0
 
 

@@ -1,19 +1,20 @@
 """Figure 1: ReLU versus tanh in "a four-layer convolutional neural network" on CIFAR-10.
 
 The paper gives no layer list. Stand-in, named as such: the 2012 code's
-CIFAR-10 net `layers-cifar/layers-18pct.cfg` (PAPER.md, Figures): conv 32@5×5
+CIFAR-10 net `layers-cifar/layers-18pct.cfg` (reproduce/PAPER.md, Figures): conv 32@5×5
 pad 2 → max-pool 3/2 → act → same-map norm 3; conv 32@5×5 pad 2 → act →
 avg-pool 3/2 → norm 3; conv 64@5×5 pad 2 → act → avg-pool 3/2; fc 10. Pools
 round up as cuda-convnet does (32 → 16 → 8 → 4). Norm: scale 5e-5, pow 0.75
 (layer-params-18pct). "No regularization" (§3.1): no weight decay, no dropout.
 "The learning rates for each network were chosen independently to make
 training as fast as possible": each activation gets the fastest of a small
-grid. Training error is the running error over each epoch.
+grid. Training error is the running error over each epoch. Each step is
+`alexnet.engine.train_step`, the step AlexNet trains with, with §5's update rule.
 
 Data: CIFAR-10 from a torchvision folder (`--cifar DIR`, no download), or the
 embedded synthetic dataset's images shrunk to 32×32 (labelled as such).
 
-    python -m alexnet.cifar --cache cache/synthetic --out results/synthetic/figure1.json
+    python -m reproduce.figure1 --cache cache/synthetic --out results/synthetic/figure1.json
 """
 
 from __future__ import annotations
@@ -21,19 +22,21 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .atomic import write_text
-from .layers import SameMapNorm
-from .optim import PaperSGD
+from alexnet.atomic import write_text
+from alexnet.data.cache import Cache
+from alexnet.engine import train_step
+from alexnet.layers import SameMapNorm
+from alexnet.optim import PaperSGD
 
 TARGET_ERROR = 0.25  # Figure 1: "to reach 25% training error"
 
@@ -64,7 +67,6 @@ def load_data(cache: str | None = None, cifar: str | None = None) -> tuple[torch
         ds = CIFAR10(cifar, train=True, download=False)
         x, y, name = torch.as_tensor(ds.data).permute(0, 3, 1, 2).float(), torch.as_tensor(ds.targets), "CIFAR-10"
     else:
-        from .data.cache import Cache
         c = Cache(cache)
         imgs = [np.asarray(Image.open(io.BytesIO(c.read("train", i))).convert("RGB").resize((32, 32), Image.BILINEAR))
                 for i in range(c.size("train"))]
@@ -83,14 +85,10 @@ def train_curve(x, y, activation: str, lr: float, epochs: int, batch: int = 128,
         wrong, order = 0, torch.randperm(len(y), generator=g)
         for i in range(0, len(y), batch):
             idx = order[i:i + batch]
-            logits = net(x[idx])
-            loss = F.cross_entropy(logits, y[idx])
-            if not torch.isfinite(loss):
+            loss_sum, wrong1, _, _ = train_step(net, opt, x[idx], y[idx]).tolist()
+            if not math.isfinite(loss_sum):
                 return curve + [1.0] * (epochs - len(curve))  # diverged: this lr is not a candidate
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            wrong += int((logits.argmax(1) != y[idx]).sum())
+            wrong += int(wrong1)
         curve.append(wrong / len(y))
     return curve
 
@@ -112,8 +110,23 @@ def figure1(x, y, epochs: int, lrs=(0.003, 0.01, 0.03)) -> dict:
     return out
 
 
+def run(out, epochs: int, cache=None, cifar=None) -> dict:
+    """Both curves on CIFAR-10 (`cifar`) or a cache shrunk to 32×32, written as JSON to `out`."""
+    t0 = time.time()
+    x, y, name = load_data(cache, cifar)
+    res = figure1(x, y, epochs)
+    res.update({"data": name, "images": len(y), "epochs": epochs, "seconds": round(time.time() - t0, 1),
+                "net": "layers-18pct stand-in (four weight layers)"})
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, json.dumps(res, indent=1))
+    print(f"Figure 1 on {name}: epochs to 25% training error — ReLU {res['relu']['epochs_to_25']} "
+          f"(lr {res['relu']['lr']}), tanh {res['tanh']['epochs_to_25']} (lr {res['tanh']['lr']}); "
+          f"ratio {res['ratio_tanh_over_relu']}")
+    return res
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m alexnet.cifar", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m reproduce.figure1", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--cache", help="a prepared cache (its train split shrunk to 32×32)")
@@ -123,20 +136,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.epochs < 1:
         ap.error(f"--epochs={args.epochs}: must be at least 1")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    t0 = time.time()
     try:
-        x, y, name = load_data(args.cache, args.cifar)
+        run(args.out, args.epochs, args.cache, args.cifar)
     except (ValueError, RuntimeError, OSError) as e:
         ap.error(str(e))
-    res = figure1(x, y, args.epochs)
-    res.update({"data": name, "images": len(y), "epochs": args.epochs, "seconds": round(time.time() - t0, 1),
-                "net": "layers-18pct stand-in (four weight layers)"})
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_text(args.out, json.dumps(res, indent=1))
-    print(f"Figure 1 on {name}: epochs to 25% training error — ReLU {res['relu']['epochs_to_25']} "
-          f"(lr {res['relu']['lr']}), tanh {res['tanh']['epochs_to_25']} (lr {res['tanh']['lr']}); "
-          f"ratio {res['ratio_tanh_over_relu']}")
     return 0
 
 
