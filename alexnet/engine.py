@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import checkpoint, distributed
-from .atomic import write_text
+from .atomic import atomic_write, write_text
 from .config import AlexNetConfig
 from .data.cache import Cache
 from .data.loader import Loader
@@ -41,6 +42,7 @@ from .schedule import apply, make_schedule
 from .speed import FAITHFUL_LABEL, Speed
 
 EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
+CONV1_INIT = "conv1_init.npy"  # in a run directory: conv1's kernels before the first step
 
 
 class NonFiniteLoss(RuntimeError):
@@ -296,9 +298,15 @@ class Trainer:
             print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
         return True
 
+    def conv1_weights(self) -> torch.Tensor:
+        """All conv1 kernels, tower 0's first: K×3×11×11 float32 on the CPU (Figure 3)."""
+        return torch.cat([t.conv1.weight.detach().float().cpu() for t in self.net.towers])
+
     def write_config(self) -> None:
-        """<run_dir>/config.json: what a fresh run was started with."""
+        """<run_dir>/config.json: what a fresh run was started with; and
+        <run_dir>/conv1_init.npy, the initial conv1 kernels (Figure 3 shows what training changed)."""
         if self.dist.main:
+            atomic_write(self.run_dir / CONV1_INIT, lambda f: np.save(f, self.conv1_weights().numpy()))
             write_text(self.run_dir / "config.json", json.dumps(
                 {"config": self.cfg.to_dict(), "cache": str(self.opts.cache),
                  "code_version": checkpoint.code_version(), "host": socket.gethostname(),

@@ -1,12 +1,22 @@
 """Every experiment of the paper's tables and text, in one registry.
 
 Each experiment is a list of runs (an AlexNetConfig override set and a seed),
-the paper's numbers, and what data it needs. Scales: on ImageNet every run is
-the paper's 90 epochs at batch 128; on the embedded synthetic dataset the
-`main` scale gets most of the ~15-minute CPU budget (so 1 CNN visibly learns
-and its conv1 kernels show structure) and the `short` scale (ablations, the
-ensemble's members) a few batches each, so their numbers are mostly noise and
-are labelled with their scale wherever they appear.
+the paper's numbers, and what data it needs. Its `scale` ("main" for 1 CNN,
+"short" for the baseline, its seed replicates and the ablations) picks its
+run size in a `Scale`, chosen by `run_all` from the hardware:
+
+- `imagenet`: real data; every run the paper's 90 epochs at batch 128.
+- `cpu` (no GPU, the default there): about 15 minutes on 2 cores. Only 1 CNN
+  (and Figure 1) fit; the short experiments are not run, and the tables say so
+  with the time they would need (`cpu-full`).
+- `cpu-full`: every row on a CPU, long enough for every run to learn.
+- `gpu` (one or two GPUs): a 100-class embedded set, every row, sized to
+  finish within about 6 minutes on one H100 (results/README.md: the arithmetic).
+- `smoke`: a few steps, for tests.
+
+The five `5cnns` members are seed replicates of `baseline-short`'s
+configuration at the same size, so together they give the baseline's
+seed-to-seed spread, the noise band of every ablation's difference.
 
 Sources of the paper's numbers: reproduce/PAPER.md ("Reported results").
 """
@@ -107,12 +117,31 @@ class Size:
         return f"{self.epochs} epoch(s) of {batches} of {self.batch_size}"
 
 
-# Run sizes per scale, for the `main` and the `short` experiments.
-SCALES: dict[str, dict[str, Size]] = {
-    "imagenet": {"main": Size(epochs=90, batch_size=128), "short": Size(epochs=90, batch_size=128)},
-    "embedded": {"main": Size(epochs=14, batch_size=32), "short": Size(epochs=1, batch_size=32, train_batches=6)},
-    "smoke": {"main": Size(epochs=1, batch_size=4, train_batches=2), "short": Size(epochs=1, batch_size=4, train_batches=1)},
-}
+@dataclass(frozen=True)
+class Scale:
+    """Run sizes for the `main` and `short` experiments (None: not run at this
+    scale), the embedded dataset's size, and Figure 1's epochs."""
+    name: str
+    main: Size
+    short: Size | None
+    synthetic: tuple[int, int, int] | None  # classes, train and val images per class; None: real data
+    figure1_epochs: int
+    why: str  # one line for the tables and --help
+
+    def __getitem__(self, kind: str) -> Size | None:
+        return self.main if kind == "main" else self.short
+
+
+SCALES: dict[str, Scale] = {s.name: s for s in [
+    Scale("imagenet", Size(90, 128), Size(90, 128), None, 30, "the paper's 90 epochs at batch 128"),
+    Scale("cpu", Size(14, 32), None, (10, 120, 20), 12,
+          "about 15 min on 2 CPU cores: 1 CNN and Figure 1; the short experiments need --scale cpu-full"),
+    Scale("cpu-full", Size(14, 32), Size(8, 32), (10, 120, 20), 12,
+          "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 6 ablations"),
+    Scale("gpu", Size(30, 128), Size(12, 128), (100, 80, 20), 30,
+          "100 classes, every row, planned to fit 6 min on one H100"),
+    Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2, "a few steps (tests)"),
+]}
 
 
 def run_config(run: Run, size: Size, num_classes: int) -> AlexNetConfig:

@@ -1,7 +1,10 @@
 """The paper's figures from a trained run.
 
 - `conv1_kernels.png` — Figure 3: the 96 conv1 kernels (11×11×3), tower 0's 48
-  on top and tower 1's 48 below, each scaled to its own range, enlarged.
+  on top and tower 1's 48 below, each scaled to its own range, enlarged; below,
+  what training changed (W − W₀) and all 96 on one common scale. Beside it
+  `conv1_kernels.npy` (the kernels) and `conv1_kernels.json` (per tower, final
+  and initial: low-frequency share, orientedness, colour share).
 - `figure4.png` — Figure 4: left, validation images with the five most probable
   labels and their probabilities; right, validation images and the six
   training images nearest in the 4096-d last-hidden-layer space (Euclidean,
@@ -29,22 +32,28 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from alexnet.atomic import atomic_write, write_text  # noqa: E402
 from alexnet.data.cache import Cache  # noqa: E402
 from alexnet.data.loader import Loader  # noqa: E402
-from alexnet.engine import load_model, predict  # noqa: E402
+from alexnet.engine import CONV1_INIT, load_model, predict  # noqa: E402
 
 SCALE = 6  # each 11×11 kernel drawn as 66×66 pixels
 
 
-def kernel_grid(weights: torch.Tensor, cols: int = 16, gap: int = 1) -> np.ndarray:
-    """K×3×11×11 → an RGB mosaic, each kernel scaled to its own [min, max]."""
-    w = weights.detach().float().cpu().numpy()
+def kernel_grid(weights, cols: int = 16, gap: int = 1, common: float | None = None) -> np.ndarray:
+    """K×3×11×11 → an RGB mosaic. Each kernel is stretched to its own [min, max]
+    (the paper's display), or, with `common` = c, all are drawn on one scale:
+    0.5 + w / (2c), so grey is zero (the 2012 code's viewer)."""
+    w = weights.detach().float().cpu().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights)
     k, _, h, wd = w.shape
     rows = -(-k // cols)
     out = np.ones((rows * (h * SCALE + gap) + gap, cols * (wd * SCALE + gap) + gap, 3))
     for i in range(k):
         ker = w[i].transpose(1, 2, 0)
-        ker = (ker - ker.min()) / max(ker.max() - ker.min(), 1e-12)
+        if common is None:
+            ker = (ker - ker.min()) / max(ker.max() - ker.min(), 1e-12)
+        else:
+            ker = np.clip(0.5 + ker / (2 * common), 0, 1)
         ker = np.kron(ker, np.ones((SCALE, SCALE, 1)))
         r, c = divmod(i, cols)
         y, x = gap + r * (h * SCALE + gap), gap + c * (wd * SCALE + gap)
@@ -52,19 +61,96 @@ def kernel_grid(weights: torch.Tensor, cols: int = 16, gap: int = 1) -> np.ndarr
     return out
 
 
-def conv1_kernels(model, path: Path, title: str) -> None:
-    towers = model.towers
-    fig, axes = plt.subplots(len(towers), 1, figsize=(12, 2.6 * len(towers) + 0.6))
-    axes = np.atleast_1d(axes)
-    for i, (ax, tower) in enumerate(zip(axes, towers)):
-        w = tower.conv1.weight
-        ax.imshow(kernel_grid(w), interpolation="nearest")
-        ax.set_title(f"tower {i} (GPU {i + 1} in the paper): {w.shape[0]} kernels 11×11×3", fontsize=10)
+# ---------------------------------------------------------------- Figure 3, measured
+
+STAT_DEFINITIONS = {
+    "low_frequency": "mean share of a kernel's power (each colour channel's spatial mean removed, summed over "
+                     "RGB) at 2-D DFT frequencies of radius 1 to 2 on the 11x11 grid; white noise ~0.10",
+    "orientedness": "|sum P(f) exp(2i theta_f)| / sum P(f) over the non-DC frequencies of the grey (RGB-mean) "
+                    "kernel's power spectrum; noise and blobs ~0.1-0.2, a clean edge or grating > 0.8",
+    "colour_share": "power of the kernel minus its grey mean over the kernel's total power; white noise ~0.67, "
+                    "a grey kernel 0",
+}
+
+
+def kernel_statistics(w: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-kernel statistics of K×3×11×11 kernels (STAT_DEFINITIONS)."""
+    w = np.asarray(w, dtype=np.float64)
+    n = w.shape[-1]
+    f = np.fft.fftfreq(n) * n
+    fy, fx = np.meshgrid(f, f, indexing="ij")
+    radius, theta = np.hypot(fy, fx), np.arctan2(fy, fx)
+    centred = w - w.mean(axis=(2, 3), keepdims=True)
+    power = (np.abs(np.fft.fft2(centred)) ** 2).sum(axis=1)  # K×n×n, summed over RGB
+    band = (radius >= 1) & (radius <= 2)
+    low = power[:, band].sum(1) / np.maximum(power.sum((1, 2)), 1e-30)
+    grey_power = np.abs(np.fft.fft2(w.mean(axis=1))) ** 2
+    nz = radius > 0
+    p = grey_power[:, nz]
+    orient = np.abs((p * np.exp(2j * theta[nz])).sum(1)) / np.maximum(p.sum(1), 1e-30)
+    colour = ((w - w.mean(axis=1, keepdims=True)) ** 2).sum((1, 2, 3)) / np.maximum((w ** 2).sum((1, 2, 3)), 1e-30)
+    return {"low_frequency": low, "orientedness": orient, "colour_share": colour}
+
+
+def kernel_summary(final: np.ndarray, init: np.ndarray | None, towers: int) -> dict:
+    """The statistics averaged per tower and over all kernels, for the final and the initial weights."""
+    out = {"definitions": STAT_DEFINITIONS, "towers": {}, "all": {}}
+    for label, w in (("final", final), ("init", init)):
+        if w is None:
+            continue
+        stats = kernel_statistics(w)
+        per = len(w) // towers
+        for t in range(towers):
+            out["towers"].setdefault(str(t), {})[label] = {
+                k: round(float(v[t * per:(t + 1) * per].mean()), 4) for k, v in stats.items()}
+        out["all"][label] = {k: round(float(v.mean()), 4) for k, v in stats.items()}
+    return out
+
+
+PAPER_FIGURE3 = ("§6.1: the kernels on GPU 1 (top) are largely colour-agnostic, those on GPU 2 (bottom) largely "
+                 "colour-specific")
+
+
+def conv1_kernels(final: np.ndarray, init: np.ndarray | None, towers: int, out_dir: Path, title: str) -> dict:
+    """Figure 3 (`conv1_kernels.png`) in the paper's layout, tower 0's kernels on top,
+    with W − W₀ and a common-scale panel; and `conv1_kernels.npy` (K×3×11×11 float32,
+    tower 0 first) and `conv1_kernels.json` (kernel_summary). Returns the summary."""
+    out_dir = Path(out_dir)
+    write_npy(out_dir / "conv1_kernels.npy", final.astype(np.float32))
+    summary = kernel_summary(final, init, towers)
+    summary.update({"kernels": int(len(final)), "towers_top_to_bottom": list(range(towers)), "title": title,
+                    "paper": PAPER_FIGURE3})
+    write_text(out_dir / "conv1_kernels.json", json.dumps(summary, indent=1))
+
+    per = len(final) // towers
+    panels = [("learned kernels W, each stretched to its own range (the paper's display)", final, None)]
+    if init is not None:
+        panels.append(("what training changed, W − W₀, each stretched to its own range", final - init, None))
+    common = float(np.abs(final).max())
+    panels.append((f"W on one common scale (grey = 0, full colour = ±{common:.3g}), as the 2012 code's viewer",
+                   final, common))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(12, 5.4 * len(panels) + 1.2), squeeze=False)
+    for ax, (label, w, scale) in zip(axes[:, 0], panels):
+        grids = [kernel_grid(w[t * per:(t + 1) * per], common=scale) for t in range(towers)]
+        sep = np.ones((SCALE * 2, grids[0].shape[1], 3))
+        ax.imshow(np.concatenate([g for grid in grids for g in (grid, sep)][:-1]), interpolation="nearest")
+        ax.set_title(label + ("; tower 0 (GPU 1) on top, tower 1 (GPU 2) below" if towers == 2 else ""), fontsize=10)
         ax.axis("off")
+    colour = ", ".join(f"tower {t} {summary['towers'][str(t)]['final']['colour_share']:.2f}" for t in range(towers))
+    orient = summary["all"]["final"]["orientedness"]
+    caption = (f"Paper {PAPER_FIGURE3}. Ours: colour share {colour}; mean orientedness {orient:.2f}"
+               + (f" (initial {summary['all']['init']['orientedness']:.2f})" if init is not None else "")
+               + ". Definitions: conv1_kernels.json.")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=9, wrap=True)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.98))
+    fig.savefig(out_dir / "conv1_kernels.png", dpi=80)
     plt.close(fig)
+    return summary
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def _image(cache, split: str, i: int) -> np.ndarray:
@@ -124,42 +210,69 @@ def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: 
 
 
 def figure1(fig1: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for act, style in (("relu", "-"), ("tanh", "--")):
+    from .figure1 import TARGET_ERROR, verdict
+    fig, ax = plt.subplots(figsize=(7, 5.2))
+    for act, style, marker in (("relu", "-", "o"), ("tanh", "--", "s")):
         c = fig1[act]["curve"]
-        ax.plot(range(1, len(c) + 1), c, style, color="k", label=f"{act} (lr {fig1[act]['lr']})")
-    ax.axhline(0.25, color="gray", lw=0.8)
-    ratio = fig1["ratio_tanh_over_relu"]
-    ax.set_title(f"Figure 1 stand-in on {fig1['data']}\nepochs to 25%: ReLU {fig1['relu']['epochs_to_25']}, "
-                 f"tanh {fig1['tanh']['epochs_to_25']}" + (f", ratio {ratio:.2f}" if ratio else "")
-                 + " (paper: 6×)", fontsize=9)
+        reached = fig1[act]["epochs_to_25"]
+        ax.plot(range(1, len(c) + 1), c, style, marker=marker, ms=4, color="k",
+                label=f"{act} (lr {fig1[act]['lr']}): " + (f"25% at epoch {reached}" if reached else "never 25%"))
+    ax.axhline(TARGET_ERROR, color="tab:red", lw=0.9)
+    ax.text(1, TARGET_ERROR + 0.01, "25% training error", color="tab:red", fontsize=8)
+    ax.set_title(f"Figure 1 stand-in ({fig1['net']}) on {fig1['data']}", fontsize=9)
+    fig.text(0.5, 0.01, fig1.get("verdict") or verdict(fig1), ha="center", va="bottom", fontsize=8, wrap=True)
     ax.set_xlabel("epochs")
     ax.set_ylabel("training error rate")
     ax.set_ylim(0, 1)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend()
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def training_curves(logs: dict[str, list[dict]], path: Path) -> None:
+def _lr_drops(log: list[dict]) -> list[float]:
+    """Epoch boundaries (x = e + 0.5) after which the weights' ε changed."""
+    lrs = [h["lr"]["weight"] for h in log]
+    return [log[i]["epoch"] + 0.5 for i in range(len(lrs) - 1) if lrs[i + 1] != lrs[i]]
+
+
+def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | None = None) -> None:
+    """Top-1 error per epoch: the main run (train and validation, ε drops marked),
+    the baseline's seed replicates, and the ablations against them."""
     logs = {k: v for k, v in logs.items() if v}
     if not logs:
         return
-    cols = min(4, len(logs))
-    rows = -(-len(logs) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
-    for ax, (name, log) in zip(axes.flat, logs.items()):
-        ep = [h["epoch"] for h in log]
-        ax.plot(ep, [h["train_top1"] for h in log], "o-", label="train top-1")
-        ax.plot(ep, [h["val_top1"] for h in log], "s-", label="val top-1")
-        ax.plot(ep, [h["val_top5"] for h in log], "^--", label="val top-5")
-        ax.set_title(name, fontsize=9)
-        ax.set_ylim(0, 1)
+    replicates = {k: v for k, v in logs.items() if k == "baseline-short" or k.startswith("5cnns-")}
+    groups = [(f"{name}: training and validation top-1 error", {name: logs[name]}, True)
+              for name in logs if name not in replicates and name in ("1cnn",)]
+    if replicates:
+        groups.append(("the baseline's seed replicates (baseline-short, 5cnns members): validation", replicates, False))
+    ablations = {k: v for k, v in logs.items() if k not in replicates and k != "1cnn"}
+    if ablations:
+        groups.append(("ablations: validation top-1 (grey: the baseline's replicates)", ablations, False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.6), squeeze=False)
+    for ax, (title, runs, with_train) in zip(axes[0], groups):
+        if not with_train and runs is ablations:
+            for log in replicates.values():
+                ax.plot([h["epoch"] for h in log], [h["val_top1"] for h in log], "-", color="0.75", lw=1)
+        for name, log in runs.items():
+            ep = [h["epoch"] for h in log]
+            line, = ax.plot(ep, [h["val_top1"] for h in log], "o-", ms=4, label=f"{name} val" if with_train else name)
+            if with_train:
+                ax.plot(ep, [h["train_top1"] for h in log], "s--", ms=3, color=line.get_color(), alpha=0.7,
+                        label=f"{name} train (running, with dropout and augmentation)")
+                for i, x in enumerate(_lr_drops(log)):
+                    ax.axvline(x, color="tab:red", ls=":", lw=1, label="ε ÷ 10" if i == 0 else None)
+        if chance is not None:
+            ax.axhline(chance, color="k", lw=0.8, ls="-.", label=f"chance ({chance:.0%})")
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(logs):]:
-        ax.axis("off")
+        ax.set_ylabel("top-1 error")
+        ax.set_ylim(0, 1)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -171,8 +284,11 @@ def make_figures(results, cache: Cache, dataset: str = "", run=None, features=No
     out.mkdir(parents=True, exist_ok=True)
     if run:
         model, ck, path = load_model(run, "cpu")
-        conv1_kernels(model, out / "conv1_kernels.png",
-                      f"Figure 3: conv1 kernels of {path.parent.name} on {dataset} (epoch {ck['epoch']})")
+        final = torch.cat([t.conv1.weight.detach() for t in model.towers]).numpy()
+        init = np.load(Path(run) / CONV1_INIT) if (Path(run) / CONV1_INIT).exists() else None
+        conv1_kernels(final, init, len(model.towers), out,
+                      f"Figure 3: the {len(final)} conv1 kernels of {path.parent.name} on {dataset} "
+                      f"(epoch {ck['epoch']})")
         if features:
             tr, va = (np.load(Path(features) / f"{s}.npz") for s in ("train", "val"))
             figure4(model, cache, tr["features"], va["features"], out / "figure4.png",
@@ -182,7 +298,7 @@ def make_figures(results, cache: Cache, dataset: str = "", run=None, features=No
         figure1(json.loads(fig1.read_text()), out / "figure1_relu_tanh.png")
     logs = {p.stem: [json.loads(x) for x in p.read_text().splitlines()]
             for p in sorted((Path(results) / "logs").glob("*.jsonl"))}
-    training_curves(logs, out / "training_curves.png")
+    training_curves(logs, out / "training_curves.png", chance=1 - 1 / len(cache.classes))
     print(f"figures → {out}")
     return out
 

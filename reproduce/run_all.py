@@ -1,6 +1,7 @@
 """Regenerate the paper's tables and figures: data → train → evaluate → tables → figures.
 
-    bash reproduce/run_all.sh                                  # embedded synthetic dataset, CPU, ~15 min
+    bash reproduce/run_all.sh                                  # embedded synthetic dataset; CPU: ~15 min
+    bash reproduce/run_all.sh --scale cpu-full                 # every row on a CPU (results/README.md: time)
     bash reproduce/run_all.sh --imagenet /data/ilsvrc2012      # the real reproduction (90 epochs per run)
     bash reproduce/run_all.sh --imagenet2010 /data/ilsvrc2010  # Table 1 (ImageFolder with train/ val/ test/)
     bash reproduce/run_all.sh --data /data/imagenette2 --experiments 1cnn,no-lrn --epochs 30
@@ -13,7 +14,9 @@ training run resumes from its newest checkpoint). Layout: cache/<dataset>/
 (prepared data), runs/<dataset>/<run>/ (checkpoints, log), results/<dataset>/
 (tables, figures, logs and evaluation JSON: what gets committed).
 
-Every stage is a Python call into the library (alexnet.engine.fit,
+Scales (reproduce/experiments.py): real data → imagenet; the embedded set →
+gpu when the towers' device is a GPU, else cpu; --scale overrides. Every
+stage is a Python call into the library (alexnet.engine.fit,
 alexnet.evaluate.save_errors, ...) with the options worked out once, in `Plan`.
 Exit status: 0 done; 2 bad arguments (nothing was written); 1 a stage failed
 (the message says which; run the same command again once fixed); 130 interrupted.
@@ -34,7 +37,7 @@ from alexnet.checkpoint import RunLock, RunLocked
 from alexnet.data.cache import Cache
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, open_source
-from alexnet.data.synthetic import synthetic_name, write_synthetic_ilsvrc
+from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
 from alexnet.engine import EXIT_INTERRUPTED, NonFiniteLoss, TrainOptions, fit
 from alexnet.evaluate import save_errors, save_features
 from alexnet.placement import resolve_devices
@@ -44,7 +47,6 @@ from .experiments import EXPERIMENTS, SCALES, Experiment, Run, Size, run_config,
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DATASET = "embedded synthetic dataset (ILSVRC-2012 format, not ImageNet)"
-FIGURE1_EPOCHS = {"embedded": 12, "smoke": 2}  # other scales: 30
 
 
 def parse_args(argv=None):
@@ -63,10 +65,12 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=int(env("EPOCHS")) if env("EPOCHS") else None,
                     help="override every run's epochs")
     ap.add_argument("--devices", default=env("DEVICES"), help="tower devices, e.g. cuda:0,cuda:1 (default: what exists)")
-    ap.add_argument("--scale", choices=sorted(SCALES), default=env("SCALE"),
-                    help="run sizes (default: imagenet for real data, embedded for the synthetic set)")
-    ap.add_argument("--synthetic-size", default=env("SYNTHETIC_SIZE", "10,120,20"),
-                    help="embedded dataset: classes,train-per-class,val-per-class (default 10,120,20)")
+    ap.add_argument("--scale", choices=list(SCALES), default=env("SCALE"),
+                    help="run sizes: " + "; ".join(f"{s.name}: {s.why}" for s in SCALES.values())
+                    + " (default: imagenet for real data; for the embedded set gpu on a GPU, else cpu)")
+    ap.add_argument("--synthetic-size", default=env("SYNTHETIC_SIZE"),
+                    help="embedded dataset: classes,train-per-class,val-per-class (default: the scale's, "
+                         "10,120,20 for cpu and cpu-full, 100,80,20 for gpu)")
     ap.add_argument("--results", default=env("RESULTS"), help="results folder (default results/<dataset>)")
     ap.add_argument("--work", default=env("WORK", str(ROOT)),
                     help="where data/ (generated archives), cache/ and runs/ go (default: the repository)")
@@ -95,44 +99,56 @@ class Plan:
     test_note: str  # what Table 2's test column says
     started: float  # time.time() at the start
 
-    def size(self, exp: Experiment) -> Size:
+    def size(self, exp: Experiment) -> Size | None:
+        """The experiment's run size at this scale (--epochs applied); None: not run at this scale."""
         size = SCALES[self.scale][exp.scale]
-        return Size(self.epochs, size.batch_size, size.train_batches) if self.epochs else size
+        if size is None or not self.epochs:
+            return size
+        return Size(self.epochs, size.batch_size, size.train_batches)
 
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
-        """Every training run of the selected experiments that this data allows."""
-        return [(exp, run, self.runs / run.name) for exp in self.experiments if not exp.needs for run in exp.runs]
+        """Every training run of the selected experiments that this data and scale allow."""
+        return [(exp, run, self.runs / run.name) for exp in self.experiments
+                if not exp.needs and self.size(exp) is not None for run in exp.runs]
 
 
 def make_plan(args) -> Plan:
     """The Plan for the parsed arguments; ValueError or DatasetError for anything that cannot work."""
     experiments = tuple(select(args.experiments))
     devices = resolve_devices(args.devices)
+    work = Path(args.work).resolve()
     synthetic = None
     if args.imagenet:
         source = {"imagenet": args.imagenet}
-        name, kind = "ilsvrc2012", "imagenet"
+        name = data_name = "ilsvrc2012"
+        scale = args.scale or "imagenet"
     elif args.imagenet2010 or args.data:
         source = {"folder": args.imagenet2010 or args.data}
-        name = "ilsvrc2010" if args.imagenet2010 else Path(source["folder"]).resolve().name
-        kind = "imagenet"
+        name = data_name = "ilsvrc2010" if args.imagenet2010 else Path(source["folder"]).resolve().name
+        scale = args.scale or "imagenet"
     else:
-        size = args.synthetic_size.split(",")
-        if len(size) != 3 or not all(x.strip().isdigit() for x in size) or int(size[0]) < 2 \
-                or min(int(x) for x in size) < 1:
-            raise ValueError(f"--synthetic-size {args.synthetic_size!r}: give classes,train-per-class,"
-                             "val-per-class, e.g. 10,120,20 (at least 2 classes, 1 image each)")
-        synthetic = tuple(int(x) for x in size)
-        name, kind = synthetic_name(*synthetic), "embedded"
-        source = {"imagenet": str(Path(args.work).resolve() / "data" / name)}
+        scale = args.scale or ("gpu" if devices[0].type == "cuda" else "cpu")
+        synthetic = SCALES[scale].synthetic or SCALES["cpu"].synthetic
+        if args.synthetic_size:
+            size = args.synthetic_size.split(",")
+            if len(size) != 3 or not all(x.strip().isdigit() for x in size) or int(size[0]) < 2 \
+                    or min(int(x) for x in size) < 1:
+                raise ValueError(f"--synthetic-size {args.synthetic_size!r}: give classes,train-per-class,"
+                                 "val-per-class, e.g. 10,120,20 (at least 2 classes, 1 image each)")
+            synthetic = tuple(int(x) for x in size)
+        name = synthetic_name(*synthetic)
+        # results/synthetic is the cpu scale's; other scales name themselves
+        name = name if scale == "cpu" else f"{name}-{scale}"
+        data_name = f"{synthetic_name(*synthetic)}-g{GENERATOR_VERSION}"  # a new generator: new archives and cache
+        source = {"imagenet": str(work / "data" / data_name)}
     if synthetic is None:
         open_source(**source)  # a wrong folder is refused now, not after the first stage
-    work = Path(args.work).resolve()
     return Plan(
-        experiments=experiments, devices=devices, scale=args.scale or kind,
-        dataset=EMBEDDED_DATASET if kind == "embedded" else {"ilsvrc2012": "ILSVRC-2012",
-                                                              "ilsvrc2010": "ILSVRC-2010"}.get(name, name),
-        source=source, synthetic=synthetic, work=work, cache=work / "cache" / name, runs=work / "runs" / name,
+        experiments=experiments, devices=devices, scale=scale,
+        dataset=EMBEDDED_DATASET if synthetic else {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(
+            name, name),
+        source=source, synthetic=synthetic, work=work, cache=work / "cache" / data_name,
+        runs=work / "runs" / data_name / scale,
         results=Path(args.results or ROOT / "results" / name), epochs=args.epochs,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
         test_note=("ILSVRC-2012 test labels were never published; the test images are not ingested"
@@ -173,6 +189,8 @@ def train(plan: Plan, cache: Cache) -> None:
         if exp.needs:
             print(f"skip {exp.name}: " + ("pre-training on another dataset is not implemented yet"
                                           if plan.pretrain_data else exp.needs))
+        elif plan.size(exp) is None and exp.runs:
+            print(f"skip {exp.name}: not run at the {plan.scale} scale (--scale cpu-full runs it)")
     for exp, run, run_dir in plan.runs_of():
         size = plan.size(exp)
         if any(checkpoint.epoch_of(p) == size.epochs for p in checkpoint.files(run_dir)):
@@ -227,7 +245,7 @@ def relu_vs_tanh(plan: Plan) -> None:
     if out.exists():
         print(f"done already: {out}")
         return
-    figure1.run(out, plan.epochs or FIGURE1_EPOCHS.get(plan.scale, 30), cache=plan.cache)
+    figure1.run(out, plan.epochs or SCALES[plan.scale].figure1_epochs, cache=plan.cache)
 
 
 def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version
 
 from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE2
+from .figure1 import verdict as figure1_verdict
 
 
 def _pct(x) -> str:
@@ -46,8 +48,10 @@ def hardware() -> str:
 
 
 class Results:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    """The result files of one results folder, and the rules that decide what counts as a result."""
+
+    def __init__(self, root: Path, scale: str):
+        self.root, self.scale = Path(root), scale
 
     def eval(self, run: str) -> dict | None:
         p = self.root / "eval" / f"{run}.json"
@@ -63,14 +67,98 @@ class Results:
                 return e["ensemble"][v], label
         return None, ""
 
+    @property
+    def classes(self) -> int | None:
+        for f in sorted((self.root / "eval").glob("*.json")):
+            return json.loads(f.read_text()).get("classes")
+        return None
 
-def header(title: str, dataset: str, scale: str, res: Results) -> str:
+    def chance(self) -> tuple[float, float]:
+        """Top-1 and top-5 error of a guess, as fractions."""
+        c = self.classes or 1000
+        return 1 - 1 / c, max(0.0, 1 - 5 / c)
+
+    def learned(self, err: dict | None) -> bool:
+        """The rule for every number the tables present: top-1 error below half of chance."""
+        return err is not None and err["top1"] < self.chance()[0] / 2
+
+    def replicates(self) -> list[dict]:
+        """The baseline configuration's seed replicates at the short size: baseline-short and the
+        5cnns members (centre patch), each {"run", "top1", "top5"} in percent."""
+        out = []
+        base, _ = self.errors(BASELINE.name)
+        if base:
+            out.append({"run": BASELINE.name, "top1": 100 * base["top1"], "top5": 100 * base["top5"]})
+        members = self.eval("5cnns")
+        for m in (members or {}).get("checkpoints", []):
+            out.append({"run": Path(m["path"]).parent.name, "top1": 100 * m["center"]["top1"],
+                        "top5": 100 * m["center"]["top5"]})
+        return out
+
+    def band(self) -> dict | None:
+        """Mean and sample standard deviation (n − 1) of the replicates, when there are two or more."""
+        reps = self.replicates()
+        if len(reps) < 2:
+            return None
+        out = {"n": len(reps), "runs": [r["run"] for r in reps]}
+        for k in ("top1", "top5"):
+            out[k] = round(statistics.mean(r[k] for r in reps), 2)
+            out[f"{k}_sd"] = round(statistics.stdev(r[k] for r in reps), 2)
+        return out
+
+    def minutes_for_short_runs(self, runs: int) -> float | None:
+        """What `runs` short runs at the cpu-full size would take here, from 1cnn's measured epoch time."""
+        log = self.root / "logs" / "1cnn.jsonl"
+        if not log.exists():
+            return None
+        epochs = [json.loads(line) for line in log.read_text().splitlines()]
+        per_epoch = statistics.median(h["seconds"] for h in epochs) + 2  # + validation
+        return runs * SCALES["cpu-full"].short.epochs * per_epoch / 60
+
+    def not_run_note(self, exp_name: str) -> str:
+        runs = len(EXPERIMENTS[exp_name].runs)
+        minutes = self.minutes_for_short_runs(runs)
+        return ("not run at this scale (needs --scale cpu-full" +
+                (f", about {minutes:.0f} min here for its {runs} run(s))" if minutes else ")"))
+
+
+def _pct(x) -> str:
+    """A number already in percent, or — for none."""
+    return "—" if x is None else f"{x:.1f}"
+
+
+def _pm(mean, sd) -> str:
+    return "—" if mean is None else f"{mean:.1f} ± {sd:.1f}"
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return (", ".join(gpus) + " + " if gpus else "no GPU, ") + f"{os.cpu_count()} CPU cores ({cpu})"
+
+
+def header(title: str, dataset: str, res: Results) -> str:
+    scale = SCALES[res.scale]
+    c1, c5 = res.chance()
+    short = scale.short.describe() if scale.short else "not run"
+    top5 = ("" if (res.classes or 1000) > 10 else
+            f"; **top-5 with {res.classes} classes is not informative** (a guess is in the top 5 {5 / res.classes:.0%} "
+            "of the time)")
     return (f"# {title}\n\n"
-            f"- dataset: {dataset}\n- profile: paper (unless a row says otherwise)\n"
-            f"- scale ({scale}): main runs {SCALES[scale]['main'].describe()}; "
-            f"short runs {SCALES[scale]['short'].describe()}\n"
+            f"- dataset: {dataset}; {res.classes or '?'} classes; chance {100 * c1:.1f} / {100 * c5:.1f}{top5}\n"
+            f"- profile: paper (unless a row says otherwise)\n"
+            f"- scale `{scale.name}` ({scale.why}): main runs {scale.main.describe()}; short runs {short}\n"
             f"- hardware: {hardware()}\n- commit: {code_version()}\n- date: {time.strftime('%Y-%m-%d')}\n"
-            f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012\n\n")
+            f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012. A number is shown only "
+            f"for a run whose top-1 error is below half of chance ({50 * c1:.1f}%); ± is the sample standard "
+            f"deviation over seed replicates at the same scale\n\n")
 
 
 def _write(tables: Path, name: str, md: str, rows: list[dict]) -> None:
@@ -84,13 +172,26 @@ def _write(tables: Path, name: str, md: str, rows: list[dict]) -> None:
     write_text(tables / f"{name}.csv", out.getvalue())
 
 
-def table1(res: Results, dataset: str, scale: str, is_2010: bool) -> tuple[str, list[dict]]:
+def _ours(res: Results, run: str) -> tuple[dict | None, str, str]:
+    """A run's errors if they are a result, the views, and a note saying why not otherwise."""
+    err, views = res.errors(run)
+    exp = EXPERIMENTS.get(run)
+    if err is None:
+        if exp is not None and SCALES[res.scale][exp.scale] is None:
+            return None, "", res.not_run_note(run)
+        return None, "", f"not run: run the {run} experiment"
+    if not res.learned(err):
+        return None, views, (f"did not learn at this scale (top-1 {100 * err['top1']:.1f}%, chance "
+                             f"{100 * res.chance()[0]:.1f}%): not a result")
+    return err, views, ""
+
+
+def table1(res: Results, dataset: str, is_2010: bool) -> tuple[str, list[dict]]:
     on_test = is_2010 and res.eval("1cnn-test") is not None  # Table 1 is ILSVRC-2010's test set
-    err, views = res.errors("1cnn-test" if on_test else "1cnn")
+    err, views, why = _ours(res, "1cnn-test" if on_test else "1cnn")
     rows = []
     for model, p1, p5 in TABLE1:
         if model == "CNN":
-            why = "" if err else "not run: run the 1cnn experiment"
             if err and not on_test:
                 why = (f"on {dataset} (val split, {views}), not ILSVRC-2010 test: give --imagenet2010 DIR "
                        "(with a test/ split) for Table 1 proper")
@@ -102,93 +203,106 @@ def table1(res: Results, dataset: str, scale: str, is_2010: bool) -> tuple[str, 
         else:
             rows.append({"model": model, "paper_top1": p1, "paper_top5": p5, "ours_top1": None, "ours_top5": None,
                          "note": "not a CNN: outside this reproduction"})
-    md = header("Table 1: ILSVRC-2010 test set", dataset, scale, res)
+    md = header(f"Table 1 (paper: ILSVRC-2010 test; ours: {dataset}, {res.scale} scale)", dataset, res)
     md += "| Model | paper top-1 | paper top-5 | ours top-1 | ours top-5 | note |\n|---|---|---|---|---|---|\n"
     md += "".join(f"| {r['model']} | {_pct(r['paper_top1'])} | {_pct(r['paper_top5'])} | {_pct(r['ours_top1'])} | "
                   f"{_pct(r['ours_top5'])} | {r['note']} |\n" for r in rows)
     return md, rows
 
 
-def table2(res: Results, dataset: str, scale: str, test_note: str) -> tuple[str, list[dict]]:
+def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]:
     rows = []
+    band = res.band()
     for model, p1, p5, p5t in TABLE2:
         run = {"1 CNN": "1cnn", "5 CNNs": "5cnns", "1 CNN*": "1cnn-star"}.get(model)
-        err, views = res.errors(run) if run else (None, "")
+        err, views, note = _ours(res, run) if run else (None, "", "")
         if model.startswith("SIFT"):
             note = "not a CNN: outside this reproduction"
         elif "*" in model:
             note = EXPERIMENTS["1cnn-star"].needs
-        elif err is None:
-            note = f"not run: run the {run} experiment"
-        else:
-            sc = EXPERIMENTS[run].scale
-            note = f"{views}; {sc} scale" + ("; 5 runs of seeds 1–5, softmax averaged" if run == "5cnns" else "")
+        elif err and run == "1cnn":
+            note = f"{views}; one run: no seed replicates at its size"
+        elif err and run == "5cnns":
+            members = [r["top1"] for r in res.replicates() if r["run"] != BASELINE.name]
+            alone = (f"; one member alone: {_pm(statistics.mean(members), statistics.stdev(members))} top-1"
+                     if len(members) > 1 else "")
+            note = f"{views}; 5 runs of seeds 1–5, softmax averaged{alone}"
         rows.append({"model": model, "paper_top1_val": p1, "paper_top5_val": p5, "paper_top5_test": p5t,
                      "ours_top1_val": err and round(100 * err["top1"], 2),
                      "ours_top5_val": err and round(100 * err["top5"], 2),
                      "ours_top5_test": None, "note": note + (f"; test: {test_note}" if err else "")})
-    md = header("Table 2: ILSVRC-2012 validation and test sets", dataset, scale, res)
+    md = header(f"Table 2 (paper: ILSVRC-2012; ours: {dataset}, {res.scale} scale)", dataset, res)
     md += ("| Model | paper top-1 (val) | paper top-5 (val) | paper top-5 (test) | ours top-1 (val) | "
            "ours top-5 (val) | ours top-5 (test) | note |\n|---|---|---|---|---|---|---|---|\n")
     md += "".join(f"| {r['model']} | {_pct(r['paper_top1_val'])} | {_pct(r['paper_top5_val'])} | "
                   f"{_pct(r['paper_top5_test'])} | {_pct(r['ours_top1_val'])} | {_pct(r['ours_top5_val'])} | "
                   f"{_pct(r['ours_top5_test'])} | {r['note']} |\n" for r in rows)
+    if band:
+        md += (f"\nSeed-to-seed spread of one run of the baseline configuration at the short size "
+               f"({band['n']} replicates: {', '.join(band['runs'])}): top-1 {_pm(band['top1'], band['top1_sd'])}, "
+               f"top-5 {_pm(band['top5'], band['top5_sd'])}.\n")
     return md, rows
 
 
-def ablations(res: Results, dataset: str, scale: str) -> tuple[str, list[dict]]:
-    base, base_views = res.errors(BASELINE.name)
+NOISE_RULE = 2  # a difference within this many replicate standard deviations is "within noise"
+
+
+def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
+    band = res.band()
+    base_ok = band is not None and band["top1"] < 50 * res.chance()[0]
     rows = []
     for name in ABLATIONS:
         exp = EXPERIMENTS[name]
-        err, views = res.errors(exp.runs[0].name)
+        err, views, note = _ours(res, exp.runs[0].name)
         p1, p5 = exp.paper_reduction or (None, None)
-        red = (None, None) if not (err and base) else (
-            round(100 * (err["top1"] - base["top1"]), 2), round(100 * (err["top5"] - base["top5"]), 2))
+        red = (None, None)
+        verdict = note
+        if err and base_ok:
+            red = (round(100 * err["top1"] - band["top1"], 2), round(100 * err["top5"] - band["top5"], 2))
+            noise = NOISE_RULE * band["top1_sd"]
+            verdict = ("within noise" if abs(red[0]) <= noise else
+                       ("the feature helps" if red[0] > 0 else "the feature hurts") + " (beyond noise)")
+            verdict += f" (|Δ top-1| vs {NOISE_RULE} sd = {noise:.1f})"
+        elif err:
+            verdict = "no baseline band to compare with (run baseline-short and 5cnns at this scale)"
+        size = SCALES[res.scale][exp.scale]
         rows.append({"ablation": name, "what": exp.what, "paper_reduction_top1": p1, "paper_reduction_top5": p5,
                      "paper_note": exp.paper_note,
                      "ours_top1": err and round(100 * err["top1"], 2), "ours_top5": err and round(100 * err["top5"], 2),
-                     "baseline_top1": base and round(100 * base["top1"], 2),
-                     "baseline_top5": base and round(100 * base["top5"], 2),
-                     "ours_reduction_top1": red[0], "ours_reduction_top5": red[1],
-                     "scale": f"{exp.scale}: {SCALES[scale][exp.scale].describe()}" if err else "not run",
+                     "baseline_top1": band and band["top1"], "baseline_top1_sd": band and band["top1_sd"],
+                     "baseline_top5": band and band["top5"], "baseline_top5_sd": band and band["top5_sd"],
+                     "ours_reduction_top1": red[0], "ours_reduction_top5": red[1], "verdict": verdict,
+                     "scale": f"{exp.scale}: {size.describe()}" if size else "not run at this scale",
                      "views": views})
-    md = header("Ablations from the text: the reduction in error each feature brings", dataset, scale, res)
-    md += ("Reduction = error without the feature − error with it (the paper profile at the same scale, run "
-           f"`{BASELINE.name}`). Positive: the feature helps. At the embedded short scale (a few batches) "
-           "these differences are dominated by noise.\n\n")
-    classes = (res.eval(BASELINE.name) or {}).get("classes")
-    if base and classes and base["top1"] >= 1 - 1 / classes - 1e-9:
-        md += (f"**The baseline is at chance level ({100 * (1 - 1 / classes):.0f}% top-1 for {classes} classes): "
-               "the short runs did not learn, so these rows say nothing about the features.** "
-               "Run with more epochs (`--epochs N`) or on real data.\n\n")
+    md = header(f"Ablations from the text (paper: ILSVRC-2010/2012; ours: {dataset}, {res.scale} scale)", dataset, res)
+    md += ("Reduction = error without the feature − error with it, the latter being the mean of the baseline "
+           "configuration's seed replicates at the same size (baseline-short and the five 5cnns members). Positive: "
+           f"the feature helps. A reduction within {NOISE_RULE} standard deviations of those replicates is marked "
+           "within noise.\n\n")
     md += ("| ablation | what | paper reduction top-1 / top-5 | ours: ablated top-1 / top-5 | baseline top-1 / top-5 "
-           "| our reduction top-1 / top-5 | scale |\n|---|---|---|---|---|---|---|\n")
+           "(mean ± sd) | our reduction top-1 / top-5 | verdict | size |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         paper = f"{_pct(r['paper_reduction_top1'])} / {_pct(r['paper_reduction_top5'])}"
         if r["paper_note"]:
             paper += f" ({r['paper_note']})"
         md += (f"| {r['ablation']} | {r['what']} | {paper} | {_pct(r['ours_top1'])} / {_pct(r['ours_top5'])} | "
-               f"{_pct(r['baseline_top1'])} / {_pct(r['baseline_top5'])} | "
-               f"{r['ours_reduction_top1'] if r['ours_reduction_top1'] is not None else '—'} / "
-               f"{r['ours_reduction_top5'] if r['ours_reduction_top5'] is not None else '—'} | {r['scale']} |\n")
+               f"{_pm(r['baseline_top1'], r['baseline_top1_sd'])} / {_pm(r['baseline_top5'], r['baseline_top5_sd'])} | "
+               f"{_pct(r['ours_reduction_top1'])} / {_pct(r['ours_reduction_top5'])} | {r['verdict']} | {r['scale']} |\n")
     fig1 = res.root / "figure1.json"
     if fig1.exists():
         f = json.loads(fig1.read_text())
-        md += (f"\nFigure 1 (ReLU vs tanh, {f['net']}, on {f['data']}): epochs to 25% training error "
-               f"ReLU {f['relu']['epochs_to_25']}, tanh {f['tanh']['epochs_to_25']}, ratio "
-               f"{f['ratio_tanh_over_relu'] if f['ratio_tanh_over_relu'] is None else round(f['ratio_tanh_over_relu'], 2)}"
-               " (paper: six times faster with ReLU on CIFAR-10).\n")
+        md += (f"\nFigure 1 (ReLU vs tanh, {f['net']}, on {f['data']}, {f['epochs']} epochs): "
+               f"{f.get('verdict') or figure1_verdict(f)}.\n")
     return md, rows
 
 
 def write_tables(results: str | Path, dataset: str, scale: str, is_2010: bool = False,
                  test_note: str = "this dataset has no test split") -> Path:
-    res = Results(results)
+    res = Results(results, scale)
     tables = res.root / "tables"
-    for name, (md, rows) in {"table1": table1(res, dataset, scale, is_2010),
-                             "table2": table2(res, dataset, scale, test_note),
-                             "ablations": ablations(res, dataset, scale)}.items():
+    for name, (md, rows) in {"table1": table1(res, dataset, is_2010),
+                             "table2": table2(res, dataset, test_note),
+                             "ablations": ablations(res, dataset)}.items():
         _write(tables, name, md, rows)
     return tables
 
@@ -198,7 +312,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", required=True)
     ap.add_argument("--dataset", required=True, help="name of the dataset, for the headers")
-    ap.add_argument("--scale", choices=sorted(SCALES), required=True)
+    ap.add_argument("--scale", choices=list(SCALES), required=True)
     ap.add_argument("--ilsvrc2010", action="store_true", help="the 1cnn evaluation is on ILSVRC-2010")
     ap.add_argument("--test-note", default="this dataset has no test split")
     args = ap.parse_args(argv)

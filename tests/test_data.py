@@ -43,11 +43,27 @@ def test_synthetic_archives_parse_through_ilsvrc2012(tiny_archives):
 
 
 def test_synthetic_is_deterministic(tmp_path):
-    a = write_synthetic_ilsvrc(tmp_path / "a", classes=2, train_per_class=2, val_per_class=1, progress=False)
+    a = write_synthetic_ilsvrc(tmp_path / "a", classes=3, train_per_class=2, val_per_class=2, progress=False,
+                               workers=1)
     time.sleep(1.1)  # across a second boundary: no wall-clock stamp may reach the bytes
-    b = write_synthetic_ilsvrc(tmp_path / "b", classes=2, train_per_class=2, val_per_class=1, progress=False)
+    b = write_synthetic_ilsvrc(tmp_path / "b", classes=3, train_per_class=2, val_per_class=2, progress=False,
+                               workers=2)  # and whatever the number of processes
     for f in (TRAIN_TAR, VAL_TAR, DEVKIT):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_synthetic_backgrounds_have_natural_statistics():
+    """Dead-leaves backgrounds: the radially averaged power spectrum falls as a power
+    of frequency with exponent near natural images' −2 (white noise: 0)."""
+    from alexnet.data.synthetic import _dead_leaves
+    slopes = []
+    for seed in range(3):
+        g = np.asarray(_dead_leaves(256, 256, np.random.default_rng(seed)).convert("L"), np.float64)
+        power = np.abs(np.fft.fft2(g - g.mean())) ** 2
+        f = np.hypot(*np.meshgrid(np.fft.fftfreq(256), np.fft.fftfreq(256)))
+        band = (f > 4 / 256) & (f < 64 / 256)
+        slopes.append(np.polyfit(np.log(f[band]), np.log(power[band]), 1)[0])
+    assert all(-3.5 < s < -1.5 for s in slopes), slopes
 
 
 # ---------- prepare ----------

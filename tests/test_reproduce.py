@@ -8,11 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
+from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
+from alexnet.model import AlexNet
 from alexnet.engine import evaluate, load_model
 from reproduce import run_all as run_all_module
 from reproduce.experiments import ABLATIONS, EXPERIMENTS, SCALES, TABLE1, TABLE2, Run, run_config, select
-from reproduce.figures import SCALE, kernel_grid
+from reproduce.figures import SCALE, kernel_grid, kernel_statistics
+from reproduce.tables import write_tables
 
 from .conftest import ENV, ROOT
 
@@ -35,10 +38,10 @@ def test_registry_has_every_row_and_ablation():
 
 def test_run_config_takes_any_config_field():
     """Overrides reach AlexNetConfig as fields, whether or not the CLI has a flag for them."""
-    cfg = run_config(Run("x", {"bias_weight_decay": False, "lr_patience": 3}, seed=4), SCALES["embedded"]["short"],
+    cfg = run_config(Run("x", {"bias_weight_decay": False, "lr_patience": 3}, seed=4), SCALES["cpu-full"]["short"],
                      num_classes=10)
     assert (cfg.bias_weight_decay, cfg.lr_patience, cfg.seed, cfg.num_classes) == (False, 3, 4, 10)
-    assert (cfg.epochs, cfg.batch_size) == (1, 32)
+    assert (cfg.epochs, cfg.batch_size) == (8, 32)
 
 
 def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
@@ -50,6 +53,9 @@ def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+RUNS = ("work", "runs", "synthetic-4x12x4-g2", "smoke")  # runs/<data>-g<generator>/<scale>/<run>
 
 
 def test_run_all_tiny_end_to_end(tmp_path, capsys):
@@ -68,23 +74,38 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
         assert number in t2
     assert "1.4 / 1.2" in ab and "0.4 / 0.3" in ab and "1.7 / 1.2" in ab
     assert "needs ImageNet Fall 2011" in t2 and "dataset: embedded synthetic" in t2 and "commit:" in t2
+    assert "Table 2 (paper: ILSVRC-2012; ours: embedded synthetic" in t2 and "smoke scale)" in t2
+    assert "top-5 with 4 classes is not informative" in t2
     rows = json.loads((res / "tables" / "table2.json").read_text())
-    assert rows[1]["model"] == "1 CNN" and rows[1]["ours_top1_val"] is not None
-    # the table's number is the run's: evaluate the 1cnn checkpoint again, ten patches
-    run_dir = tmp_path / "work" / "runs" / "synthetic-4x12x4" / "1cnn"
-    cache = Cache(tmp_path / "work" / "cache" / "synthetic-4x12x4")
+    # two steps do not learn: the table says so with the run's own number (evaluated again here), and shows none
+    run_dir = tmp_path.joinpath(*RUNS) / "1cnn"
+    cache = Cache(tmp_path / "work" / "cache" / "synthetic-4x12x4-g2")
     again, _ = evaluate(cache, [run_dir], "val", ("ten",), "cpu", workers=0)
-    assert rows[1]["ours_top1_val"] == round(100 * again["ensemble"]["ten"]["top1"], 2)
-    assert rows[1]["ours_top5_val"] == round(100 * again["ensemble"]["ten"]["top5"], 2)
+    assert again["ensemble"]["ten"]["top1"] >= 0.375  # not below half of chance (75%)
+    assert rows[1]["model"] == "1 CNN" and rows[1]["ours_top1_val"] is None
+    assert f"did not learn at this scale (top-1 {100 * again['ensemble']['ten']['top1']:.1f}%" in rows[1]["note"]
     ablation_rows = {r["ablation"]: r for r in json.loads((res / "tables" / "ablations.json").read_text())}
-    assert ablation_rows["no-lrn"]["ours_top1"] is not None and ablation_rows["pool-z2"]["scale"] == "not run"
+    assert ablation_rows["no-lrn"]["ours_top1"] is None and "did not learn" in ablation_rows["no-lrn"]["verdict"]
+    assert ablation_rows["pool-z2"]["scale"] == "short: 1 epoch(s) of 1 batches of 4"
+    # Figure 3's numbers: the kernels, and statistics of the final and the initial weights
+    kernels = np.load(res / "figures" / "conv1_kernels.npy")
+    assert kernels.shape == (96, 3, 11, 11) and kernels.dtype == np.float32
+    init = np.load(run_dir / "conv1_init.npy")
+    torch.manual_seed(0)
+    fresh = AlexNet(AlexNetConfig.from_profile("paper", num_classes=4), "cpu")
+    assert np.array_equal(init, torch.cat([t.conv1.weight for t in fresh.towers]).detach().numpy())
+    stats = json.loads((res / "figures" / "conv1_kernels.json").read_text())
+    for t in ("0", "1"):
+        assert set(stats["towers"][t]) == {"final", "init"}
+        assert set(stats["towers"][t]["init"]) == {"low_frequency", "orientedness", "colour_share"}
+    assert abs(stats["all"]["init"]["low_frequency"] - 0.10) < 0.02  # the initial weights are white noise
     for fig in ("conv1_kernels.png", "figure4.png", "figure1_relu_tanh.png", "training_curves.png"):
         assert Image.open(res / "figures" / fig).size[0] > 300, fig
     assert "all done" in out
     assert str(tmp_path) not in (res / "eval" / "1cnn.json").read_text()  # no absolute path of this machine
 
     # Figure 3 from the same checkpoint: 2 towers × 48 kernels, 3 rows of 16 each
-    model, _, _ = load_model(tmp_path / "work" / "runs" / "synthetic-4x12x4" / "1cnn", "cpu")
+    model, _, _ = load_model(run_dir, "cpu")
     assert [t.conv1.weight.shape[0] for t in model.towers] == [48, 48]
     grid = kernel_grid(model.towers[0].conv1.weight)
     assert grid.shape == (3 * (11 * SCALE + 1) + 1, 16 * (11 * SCALE + 1) + 1, 3)
@@ -96,7 +117,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     code, again, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
     assert code == 0, err[-2000:]
     assert "\ntrain " not in again and again.count("done already") >= 6, again
-    model, _, _ = load_model(tmp_path / "work" / "runs" / "synthetic-4x12x4" / "1cnn", "cpu")
+    model, _, _ = load_model(run_dir, "cpu")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
 
 
@@ -115,3 +136,66 @@ def test_run_all_sh_prints_its_help():
     r = subprocess.run(["bash", "reproduce/run_all.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
                        env=ENV, timeout=300)
     assert r.returncode == 0 and "Regenerate the paper's tables" in r.stdout, r.stderr[-2000:]
+
+
+# ---------- what the tables count as a result ----------
+
+def fake_eval(root, run, top1, top5=0.0, members=None, classes=10):
+    """An eval/<run>.json as alexnet.evaluate writes it (centre patch)."""
+    entry = lambda t1, t5: {"top1": t1, "top5": t5, "n": 200}  # noqa: E731
+    checkpoints = [{"path": f"runs/x/{name}/ckpt-e0008-s000000296.pt", "center": entry(t1, 0.0)}
+                   for name, t1 in (members or {}).items()]
+    (root / "eval").mkdir(parents=True, exist_ok=True)
+    (root / "eval" / f"{run}.json").write_text(json.dumps(
+        {"classes": classes, "checkpoints": checkpoints, "ensemble": {"center": entry(top1, top5)}}))
+
+
+def test_tables_show_learned_runs_only_with_the_replicates_noise_band(tmp_path):
+    fake_eval(tmp_path, "1cnn", 0.10)
+    fake_eval(tmp_path, "baseline-short", 0.20)
+    members = {f"5cnns-seed{s}": t for s, t in zip(range(1, 6), (0.18, 0.22, 0.20, 0.25, 0.15))}
+    fake_eval(tmp_path, "5cnns", 0.16, members=members)
+    fake_eval(tmp_path, "no-lrn", 0.30)  # 10 points worse than the baseline's mean
+    fake_eval(tmp_path, "pool-z2", 0.21)  # 1 point: within noise
+    fake_eval(tmp_path, "one-tower", 0.85)  # at chance (90%): not a result
+    write_tables(tmp_path, "synthetic", "cpu-full")
+    t2 = {r["model"]: r for r in json.loads((tmp_path / "tables" / "table2.json").read_text())}
+    assert t2["1 CNN"]["ours_top1_val"] == 10.0 and t2["5 CNNs"]["ours_top1_val"] == 16.0
+    tops = [20, 18, 22, 20, 25, 15]  # baseline-short and the five members
+    mean, sd = sum(tops) / 6, float(np.std(tops, ddof=1))
+    assert f"one member alone: {np.mean(tops[1:]):.1f} ± {np.std(tops[1:], ddof=1):.1f}" in t2["5 CNNs"]["note"]
+    md = (tmp_path / "tables" / "table2.md").read_text()
+    assert f"top-1 {mean:.1f} ± {sd:.1f}" in md and "6 replicates" in md
+    ab = {r["ablation"]: r for r in json.loads((tmp_path / "tables" / "ablations.json").read_text())}
+    assert ab["no-lrn"]["ours_reduction_top1"] == round(30 - mean, 2)
+    assert ab["no-lrn"]["verdict"].startswith("the feature helps (beyond noise)")
+    assert ab["pool-z2"]["verdict"].startswith("within noise")
+    assert ab["one-tower"]["ours_top1"] is None and "did not learn" in ab["one-tower"]["verdict"]
+    assert ab["no-dropout"]["verdict"] == "not run: run the no-dropout experiment"
+
+
+def test_tables_say_what_the_cpu_scale_did_not_run(tmp_path):
+    fake_eval(tmp_path, "1cnn", 0.12)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "1cnn.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": 28.0}) + "\n"
+                                                          for e in range(1, 15)))
+    write_tables(tmp_path, "synthetic", "cpu")
+    t2 = {r["model"]: r for r in json.loads((tmp_path / "tables" / "table2.json").read_text())}
+    minutes = 5 * SCALES["cpu-full"].short.epochs * 30 / 60  # 5 runs × epochs × (28 s + 2 s validation)
+    assert t2["5 CNNs"]["note"] == f"not run at this scale (needs --scale cpu-full, about {minutes:.0f} min here " \
+                                   "for its 5 run(s))"
+    assert t2["1 CNN"]["ours_top1_val"] == 12.0
+
+
+def test_kernel_statistics_tell_gratings_from_noise():
+    rng = np.random.default_rng(0)
+    noise = kernel_statistics(rng.normal(size=(400, 3, 11, 11)))
+    assert abs(noise["low_frequency"].mean() - 0.10) < 0.01 and noise["orientedness"].mean() < 0.2
+    assert abs(noise["colour_share"].mean() - 2 / 3) < 0.02
+    yy, xx = np.mgrid[0:11, 0:11]
+    grating = np.sin(2 * np.pi * (xx * np.cos(0.5) + yy * np.sin(0.5)) / 5)
+    grey = kernel_statistics(np.repeat(grating[None, None], 3, axis=1))
+    assert grey["orientedness"][0] > 0.9 and grey["colour_share"][0] < 1e-12
+    blob = np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / 8)[None, None] * np.array([1, .2, .1])[None, :, None, None]
+    b = kernel_statistics(blob)
+    assert b["orientedness"][0] < 0.05 and b["low_frequency"][0] > 0.9 and b["colour_share"][0] > 0.3

@@ -11,12 +11,20 @@ writes, exactly as the official release is laid out:
     ILSVRC2012_devkit_t12.tar.gz ILSVRC2012_devkit_t12/data/meta.mat (synsets) and
                                  .../data/ILSVRC2012_validation_ground_truth.txt
 
-Each class is a coloured, textured, oriented shape (a hue, a shape, a stripe
-orientation and frequency) drawn at a random position, scale and rotation
-jitter on a random two-colour gradient background with noise, in images of
-varied size and aspect. The classes are learnable by a convnet and the
-colour/edge statistics give conv1 something to tune to; the task is far easier
-than ImageNet, and its numbers are not ImageNet numbers.
+What conv1 learns from on photographs is here too (reproduce/PAPER.md, Figure 3):
+- backgrounds are dead-leaves compositions: opaque discs whose radii follow
+  p(r) ∝ r⁻³, the occlusion model whose power spectrum falls like natural
+  images' (about 1/f²), with sharp edges at every orientation and scale;
+- 0–2 distracting grating patches per image, of random orientation, period
+  and colours;
+- the object defines the class by its shape and its texture: one of 8 shapes,
+  filled with a square-wave grating of the class's orientation and period
+  (relative to the object's size, so it appears at several scales) in the
+  class's hue and a darker shade of it; position, size, rotation jitter,
+  hue and period vary per image.
+Images vary in size and aspect. The task is far easier than ImageNet, and its
+numbers are not ImageNet numbers. Generation runs on all cores; every image
+is a function of (seed, split, class or index, image number) alone.
 
 The ILSVRC2012_IDs are assigned in reverse wnid order, so a parser that
 confused ID order with sorted-wnid order would mislabel every class.
@@ -27,6 +35,7 @@ from __future__ import annotations
 import colorsys
 import gzip
 import io
+import multiprocessing
 import os
 import tarfile
 from pathlib import Path
@@ -42,6 +51,7 @@ SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "bar", "diamond
 
 
 DEFAULT_SIZE = (10, 120, 20)  # classes, train per class, val per class
+GENERATOR_VERSION = 2  # 1: shapes on gradient backgrounds; 2: dead-leaves backgrounds, gratings
 
 
 def synthetic_name(classes: int, train_per_class: int, val_per_class: int, seed: int = 0) -> str:
@@ -88,42 +98,72 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> li
     raise ValueError(shape)
 
 
+def _dead_leaves(w: int, h: int, rng: np.random.Generator, leaves: int = 500) -> Image.Image:
+    """Opaque discs dropped one over another in random order, radii ∝ r⁻³ on
+    [5 px, 0.4·min(w, h)], colours of random lightness and muted saturation:
+    a dead-leaves image (edges at every orientation and scale, ~1/f² power)."""
+    img = Image.new("RGB", (w, h), tuple(int(c) for c in rng.uniform(40, 200, 3)))
+    draw = ImageDraw.Draw(img)
+    r_min, r_max = 5.0, 0.4 * min(w, h)
+    u = rng.random(leaves)
+    radii = (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5  # inverse CDF of p(r) ∝ r⁻³
+    xs, ys = rng.uniform(0, w, leaves), rng.uniform(0, h, leaves)
+    grey = rng.uniform(20, 235, (leaves, 1))
+    sat = rng.uniform(0, 0.6, (leaves, 1))
+    colours = grey * (1 - sat) + rng.uniform(0, 255, (leaves, 3)) * sat
+    for x, y, r, c in zip(xs, ys, radii, colours):
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(v) for v in c))
+    return img
+
+
+def _grating(w: int, h: int, angle: float, period: float, phase: float) -> np.ndarray:
+    """A square wave in [0, 1] across the image, stripes at `angle` (radians), h×w×1."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    t = (xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / max(period, 2.5) + phase
+    return (np.sin(t) > 0).astype(np.float64)[..., None]
+
+
+def _mask(w: int, h: int, draw_fn) -> np.ndarray:
+    m = Image.new("L", (w, h), 0)
+    draw_fn(ImageDraw.Draw(m))
+    return np.asarray(m, dtype=np.float64)[..., None] / 255.0
+
+
 def render(k: int, rng: np.random.Generator) -> Image.Image:
     """One image of class k."""
     spec = class_spec(k)
     w, h = int(rng.integers(240, 400)), int(rng.integers(240, 400))
-    # background: a gradient between two random muted colours, plus noise
-    c0, c1 = rng.uniform(0, 255, 3) * 0.7, rng.uniform(0, 255, 3) * 0.7
-    t = np.linspace(0, 1, w)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, h)[:, None, None]
-    bg = c0 * (1 - t) + c1 * t + rng.normal(0, 12, (h, w, 3))
-    bg = np.broadcast_to(bg, (h, w, 3))
+    img = np.asarray(_dead_leaves(w, h, rng), dtype=np.float64)
 
-    # object mask
-    r = rng.uniform(0.22, 0.42) * min(w, h)
+    for _ in range(int(rng.integers(0, 3))):  # distractors: gratings of random orientation, period, colours
+        pr = rng.uniform(0.08, 0.2) * min(w, h)
+        px, py = rng.uniform(pr, w - pr), rng.uniform(pr, h - pr)
+        m = _mask(w, h, lambda d: d.rectangle([px - pr, py - pr, px + pr, py + pr], fill=255))
+        g = _grating(w, h, rng.uniform(0, np.pi), rng.uniform(4, 16), rng.uniform(0, 2 * np.pi))
+        tex = g * rng.uniform(0, 255, 3) + (1 - g) * rng.uniform(0, 255, 3)
+        img = img * (1 - m) + tex * m
+
+    # the object: the class's shape, filled with the class's grating in the class's hue
+    r = rng.uniform(0.2, 0.42) * min(w, h)
     cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
     rot = np.deg2rad(rng.normal(0, 12))
-    mask_img = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(mask_img)
-    if spec["shape"] in ("disc", "ring"):
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
-        if spec["shape"] == "ring":
-            draw.ellipse([cx - .55 * r, cy - .55 * r, cx + .55 * r, cy + .55 * r], fill=0)
-    else:
-        for p in _shape_polygon(spec["shape"], cx, cy, r, rot):
-            draw.polygon(p, fill=255)
-    mask = np.asarray(mask_img, dtype=np.float64)[..., None] / 255.0
 
-    # object fill: the class hue (jittered) modulated by oriented stripes
+    def shape(draw):
+        if spec["shape"] in ("disc", "ring"):
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+            if spec["shape"] == "ring":
+                draw.ellipse([cx - .55 * r, cy - .55 * r, cx + .55 * r, cy + .55 * r], fill=0)
+        else:
+            for p in _shape_polygon(spec["shape"], cx, cy, r, rot):
+                draw.polygon(p, fill=255)
+    mask = _mask(w, h, shape)
     hue = (spec["hue"] + rng.normal(0, 0.025)) % 1.0
-    rgb = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0))) * 255
-    theta = np.deg2rad(spec["stripe_angle"] + np.rad2deg(rot))
-    yy, xx = np.mgrid[0:h, 0:w]
+    bright = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.8, 1.0))) * 255
+    dark = bright * rng.uniform(0.15, 0.4)
     period = spec["stripe_period"] * rng.uniform(0.85, 1.15) * r / 60
-    phase = (xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / max(period, 3.0)
-    stripes = 0.6 + 0.4 * np.sign(np.sin(phase))[..., None]
-    fg = rgb * stripes + rng.normal(0, 6, (h, w, 3))
-
-    img = bg * (1 - mask) + fg * mask
+    g = _grating(w, h, np.deg2rad(spec["stripe_angle"]) + rot, period, rng.uniform(0, 2 * np.pi))
+    fg = g * bright + (1 - g) * dark
+    img = img * (1 - mask) + fg * mask + rng.normal(0, 4, (h, w, 3))
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -166,42 +206,60 @@ def _write_devkit(path: Path, specs: list[dict], val_labels: list[int]) -> None:
         _add(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", gt)
 
 
-def write_synthetic_ilsvrc(out: str | os.PathLike, classes: int = 10, train_per_class: int = 120,
-                           val_per_class: int = 20, seed: int = 0, progress: bool = True) -> Path:
-    """Write the three ILSVRC-2012 archives of the synthetic dataset into `out`.
+def _train_class(args) -> bytes:
+    """The inner tar of class k's training images (runs in a worker)."""
+    seed, k, n = args
+    spec = class_spec(k)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as inner:
+        for j in range(n):
+            _add(inner, f"{spec['wnid']}_{j}.JPEG", _jpeg(render(k, np.random.default_rng([seed, 1, k, j]))))
+    return buf.getvalue()
 
-    Deterministic in (classes, train_per_class, val_per_class, seed): the same
-    arguments give byte-identical archives. Skips the work if all three exist
-    with a marker of the same arguments."""
+
+def _val_image(args) -> bytes:
+    seed, i, label = args
+    return _jpeg(render(label, np.random.default_rng([seed, 2, i])))
+
+
+def write_synthetic_ilsvrc(out: str | os.PathLike, classes: int = 10, train_per_class: int = 120,
+                           val_per_class: int = 20, seed: int = 0, progress: bool = True,
+                           workers: int | None = None) -> Path:
+    """Write the three ILSVRC-2012 archives of the synthetic dataset into `out`,
+    rendering on `workers` processes (default: all cores).
+
+    Deterministic in (classes, train_per_class, val_per_class, seed) and
+    GENERATOR_VERSION: the same arguments give byte-identical archives, whatever
+    the number of workers. Skips the work if all three exist with a marker of
+    the same arguments."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     marker = out / "SYNTHETIC"
-    stamp = f"classes={classes} train_per_class={train_per_class} val_per_class={val_per_class} seed={seed}\n"
+    stamp = (f"generator={GENERATOR_VERSION} classes={classes} train_per_class={train_per_class} "
+             f"val_per_class={val_per_class} seed={seed}\n")
     if marker.exists() and marker.read_text() == stamp and all((out / f).exists() for f in (TRAIN_TAR, VAL_TAR, DEVKIT)):
         return out
+    marker.unlink(missing_ok=True)
     specs = [class_spec(k) for k in range(classes)]
-    bar = progress_bar(total=classes * (train_per_class + val_per_class), unit="img",
+    val_labels = np.random.default_rng([seed, 2]).permutation(np.repeat(np.arange(classes), val_per_class)).tolist()
+    bar = progress_bar(total=classes * train_per_class + len(val_labels), unit="img",
                        desc="synthetic ILSVRC", enabled=progress)
-    tmp = out / (TRAIN_TAR + ".tmp")
-    with tarfile.open(tmp, "w") as outer:
-        for k, spec in enumerate(specs):
-            rng = np.random.default_rng([seed, 1, k])
-            inner_buf = io.BytesIO()
-            with tarfile.open(fileobj=inner_buf, mode="w") as inner:
-                for j in range(train_per_class):
-                    _add(inner, f"{spec['wnid']}_{j}.JPEG", _jpeg(render(k, rng)))
-                    bar.update()
-            _add(outer, f"{spec['wnid']}.tar", inner_buf.getvalue())
-    os.replace(tmp, out / TRAIN_TAR)
-
-    rng = np.random.default_rng([seed, 2])
-    val_labels = rng.permutation(np.repeat(np.arange(classes), val_per_class)).tolist()
-    tmp = out / (VAL_TAR + ".tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for i, label in enumerate(val_labels):
-            _add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", _jpeg(render(label, rng)))
-            bar.update()
-    os.replace(tmp, out / VAL_TAR)
+    ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    with (ctx or multiprocessing).Pool(workers or os.cpu_count() or 1) as pool:
+        tmp = out / (TRAIN_TAR + ".tmp")
+        with tarfile.open(tmp, "w") as outer:
+            jobs = [(seed, k, train_per_class) for k in range(classes)]
+            for spec, inner in zip(specs, pool.imap(_train_class, jobs)):  # in class order
+                _add(outer, f"{spec['wnid']}.tar", inner)
+                bar.update(train_per_class)
+        os.replace(tmp, out / TRAIN_TAR)
+        tmp = out / (VAL_TAR + ".tmp")
+        with tarfile.open(tmp, "w") as tar:
+            jobs = [(seed, i, label) for i, label in enumerate(val_labels)]
+            for i, data in enumerate(pool.imap(_val_image, jobs, chunksize=8)):
+                _add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", data)
+                bar.update()
+        os.replace(tmp, out / VAL_TAR)
     bar.close()
     _write_devkit(out / DEVKIT, specs, val_labels)
     marker.write_text(stamp)
