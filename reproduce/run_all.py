@@ -12,7 +12,9 @@ PRETRAIN_DATA, EXPERIMENTS, EPOCHS, DEVICES, SCALE). Idempotent and resumable:
 a finished stage is skipped; a killed run continues where it stopped (each
 training run resumes from its newest checkpoint). Layout: cache/<dataset>/
 (prepared data), runs/<dataset>/<run>/ (checkpoints, log), results/<dataset>/
-(tables, figures, logs and evaluation JSON: what gets committed).
+(tables, figures, logs and evaluation JSON: what gets committed). A run's
+directory is runs/<dataset>/<size>/<run> (size: e14-b32 = 14 epochs at batch
+32), so scales that give a run the same size share it.
 
 Scales (reproduce/experiments.py): real data → imagenet; the embedded set →
 gpu when the towers' device is a GPU, else cpu; --scale overrides. Every
@@ -108,8 +110,12 @@ class Plan:
 
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
         """Every training run of the selected experiments that this data and scale allow."""
-        return [(exp, run, self.runs / run.name) for exp in self.experiments
+        return [(exp, run, self.runs / self.size(exp).tag / run.name) for exp in self.experiments
                 if not exp.needs and self.size(exp) is not None for run in exp.runs]
+
+    def main_run(self) -> Path | None:
+        """The 1cnn run directory (Figures 3 and 4), when 1cnn is selected."""
+        return next((d for exp, _, d in self.runs_of() if exp.name == "1cnn"), None)
 
 
 def make_plan(args) -> Plan:
@@ -148,7 +154,7 @@ def make_plan(args) -> Plan:
         dataset=EMBEDDED_DATASET if synthetic else {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(
             name, name),
         source=source, synthetic=synthetic, work=work, cache=work / "cache" / data_name,
-        runs=work / "runs" / data_name / scale,
+        runs=work / "runs" / data_name,
         results=Path(args.results or ROOT / "results" / name), epochs=args.epochs,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
         test_note=("ILSVRC-2012 test labels were never published; the test images are not ingested"
@@ -226,16 +232,16 @@ def evaluate(plan: Plan, cache: Cache) -> None:
                         plan.devices, root=plan.work)
 
 
-def extract_features(plan: Plan, cache: Cache) -> Path:
+def extract_features(plan: Plan, cache: Cache, run_dir: Path) -> Path:
     title("4. features of the last hidden layer (§6.1, Figure 4)")
-    feats = plan.runs / "1cnn" / "features"
+    feats = run_dir / "features"
     feats.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
         out = feats / f"{split}.npz"
-        if up_to_date(out, newest(plan.runs / "1cnn")):
+        if up_to_date(out, newest(run_dir)):
             print(f"done already: {out}")
             continue
-        save_features(cache, plan.runs / "1cnn", out, split, plan.devices, batch_size=50, root=plan.work)
+        save_features(cache, run_dir, out, split, plan.devices, batch_size=50, root=plan.work)
     return feats
 
 
@@ -251,18 +257,15 @@ def relu_vs_tanh(plan: Plan) -> None:
 def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
     title("6. tables and figures")
     print(f"tables → {tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note)}")
-    has_1cnn = any(e.name == "1cnn" for e in plan.experiments)
-    figures.make_figures(plan.results, cache, plan.dataset, run=plan.runs / "1cnn" if has_1cnn else None,
-                         features=features)
+    figures.make_figures(plan.results, cache, plan.dataset, run=plan.main_run(), features=features)
 
 
 def stages(plan: Plan) -> None:
     cache = prepare_data(plan)
     train(plan, cache)
     evaluate(plan, cache)
-    names = {e.name for e in plan.experiments}
-    features = extract_features(plan, cache) if "1cnn" in names else None
-    if "fig1" in names:
+    features = extract_features(plan, cache, plan.main_run()) if plan.main_run() else None
+    if "fig1" in {e.name for e in plan.experiments}:
         relu_vs_tanh(plan)
     tables_and_figures(plan, cache, features)
 

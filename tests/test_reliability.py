@@ -211,7 +211,7 @@ def kill_anywhere_trials(tmp_path, trials, seed):
     r = subprocess.run(run_all_cmd(ref), cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     duration = time.time() - t0
-    ref_w = final_weights(ref / "runs" / "synthetic-3x8x4-g2" / "smoke" / "1cnn")["model"]
+    ref_w = final_weights(ref / "runs" / "synthetic-3x8x4-g2" / "e1-b4-t2" / "1cnn")["model"]
     rng = random.Random(seed)
     report = []
     for t in range(trials):
@@ -225,7 +225,7 @@ def kill_anywhere_trials(tmp_path, trials, seed):
         stage = [line for line in out.splitlines() if line.startswith("== ")][-1:] or ["(before stage 1)"]
         r = subprocess.run(run_all_cmd(work), cwd=ROOT, capture_output=True, text=True, env=ENV)
         assert r.returncode == 0, (t, at, stage, r.stdout[-2000:], r.stderr[-2000:])
-        got = final_weights(work / "runs" / "synthetic-3x8x4-g2" / "smoke" / "1cnn")["model"]
+        got = final_weights(work / "runs" / "synthetic-3x8x4-g2" / "e1-b4-t2" / "1cnn")["model"]
         assert all(torch.equal(v, got[k]) for k, v in ref_w.items()), (t, at, stage)
         assert numbers(work / "results") == numbers(ref / "results"), (t, at, stage)
         report.append(f"trial {t}: killed at {at:.1f}s in {stage[0]} → restart completed, same weights and tables")

@@ -55,7 +55,7 @@ def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-RUNS = ("work", "runs", "synthetic-4x12x4-g2", "smoke")  # runs/<data>-g<generator>/<scale>/<run>
+RUNS = ("work", "runs", "synthetic-4x12x4-g2", "e1-b4-t2")  # runs/<data>-g<generator>/<size>/<run>
 
 
 def test_run_all_tiny_end_to_end(tmp_path, capsys):
