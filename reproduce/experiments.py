@@ -141,7 +141,7 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("imagenet", Size(90, 128), Size(90, 128), None, 30, "the paper's 90 epochs at batch 128"),
     Scale("cpu", Size(14, 32), None, (10, 120, 20), 12,
           "about 15 min on 2 CPU cores: 1 CNN and Figure 1; the short experiments need --scale cpu-full"),
-    Scale("cpu-full", Size(14, 32), Size(8, 32), (10, 120, 20), 12,
+    Scale("cpu-full", Size(14, 32), Size(10, 32), (10, 120, 20), 12,
           "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 6 ablations"),
     Scale("gpu", Size(25, 128), Size(10, 128), (100, 80, 20), 30,
           "100 classes, every row; planned (not yet measured) to take under 6 min on one H100"),

@@ -93,9 +93,11 @@ def kernel_statistics(w: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def kernel_summary(final: np.ndarray, init: np.ndarray | None, towers: int) -> dict:
-    """The statistics averaged per tower and over all kernels, for the final and the initial weights."""
+    """The statistics averaged per tower and over all kernels, for the final weights W,
+    the initial W₀, and what training changed, W − W₀."""
     out = {"definitions": STAT_DEFINITIONS, "towers": {}, "all": {}}
-    for label, w in (("final", final), ("init", init)):
+    change = None if init is None else final - init
+    for label, w in (("final", final), ("init", init), ("change", change)):
         if w is None:
             continue
         stats = kernel_statistics(w)
@@ -139,7 +141,8 @@ def conv1_kernels(final: np.ndarray, init: np.ndarray | None, towers: int, out_d
     colour = ", ".join(f"tower {t} {summary['towers'][str(t)]['final']['colour_share']:.2f}" for t in range(towers))
     orient = summary["all"]["final"]["orientedness"]
     caption = (f"Paper {PAPER_FIGURE3}. Ours: colour share {colour}; mean orientedness {orient:.2f}"
-               + (f" (initial {summary['all']['init']['orientedness']:.2f})" if init is not None else "")
+               + (f" (initial {summary['all']['init']['orientedness']:.2f}, of W − W₀ "
+                  f"{summary['all']['change']['orientedness']:.2f})" if init is not None else "")
                + ". Definitions: conv1_kernels.json.")
     fig.suptitle(title, fontsize=11)
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=9, wrap=True)
@@ -219,7 +222,7 @@ def figure1(fig1: dict, path: Path) -> None:
                 label=f"{act} (lr {fig1[act]['lr']}): " + (f"25% at epoch {reached}" if reached else "never 25%"))
     ax.axhline(TARGET_ERROR, color="tab:red", lw=0.9)
     ax.text(1, TARGET_ERROR + 0.01, "25% training error", color="tab:red", fontsize=8)
-    ax.set_title(f"Figure 1 stand-in ({fig1['net']}) on {fig1['data']}", fontsize=9)
+    ax.set_title(f"Figure 1 stand-in: the 2012 code's {fig1['net']}\non {fig1['data']}", fontsize=9)
     fig.text(0.5, 0.01, fig1.get("verdict") or verdict(fig1), ha="center", va="bottom", fontsize=8, wrap=True)
     ax.set_xlabel("epochs")
     ax.set_ylabel("training error rate")

@@ -80,6 +80,21 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, **kw)
 
 
+REFERENCE_ARGS = ("--epochs", "2", "--checkpoint-steps", "6", "--keep", "2")  # checkpoints after steps 6, 12, 18, 24
+
+
+@pytest.fixture(scope="session")
+def reference_run(tiny_cache, tmp_path_factory) -> dict:
+    """One uninterrupted 2-epoch run (its own process, one thread), the checkpoint that
+    every interrupted-and-resumed run must reproduce bit for bit."""
+    d = tmp_path_factory.mktemp("reference") / "run"
+    r = run(train_cmd(tiny_cache, d, *REFERENCE_ARGS))
+    assert r.returncode == 0, r.stderr
+    ck = final_weights(d)
+    assert ck["epoch"] == 2 and ck["step"] == 24
+    return ck
+
+
 def final_weights(run_dir) -> dict:
     _, ck = checkpoint.latest(run_dir)
     assert ck is not None, f"{run_dir}: no checkpoint"

@@ -25,7 +25,7 @@ from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule
 
-from .conftest import ENV, ROOT, final_weights, run, train_argv, train_cmd
+from .conftest import ENV, REFERENCE_ARGS, ROOT, final_weights, run, train_argv, train_cmd
 
 
 # ---------- §5 update rule ----------
@@ -177,13 +177,8 @@ def test_train_step_is_one_paper_sgd_step():
     assert stats.tolist() == pytest.approx([loss.item() * 5, wrong1, wrong5, 5])
 
 
-def kill_and_resume_trials(tiny_cache, tmp_path, trials, seed):
-    args = ("--epochs", "2", "--checkpoint-steps", "6", "--keep", "2")  # checkpoints after steps 6, 12, 18, 24
-    ref_dir = tmp_path / "ref"
-    r = run(train_cmd(tiny_cache, ref_dir, *args))
-    assert r.returncode == 0, r.stderr
-    ref = final_weights(ref_dir)
-    assert ref["epoch"] == 2 and ref["step"] == 24
+def kill_and_resume_trials(tiny_cache, tmp_path, ref, trials, seed):
+    args = REFERENCE_ARGS
     print(f"kill-and-resume trials: seed {seed} (replay with KILL_SEED={seed})")
     rng = random.Random(seed)
     for t in range(trials):
@@ -208,13 +203,14 @@ def kill_and_resume_trials(tiny_cache, tmp_path, trials, seed):
         assert [h["train_loss"] for h in got["history"]] == [h["train_loss"] for h in ref["history"]]
 
 
-def test_kill_and_resume_is_bit_identical(tiny_cache, tmp_path):
-    kill_and_resume_trials(tiny_cache, tmp_path, trials=2, seed=int(os.environ.get("KILL_SEED", time.time())))
+def test_kill_and_resume_is_bit_identical(tiny_cache, tmp_path, reference_run):
+    kill_and_resume_trials(tiny_cache, tmp_path, reference_run, trials=1,
+                           seed=int(os.environ.get("KILL_SEED", time.time())))
 
 
 @pytest.mark.slow
-def test_kill_and_resume_many_trials(tiny_cache, tmp_path):
-    kill_and_resume_trials(tiny_cache, tmp_path, trials=8, seed=0)
+def test_kill_and_resume_many_trials(tiny_cache, tmp_path, reference_run):
+    kill_and_resume_trials(tiny_cache, tmp_path, reference_run, trials=8, seed=0)
 
 
 def test_nonfinite_loss_stops_with_last_good_checkpoint(tiny_cache, tmp_path, capsys):

@@ -18,7 +18,7 @@ import torch
 from alexnet import checkpoint, train
 from alexnet.checkpoint import RunLock, RunLocked
 
-from .conftest import ENV, ROOT, final_weights, run, train_argv, train_cmd
+from .conftest import ENV, REFERENCE_ARGS, ROOT, final_weights, run, train_argv, train_cmd
 
 
 def wait_for(pred, timeout=120):
@@ -58,10 +58,8 @@ def test_second_training_process_on_same_run_dir_refuses(tiny_cache, tmp_path, c
 
 # ---------- Ctrl-C ----------
 
-def test_sigint_writes_a_checkpoint_and_the_resume_is_exact(tiny_cache, tmp_path):
-    args = ("--epochs", "2")
-    ref = run(train_cmd(tiny_cache, tmp_path / "ref", *args))
-    assert ref.returncode == 0, ref.stderr
+def test_sigint_writes_a_checkpoint_and_the_resume_is_exact(tiny_cache, tmp_path, reference_run):
+    args = REFERENCE_ARGS
     d = tmp_path / "int"
     p = subprocess.Popen(train_cmd(tiny_cache, d, *args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -73,8 +71,8 @@ def test_sigint_writes_a_checkpoint_and_the_resume_is_exact(tiny_cache, tmp_path
     assert "Resume with the same command" in err and list(d.glob("ckpt-*.pt"))
     again = run(train_cmd(tiny_cache, d, *args))
     assert again.returncode == 0, again.stderr
-    a, b = final_weights(tmp_path / "ref"), final_weights(d)
-    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+    b = final_weights(d)
+    assert all(torch.equal(v, b["model"][k]) for k, v in reference_run["model"].items())
 
 
 # ---------- disk full ----------

@@ -41,7 +41,7 @@ def test_run_config_takes_any_config_field():
     cfg = run_config(Run("x", {"bias_weight_decay": False, "lr_patience": 3}, seed=4), SCALES["cpu-full"]["short"],
                      num_classes=10)
     assert (cfg.bias_weight_decay, cfg.lr_patience, cfg.seed, cfg.num_classes) == (False, 3, 4, 10)
-    assert (cfg.epochs, cfg.batch_size) == (8, 32)
+    assert (cfg.epochs, cfg.batch_size) == (10, 32)
 
 
 def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
@@ -96,7 +96,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     assert np.array_equal(init, torch.cat([t.conv1.weight for t in fresh.towers]).detach().numpy())
     stats = json.loads((res / "figures" / "conv1_kernels.json").read_text())
     for t in ("0", "1"):
-        assert set(stats["towers"][t]) == {"final", "init"}
+        assert set(stats["towers"][t]) == {"final", "init", "change"}
         assert set(stats["towers"][t]["init"]) == {"low_frequency", "orientedness", "colour_share"}
     assert abs(stats["all"]["init"]["low_frequency"] - 0.10) < 0.02  # the initial weights are white noise
     for fig in ("conv1_kernels.png", "figure4.png", "figure1_relu_tanh.png", "training_curves.png"):
