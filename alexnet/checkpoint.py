@@ -1,5 +1,8 @@
 """Checkpoints that survive crashes: written atomically, several kept, the
-newest *valid* one found on restart (model, optimizer, schedule,
+newest *valid* one found on restart; and safe to load: every load is
+`torch.load(..., weights_only=True)`, which builds tensors and plain Python
+values only, so a crafted file cannot run code (its refusal names the file).
+A checkpoint holds (model, optimizer, schedule,
 epoch and step, loader position, every RNG state, the config, the code version).
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import pickle
 import random
 import shutil
 import subprocess
@@ -48,7 +52,11 @@ def code_version() -> str:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state in types that `weights_only` loading accepts (numpy's as a dict and a tensor)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"bit_generator": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -56,7 +64,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["bit_generator"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -136,15 +146,33 @@ class RunLock:
             self.fd = None
 
 
+class UnsafeCheckpoint(ValueError):
+    """A file whose pickle asks for more than tensors and plain values: refused unread."""
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    """A training checkpoint, loaded with `weights_only=True`. UnsafeCheckpoint
+    for a file that needs any other object to load (it is not unpickled, so
+    nothing in it runs); ValueError for a file that is not a checkpoint."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpoint(
+            f"{path}: refused: loading it would need objects other than tensors and plain values ({first}). "
+            "It may be a checkpoint of an older version of this project or from elsewhere; "
+            "only files written by this version load, and nothing in this one was run") from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise ValueError(f"{path}: not a training checkpoint (no model inside)")
+    return payload
+
+
 def latest(run_dir: Path, map_location="cpu") -> tuple[Path, dict] | tuple[None, None]:
-    """The newest checkpoint that loads; corrupt or truncated ones are skipped
-    with a warning naming them."""
+    """The newest checkpoint that loads (safely: `load`); corrupt, truncated or
+    refused ones are skipped with a warning naming them."""
     for path in reversed(files(run_dir)):
         try:
-            payload = torch.load(path, map_location=map_location, weights_only=False)
-            if not isinstance(payload, dict) or "model" not in payload:
-                raise ValueError("not a training checkpoint")
-            return path, payload
+            return path, load(path, map_location)
         except Exception as e:  # noqa: BLE001 — any unreadable file is skipped
             warnings.warn(f"skipping unreadable checkpoint {path} ({type(e).__name__}: {e})", stacklevel=2)
     return None, None

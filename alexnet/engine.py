@@ -117,9 +117,11 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
             raise ValueError(f"{path}: no readable checkpoint (ckpt-*.pt) inside; train first")
         path = found
     elif path.is_file():
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = checkpoint.load(path)
     else:
         raise ValueError(f"--checkpoint {path}: no such file or run directory")
+    if "config" not in ck:
+        raise ValueError(f"{path}: a checkpoint without the config of its model; not one of this project's")
     model = AlexNet(AlexNetConfig.from_dict(ck["config"]), devices)
     model.load_state_dict(ck["model"])
     return model.eval(), ck, path

@@ -226,7 +226,7 @@ def test_nonfinite_loss_stops_with_last_good_checkpoint(tiny_cache, tmp_path, ca
     assert ck is not None and ck["step"] >= 1
     assert f"Last good checkpoint: {path}" in err
     assert all(torch.isfinite(v).all() for p in checkpoint.files(tmp_path / "nan")
-               for v in torch.load(p, weights_only=False)["model"].values())
+               for v in checkpoint.load(p)["model"].values())
 
 
 @pytest.mark.parametrize("bad", [["--epochs", "-1"], ["--batch-size", "0"], ["--crop-size", "200"],

@@ -235,3 +235,52 @@ def test_run_all_killed_anywhere_recovers(tmp_path):
     seed = int(os.environ.get("KILL_SEED", "0"))
     print(f"kill-anywhere trials: seed {seed} (replay with KILL_SEED={seed})")
     kill_anywhere_trials(tmp_path, trials=10, seed=seed)
+
+
+# ---------- a checkpoint that is not what it claims ----------
+
+class _RunsCode:
+    """Unpickling this runs its reduce function: here it would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(tiny_cache, tmp_path, capsys):
+    import pickle
+    marker = tmp_path / "pwned"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    bad = run_dir / "ckpt-e0001-s000000001.pt"
+    torch.save({"model": {}, "config": {}, "payload": _RunsCode(marker)}, bad)
+    assert b"touch" in bad.read_bytes()  # the file would call Path.touch when unpickled
+    with pytest.raises(checkpoint.UnsafeCheckpoint, match="refused"):
+        checkpoint.load(bad)
+    from alexnet import evaluate
+    assert exit_status(evaluate.main, ["--cache", str(tiny_cache), "--checkpoint", str(bad)]) == 2
+    assert "refused" in capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.warns(UserWarning, match="refused"):  # resuming skips it, naming it
+        assert checkpoint.latest(run_dir) == (None, None)
+    assert not marker.exists()
+    with open(tmp_path / "plain.pkl", "wb") as f:  # the same object through plain pickle does run: the test can fail
+        pickle.dump(_RunsCode(marker), f)
+    with open(tmp_path / "plain.pkl", "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+def test_rng_state_round_trips_through_a_safe_load(tmp_path):
+    import random as pyrandom
+
+    import numpy as np
+    np.random.seed(3)
+    np.random.normal()  # leaves a cached Gaussian in numpy's state
+    state = checkpoint.rng_state()
+    checkpoint.save(tmp_path, {"model": {}, "rng": state, "epoch": 0, "step": 1})
+    expect = (torch.rand(3), np.random.normal(size=3), pyrandom.random())
+    checkpoint.set_rng_state(checkpoint.load(checkpoint.files(tmp_path)[0])["rng"])
+    got = (torch.rand(3), np.random.normal(size=3), pyrandom.random())
+    assert torch.equal(expect[0], got[0]) and np.array_equal(expect[1], got[1]) and expect[2] == got[2]
