@@ -34,7 +34,9 @@ class AlexNetConfig:
     towers: int = 2  # §3.2: two GPUs; 1 = footnote 2's one-GPU net
     activation: str = "relu"  # §3.1 ReLU; "tanh" for Figure 1's comparison
     crop_size: int = 224  # §3.5 "224×224×3"; 227 is Caffe's choice (reproduce/PAPER.md)
-    extra_conv6: bool = False  # Table 2 "1 CNN*": a sixth conv layer after pool3
+    extra_conv6: bool = False  # Table 2 "1 CNN*": a sixth conv layer after pool3, reading both towers
+    conv6_init_std: float = 0.03  # 2012 code, layers-146-2012-2011 conv6a/b initW (the paper gives nothing)
+    conv6_init_bias: float = 1.0  # 2012 code, layers-146-2012-2011 conv6a/b initB
 
     # ---- local response normalization (§3.3) ----
     lrn: bool = True  # §3.3; False is the ablation "without normalization"
@@ -72,7 +74,7 @@ class AlexNetConfig:
     momentum: float = 0.9  # §5
     weight_decay: float = 5e-4  # §5
     lr: float = 0.01  # §5 ε = 0.01 for all layers
-    bias_lr_mult: float = 1.0  # 2012 code: epsB = 2·epsW
+    bias_lr_mult: float = 1.0  # 2012 code: epsB = 0.02 = 2 × the initial epsW, and only epsW is divided
     bias_weight_decay: bool = True  # 2012 code: no decay on biases
     lr_schedule: str = "plateau"  # §5 "divide by 10 when val error stopped improving";
     #                               "cuda-convnet": the recorded epochs 25/51/79
@@ -162,7 +164,7 @@ _CUDA_CONVNET = dict(
     lrn1_before_relu=True,  # layers-145: rnorm1a inputs=conv1a; ReLU at pool1a
     samemap_norm=True,  # layers-145: cnorm2a/b after rnorm2a/b
     init_std_conv345=0.03,  # layers-145: initW=0.03 on conv3–conv5
-    bias_lr_mult=2.0,  # layer-params-145: epsB 0.02 = 2 × epsW 0.01
+    bias_lr_mult=2.0,  # layer-params-145: epsB 0.02 = 2 × the initial epsW 0.01 (never divided: schedule.py)
     bias_weight_decay=False,  # cuda-convnet applies wc to weights only
     pca_noise="cuda-convnet",  # convdata.py: eigvecs·(randn·stdevs)·0.1, then ÷1.1
     crop_chunk=32,  # convdata.py: crop_chunk = 32

@@ -31,6 +31,8 @@ class Tower(nn.Module):
     Per tower: conv1 48@11×11/4, conv2 128@5×5, conv3 192@3×3 reading both
     towers' conv2 maps, conv4 192@3×3, conv5 128@3×3, fc6 2048 and fc7 2048 each
     reading both towers. Footnote 2's one-tower net: 48-128-192-192-256, 4096.
+    1 CNN* (2012 code, layers-146-2012-2011: conv6a/conv6b): conv6 128@3×3 pad 1
+    after pool3, reading both towers' pool3 maps; fc6 reads conv6.
 
     Order within a block, by profile (§3.5 versus layers-145):
       paper:        conv1 → ReLU → LRN → pool;  conv2 → ReLU → LRN → pool
@@ -48,7 +50,7 @@ class Tower(nn.Module):
         self.conv3 = nn.Conv2d(w[1] * t, w[2], 3, padding=1)  # both towers
         self.conv4 = nn.Conv2d(w[2], w[3], 3, padding=1)  # own tower only
         self.conv5 = nn.Conv2d(w[3], w[4], 3, padding=1)  # own tower only
-        self.conv6 = nn.Conv2d(w[4], w[5], 3, padding=1) if cfg.extra_conv6 else None
+        self.conv6 = nn.Conv2d(w[4] * t, w[5], 3, padding=1) if cfg.extra_conv6 else None  # both towers
         self.fc6 = nn.Linear(w[-1] * POOL3_SIZE ** 2 * t, cfg.fc_width)  # both towers
         self.fc7 = nn.Linear(cfg.fc_width * t, cfg.fc_width)  # both towers
 
@@ -75,14 +77,11 @@ class Tower(nn.Module):
         return self.pool(x)  # N×128×13×13
 
     def upper(self, x: torch.Tensor) -> torch.Tensor:
-        """conv3 (x: both towers' pool2 maps) → pool3, flattened."""
+        """conv3 (x: both towers' pool2 maps) → pool3."""
         x = self.act(self.conv3(x))  # N×192×13×13
         x = self.act(self.conv4(x))  # N×192×13×13
         x = self.act(self.conv5(x))  # N×128×13×13
-        x = self.pool(x)  # N×128×6×6
-        if self.conv6 is not None:
-            x = self.act(self.conv6(x))  # N×128×6×6 (1 CNN* only)
-        return x.flatten(1)  # N×4608
+        return self.pool(x)  # N×128×6×6
 
     def weight_layers(self) -> dict[str, nn.Module]:
         names = [n for n in CONV_LAYERS if getattr(self, n) is not None] + ["fc6", "fc7"]
@@ -126,11 +125,16 @@ class AlexNet(nn.Module):
     def reset_parameters(self) -> None:
         """§5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6 and fc7,
         0 elsewhere. The 2012 code draws conv3–conv5 from N(0, 0.03). The paper
-        gives nothing for 1 CNN*'s conv6: it is drawn like conv3–conv5, bias 0."""
+        gives nothing for 1 CNN*'s conv6; both profiles follow the 2012 code
+        (initW 0.03, initB 1: `conv6_init_std`, `conv6_init_bias`)."""
         cfg = self.config
         for tower in self.towers:
             for name, layer in tower.weight_layers().items():
-                std = cfg.init_std_conv345 if name in ("conv3", "conv4", "conv5", "conv6") else cfg.init_std
+                if name == "conv6":
+                    nn.init.normal_(layer.weight, 0.0, cfg.conv6_init_std)
+                    nn.init.constant_(layer.bias, cfg.conv6_init_bias)
+                    continue
+                std = cfg.init_std_conv345 if name in ("conv3", "conv4", "conv5") else cfg.init_std
                 nn.init.normal_(layer.weight, 0.0, std)
                 nn.init.constant_(layer.bias, 1.0 if name in cfg.bias_one_layers else 0.0)
         nn.init.normal_(self.fc8.weight, 0.0, cfg.init_std)
@@ -139,7 +143,12 @@ class AlexNet(nn.Module):
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
         """conv1 … fc7 (after ReLU, before dropout): one tensor per tower."""
         h = self.per_tower(lambda t, xi: t.lower(xi), [x.to(t.device) for t in self.towers])  # T × N×128×13×13
-        h = self.per_tower(lambda t, xi: t.upper(xi), [exchange(h, t.device, at="conv3") for t in self.towers])
+        h = self.per_tower(lambda t, xi: t.upper(xi),  # T × N×128×6×6
+                           [exchange(h, t.device, at="conv3") for t in self.towers])
+        if self.config.extra_conv6:  # 1 CNN*: conv6 reads both towers' pool3
+            h = self.per_tower(lambda t, xi: t.act(t.conv6(xi)),  # T × N×128×6×6
+                               [exchange(h, t.device, at="conv6") for t in self.towers])
+        h = [hi.flatten(1) for hi in h]  # T × N×4608
         h = self.per_tower(lambda t, xi: t.drop6(t.act(t.fc6(xi))),  # T × N×2048
                            [exchange(h, t.device, at="fc6") for t in self.towers])
         return self.per_tower(lambda t, xi: t.act(t.fc7(xi)),  # T × N×2048

@@ -11,8 +11,9 @@ v ← μ·v + (g + λ·w) and steps w ← w − ε·v, with ε outside: the two 
 carries the old gradients at the new rate). `PaperSGD` is the paper's rule.
 
 Parameter groups (`param_groups`): every group has its own ε multiplier and
-weight decay, so the `cuda-convnet` profile can give biases 2ε and no decay
-(layer-params-145: epsB 0.02, wc on weights only) and the schedule can cut
+weight decay, so the `cuda-convnet` profile can give biases ε_B = 0.02 (twice
+the initial 0.01), kept while the weights' ε is divided, and no decay
+(layer-params-145: epsB 0.02, wc on weights only), and the schedule can cut
 conv1's ε alone (epochs 67 and 72 of the recorded run).
 """
 

@@ -1,7 +1,8 @@
 """Where the two towers live, and the one place where they talk (§3.2).
 
 §3.2: "the GPUs communicate only in certain layers": conv3 reads all kernel
-maps of conv2 (both towers), and so do fc6, fc7 and fc8 with the layer below.
+maps of conv2 (both towers), and so do fc6, fc7 and fc8 with the layer below
+(and 1 CNN*'s conv6 with pool3, in the 2012 code).
 `exchange` is the only function in the project that moves activations between
 towers, so the traffic can be counted, tested and later overlapped.
 """
@@ -63,8 +64,8 @@ def exchange(tensors: Sequence[torch.Tensor], device: torch.device, *, at: str) 
     """Bring every tower's activations to `device` and concatenate them along
     the channel/feature dimension (dim 1), in tower order.
 
-    `at` names the connection point ("conv3", "fc6", "fc7" or "fc8"); the
-    model calls this function there and nowhere else.
+    `at` names the connection point ("conv3", "fc6", "fc7", "fc8"; "conv6" in
+    1 CNN*); the model calls this function there and nowhere else.
     """
     # A non-blocking copy *to* the CPU could be read before it lands; only
     # copies into a GPU are queued asynchronously.

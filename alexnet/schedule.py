@@ -10,9 +10,14 @@
   new ε sets the new reference (it is not required to beat the error reached
   at the old ε at once); at most `drops` divisions. Patience is `cfg.lr_patience` for 90 epochs, scaled
   proportionally (at least 1) for shorter runs.
-- `cuda-convnet` (layer-params-145, comments): ε ÷10 after epochs 25, 51 and
-  79; conv1's ε to 1e-5 after 67 and to 0 after 72; colour noise off from 67.
-  For a run of E < 90 epochs every milestone is scaled by E/90.
+- `cuda-convnet` (layer-params-145, comments): the weights' ε ÷10 after
+  epochs 25, 51 and 79; conv1's weight ε to 1e-5 after 67 and to 0 after 72;
+  colour noise off from 67. The biases keep ε_B = 0.02 throughout (the log
+  lowers only epsW; the final file has epsB = 0.02 beside epsW = 1e-5), except
+  conv1's, which the final file has at 0: our reading sets it to 0 with conv1's
+  weights after 72. For a run of E < 90 epochs every milestone is scaled by
+  E/90, and none falls before epoch 1: the first epoch always trains at the
+  initial ε.
 
 Epochs are counted from 0 here: "after epoch 25" of the 2012 log is index 25.
 """
@@ -27,7 +32,8 @@ PAPER_EPOCHS = 90
 
 
 def _scaled(epoch: float, epochs: int) -> int:
-    return int(round(epoch * epochs / PAPER_EPOCHS)) if epochs < PAPER_EPOCHS else int(epoch)
+    """A milestone of the 90-epoch run in a run of `epochs` (at least 1)."""
+    return max(1, int(round(epoch * epochs / PAPER_EPOCHS))) if epochs < PAPER_EPOCHS else int(epoch)
 
 
 class PlateauSchedule:
@@ -75,12 +81,12 @@ class CudaConvnetSchedule:
 
     def factors(self, epoch: int) -> dict[str, float]:
         f = 10.0 ** -sum(epoch >= self.m(d) for d in self.DROPS)
-        c1 = f
+        c1, c1_bias = f, 1.0
         if epoch >= self.m(self.CONV1_ZERO):
-            c1 = 0.0
+            c1 = c1_bias = 0.0  # "set epsw to 0 on conv1"; the final file: conv1 epsB=0.0
         elif epoch >= self.m(self.CONV1_SMALL):
             c1 = 1e-5 / self.base_lr  # "set epsw to 0.00001 ... on conv1"
-        return {"conv1.weight": c1, "conv1.bias": c1, "weight": f, "bias": f}
+        return {"conv1.weight": c1, "conv1.bias": c1_bias, "weight": f, "bias": 1.0}
 
     def lighting(self, epoch: int) -> bool:
         return epoch < self.m(self.NOISE_OFF)

@@ -153,7 +153,8 @@ def header(title: str, dataset: str, res: Results) -> str:
             "of the time)")
     return (f"# {title}\n\n"
             f"- dataset: {dataset}; {res.classes or '?'} classes; chance {100 * c1:.1f} / {100 * c5:.1f}{top5}\n"
-            f"- profile: paper (unless a row says otherwise)\n"
+            f"- profile: paper (unless a row says otherwise; it decays the biases and divides their ε with "
+            f"the weights', our reading of §5)\n"
             f"- scale `{scale.name}` ({scale.why}): main runs {scale.main.describe()}; short runs {short}\n"
             f"- hardware: {hardware()}\n- commit: {code_version()}\n- date: {time.strftime('%Y-%m-%d')}\n"
             f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012. A number is shown only "
@@ -237,6 +238,9 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
     md += "".join(f"| {r['model']} | {_pct(r['paper_top1_val'])} | {_pct(r['paper_top5_val'])} | "
                   f"{_pct(r['paper_top5_test'])} | {_pct(r['ours_top1_val'])} | {_pct(r['ours_top5_val'])} | "
                   f"{_pct(r['ours_top5_test'])} | {r['note']} |\n" for r in rows)
+    md += ("\nThe paper's 1 CNN (40.7 / 18.2): the 2012 code's log has 40.66 / 18.21 for that run without saying "
+           "whether one or ten patches were used; its 1 CNN* (39.0 / 16.6) is tagged \"multiview\" "
+           "(reproduce/PAPER.md).\n")
     if band:
         md += (f"\nSeed-to-seed spread of one run of the baseline configuration at the short size "
                f"({band['n']} replicates: {', '.join(band['runs'])}): top-1 {_pm(band['top1'], band['top1_sd'])}, "

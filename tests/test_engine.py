@@ -133,6 +133,35 @@ def test_cuda_convnet_schedule_is_the_recorded_run():
     short = CudaConvnetSchedule(9)  # scaled by 9/90: milestones at 2 (2.5 → 2), 5, 8
     assert [short.factors(e)["weight"] for e in range(9)] == pytest.approx(
         [1, 1, .1, .1, .1, .01, .01, .01, .001])
+    # only epsW is divided: the biases keep epsB = 0.02 (factor 1 × lr_mult 2) to the end,
+    # but conv1's, which the final layer-params-145 file has at 0 (with conv1's weights, from 72)
+    assert all(f(e)["bias"] == 1 for e in range(91))
+    assert f(71)["conv1.bias"] == 1 and f(72)["conv1.bias"] == 0
+    # a one-epoch run trains its epoch at the initial ε (25 × 1/90 would round to 0)
+    assert CudaConvnetSchedule(1).factors(0) == {"conv1.weight": 1, "conv1.bias": 1, "weight": 1, "bias": 1}
+
+
+@pytest.mark.parametrize("epochs", [9, 90])
+def test_cuda_convnet_profile_rates_are_the_2012_codes(epochs):
+    """The ε each parameter group gets, as layer-params-145 and its log have them:
+    first epoch weights 0.01 / biases 0.02; after the last drop weights 1e-5,
+    biases 0.02, conv1 0."""
+    from alexnet.schedule import apply, make_schedule
+    cfg = AlexNetConfig.from_profile("cuda-convnet", epochs=epochs)
+    opt = PaperSGD(param_groups(AlexNet(cfg, devices=("cpu", "meta")), cfg), lr=cfg.lr)
+    schedule = make_schedule(cfg)
+    assert apply(schedule, opt, cfg, 0) == pytest.approx(
+        {"conv1.weight": 0.01, "conv1.bias": 0.02, "weight": 0.01, "bias": 0.02})
+    assert apply(schedule, opt, cfg, epochs - 1) == pytest.approx(
+        {"conv1.weight": 0.0, "conv1.bias": 0.0, "weight": 1e-5, "bias": 0.02})
+
+
+def test_one_epoch_cuda_convnet_run_logs_the_initial_rates(tiny_cache, tmp_path, capsys):
+    code = train.main(train_argv(tiny_cache, tmp_path / "r", "--profile", "cuda-convnet", "--epochs", "1",
+                                 "--train-batches", "1", "--keep", "1"))
+    assert code == 0, capsys.readouterr().err
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["lr"] == pytest.approx({"conv1.weight": 0.01, "conv1.bias": 0.02, "weight": 0.01, "bias": 0.02})
 
 
 # ---------- checkpoints ----------

@@ -189,10 +189,32 @@ GOLDEN_LOGITS_FIRST5 = [-0.13150672614574432, -0.340326189994812, 0.045951697975
                         -0.42445722222328186, 0.22188660502433777]
 
 
-def test_extra_conv6_adds_one_conv_per_tower():
-    model = AlexNet(AlexNetConfig.from_profile("paper", extra_conv6=True), devices="cpu")
-    assert all(t.conv6 is not None for t in model.towers)
-    assert n_params(model) == 60_965_224 + 2 * (3 * 3 * 128 * 128 + 128)
+@pytest.mark.parametrize("profile", ["paper", "cuda-convnet"])
+def test_extra_conv6_reads_both_towers_as_in_the_2012_code(profile, monkeypatch):
+    """1 CNN*: conv6a/conv6b of layers-146-2012-2011 read both towers' pool3
+    (128 filters 3×3 each), initW 0.03, initB 1; a fifth connection point."""
+    torch.manual_seed(0)
+    model = AlexNet(AlexNetConfig.from_profile(profile, extra_conv6=True), devices="cpu").eval()
+    assert n_params(model) == 60_965_224 + 2 * (3 * 3 * 256 * 128 + 128)
+    for t in model.towers:
+        assert t.conv6.in_channels == 256 and t.conv6.out_channels == 128
+        assert abs(t.conv6.weight.std().item() - 0.03) < 0.001 and torch.all(t.conv6.bias == 1)
+    calls = []
+    real = model_mod.exchange
+    monkeypatch.setattr(model_mod, "exchange", lambda ts, d, *, at: calls.append(at) or real(ts, d, at=at))
+    x = torch.randn(1, 3, 224, 224, requires_grad=True)
+    with torch.no_grad():
+        model(x)
+    assert calls == ["conv3"] * 2 + ["conv6"] * 2 + ["fc6"] * 2 + ["fc7"] * 2 + ["fc8"]
+    # tower 1's conv6 output depends on tower 0's pool3: its gradient reaches tower 0's conv5
+    model.zero_grad()
+    pool3 = []
+    hook = model.towers[0].pool.register_forward_hook(lambda m, i, o: pool3.append(o))
+    model.hidden(x)
+    hook.remove()
+    out = model.towers[1].act(model.towers[1].conv6(torch.cat([pool3[-1], pool3[-1] * 0], 1)))
+    out.sum().backward()
+    assert model.towers[0].conv5.weight.grad.abs().sum() > 0
 
 
 def test_ablation_switches_change_the_net():
