@@ -29,24 +29,6 @@ from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE
 from .figure1 import verdict as figure1_verdict
 
 
-def _pct(x) -> str:
-    """A number already in percent, or — for none."""
-    return "—" if x is None else f"{x:.1f}"
-
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return (", ".join(gpus) + " + " if gpus else "no GPU, ") + f"{os.cpu_count()} CPU cores ({cpu})"
-
-
 class Results:
     """The result files of one results folder, and the rules that decide what counts as a result."""
 
