@@ -300,15 +300,11 @@ class Trainer:
             print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
         return True
 
-    def conv1_weights(self) -> torch.Tensor:
-        """All conv1 kernels, tower 0's first: K×3×11×11 float32 on the CPU (Figure 3)."""
-        return torch.cat([t.conv1.weight.detach().float().cpu() for t in self.net.towers])
-
     def write_config(self) -> None:
         """<run_dir>/config.json: what a fresh run was started with; and
         <run_dir>/conv1_init.npy, the initial conv1 kernels (Figure 3 shows what training changed)."""
         if self.dist.main:
-            atomic_write(self.run_dir / CONV1_INIT, lambda f: np.save(f, self.conv1_weights().numpy()))
+            atomic_write(self.run_dir / CONV1_INIT, lambda f: np.save(f, self.net.conv1_kernels().numpy()))
             write_text(self.run_dir / "config.json", json.dumps(
                 {"config": self.cfg.to_dict(), "cache": str(self.opts.cache),
                  "code_version": checkpoint.code_version(), "host": socket.gethostname(),

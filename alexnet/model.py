@@ -181,6 +181,10 @@ class AlexNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return exchange(self.hidden(x), self.devices[0], at="fc8")  # N×4096
 
+    def conv1_kernels(self) -> torch.Tensor:
+        """All conv1 kernels, tower 0's first: K×3×11×11 float32 on the CPU (Figure 3)."""
+        return torch.cat([t.conv1.weight.detach().float().cpu() for t in self.towers])
+
 
 def summary(model: AlexNet, batch: int = 1) -> str:
     """Per-layer table (output shape, parameters, device) from a real forward pass."""

@@ -287,7 +287,7 @@ def make_figures(results, cache: Cache, dataset: str = "", run=None, features=No
     out.mkdir(parents=True, exist_ok=True)
     if run:
         model, ck, path = load_model(run, "cpu")
-        final = torch.cat([t.conv1.weight.detach() for t in model.towers]).numpy()
+        final = model.conv1_kernels().numpy()
         init = np.load(Path(run) / CONV1_INIT) if (Path(run) / CONV1_INIT).exists() else None
         conv1_kernels(final, init, len(model.towers), out,
                       f"Figure 3: the {len(final)} conv1 kernels of {path.parent.name} on {dataset} "
