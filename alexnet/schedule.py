@@ -19,6 +19,13 @@
   E/90, and none falls before epoch 1: the first epoch always trains at the
   initial ε.
 
+Both schedules are laid out for `cfg.schedule_epochs` when it is set, else for
+the run's own epochs. A short run with `schedule_epochs=90` is the first
+epochs of the 90-epoch run: patience stays 5 epochs and no milestone is
+scaled. The ablations' short runs use this (reproduce/experiments.py): with
+patience scaled to one epoch, a run that sat at chance for its first epochs
+had ε divided before it had learned anything.
+
 Epochs are counted from 0 here: "after epoch 25" of the 2012 log is index 25.
 """
 
@@ -102,9 +109,10 @@ class CudaConvnetSchedule:
 
 
 def make_schedule(cfg: AlexNetConfig):
+    span = cfg.schedule_epochs or cfg.epochs
     if cfg.lr_schedule == "cuda-convnet":
-        return CudaConvnetSchedule(cfg.epochs, cfg.lr)
-    return PlateauSchedule(cfg.epochs, cfg.lr_patience, cfg.lr_drops)
+        return CudaConvnetSchedule(span, cfg.lr)
+    return PlateauSchedule(span, cfg.lr_patience, cfg.lr_drops)
 
 
 def apply(schedule, optimizer, cfg: AlexNetConfig, epoch: int) -> dict[str, float]:

@@ -31,6 +31,7 @@ import os
 import shutil
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class Plan:
         size = SCALES[self.scale][exp.scale]
         if size is None or not self.epochs:
             return size
-        return Size(self.epochs, size.batch_size, size.train_batches)
+        return dataclasses.replace(size, epochs=self.epochs)
 
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
         """Every training run of the selected experiments that this data and scale allow."""

@@ -122,6 +122,19 @@ def test_plateau_patience_scales_with_short_runs():
     assert PlateauSchedule(epochs=18, patience=5).patience == 1
 
 
+@pytest.mark.parametrize("profile", ["paper", "cuda-convnet"])
+def test_short_run_on_the_90_epoch_schedule_keeps_its_first_rate(profile):
+    """schedule_epochs=90: a 10-epoch run is the first 10 epochs of the 90-epoch run,
+    so a slow start at chance does not divide ε (the plateau's patience stays 5)."""
+    from alexnet.schedule import make_schedule
+    cfg = AlexNetConfig.from_profile(profile, epochs=10, schedule_epochs=90)
+    s = make_schedule(cfg)
+    notes = [s.end_epoch(e, 0.9) for e in range(4)]  # four epochs at chance
+    assert not any(notes) and all(s.factors(e)["weight"] == 1 for e in range(10))
+    scaled = make_schedule(cfg.replace(schedule_epochs=0))  # patience 1 / milestones at 3, 6, 9
+    assert any(scaled.end_epoch(e, 0.9) for e in range(4)) or scaled.factors(9)["weight"] < 1
+
+
 def test_cuda_convnet_schedule_is_the_recorded_run():
     s = CudaConvnetSchedule(90)
     f = lambda e: s.factors(e)  # noqa: E731
