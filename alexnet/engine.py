@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import signal
 import socket
 import sys
@@ -216,6 +217,8 @@ class TrainOptions:
     compile: bool = True  # with fast: torch.compile
     tower_streams: bool = False  # both towers on one GPU: one CUDA stream per tower
     tensorboard: bool = False  # also write TensorBoard scalars to <run_dir>/tb
+    resume: str | Path | None = None  # start from this checkpoint when it is newer than the run directory's
+    print_freq: int = 0  # a progress line every N steps when stderr is not a terminal (0: none)
 
 
 class Trainer:
@@ -230,6 +233,8 @@ class Trainer:
         self.devices = resolve_devices(opts.devices)
         self.run_dir = Path(opts.run_dir)
         cache = cache if cache is not None else Cache(opts.cache)
+        # what a checkpoint needs to classify a new image (alexnet.predict, tools.export)
+        self.dataset = {"mean": torch.from_numpy(cache.mean.astype(np.float32)), "classes": cache.classes}
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by {self.dist.world_size} processes")
         self.speed = Speed(fast=opts.fast, compile=opts.compile)
@@ -273,17 +278,34 @@ class Trainer:
                 "loader": self.train_loader.state_dict(), "meters": dict(self.meters),
                 "history": list(self.history), "rng": checkpoint.rng_state(),
                 "config": self.cfg.to_dict(), "code_version": checkpoint.code_version(),
-                "fast": self.speed.fast, "mode": self.speed.label,
+                "fast": self.speed.fast, "mode": self.speed.label, "dataset": self.dataset,
                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
-    def resume(self) -> bool:
+    def _start_from(self) -> tuple[Path | None, dict | None]:
+        """The checkpoint to resume: the run directory's newest, or opts.resume's when that is
+        further along (a rerun of a command with --resume continues from its own checkpoints)."""
         path, ck = checkpoint.latest(self.run_dir)
+        if not self.opts.resume:
+            return path, ck
+        given = Path(self.opts.resume)
+        given, gck = checkpoint.latest(given) if given.is_dir() else (given, checkpoint.load(given))
+        if gck is None:
+            raise ValueError(f"--resume {self.opts.resume}: no readable checkpoint there")
+        if ck is not None and ck["step"] >= gck["step"]:
+            if self.dist.main:
+                print(f"--resume {given} (step {gck['step']}) ignored: {path} is at step {ck['step']}",
+                      file=sys.stderr)
+            return path, ck
+        return given, gck
+
+    def resume(self) -> bool:
+        path, ck = self._start_from()
         if ck is None:
             return False
         was, now = AlexNetConfig.from_dict(ck["config"]).to_dict(), self.cfg.to_dict()
         if was != now:
             diff = {k: (was.get(k), now.get(k)) for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)}
-            raise ValueError(f"{self.run_dir} holds a run with another config (checkpoint vs now: {diff}); "
+            raise ValueError(f"{path} holds a run with another config (checkpoint vs now: {diff}); "
                              "use another --run-dir, or the same flags as that run")
         if ck.get("fast", False) != self.speed.fast:
             raise ValueError(f"{self.run_dir} holds a run trained in mode {ck.get('mode', 'faithful')!r}; "
@@ -300,16 +322,22 @@ class Trainer:
             print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
         return True
 
-    def write_config(self) -> None:
+    def write_config(self, resumed_from: Path | None = None) -> None:
         """<run_dir>/config.json: what a fresh run was started with; and
-        <run_dir>/conv1_init.npy, the initial conv1 kernels (Figure 3 shows what training changed)."""
-        if self.dist.main:
+        <run_dir>/conv1_init.npy, the initial conv1 kernels (Figure 3 shows what training changed).
+        A run started from another run's checkpoint (--resume) takes that run's conv1_init.npy."""
+        if not self.dist.main:
+            return
+        if resumed_from is None:
             atomic_write(self.run_dir / CONV1_INIT, lambda f: np.save(f, self.net.conv1_kernels().numpy()))
-            write_text(self.run_dir / "config.json", json.dumps(
-                {"config": self.cfg.to_dict(), "cache": str(self.opts.cache),
-                 "code_version": checkpoint.code_version(), "host": socket.gethostname(),
-                 "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
-                 "mode": self.speed.label}, indent=1))
+        elif (Path(resumed_from).parent / CONV1_INIT).exists():
+            shutil.copy(Path(resumed_from).parent / CONV1_INIT, self.run_dir / CONV1_INIT)
+        write_text(self.run_dir / "config.json", json.dumps(
+            {"config": self.cfg.to_dict(), "cache": str(self.opts.cache),
+             "resumed_from": str(resumed_from) if resumed_from else None,
+             "code_version": checkpoint.code_version(), "host": socket.gethostname(),
+             "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
+             "mode": self.speed.label}, indent=1))
 
     def save(self) -> None:
         if self.dist.main:
@@ -367,6 +395,11 @@ class Trainer:
             settle()  # the previous step's numbers, while this one runs
             pending = _StepStats(stats, self.step)
             bar.update()
+            if opts.print_freq and self.step % opts.print_freq == 0 and self.dist.main and not sys.stderr.isatty():
+                print(f"epoch {self.epoch + 1}/{cfg.epochs} batch {loader.position or len(loader)}/{len(loader)} "
+                      f"step {self.step}: "
+                      f"train loss {m['loss'] / max(m['n'], 1):.4f} err {m['wrong1'] / max(m['n'], 1):.4f} "
+                      f"(this epoch, to the step before)", file=sys.stderr, flush=True)
             due = ((opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0)
                    or time.time() - last_save > 60 * opts.checkpoint_minutes)
             if self.should_stop() or due:
@@ -452,6 +485,8 @@ def fit(cfg: AlexNetConfig, opts: TrainOptions, cache: Cache | None = None,
     with lock:  # the run directory is created only once the options are good
         if not trainer.resume():
             trainer.write_config()
+        elif not (trainer.run_dir / "config.json").exists():  # --resume into a new run directory
+            trainer.write_config(resumed_from=trainer.last_ckpt)
         if trainer.dist.main:
             print(f"mode: {trainer.speed.label}", file=sys.stderr)
         with _stop_on_signals(trainer):

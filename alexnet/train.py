@@ -38,8 +38,10 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", choices=PROFILES, default="paper",
                    help="'paper' (the text) or 'cuda-convnet' (the released 2012 code)")
     g.add_argument("--epochs", type=int, help="epochs (paper: 90); schedules scale to shorter runs")
-    g.add_argument("--batch-size", type=int, help="global batch (paper: 128)")
+    g.add_argument("-b", "--batch-size", type=int, help="global batch (paper: 128)")
     g.add_argument("--lr", type=float, help="initial ε (paper: 0.01)")
+    g.add_argument("--momentum", type=float, help="SGD momentum (paper: 0.9)")
+    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, help="weight decay (paper: 0.0005)")
     g.add_argument("--seed", type=int, help="seed for init, shuffling, augmentation, dropout")
     g.add_argument("--towers", type=int, choices=(1, 2), help="2, or 1 = footnote 2's one-GPU net")
     g.add_argument("--crop-size", type=int, choices=(224, 227), help="input crop (paper: 224)")
@@ -64,9 +66,12 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m alexnet.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", required=True, help="a prepared dataset (python -m tools.prepare)")
-    ap.add_argument("--run-dir", required=True, help="checkpoints and log.jsonl go here; rerun to resume")
+    ap.add_argument("--run-dir", "--output-dir", dest="run_dir", required=True,
+                    help="checkpoints and log.jsonl go here; rerun to resume")
+    ap.add_argument("--resume", metavar="PATH", help="start from this checkpoint (file or run directory) instead of "
+                    "the run directory's own; the newer of the two (by step) is used, so rerunning never loses work")
     ap.add_argument("--devices", help="tower devices, e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: what exists)")
-    ap.add_argument("--workers", type=int, default=None, help="CPU loader processes (default: all cores)")
+    ap.add_argument("-j", "--workers", type=int, default=None, help="CPU loader processes (default: all cores)")
     ap.add_argument("--checkpoint-minutes", type=float, default=15.0, help="also checkpoint mid-epoch this often")
     ap.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
     ap.add_argument("--keep", type=int, default=3, help="checkpoints kept")
@@ -74,6 +79,8 @@ def parse_args(argv=None):
     ap.add_argument("--train-batches", type=int, default=0,
                     help="short runs: use only the first N batches of each epoch's shuffled order (0: all)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("-p", "--print-freq", type=int, default=0, metavar="N",
+                    help="when stderr is not a terminal (a log file), a progress line every N steps (0: none)")
     ap.add_argument("--fast", action="store_true",
                     help="fast mode: bf16 autocast, channels-last, TF32, torch.compile; NOT bit-faithful, and "
                          "labelled so in the log, checkpoints and evaluations (see alexnet/speed.py)")
@@ -85,7 +92,11 @@ def parse_args(argv=None):
     add_config_args(ap)
     args = ap.parse_args(argv)
     check_at_least(ap, args, {"epochs": 1, "batch_size": 1, "workers": 0, "keep": 1, "num_classes": 2,
-                              "train_batches": 0, "max_steps": 0})
+                              "train_batches": 0, "max_steps": 0, "print_freq": 0})
+    for name in ("momentum", "weight_decay"):
+        value = getattr(args, name)
+        if value is not None and not (0 <= value < math.inf):
+            ap.error(f"--{name.replace('_', '-')}={value}: must be a number ≥ 0")
     if args.lr is not None and not (0 < args.lr < math.inf):
         ap.error(f"--lr={args.lr}: must be a positive number")
     return ap, args
@@ -96,7 +107,8 @@ def options_from_args(args, devices) -> TrainOptions:
                         checkpoint_minutes=args.checkpoint_minutes, checkpoint_steps=args.checkpoint_steps,
                         keep=args.keep, max_steps=args.max_steps, train_batches=args.train_batches,
                         progress=not args.no_progress, fast=args.fast, compile=not args.no_compile,
-                        tower_streams=args.tower_streams, tensorboard=args.tensorboard)
+                        tower_streams=args.tower_streams, tensorboard=args.tensorboard, resume=args.resume,
+                        print_freq=args.print_freq)
 
 
 def main(argv=None) -> int:

@@ -3,6 +3,7 @@
 # Installs what it needs on first use (see tools/env.sh). CI skips tests marked
 # slow; run them by hand with: bash tests/run.sh -m slow
 set -euo pipefail
+export ALEXNET_TESTS=1  # tools/env.sh: pytest and the test extra are needed too
 source "$(dirname "$0")/../tools/env.sh"
 cd "$ROOT"
 if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi

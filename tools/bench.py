@@ -217,11 +217,12 @@ def train_rate(cache: str, device, batch: int, batches: int, extra: list[str], t
     return json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])["images_per_s"]
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--batch", type=int, default=None, help="default: 128 on GPU, 16 on CPU")
+    ap.add_argument("-b", "--batch-size", "--batch", dest="batch", type=int, default=None,
+                    help="default: 128 on GPU, 16 on CPU")
     ap.add_argument("--repeats", type=int, default=None, help="timed steps (default: 20 on GPU, 3 on CPU)")
     ap.add_argument("--fast", action="store_true",
                     help="also time the fast (not bit-faithful) mode: step/fast and e2e/train-fast")
@@ -234,6 +235,11 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="the fewest steps and batches that run every measurement once: checks the "
                          "script end to end (tools/gpu_check.sh on a machine without CUDA); not a benchmark")
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     try:
         from alexnet.placement import check_device
