@@ -27,9 +27,9 @@ from .test_reliability import _RunsCode, exit_status
 
 @pytest.fixture(scope="session")
 def trained(tiny_cache, tmp_path_factory) -> Path:
-    """A run of this version (its checkpoint holds the mean image and class names): 2 steps."""
+    """A run of this version (its checkpoint holds the mean image and class names): 1 step."""
     d = tmp_path_factory.mktemp("trained") / "run"
-    assert train.main(train_argv(tiny_cache, d, "--epochs", "1", "--train-batches", "2", "--keep", "1")) == 0
+    assert train.main(train_argv(tiny_cache, d, "--epochs", "1", "--train-batches", "1", "--keep", "1")) == 0
     return d
 
 
@@ -68,7 +68,7 @@ def test_predict_reads_any_mode_names_the_unreadable_and_prints_the_top5(trained
     assert predict.main(["--checkpoint", str(trained), str(images["bad"])]) == 1  # nothing could be read
 
 
-@pytest.mark.parametrize("views", ["center", "ten"])
+@pytest.mark.parametrize("views", ["center", pytest.param("ten", marks=pytest.mark.slow)])
 def test_predict_is_the_evaluation_path_on_a_validation_image(trained, tiny_cache, tmp_path, views):
     """An image file of the cache through predict gives the softmax that evaluation gives it."""
     cache = Cache(tiny_cache)
@@ -112,8 +112,8 @@ def test_grouped_export_loads_without_this_package(trained, tmp_path):
 
 
 @pytest.mark.parametrize("overrides", [
-    {"profile": "cuda-convnet"},  # LRN before ReLU in conv1, the 5×5 same-map norm, α/n
-    {"towers": 1}, {"extra_conv6": True}, {"lrn": False, "pool_kernel": 2}, {"crop_size": 227},
+    {"profile": "cuda-convnet", "crop_size": 227},  # LRN before ReLU in conv1, the 5×5 same-map norm, α/n
+    {"towers": 1, "lrn": False, "pool_kernel": 2}, {"extra_conv6": True},
 ])
 def test_grouped_module_computes_the_two_tower_function(overrides):
     cfg = AlexNetConfig.from_profile(overrides.pop("profile", "paper"), num_classes=10, **overrides)
@@ -217,6 +217,7 @@ def test_env_sh_refuses_an_old_python(tmp_path):
     assert "Python 3.8.10" in r.stderr and "3.10 or newer" in r.stderr and "install Python 3.11" in r.stderr
 
 
+@pytest.mark.slow  # two full imports of torch and the rest: 10–20 s
 def test_env_sh_checks_the_pinned_versions_not_only_the_import(tmp_path):
     """An interpreter where everything imports, but torch reports another version."""
     site = tmp_path / "site"

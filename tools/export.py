@@ -29,6 +29,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,12 +111,15 @@ def export(checkpoint_path, to: str, out, cache: str | None = None, samples: int
         torch.save(net.state_dict(), tmp / "weights.pt")
         check, checked_by = net, "GroupedAlexNet in this process"
     elif to == "torchscript":
-        traced = torch.jit.trace(net, example)
-        traced.save(str(tmp / "alexnet.pt"))
-        check, checked_by = torch.jit.load(str(tmp / "alexnet.pt")), "torch.jit.load of the written file"
+        with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, but still works;
+            warnings.simplefilter("ignore", FutureWarning)  # the tracer's warning is about LRN's empty-input
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # check, which no real input takes
+            torch.jit.trace(net, example).save(str(tmp / "alexnet.pt"))
+            check = torch.jit.load(str(tmp / "alexnet.pt"))
+        checked_by = "torch.jit.load of the written file"
     else:
         torch.onnx.export(net, (example,), str(tmp / "alexnet.onnx"), input_names=["patch"], output_names=["logits"],
-                          dynamic_axes={"patch": {0: "batch"}, "logits": {0: "batch"}})
+                          dynamic_shapes=({0: torch.export.Dim("batch")},))
         check, checked_by = _onnx_runner(tmp / "alexnet.onnx")
     difference = max_difference(model, check, inputs)
     if difference > TOLERANCE:
