@@ -81,8 +81,6 @@ class AlexNetConfig:
     lr_drops: int = 3  # §5 "reduced three times prior to termination"
     lr_patience: int = 5  # our reading of §5: epochs without a new best val error (of 90; scaled)
     epochs: int = 90  # §5 "roughly 90 cycles"
-    schedule_epochs: int = 0  # the run length ε's schedule is laid out for (0: `epochs`); a 10-epoch run
-    #                           with 90 here trains the first 10 epochs of the 90-epoch schedule
     seed: int = 0
 
     def __post_init__(self):
@@ -100,7 +98,6 @@ class AlexNetConfig:
                             "'plateau' or 'cuda-convnet'"),
             "batch_size": (self.batch_size >= 1, "at least 1"),
             "epochs": (self.epochs >= 1, "at least 1"),
-            "schedule_epochs": (self.schedule_epochs >= 0, "0 (the run's epochs) or a number of epochs"),
             "crop_chunk": (self.crop_chunk >= 1, "at least 1"),
         }
         for name, (ok, allowed) in checks.items():

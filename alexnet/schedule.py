@@ -8,8 +8,13 @@
   epochs without a new best validation top-1 error *at the current ε*; after
   each division the count and the best restart, so the first epoch at the
   new ε sets the new reference (it is not required to beat the error reached
-  at the old ε at once); at most `drops` divisions. Patience is `cfg.lr_patience` for 90 epochs, scaled
-  proportionally (at least 1) for shorter runs.
+  at the old ε at once); at most `drops` divisions. "Stopped improving"
+  presupposes improving: epochs are counted only once the error has beaten
+  that reference at the current ε, so a run that sits at chance for its first
+  epochs, as this net often does from its N(0, 0.01) start, does not have ε
+  divided before it has learned anything (at 10 epochs, where patience is one
+  epoch, two of six seed replicates did; results/README.md). Patience is
+  `cfg.lr_patience` for 90 epochs, scaled proportionally (at least 1) for shorter runs.
 - `cuda-convnet` (layer-params-145, comments): the weights' ε ÷10 after
   epochs 25, 51 and 79; conv1's weight ε to 1e-5 after 67 and to 0 after 72;
   colour noise off from 67. The biases keep ε_B = 0.02 throughout (the log
@@ -18,13 +23,6 @@
   weights after 72. For a run of E < 90 epochs every milestone is scaled by
   E/90, and none falls before epoch 1: the first epoch always trains at the
   initial ε.
-
-Both schedules are laid out for `cfg.schedule_epochs` when it is set, else for
-the run's own epochs. A short run with `schedule_epochs=90` is the first
-epochs of the 90-epoch run: patience stays 5 epochs and no milestone is
-scaled. The ablations' short runs use this (reproduce/experiments.py): with
-patience scaled to one epoch, a run that sat at chance for its first epochs
-had ε divided before it had learned anything.
 
 Epochs are counted from 0 here: "after epoch 25" of the 2012 log is index 25.
 """
@@ -48,6 +46,7 @@ class PlateauSchedule:
         self.patience = max(1, _scaled(patience, epochs))
         self.drops, self.factor = drops, factor
         self.best, self.bad_epochs, self.done = math.inf, 0, 0
+        self.improved = False  # has the error beaten the first epoch's at this ε?
 
     def factors(self, epoch: int) -> dict[str, float]:
         f = self.factor ** -self.done
@@ -59,21 +58,25 @@ class PlateauSchedule:
     def end_epoch(self, epoch: int, val_error: float) -> str | None:
         """Record epoch's validation error; returns a note when ε is divided."""
         if val_error < self.best:
+            self.improved = self.improved or self.best < math.inf  # beating the reference, not setting it
             self.best, self.bad_epochs = val_error, 0
+            return None
+        if not self.improved:  # not yet improving at this ε (e.g. still at chance): nothing has stopped
             return None
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience and self.done < self.drops:
             note = (f"validation error {val_error:.4f} has not beaten {self.best:.4f} (the best at this ε) "
                     f"for {self.patience} epoch(s): ε ÷ {self.factor:g}")
-            self.done, self.bad_epochs, self.best = self.done + 1, 0, math.inf
+            self.done, self.bad_epochs, self.best, self.improved = self.done + 1, 0, math.inf, False
             return note
         return None
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "bad_epochs": self.bad_epochs, "done": self.done}
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "done": self.done, "improved": self.improved}
 
     def load_state_dict(self, s: dict) -> None:
         self.best, self.bad_epochs, self.done = s["best"], s["bad_epochs"], s["done"]
+        self.improved = s.get("improved", True)  # checkpoints before this rule counted every epoch
 
 
 class CudaConvnetSchedule:
@@ -109,10 +112,9 @@ class CudaConvnetSchedule:
 
 
 def make_schedule(cfg: AlexNetConfig):
-    span = cfg.schedule_epochs or cfg.epochs
     if cfg.lr_schedule == "cuda-convnet":
-        return CudaConvnetSchedule(span, cfg.lr)
-    return PlateauSchedule(span, cfg.lr_patience, cfg.lr_drops)
+        return CudaConvnetSchedule(cfg.epochs, cfg.lr)
+    return PlateauSchedule(cfg.epochs, cfg.lr_patience, cfg.lr_drops)
 
 
 def apply(schedule, optimizer, cfg: AlexNetConfig, epoch: int) -> dict[str, float]:

@@ -14,11 +14,6 @@ run size in a `Scale`, chosen by `run_all` from the hardware:
   finish within about 6 minutes on one H100 (results/README.md: the arithmetic).
 - `smoke`: a few steps, for tests.
 
-Short runs at the `cpu-full` and `gpu` scales are the first 10 epochs of the
-90-epoch ε schedule (`Size.schedule_epochs`): the plateau's 5-epoch patience
-is not scaled down to one epoch, which had divided ε in runs that sat at
-chance for their first epochs (results/README.md: two of six replicates).
-
 The five `5cnns` members are seed replicates of `baseline-short`'s
 configuration at the same size, so together they give the baseline's
 seed-to-seed spread, the noise band of every ablation's difference.
@@ -111,24 +106,20 @@ def select(names: str | None) -> list[Experiment]:
 
 @dataclass(frozen=True)
 class Size:
-    """How long the runs of one scale train: config fields (epochs, batch_size, schedule_epochs)
-    and train_batches."""
+    """How long the runs of one scale train: config fields (epochs, batch_size) and train_batches."""
     epochs: int
     batch_size: int
     train_batches: int = 0  # only the first N batches of each epoch (0: all)
-    schedule_epochs: int = 0  # ε's schedule laid out for this many epochs (0: `epochs`; alexnet/schedule.py)
 
     @property
     def tag(self) -> str:
-        """'e14-b32' (and '-t6' for train_batches, '-s90' for schedule_epochs): the run directory level."""
-        return (f"e{self.epochs}-b{self.batch_size}" + (f"-t{self.train_batches}" if self.train_batches else "")
-                + (f"-s{self.schedule_epochs}" if self.schedule_epochs else ""))
+        """'e14-b32' (and '-t6' for train_batches): the run directory level of this size."""
+        return f"e{self.epochs}-b{self.batch_size}" + (f"-t{self.train_batches}" if self.train_batches else "")
 
     def describe(self) -> str:
-        """'1 epoch(s) of 6 batches of 32' (and 'the first 10 of the 90-epoch ε schedule')."""
+        """'1 epoch(s) of 6 batches of 32'."""
         batches = f"{self.train_batches} batches" if self.train_batches else "all batches"
-        span = f", the first {self.epochs} of a {self.schedule_epochs}-epoch ε schedule" if self.schedule_epochs else ""
-        return f"{self.epochs} epoch(s) of {batches} of {self.batch_size}{span}"
+        return f"{self.epochs} epoch(s) of {batches} of {self.batch_size}"
 
 
 @dataclass(frozen=True)
@@ -150,9 +141,9 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("imagenet", Size(90, 128), Size(90, 128), None, 30, "the paper's 90 epochs at batch 128"),
     Scale("cpu", Size(14, 32), None, (10, 120, 20), 12,
           "about 15 min on 2 CPU cores: 1 CNN and Figure 1; the short experiments need --scale cpu-full"),
-    Scale("cpu-full", Size(14, 32), Size(10, 32, schedule_epochs=90), (10, 120, 20), 12,
+    Scale("cpu-full", Size(14, 32), Size(10, 32), (10, 120, 20), 12,
           "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 6 ablations"),
-    Scale("gpu", Size(25, 128), Size(10, 128, schedule_epochs=90), (100, 80, 20), 30,
+    Scale("gpu", Size(25, 128), Size(10, 128), (100, 80, 20), 30,
           "100 classes, every row; planned (not yet measured) to take under 6 min on one H100"),
     Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2, "a few steps (tests)"),
 ]}
@@ -161,5 +152,4 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
 def run_config(run: Run, size: Size, num_classes: int) -> AlexNetConfig:
     """The AlexNetConfig of one run: its profile, seed and overrides at a size."""
     return AlexNetConfig.from_profile(run.profile, num_classes=num_classes, seed=run.seed, epochs=size.epochs,
-                                      batch_size=size.batch_size, schedule_epochs=size.schedule_epochs,
-                                      **run.overrides)
+                                      batch_size=size.batch_size, **run.overrides)

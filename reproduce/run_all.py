@@ -31,7 +31,6 @@ import os
 import shutil
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +106,7 @@ class Plan:
         size = SCALES[self.scale][exp.scale]
         if size is None or not self.epochs:
             return size
-        return dataclasses.replace(size, epochs=self.epochs)
+        return Size(self.epochs, size.batch_size, size.train_batches)
 
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
         """Every training run of the selected experiments that this data and scale allow."""

@@ -199,3 +199,21 @@ def test_kernel_statistics_tell_gratings_from_noise():
     blob = np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / 8)[None, None] * np.array([1, .2, .1])[None, :, None, None]
     b = kernel_statistics(blob)
     assert b["orientedness"][0] < 0.05 and b["low_frequency"][0] > 0.9 and b["colour_share"][0] > 0.3
+
+
+def test_committed_logs_follow_the_current_plateau_schedule():
+    """Every committed paper-profile log's ε sequence is what alexnet.schedule gives for
+    its own validation curve: runs reused from before a schedule change are valid only if so."""
+    from alexnet.schedule import PlateauSchedule
+    logs = [p for p in (ROOT / "results").glob("*/logs/*.jsonl")]
+    checked = 0
+    for path in logs:
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        if lines[0]["lr"]["bias"] != lines[0]["lr"]["weight"]:  # cuda-convnet profile: milestones, not a plateau
+            continue
+        s = PlateauSchedule(epochs=len(lines))
+        for e, line in enumerate(lines):
+            assert line["lr"]["weight"] == pytest.approx(0.01 * s.factors(e)["weight"]), f"{path}, epoch {e + 1}"
+            s.end_epoch(e, line["val_top1"])
+        checked += 1
+    assert checked >= 2
