@@ -6,8 +6,16 @@ One replica owns two GPUs (the paper's model parallelism); process r on a
 node uses GPUs 2r and 2r+1. With more GPUs than two, replicas are
 data-parallel through torch.distributed (DDP over the multi-device module,
 NCCL; gloo on CPU). Each rank takes rows r::K of every global batch, so the
-global batch stays `cfg.batch_size` and K processes see exactly the images
-and random draws of one.
+global batch stays `cfg.batch_size` and K processes see exactly the images,
+crops, flips and PCA lighting of one process (those are drawn per global
+batch from (seed, epoch, batch) and sliced). What differs from one process:
+dropout. Every replica starts from the same weights, then seeds its own
+generator from (seed, rank), so the replicas' masks differ from each other
+(tested with two gloo processes) but are not the masks one process would
+have drawn for the same rows; their statistics are the same (each unit is
+kept with probability 1 − p, independently), which is what §4.2 asks. The
+gradient is the mean over the global batch, as in one process (DDP
+averages), up to float32 summation order.
 """
 
 from __future__ import annotations

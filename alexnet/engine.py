@@ -34,7 +34,7 @@ from . import checkpoint, distributed
 from .atomic import atomic_write, write_text
 from .config import AlexNetConfig
 from .data.cache import Cache
-from .data.loader import Loader
+from .data.loader import Loader, seed_of
 from .model import AlexNet
 from .optim import PaperSGD, param_groups
 from .placement import resolve_devices
@@ -45,6 +45,8 @@ from .speed import FAITHFUL_LABEL, Speed
 EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
 CONV1_INIT = "conv1_init.npy"  # in a run directory: conv1's kernels before the first step
 
+
+DROPOUT_STREAM = 0xD0  # the key that sets each replica's dropout generator apart from the loader's streams
 
 class NonFiniteLoss(RuntimeError):
     pass
@@ -241,6 +243,8 @@ class Trainer:
         self.speed.setup(self.devices)
         torch.manual_seed(cfg.seed)
         self.net = AlexNet(cfg, self.devices, tower_streams=opts.tower_streams)
+        if self.dist.active:  # same initial weights on every replica, but each draws its own dropout masks
+            torch.manual_seed(seed_of(cfg.seed, DROPOUT_STREAM, self.dist.rank))
         self.model = (torch.nn.parallel.DistributedDataParallel(self.net) if self.dist.active else self.net)
         self.forward = self.speed.forward_fn(self.model)
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
@@ -316,7 +320,9 @@ class Trainer:
         self.train_loader.load_state_dict(ck["loader"])
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
         self.meters = ck["meters"]
-        checkpoint.set_rng_state(ck["rng"])
+        checkpoint.set_rng_state(ck["rng"])  # rank 0's: every other replica takes its own again
+        if self.dist.active:
+            torch.manual_seed(seed_of(self.cfg.seed, DROPOUT_STREAM, self.dist.rank, self.step))
         self.last_ckpt = path
         if self.dist.main:
             print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)

@@ -402,3 +402,37 @@ def test_torchrun_two_processes_equal_one(tiny_cache, tmp_path):
         update = (w - init[k]).abs().max()
         assert update > 0, k
         assert (b["model"][k] - w).abs().max() < 1e-3 * update, k
+
+
+_MASKS = """
+import json, sys, torch, torch.distributed as dist
+from alexnet import distributed
+from alexnet.config import AlexNetConfig
+from alexnet.engine import Trainer, TrainOptions
+d, devices = distributed.init("cpu")
+cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=8)
+trainer = Trainer(cfg, TrainOptions(cache=sys.argv[1], run_dir=sys.argv[2], devices=devices, workers=0), dist=d)
+trainer.net.train()
+mask = trainer.net.towers[0].drop6(torch.ones(1, 256)).ne(0).int().tolist()[0]
+weights = trainer.net.towers[0].conv1.weight.flatten()[:8].tolist()
+out = [None, None]
+dist.all_gather_object(out, {"mask": mask, "weights": weights})
+if d.main:
+    open(sys.argv[3], "w").write(json.dumps(out))
+distributed.shutdown()
+"""
+
+
+def test_torchrun_replicas_draw_their_own_dropout_masks(tiny_cache, tmp_path):
+    """Two gloo processes: the same initial weights, different dropout masks."""
+    script, out = tmp_path / "masks.py", tmp_path / "masks.json"
+    script.write_text(_MASKS)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+                str(29500 + random.Random().randint(0, 999))]
+    r = subprocess.run(torchrun + [str(script), str(tiny_cache), str(tmp_path / "run"), str(out)], cwd=ROOT,
+                       env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = json.loads(out.read_text())
+    assert a["weights"] == b["weights"]  # one model, replicated
+    assert a["mask"] != b["mask"]  # each replica its own draws
+    assert 0.3 < sum(a["mask"]) / len(a["mask"]) < 0.7 and 0.3 < sum(b["mask"]) / len(b["mask"]) < 0.7

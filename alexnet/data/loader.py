@@ -36,9 +36,14 @@ from .augment import Normalizer, draw
 from .cache import Cache
 
 
+def seed_of(*key: int) -> int:
+    """A 63-bit seed that is a pure function of the integers in `key` (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1)
+
+
 def _generator(*key: int) -> torch.Generator:
     g = torch.Generator()
-    g.manual_seed(int(np.random.SeedSequence(list(key)).generate_state(1, np.uint64)[0] >> 1))
+    g.manual_seed(seed_of(*key))
     return g
 
 
