@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet import checkpoint
+
 from alexnet.checkpoint import RunLock, RunLocked
 from alexnet.data.cache import Cache
 from alexnet.data.prepare import check_space, format_report, prepare
@@ -45,6 +46,7 @@ from alexnet.evaluate import save_errors, save_features
 from alexnet.placement import resolve_devices
 
 from . import figure1, figures, tables
+from .compute import compute_plan
 from .experiments import EXPERIMENTS, SCALES, Experiment, Run, Size, run_config, select
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +78,9 @@ def parse_args(argv=None):
     ap.add_argument("--results", default=env("RESULTS"), help="results folder (default results/<dataset>)")
     ap.add_argument("--work", default=env("WORK", str(ROOT)),
                     help="where data/ (generated archives), cache/ and runs/ go (default: the repository)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the compute plan (runs, epochs, images, projected hours from this device's "
+                         "measured rate, disk) and stop; nothing is written")
     args = ap.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         ap.error(f"--epochs={args.epochs}: must be at least 1")
@@ -276,8 +281,13 @@ def main(argv=None) -> int:
         plan = make_plan(args)
     except (ValueError, DatasetError) as e:
         ap.error(str(e))
+    seconds = float(os.environ.get("ALEXNET_PLAN_SECONDS", "30"))  # rate measurement when no benchmark fits
+    if args.dry_run:
+        print(compute_plan(plan, ROOT, seconds)[0], end="")
+        return 0
     try:
         with RunLock(plan.results, what="run_all"):  # two run_all on one results folder: the second refuses
+            print(compute_plan(plan, ROOT, seconds)[0], end="", flush=True)
             stages(plan)
     except RunLocked as e:
         print(f"error: {e}", file=sys.stderr)

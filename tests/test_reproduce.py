@@ -101,7 +101,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     assert abs(stats["all"]["init"]["low_frequency"] - 0.10) < 0.02  # the initial weights are white noise
     for fig in ("conv1_kernels.png", "figure4.png", "figure1_relu_tanh.png", "training_curves.png"):
         assert Image.open(res / "figures" / fig).size[0] > 300, fig
-    assert "all done" in out
+    assert "all done" in out and "compute plan: scale smoke" in out and "images: 48 train, 16 val" in out
     assert str(tmp_path) not in (res / "eval" / "1cnn.json").read_text()  # no absolute path of this machine
 
     # Figure 3 from the same checkpoint: 2 towers × 48 kernels, 3 rows of 16 each
@@ -119,6 +119,19 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     assert "\ntrain " not in again and again.count("done already") >= 6, again
     model, _, _ = load_model(run_dir, "cpu")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_run_all_dry_run_prints_the_plan_and_writes_nothing(tiny_archives, tmp_path, capsys):
+    """An ILSVRC-2012 folder: images counted from the archive headers (the training set's
+    inner tars included), hours from a rate, disk; no file written anywhere."""
+    code, out, err = run_all(tmp_path, capsys, "--imagenet", str(tiny_archives), "--dry-run",
+                             "--experiments", "1cnn,no-lrn", "--epochs", "3")
+    assert code == 0, err[-2000:]
+    assert "images: 48 train, 16 val (from the archive headers" in out
+    assert "training images/s, faithful (" in out and "hours left" in out and "disk: cache" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1cnn", "no-lrn", "baseline"))]
+    assert [(r[1], r[2], r[3]) for r in rows] == [("baseline-short", "3", "0"), ("1cnn", "3", "0"), ("no-lrn", "3", "0")]
+    assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
 
 
 def test_run_all_refuses_bad_input_before_work(tmp_path, capsys):

@@ -1,0 +1,161 @@
+"""The compute plan: what `run_all` will train, how long it should take on this
+machine, and the disk it needs. `run_all --dry-run` prints it and stops; every
+real run prints it first.
+
+Hours come from a measured training rate of the faithful step on this device:
+the newest committed benchmark for it (`results/benchmarks/bench-*.json`,
+`python -m tools.bench`), else a 30-second measurement made now. A training
+image costs one step's share; a validation or feature image a third of that
+(forward only; an estimate). Each epoch ends with a centre-patch validation;
+the final evaluation adds one pass (ten patches: ten more) over the validation
+set. Figure 1's small net is not counted (minutes at most).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from alexnet import checkpoint
+from alexnet.config import AlexNetConfig
+from alexnet.data.sources import open_source
+from alexnet.engine import train_step
+from alexnet.model import AlexNet
+from alexnet.optim import PaperSGD, param_groups
+
+FORWARD_SHARE = 1 / 3  # cost of a forward-only image relative to a training image (estimate)
+FEATURE_BYTES = 4096 * 4  # one image's float32 last hidden layer (Figure 4)
+JPEG_BYTES = 26_000  # bytes per prepared 256×256 JPEG when no cache exists yet: the embedded set's cache
+
+
+@dataclass
+class RunCost:
+    experiment: str
+    run: str
+    epochs: int
+    batch: int
+    images: int  # training images per epoch
+    done: int  # epochs already trained (its newest checkpoint)
+    hours: float  # what is left of it
+    checkpoint_bytes: int
+
+
+def _inner_tar_count(path: str, offset: int) -> int:
+    """Files in a tar stored inside another tar at `offset`, counted from the headers alone."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        with tarfile.open(fileobj=f, mode="r:") as inner:
+            return sum(m.isfile() for m in inner)
+
+
+def _unit_images(unit: tuple) -> int:
+    kind = unit[0]
+    if kind == "files":
+        return len(unit[1])
+    if kind == "tar_members":
+        return len(unit[2])
+    return _inner_tar_count(unit[1], unit[2])  # "inner_tar": one ILSVRC-2012 training class
+
+
+def image_counts(plan) -> tuple[dict[str, int], str]:
+    """Images per split, and where the counts come from."""
+    if plan.synthetic:
+        classes, train, val = plan.synthetic
+        return {"train": classes * train, "val": classes * val}, "the embedded set's size"
+    meta = plan.cache / "meta.json"
+    if meta.exists():
+        return {k: v["count"] for k, v in json.loads(meta.read_text())["splits"].items()}, f"{meta}"
+    source = open_source(**plan.source)
+    return ({split: sum(_unit_images(u) for u in units) for split, units in source.units.items()},
+            f"the archive headers in {source.root}")
+
+
+def benchmark_rate(device: torch.device, root: Path) -> tuple[float, str] | None:
+    """The newest committed benchmark's end-to-end faithful training rate for this kind of device."""
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)")
+    found = []
+    for path in (root / "results" / "benchmarks").glob("bench-*.json"):
+        b = json.loads(path.read_text())
+        rate = b.get("img_s", {}).get("e2e/train") or b.get("img_s", {}).get("step/faithful")
+        if rate and name in b.get("device", ""):
+            found.append((b.get("date", ""), rate, f"{path.name} ({b['device']}, batch {b.get('batch')})"))
+    return max(found)[1:] if found else None
+
+
+def measured_rate(devices, batch: int, seconds: float = 30.0) -> tuple[float, str]:
+    """Images/s of the faithful training step on these devices, timed for about `seconds`."""
+    cfg = AlexNetConfig(num_classes=1000, batch_size=batch)
+    model = AlexNet(cfg, devices)
+    opt = PaperSGD(param_groups(model, cfg), lr=cfg.lr)
+    x = torch.randn(batch, 3, 224, 224, device=model.devices[0])
+    y = torch.randint(0, 1000, (batch,), device=model.devices[0])
+    train_step(model, opt, x, y).cpu()  # warm-up
+    steps, t0 = 0, time.perf_counter()
+    while steps < 2 or time.perf_counter() - t0 < seconds:
+        stats = train_step(model, opt, x, y)
+        steps += 1
+    stats.cpu()  # wait for the device
+    rate = steps * batch / (time.perf_counter() - t0)
+    return rate, f"measured now for {time.perf_counter() - t0:.0f} s ({steps} steps of batch {batch})"
+
+
+def checkpoint_bytes(num_classes: int, extra_conv6: bool = False) -> int:
+    """A checkpoint's size: the weights and their momentum in float32 (the rest is small)."""
+    model = AlexNet(AlexNetConfig(num_classes=num_classes, extra_conv6=extra_conv6), devices=("meta", "meta"))
+    return 2 * 4 * sum(p.numel() for p in model.parameters())
+
+
+def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, dict]:
+    """The plan as printable lines and as a dict."""
+    counts, counted_from = image_counts(plan)
+    train_n, val_n = counts.get("train", 0), counts.get("val", 0)
+    runs = plan.runs_of()
+    if not runs:
+        return "compute plan: no training run selected\n", {"runs": []}
+    batch = max(plan.size(exp).batch_size for exp, _, _ in runs)
+    found = benchmark_rate(plan.devices[0], root)
+    rate, rate_from = found if found else measured_rate(plan.devices, batch, measure_seconds)
+    classes = plan.synthetic[0] if plan.synthetic else None
+    costs = []
+    for exp, run, run_dir in runs:
+        size = plan.size(exp)
+        done = max((checkpoint.epoch_of(p) for p in checkpoint.files(run_dir)), default=0)
+        per_epoch = (size.train_batches * size.batch_size or train_n) + FORWARD_SHARE * val_n
+        final = FORWARD_SHARE * val_n * (11 if exp.scale == "main" else 1)
+        ck = checkpoint_bytes(classes or 1000, run.overrides.get("extra_conv6", False))
+        costs.append(RunCost(exp.name, run.name, size.epochs, size.batch_size,
+                             size.train_batches * size.batch_size or train_n, min(done, size.epochs),
+                             ((size.epochs - min(done, size.epochs)) * per_epoch + final) / rate / 3600,
+                             ck * (2 if exp.scale == "main" else 1)))
+    features = (train_n + val_n) * FEATURE_BYTES if plan.main_run() else 0
+    hours = sum(c.hours for c in costs) + FORWARD_SHARE * (train_n + val_n) / rate / 3600 * bool(features)
+    meta = plan.cache / "meta.json"
+    cache_bytes = (sum(sum(v["shard_bytes"]) for v in json.loads(meta.read_text())["splits"].values())
+                   if meta.exists() else (train_n + val_n) * JPEG_BYTES)
+    device = (torch.cuda.get_device_name(plan.devices[0]) if plan.devices[0].type == "cuda"
+              else f"CPU ({os.cpu_count()} cores)")
+    lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on {', '.join(map(str, plan.devices))} "
+             f"({device})",
+             f"  images: {train_n:,} train, {val_n:,} val (from {counted_from})",
+             f"  rate: {rate:,.1f} training images/s, faithful ({rate_from})",
+             f"  {'experiment':<15} {'run':<15} {'epochs':>6} {'done':>4} {'batch':>5} {'images/epoch':>13} "
+             f"{'hours left':>10}"]
+    lines += [f"  {c.experiment:<15} {c.run:<15} {c.epochs:>6} {c.done:>4} {c.batch:>5} {c.images:>13,} "
+              f"{c.hours:>10.2f}" for c in costs]
+    lines += [f"  total: {len(costs)} run(s), {hours:.2f} hours left on this device pair (evaluations"
+              + (" and Figure 4's features" if features else "") + " included)",
+              f"  disk: cache {cache_bytes / 1e9:.2f} GB"
+              + ("" if meta.exists() else f" (estimate: {JPEG_BYTES // 1000} KB per image)")
+              + f", checkpoints {sum(c.checkpoint_bytes for c in costs) / 1e9:.2f} GB "
+              "(the last 2 of 1 CNN, the last of every other run)"
+              + (f", Figure 4's features {features / 1e9:.2f} GB" if features else "")]
+    return "\n".join(lines) + "\n", {"images": counts, "rate": rate, "rate_from": rate_from, "hours": hours,
+                                     "runs": [c.__dict__ for c in costs], "cache_bytes": cache_bytes,
+                                     "checkpoint_bytes": sum(c.checkpoint_bytes for c in costs),
+                                     "feature_bytes": features}
