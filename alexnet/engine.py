@@ -69,17 +69,21 @@ def topk_wrong(logits_or_probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -
 
 
 @torch.no_grad()
-def _eval_outputs(fn, model, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """fn(x) for every batch of a loader, in eval mode, concatenated on the CPU, with the labels."""
+def outputs(fn, model, loader):
+    """(fn(x) as float32 on the CPU, labels) for each batch of a loader, in eval mode: one batch
+    in memory at a time."""
     was = model.training
     model.eval()
-    out, labels = [], []
     try:
         for x, y in loader:
-            out.append(fn(x).float().cpu())
-            labels.append(y.cpu())
+            yield fn(x).float().cpu(), y.cpu()
     finally:
         model.train(was)
+
+
+def _eval_outputs(fn, model, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """fn(x) for every batch of a loader, in eval mode, concatenated on the CPU, with the labels."""
+    out, labels = zip(*outputs(fn, model, loader))
     return torch.cat(out), torch.cat(labels)
 
 
@@ -94,9 +98,9 @@ def predict(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
     return _eval_outputs(probs, model, loader)
 
 
-def features(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
-    """Last hidden layer (4096-d, fc7 after ReLU) for every image, centre patch."""
-    return _eval_outputs(model.features, model, loader)
+def features(model, loader):
+    """Last hidden layer (4096-d, fc7 after ReLU), centre patch: (features, labels) batch by batch."""
+    return outputs(model.features, model, loader)
 
 
 def errors(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

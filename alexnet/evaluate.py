@@ -5,7 +5,7 @@ average of ten patches' softmax (§4.1); several checkpoints = an ensemble
     python -m alexnet.evaluate --cache cache/synthetic --checkpoint runs/1cnn --out results/eval.json
     python -m alexnet.evaluate --cache C --checkpoint runs/s1 runs/s2 runs/s3 runs/s4 runs/s5   # ensemble
     python -m alexnet.evaluate --cache C --checkpoint runs/1cnn --split test --submission test.txt
-    python -m alexnet.evaluate --cache C --checkpoint runs/1cnn --split train --features feats.npz
+    python -m alexnet.evaluate --cache C --checkpoint runs/1cnn --split train --features feats.npy
 
 A --checkpoint may be a run directory (its newest valid checkpoint) or a file.
 --submission writes the ILSVRC format: one line per image in the split's
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,17 +50,36 @@ def shown(path, root=None) -> str:
         return str(path)
 
 
+def feature_files(out) -> tuple[Path, Path]:
+    """Where `save_features` writes for `out`: <stem>.npy (N×4096 float32) and <stem>.meta.npz."""
+    stem = Path(out).with_suffix("")
+    return stem.with_suffix(".npy"), stem.with_name(stem.name + ".meta.npz")
+
+
 def save_features(cache: Cache, checkpoint_path, out, split: str = "val", devices=None, batch_size: int = 64,
                   workers: int | None = None, root=None) -> tuple[int, int]:
-    """The 4096-d last hidden layer (centre patch) of a split, with labels and names, to an .npz."""
+    """The 4096-d last hidden layer (centre patch) of a split, written batch by batch into a
+    memory-mapped <stem>.npy (so memory is one batch, whatever the split's size), with labels,
+    names and the checkpoint in <stem>.meta.npz. Read it with np.load(path, mmap_mode="r")."""
     model, _, path = load_model(checkpoint_path, devices)
     loader = Loader(cache, split, model.config, train=False, views="center", batch_size=batch_size,
                     device=model.devices[0], workers=workers)
-    f, y = features(model, loader)
-    atomic_write(out, lambda fh: np.savez(fh, features=f.numpy(), labels=y.numpy(), names=cache.names(split),
-                                          checkpoint=shown(path, root)))
-    print(f"features {tuple(f.shape)} → {out}")
-    return tuple(f.shape)
+    npy, meta = feature_files(out)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    shape = (cache.size(split), model.config.last_hidden)
+    tmp = npy.with_name(npy.name + ".tmp")
+    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    labels, i = np.empty(shape[0], np.int64), 0
+    for f, y in features(model, loader):
+        rows[i:i + len(f)], labels[i:i + len(f)] = f.numpy(), y.numpy()
+        i += len(f)
+    rows.flush()
+    del rows
+    os.replace(tmp, npy)
+    atomic_write(meta, lambda fh: np.savez(fh, labels=labels, names=cache.names(split),
+                                           checkpoint=shown(path, root)))
+    print(f"features {shape} → {npy} (labels and names: {meta.name})")
+    return shape
 
 
 def save_errors(cache: Cache, checkpoints: list, out=None, split: str = "val", views=("center", "ten"),
@@ -93,7 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", help="write the errors as JSON here")
     ap.add_argument("--submission", help="write ILSVRC-format top-5 predictions here")
-    ap.add_argument("--features", help="write the 4096-d features (first checkpoint, centre patch) here (.npz)")
+    ap.add_argument("--features", metavar="F.npy", help="write the 4096-d features (first checkpoint, centre "
+                    "patch) to F.npy, batch by batch (memory-mapped), with labels and names in F.meta.npz")
     args = ap.parse_args(argv)
     check_at_least(ap, args, {"batch_size": 1})
     try:

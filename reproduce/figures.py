@@ -8,7 +8,8 @@
 - `figure4.png` — Figure 4: left, validation images with the five most probable
   labels and their probabilities; right, validation images and the six
   training images nearest in the 4096-d last-hidden-layer space (Euclidean,
-  scikit-learn's NearestNeighbors, §6.1).
+  §6.1; `torch.cdist` + `topk` over the memory-mapped training features in
+  chunks, on the GPU where there is one: memory does not grow with N).
 - `figure1_relu_tanh.png` — Figure 1: training error per epoch, ReLU solid,
   tanh dashed, with the epochs-to-25% ratio.
 - `training_curves.png` — train and validation top-1 error per epoch of every run.
@@ -34,8 +35,8 @@ from PIL import Image  # noqa: E402
 
 from alexnet.atomic import atomic_write, write_text  # noqa: E402
 from alexnet.data.cache import Cache  # noqa: E402
-from alexnet.data.loader import Loader  # noqa: E402
-from alexnet.engine import CONV1_INIT, load_model, predict  # noqa: E402
+from alexnet.engine import CONV1_INIT, load_model  # noqa: E402
+from alexnet.predict import classify  # noqa: E402
 
 SCALE = 6  # each 11×11 kernel drawn as 66×66 pixels
 
@@ -160,21 +161,37 @@ def _image(cache, split: str, i: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(cache.read(split, i))).convert("RGB"))
 
 
+def nearest(queries: torch.Tensor, rows: np.ndarray, k: int, chunk: int = 65536) -> np.ndarray:
+    """Indices of the k rows nearest each query (Euclidean), streaming `rows` (an array or a
+    memory-mapped .npy) in chunks on the queries' device and keeping only the running top k:
+    memory is one chunk, whatever the number of rows."""
+    best_d = torch.empty(len(queries), 0, device=queries.device)
+    best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+    for start in range(0, len(rows), chunk):
+        part = torch.from_numpy(np.ascontiguousarray(rows[start:start + chunk])).to(queries.device).float()
+        d = torch.cat([best_d, torch.cdist(queries, part)], dim=1)
+        i = torch.cat([best_i, torch.arange(start, start + len(part), device=queries.device).expand(len(queries), -1)],
+                      dim=1)
+        best_d, at = d.topk(min(k, d.shape[1]), dim=1, largest=False)
+        best_i = i.gather(1, at)
+    return best_i.cpu().numpy()
+
+
 def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: Path, title: str,
             n_left: int = 8, n_right: int = 5, k: int = 6) -> None:
-    from sklearn.neighbors import NearestNeighbors
-
+    """The paper's Figure 4. Only the drawn images are classified, and the nearest neighbours
+    stream the training features (`nearest`), so memory does not grow with the dataset."""
     names = [c["words"] for c in cache.classes]
     val_labels = cache.labels("val")
-    loader = Loader(cache, "val", model.config, train=False, views="center", batch_size=50, workers=0,
-                    device=model.devices[0])
-    probs, _ = predict(model, loader)
     perm = np.random.default_rng(0).permutation(len(val_labels))
     left = perm[:n_left]  # small validation sets: fewer images, and the right side may reuse them
     right = (perm[len(left):] if len(perm) > len(left) else perm)[:n_right]
-    k = min(k, len(train_feats))
-    nn_index = NearestNeighbors(n_neighbors=k).fit(train_feats)
-    _, nbrs = nn_index.kneighbors(val_feats[right])
+    images = torch.stack([torch.from_numpy(_image(cache, "val", int(i)).copy()).permute(2, 0, 1) for i in left])
+    probs = classify(model, torch.from_numpy(cache.mean).float(), images, "center")
+    queries = torch.from_numpy(np.asarray(val_feats[np.sort(right)])).to(model.devices[0]).float()
+    order = np.argsort(np.argsort(right))  # val_feats rows are read in increasing order (fast on a memmap)
+    nbrs = nearest(queries, train_feats, min(k, len(train_feats)))[order]
+    k = nbrs.shape[1]
 
     fig = plt.figure(figsize=(18, 9))
     sub = fig.subfigures(1, 2, width_ratios=[1, 1.25])
@@ -187,7 +204,7 @@ def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: 
         ax_img.imshow(_image(cache, "val", i))
         ax_img.set_title(names[val_labels[i]], fontsize=8)
         ax_img.axis("off")
-        p, top = probs[i].topk(min(5, probs.shape[1]))
+        p, top = probs[j].topk(min(5, probs.shape[1]))
         colors = ["tab:red" if t == val_labels[i] else "tab:blue" for t in top.tolist()]
         ys = list(range(len(top)))[::-1]
         ax_bar.barh(ys, p.numpy(), color=colors, alpha=0.45)
@@ -293,8 +310,8 @@ def make_figures(results, cache: Cache, dataset: str = "", run=None, features=No
                       f"Figure 3: the {len(final)} conv1 kernels of {path.parent.name} on {dataset} "
                       f"(epoch {ck['epoch']})")
         if features:
-            tr, va = (np.load(Path(features) / f"{s}.npz") for s in ("train", "val"))
-            figure4(model, cache, tr["features"], va["features"], out / "figure4.png",
+            tr, va = (np.load(Path(features) / f"{s}.npy", mmap_mode="r") for s in ("train", "val"))
+            figure4(model, cache, tr, va, out / "figure4.png",
                     f"Figure 4: {path.parent.name} on {dataset}")
     fig1 = Path(results) / "figure1.json"
     if fig1.exists():
@@ -312,7 +329,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results", required=True, help="results/<dataset>: logs/, figure1.json; figures/ is written")
     ap.add_argument("--cache", required=True)
     ap.add_argument("--run", help="the 1cnn run directory (for Figures 3 and 4)")
-    ap.add_argument("--features", help="folder with train.npz and val.npz from `alexnet.evaluate --features`")
+    ap.add_argument("--features", help="folder with train.npy and val.npy from `alexnet.evaluate --features`")
     ap.add_argument("--dataset", default="", help="dataset name for the titles")
     args = ap.parse_args(argv)
     try:

@@ -242,7 +242,7 @@ def extract_features(plan: Plan, cache: Cache, run_dir: Path) -> Path:
     feats = run_dir / "features"
     feats.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
-        out = feats / f"{split}.npz"
+        out = feats / f"{split}.npy"  # and {split}.meta.npz
         if up_to_date(out, newest(run_dir)):
             print(f"done already: {out}")
             continue

@@ -230,3 +230,13 @@ def test_committed_logs_follow_the_current_plateau_schedule():
             s.end_epoch(e, line["val_top1"])
         checked += 1
     assert checked >= 2
+
+
+def test_streamed_nearest_neighbours_equal_a_full_search():
+    from sklearn.neighbors import NearestNeighbors
+
+    from reproduce.figures import nearest
+    rng = np.random.default_rng(0)
+    rows, queries = rng.normal(size=(50, 16)).astype(np.float32), rng.normal(size=(3, 16)).astype(np.float32)
+    want = NearestNeighbors(n_neighbors=6).fit(rows).kneighbors(queries)[1]
+    assert np.array_equal(nearest(torch.from_numpy(queries), rows, 6, chunk=7), want)  # 8 chunks, the last of 1
