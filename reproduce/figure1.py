@@ -11,8 +11,10 @@ training as fast as possible": each activation gets the fastest of a small
 grid. Training error is the running error over each epoch. Each step is
 `alexnet.engine.train_step`, the step AlexNet trains with, with §5's update rule.
 
-Data: CIFAR-10 from a torchvision folder (`--cifar DIR`, no download), or the
-embedded synthetic dataset's images shrunk to 32×32 (labelled as such).
+Data: CIFAR-10 from a torchvision folder (`--cifar DIR`, python pickle format,
+no download), or a prepared cache's training images shrunk to 32×32, at most
+CIFAR-10's 50,000 (a fixed subset of a larger set), labelled as what they are.
+It trains on the GPU when there is one.
 
     python -m reproduce.figure1 --cache cache/synthetic --out results/synthetic/figure1.json
 """
@@ -60,19 +62,36 @@ class FourLayerNet(nn.Module):
         return self.body(x)
 
 
-def load_data(cache: str | None = None, cifar: str | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Training images as N×3×32×32 float (per-pixel mean removed) and labels."""
+CIFAR_SIZE = 50_000  # CIFAR-10's training set: the most images Figure 1 takes from a cache
+
+
+def load_data(cache: str | None = None, cifar: str | None = None,
+              limit: int = CIFAR_SIZE) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Training images as N×3×32×32 uint8 and labels, and what they are. From a cache: at most
+    `limit` training images (a fixed random subset when it has more), each decoded and shrunk
+    on its own, so memory is bounded by the subset (150 MB at 50,000), not by the dataset."""
     if cifar:
         from torchvision.datasets import CIFAR10
         ds = CIFAR10(cifar, train=True, download=False)
-        x, y, name = torch.as_tensor(ds.data).permute(0, 3, 1, 2).float(), torch.as_tensor(ds.targets), "CIFAR-10"
-    else:
-        c = Cache(cache)
-        imgs = [np.asarray(Image.open(io.BytesIO(c.read("train", i))).convert("RGB").resize((32, 32), Image.BILINEAR))
-                for i in range(c.size("train"))]
-        x = torch.as_tensor(np.stack(imgs)).permute(0, 3, 1, 2).float()
-        y, name = torch.as_tensor(c.labels("train")), f"embedded synthetic ({c.root.name}) at 32×32, not CIFAR-10"
-    return x - x.mean(dim=0), y, name
+        return torch.as_tensor(ds.data).permute(0, 3, 1, 2), torch.as_tensor(ds.targets), "CIFAR-10"
+    c = Cache(cache)
+    n = c.size("train")
+    rows = np.sort(np.random.default_rng(0).permutation(n)[:limit]) if n > limit else np.arange(n)
+    x = np.empty((len(rows), 32, 32, 3), np.uint8)
+    for j, i in enumerate(rows):
+        x[j] = np.asarray(Image.open(io.BytesIO(c.read("train", int(i)))).convert("RGB").resize((32, 32),
+                                                                                              Image.BILINEAR))
+    what = "the embedded synthetic set" if "synthetic" in c.root.name else c.root.name
+    subset = f"a fixed subset of {len(rows):,} of its {n:,} training images" if n > limit else \
+        f"its {n:,} training images"
+    return (torch.from_numpy(x).permute(0, 3, 1, 2), torch.as_tensor(c.labels("train")[rows]),
+            f"{what} ({c.root.name}; {subset}) at 32×32, not CIFAR-10")
+
+
+def centred(x: torch.Tensor, device) -> torch.Tensor:
+    """uint8 images → float32 on `device`, minus their per-pixel mean."""
+    x = x.to(device).float()
+    return x - x.mean(dim=0)
 
 
 def train_curve(x, y, activation: str, lr: float, epochs: int, batch: int = 128, seed: int = 0) -> list[float]:
@@ -135,7 +154,7 @@ def run(out, epochs: int, cache=None, cifar=None) -> dict:
     t0 = time.time()
     x, y, name = load_data(cache, cifar)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    res = figure1(x.to(device), y.to(device), epochs)
+    res = figure1(centred(x, device), y.to(device), epochs)
     res.update({"data": name, "images": len(y), "epochs": epochs, "seconds": round(time.time() - t0, 1),
                 "net": "layers-18pct stand-in (four weight layers)", "device": device})
     Path(out).parent.mkdir(parents=True, exist_ok=True)

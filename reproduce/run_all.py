@@ -64,6 +64,9 @@ def parse_args(argv=None):
     src.add_argument("--data", default=env("DATA"), help="any ImageFolder with train/ and val/")
     ap.add_argument("--pretrain-data", default=env("PRETRAIN_DATA"),
                     help="ImageNet Fall 2011 for 1 CNN* (not implemented yet: the row says so)")
+    ap.add_argument("--cifar", default=env("CIFAR"),
+                    help="CIFAR-10 folder (torchvision's python format: cifar-10-batches-py inside) for Figure 1; "
+                         "default: the dataset's training images shrunk to 32×32 (at most 50,000)")
     ap.add_argument("--experiments", default=env("EXPERIMENTS"),
                     help=f"comma-separated, default all: {', '.join(EXPERIMENTS)}")
     ap.add_argument("--epochs", type=int, default=int(env("EPOCHS")) if env("EPOCHS") else None,
@@ -101,6 +104,7 @@ class Plan:
     runs: Path
     results: Path
     epochs: int | None  # --epochs: every run's epochs
+    cifar: str | None  # --cifar: CIFAR-10 for Figure 1 (else the dataset at 32×32)
     pretrain_data: str | None
     ilsvrc2010: bool  # Table 1 proper (ILSVRC-2010 has a test split)
     test_note: str  # what Table 2's test column says
@@ -154,13 +158,16 @@ def make_plan(args) -> Plan:
         source = {"imagenet": str(work / "data" / data_name)}
     if synthetic is None:
         open_source(**source)  # a wrong folder is refused now, not after the first stage
+    if args.cifar and not (Path(args.cifar) / "cifar-10-batches-py").is_dir():
+        raise ValueError(f"--cifar {args.cifar}: no cifar-10-batches-py folder inside (CIFAR-10's python version, "
+                         "as torchvision unpacks it)")
     return Plan(
         experiments=experiments, devices=devices, scale=scale,
         dataset=EMBEDDED_DATASET if synthetic else {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(
             name, name),
         source=source, synthetic=synthetic, work=work, cache=work / "cache" / data_name,
         runs=work / "runs" / data_name,
-        results=Path(args.results or ROOT / "results" / name), epochs=args.epochs,
+        results=Path(args.results or ROOT / "results" / name), epochs=args.epochs, cifar=args.cifar,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
         test_note=("ILSVRC-2012 test labels were never published; the test images are not ingested"
                    if args.imagenet else "this dataset has no test split"),
@@ -256,7 +263,8 @@ def relu_vs_tanh(plan: Plan) -> None:
     if out.exists():
         print(f"done already: {out}")
         return
-    figure1.run(out, plan.epochs or SCALES[plan.scale].figure1_epochs, cache=plan.cache)
+    figure1.run(out, plan.epochs or SCALES[plan.scale].figure1_epochs, cache=None if plan.cifar else plan.cache,
+                cifar=plan.cifar)
 
 
 def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:

@@ -240,3 +240,15 @@ def test_streamed_nearest_neighbours_equal_a_full_search():
     rows, queries = rng.normal(size=(50, 16)).astype(np.float32), rng.normal(size=(3, 16)).astype(np.float32)
     want = NearestNeighbors(n_neighbors=6).fit(rows).kneighbors(queries)[1]
     assert np.array_equal(nearest(torch.from_numpy(queries), rows, 6, chunk=7), want)  # 8 chunks, the last of 1
+
+
+def test_figure1_takes_a_fixed_bounded_subset_and_says_what_it_is(tiny_cache, tmp_path, capsys):
+    from reproduce.figure1 import load_data
+    x, y, name = load_data(tiny_cache, limit=20)
+    assert x.shape == (20, 3, 32, 32) and x.dtype == torch.uint8 and len(y) == 20
+    assert "a fixed subset of 20 of its 48 training images" in name and "not CIFAR-10" in name
+    x2, y2, _ = load_data(tiny_cache, limit=20)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert "its 48 training images" in load_data(tiny_cache)[2]
+    code, _, err = run_all(tmp_path, capsys, "--cifar", str(tmp_path), "--dry-run")
+    assert code == 2 and "cifar-10-batches-py" in err
