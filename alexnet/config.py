@@ -77,7 +77,8 @@ class AlexNetConfig:
     bias_lr_mult: float = 1.0  # 2012 code: epsB = 0.02 = 2 × the initial epsW, and only epsW is divided
     bias_weight_decay: bool = True  # 2012 code: no decay on biases
     lr_schedule: str = "plateau"  # §5 "divide by 10 when val error stopped improving";
-    #                               "cuda-convnet": the recorded epochs 25/51/79
+    #                               "cuda-convnet": the recorded epochs 25/51/79;
+    #                               "finetune": 1 CNN*'s recorded fine-tuning (layer-params-146-2012-2011)
     lr_drops: int = 3  # §5 "reduced three times prior to termination"
     lr_patience: int = 5  # our reading of §5: epochs without a new best val error (of 90; scaled)
     epochs: int = 90  # §5 "roughly 90 cycles"
@@ -94,8 +95,8 @@ class AlexNetConfig:
             "num_classes": (self.num_classes >= 2, "at least 2"),
             "pca_noise": (self.pca_noise in PROFILES, f"one of {PROFILES}"),
             "mean_crop": (self.mean_crop in ("same", "center"), "'same' or 'center'"),
-            "lr_schedule": (self.lr_schedule in ("plateau", "cuda-convnet"),
-                            "'plateau' or 'cuda-convnet'"),
+            "lr_schedule": (self.lr_schedule in ("plateau", "cuda-convnet", "finetune"),
+                            "'plateau', 'cuda-convnet' or 'finetune'"),
             "batch_size": (self.batch_size >= 1, "at least 1"),
             "epochs": (self.epochs >= 1, "at least 1"),
             "crop_chunk": (self.crop_chunk >= 1, "at least 1"),

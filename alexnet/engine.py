@@ -225,6 +225,7 @@ class TrainOptions:
     tensorboard: bool = False  # also write TensorBoard scalars to <run_dir>/tb
     resume: str | Path | None = None  # start from this checkpoint when it is newer than the run directory's
     print_freq: int = 0  # a progress line every N steps when stderr is not a terminal (0: none)
+    init_from: str | Path | None = None  # a fresh run starts from this checkpoint's weights, with a fresh fc8
 
 
 class Trainer:
@@ -274,6 +275,9 @@ class Trainer:
             except ImportError:
                 raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
             self.tb = SummaryWriter(self.run_dir / "tb")
+        # a fresh run's pre-trained weights (--init-from), checked before the run directory exists
+        self.init_path = (self.initialize_from(opts.init_from) if opts.init_from and not checkpoint.files(self.run_dir)
+                          else None)
 
     @staticmethod
     def _new_meters() -> dict:
@@ -332,7 +336,28 @@ class Trainer:
             print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
         return True
 
-    def write_config(self, resumed_from: Path | None = None) -> None:
+    def initialize_from(self, source) -> Path:
+        """A fresh run's weights from another run's checkpoint (file or run directory), every
+        layer but fc8, which stays freshly initialized for this dataset's classes (1 CNN*:
+        pre-trained on Fall 2011, fine-tuned on ILSVRC-2012). Read with weights_only=True."""
+        source = Path(source)
+        path, ck = checkpoint.latest(source) if source.is_dir() else (source, checkpoint.load(source))
+        if ck is None:
+            raise ValueError(f"--init-from {source}: no readable checkpoint there")
+        own, theirs = self.net.state_dict(), ck["model"]
+        keep = [k for k in own if not k.startswith("fc8.")]
+        wrong = [k for k in keep if k not in theirs or theirs[k].shape != own[k].shape]
+        wrong += [k for k in theirs if not k.startswith("fc8.") and k not in own]  # layers this net lacks
+        if wrong:
+            raise ValueError(f"--init-from {path}: its network differs from this one at {', '.join(wrong[:3])}"
+                             f"{' …' if len(wrong) > 3 else ''}; pre-train with the same layers (e.g. "
+                             "--extra-conv6 on both runs)")
+        self.net.load_state_dict({**own, **{k: theirs[k] for k in keep}})
+        if self.dist.main:
+            print(f"initialized from {path} (epoch {ck.get('epoch')}): every layer but fc8", file=sys.stderr)
+        return path
+
+    def write_config(self, resumed_from: Path | None = None, init_from: Path | None = None) -> None:
         """<run_dir>/config.json: what a fresh run was started with; and
         <run_dir>/conv1_init.npy, the initial conv1 kernels (Figure 3 shows what training changed).
         A run started from another run's checkpoint (--resume) takes that run's conv1_init.npy."""
@@ -345,6 +370,7 @@ class Trainer:
         write_text(self.run_dir / "config.json", json.dumps(
             {"config": self.cfg.to_dict(), "cache": str(self.opts.cache),
              "resumed_from": str(resumed_from) if resumed_from else None,
+             "init_from": str(init_from) if init_from else None,
              "code_version": checkpoint.code_version(), "host": socket.gethostname(),
              "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
              "mode": self.speed.label}, indent=1))
@@ -494,7 +520,7 @@ def fit(cfg: AlexNetConfig, opts: TrainOptions, cache: Cache | None = None,
     lock = checkpoint.RunLock(trainer.run_dir) if trainer.dist.main else contextlib.nullcontext()
     with lock:  # the run directory is created only once the options are good
         if not trainer.resume():
-            trainer.write_config()
+            trainer.write_config(init_from=trainer.init_path)
         elif not (trainer.run_dir / "config.json").exists():  # --resume into a new run directory
             trainer.write_config(resumed_from=trainer.last_ckpt)
         if trainer.dist.main:

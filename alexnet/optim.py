@@ -63,13 +63,17 @@ class PaperSGD(torch.optim.Optimizer):
 
 def param_groups(model: nn.Module, cfg: AlexNetConfig) -> list[dict]:
     """Groups named conv1.weight, conv1.bias, weight, bias (conv1 apart for the
-    recorded run's conv1 cut). Each carries `lr_mult` (bias: cfg.bias_lr_mult)
-    and its weight decay; the schedule sets `lr` = ε × lr_mult × its factor."""
+    recorded run's conv1 cut; fc8.weight apart too when fine-tuning, whose fresh
+    fc8 learns faster). Each carries `lr_mult` (bias: cfg.bias_lr_mult) and its
+    weight decay; the schedule sets `lr` = ε × lr_mult × its factor."""
     buckets: dict[str, list] = {"conv1.weight": [], "conv1.bias": [], "weight": [], "bias": []}
+    if cfg.lr_schedule == "finetune":
+        buckets["fc8.weight"] = []
     for name, p in model.named_parameters():
         kind = "bias" if name.endswith("bias") else "weight"
         layer = name.split(".")[-2]
-        buckets[f"conv1.{kind}" if layer == "conv1" else kind].append(p)
+        group = f"{layer}.{kind}"
+        buckets[group if group in buckets else kind].append(p)
     groups = []
     for name, params in buckets.items():
         bias = name.endswith("bias")

@@ -111,7 +111,36 @@ class CudaConvnetSchedule:
         pass
 
 
+class FinetuneSchedule(CudaConvnetSchedule):
+    """1 CNN*'s fine-tuning on ILSVRC-2012 from the Fall 2011 pre-training, as the
+    2012 code recorded it (layer-params-146-2012-2011.cfg, comments; reproduce/PAPER.md):
+    weights start at ε 0.001 and conv1's at 0.0001; the fresh fc8 ("fc1000") at 0.01
+    (the log: after 300 batches; here from the start) until epoch 9, then 0.001;
+    conv1 to 1e-5 at epoch 5 and to 0 at 7 (its bias with it, as the final file has
+    it); all weights to 1e-4 at 22 and 1e-5 at 42; colour noise off from 38; killed
+    at 54. Biases keep their ε (epsB 0.02 in every other layer of the final file).
+    Factors are relative to ε = 0.01; a run of E < 54 epochs scales every epoch by E/54."""
+
+    RECORDED = 54  # "epoch 54: killed"
+
+    def __init__(self, epochs: int, base_lr: float = 0.01):
+        super().__init__(epochs, base_lr)
+        self.m = lambda e: max(1, int(round(e * epochs / self.RECORDED))) if epochs < self.RECORDED else e  # noqa: E731
+
+    def factors(self, epoch: int) -> dict[str, float]:
+        e = lambda at: epoch >= self.m(at)  # noqa: E731
+        w = 0.1 * (0.1 if e(22) else 1.0) * (0.1 if e(42) else 1.0)  # 0.001 → 0.0001 → 0.00001
+        conv1 = 0.0 if e(7) else (1e-3 if e(5) else 1e-2)  # 0.0001 → 0.00001 → 0
+        return {"conv1.weight": conv1, "conv1.bias": 0.0 if e(7) else 1.0, "weight": w,
+                "fc8.weight": min(w, 0.1) if e(9) else 1.0, "bias": 1.0}
+
+    def lighting(self, epoch: int) -> bool:
+        return epoch < self.m(38)
+
+
 def make_schedule(cfg: AlexNetConfig):
+    if cfg.lr_schedule == "finetune":
+        return FinetuneSchedule(cfg.epochs, cfg.lr)
     if cfg.lr_schedule == "cuda-convnet":
         return CudaConvnetSchedule(cfg.epochs, cfg.lr)
     return PlateauSchedule(cfg.epochs, cfg.lr_patience, cfg.lr_drops)

@@ -53,6 +53,9 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
                    help="ablation: no PCA colour augmentation (§4.1)")
     g.add_argument("--extra-conv6", action="store_true", default=None, help="1 CNN*: a sixth conv layer")
     g.add_argument("--num-classes", type=int, help="default: the dataset's class count")
+    g.add_argument("--lr-schedule", choices=("plateau", "cuda-convnet", "finetune"),
+                   help="plateau (§5), cuda-convnet (the recorded 2012 run) or finetune (1 CNN*'s recorded "
+                        "fine-tuning); default: the profile's")
 
 
 def config_from_args(args, num_classes: int) -> AlexNetConfig:
@@ -70,6 +73,9 @@ def parse_args(argv=None):
                     help="checkpoints and log.jsonl go here; rerun to resume")
     ap.add_argument("--resume", metavar="PATH", help="start from this checkpoint (file or run directory) instead of "
                     "the run directory's own; the newer of the two (by step) is used, so rerunning never loses work")
+    ap.add_argument("--init-from", metavar="CKPT", help="start a fresh run from this checkpoint's weights (file or "
+                    "run directory), all but fc8, which is new for this dataset: 1 CNN*'s fine-tuning (use with "
+                    "--lr-schedule finetune and the pre-trained run's layers, e.g. --extra-conv6)")
     ap.add_argument("--devices", help="tower devices, e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: what exists)")
     ap.add_argument("-j", "--workers", type=int, default=None, help="CPU loader processes (default: all cores)")
     ap.add_argument("--checkpoint-minutes", type=float, default=15.0, help="also checkpoint mid-epoch this often")
@@ -108,7 +114,7 @@ def options_from_args(args, devices) -> TrainOptions:
                         keep=args.keep, max_steps=args.max_steps, train_batches=args.train_batches,
                         progress=not args.no_progress, fast=args.fast, compile=not args.no_compile,
                         tower_streams=args.tower_streams, tensorboard=args.tensorboard, resume=args.resume,
-                        print_freq=args.print_freq)
+                        print_freq=args.print_freq, init_from=args.init_from)
 
 
 def main(argv=None) -> int:

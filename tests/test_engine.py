@@ -436,3 +436,20 @@ def test_torchrun_replicas_draw_their_own_dropout_masks(tiny_cache, tmp_path):
     assert a["weights"] == b["weights"]  # one model, replicated
     assert a["mask"] != b["mask"]  # each replica its own draws
     assert 0.3 < sum(a["mask"]) / len(a["mask"]) < 0.7 and 0.3 < sum(b["mask"]) / len(b["mask"]) < 0.7
+
+
+@pytest.mark.parametrize("profile", ["paper", "cuda-convnet"])
+def test_finetune_schedule_is_the_recorded_2012_2011_run(profile):
+    """layer-params-146-2012-2011.cfg: weights 0.001, conv1 0.0001, the new fc8 0.01; conv1 1e-5 at
+    epoch 5 and 0 at 7; fc8 0.001 at 9; 1e-4 at 22, 1e-5 at 42; colour noise off at 38."""
+    from alexnet.schedule import apply, make_schedule
+    cfg = AlexNetConfig.from_profile(profile, epochs=54, lr_schedule="finetune")
+    opt = PaperSGD(param_groups(AlexNet(cfg, devices=("cpu", "meta")), cfg), lr=cfg.lr)
+    s = make_schedule(cfg)
+    b = 0.01 * cfg.bias_lr_mult
+    expect = {0: (1e-4, b, 1e-3, 1e-2), 5: (1e-5, b, 1e-3, 1e-2), 7: (0, 0, 1e-3, 1e-2), 9: (0, 0, 1e-3, 1e-3),
+              22: (0, 0, 1e-4, 1e-4), 42: (0, 0, 1e-5, 1e-5)}
+    for epoch, (c1, c1b, w, fc8) in expect.items():
+        assert apply(s, opt, cfg, epoch) == pytest.approx(
+            {"conv1.weight": c1, "conv1.bias": c1b, "weight": w, "fc8.weight": fc8, "bias": b}), epoch
+    assert s.lighting(37) and not s.lighting(38)

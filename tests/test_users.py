@@ -229,3 +229,40 @@ def test_env_sh_checks_the_pinned_versions_not_only_the_import(tmp_path):
     r = _env_sh(str(wrapper))
     assert r.returncode == 2 and "pinned torch/torchvision" in r.stderr and "torch 2.0.0" in r.stderr
     assert "torchvision 0.29.1" in r.stderr  # the rest imported: only the version was wrong
+
+
+# ---------- 1 CNN*: pre-train, then fine-tune from it ----------
+
+def test_init_from_starts_a_fine_tuning_run_from_every_layer_but_fc8(tiny_cache, tmp_path, capsys):
+    pre, fine = tmp_path / "pre", tmp_path / "fine"
+    common = ("--epochs", "1", "--train-batches", "1", "--keep", "1", "--extra-conv6")
+    assert train.main(train_argv(tiny_cache, pre, *common)) == 0
+    assert train.main(train_argv(tiny_cache, fine, *common, "--init-from", str(pre), "--lr-schedule", "finetune",
+                                 "--seed", "5")) == 0
+    assert "every layer but fc8" in capsys.readouterr().err
+    _, p = checkpoint_of(pre)
+    assert json.loads((fine / "config.json").read_text())["init_from"].startswith(str(pre))
+    model = AlexNet(AlexNetConfig.from_dict(p["config"]), devices="cpu")
+    model.load_state_dict(p["model"])
+    assert np.array_equal(np.load(fine / "conv1_init.npy"), model.conv1_kernels().numpy())  # W0 = pre-trained
+    log = json.loads((fine / "log.jsonl").read_text().splitlines()[0])
+    assert log["lr"] == pytest.approx({"conv1.weight": 1e-4, "conv1.bias": 0.01, "weight": 1e-3,
+                                       "fc8.weight": 0.01, "bias": 0.01})
+    # another network (no conv6) is refused before anything is written
+    assert exit_status(train.main, train_argv(tiny_cache, tmp_path / "x", "--epochs", "1", "--train-batches", "1",
+                                              "--init-from", str(pre))) == 2
+    assert "differs from this one at" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_init_from_refuses_a_crafted_checkpoint(tiny_cache, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "ckpt-e0001-s000000001.pt"
+    torch.save({"model": {}, "config": {}, "payload": _RunsCode(marker)}, bad)
+    assert exit_status(train.main, train_argv(tiny_cache, tmp_path / "r", "--epochs", "1",
+                                              "--init-from", str(bad))) == 2
+    assert "refused" in capsys.readouterr().err and not marker.exists()
+
+
+def checkpoint_of(run_dir):
+    from alexnet import checkpoint
+    return checkpoint.latest(run_dir)
