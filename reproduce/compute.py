@@ -123,16 +123,21 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     rate, rate_from = found if found else measured_rate(plan.devices, batch, measure_seconds)
     classes = plan.synthetic[0] if plan.synthetic else None
     costs = []
+    pre = open_source(folder=plan.pretrain_data) if any(run.data == "pretrain" for _, run, _ in runs) else None
+    pretrain_n = sum(_unit_images(u) for u in pre.units.get("train", [])) if pre else 0
     for exp, run, run_dir in runs:
         size = plan.size(exp)
+        train_n = pretrain_n if run.data == "pretrain" else counts.get("train", 0)
         done = max((checkpoint.epoch_of(p) for p in checkpoint.files(run_dir)), default=0)
         per_epoch = (size.train_batches * size.batch_size or train_n) + FORWARD_SHARE * val_n
         final = FORWARD_SHARE * val_n * (11 if exp.scale == "main" else 1)
-        ck = checkpoint_bytes(classes or 1000, run.overrides.get("extra_conv6", False))
+        ck = checkpoint_bytes(len(pre.classes) if run.data == "pretrain" else classes or 1000,
+                              run.overrides.get("extra_conv6", False))
         costs.append(RunCost(exp.name, run.name, size.epochs, size.batch_size,
                              size.train_batches * size.batch_size or train_n, min(done, size.epochs),
                              ((size.epochs - min(done, size.epochs)) * per_epoch + final) / rate / 3600,
                              ck * (2 if exp.scale == "main" else 1)))
+    train_n = counts.get("train", 0)
     features = (train_n + val_n) * FEATURE_BYTES if plan.main_run() else 0
     hours = sum(c.hours for c in costs) + FORWARD_SHARE * (train_n + val_n) / rate / 3600 * bool(features)
     meta = plan.cache / "meta.json"

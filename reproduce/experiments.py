@@ -48,6 +48,8 @@ class Run:
     overrides: dict = field(default_factory=dict)  # AlexNetConfig fields
     profile: str = "paper"
     seed: int = 0
+    data: str = "main"  # "main": the dataset; "pretrain": --pretrain-data (1 CNN*)
+    init_from: str | None = None  # the run whose final weights this one starts from (all but fc8)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("1cnn", "Table 2 '1 CNN' (and Table 1 'CNN' on ILSVRC-2010)", (Run("1cnn"),)),
     Experiment("5cnns", "Table 2 '5 CNNs': five similar CNNs, softmax averaged",
                tuple(Run(f"5cnns-seed{s}", seed=s) for s in range(1, 6)), scale="short"),
-    Experiment("1cnn-star", "Table 2 '1 CNN*': a sixth conv layer, pre-trained on ImageNet Fall 2011 "
-               "(15M images, 22K classes), fine-tuned on ILSVRC-2012", (Run("1cnn-star", {"extra_conv6": True}),),
+    Experiment("1cnn-star", "Table 2 '1 CNN*' and '7 CNNs*': a sixth conv layer, pre-trained on ImageNet "
+               "Fall 2011 (15M images, 22K classes), fine-tuned on ILSVRC-2012; two of them for 7 CNNs*",
+               tuple(r for s in (0, 1) for r in (
+                   Run(f"1cnn-star-pretrain{'-seed1' * s}", {"extra_conv6": True}, seed=s, data="pretrain"),
+                   Run(f"1cnn-star{'-seed1' * s}", {"extra_conv6": True, "lr_schedule": "finetune"}, seed=s,
+                       init_from=f"1cnn-star-pretrain{'-seed1' * s}"))),
                needs="needs ImageNet Fall 2011 / 21K (--pretrain-data DIR)"),
     Experiment("baseline-short", "the paper profile at the ablations' scale", (BASELINE,), scale="short"),
     Experiment("no-lrn", "§3.3: without local response normalization", (Run("no-lrn", {"lrn": False}),),

@@ -63,7 +63,9 @@ def parse_args(argv=None):
                      help="ILSVRC-2010 as an ImageFolder with train/ val/ test/ (Table 1)")
     src.add_argument("--data", default=env("DATA"), help="any ImageFolder with train/ and val/")
     ap.add_argument("--pretrain-data", default=env("PRETRAIN_DATA"),
-                    help="ImageNet Fall 2011 for 1 CNN* (not implemented yet: the row says so)")
+                    help="ImageNet Fall 2011 as an ImageFolder (train/ and val/) for 1 CNN* and 7 CNNs*: two nets "
+                         "with a sixth conv layer pre-trained on it, then fine-tuned on the dataset (--init-from, "
+                         "the 2012 code's fine-tuning rates)")
     ap.add_argument("--cifar", default=env("CIFAR"),
                     help="CIFAR-10 folder (torchvision's python format: cifar-10-batches-py inside) for Figure 1; "
                          "default: the dataset's training images shrunk to 32×32 (at most 50,000)")
@@ -120,7 +122,13 @@ class Plan:
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
         """Every training run of the selected experiments that this data and scale allow."""
         return [(exp, run, self.runs / self.size(exp).tag / run.name) for exp in self.experiments
-                if not exp.needs and self.size(exp) is not None for run in exp.runs]
+                if (not exp.needs or self.pretrain_data) and self.size(exp) is not None for run in exp.runs]
+
+    @property
+    def pretrain_cache(self) -> Path | None:
+        """Where --pretrain-data is prepared (1 CNN*)."""
+        return self.work / "cache" / f"pretrain-{Path(self.pretrain_data).resolve().name}" if self.pretrain_data \
+            else None
 
     def main_run(self) -> Path | None:
         """The 1cnn run directory (Figures 3 and 4), when 1cnn is selected."""
@@ -158,6 +166,8 @@ def make_plan(args) -> Plan:
         source = {"imagenet": str(work / "data" / data_name)}
     if synthetic is None:
         open_source(**source)  # a wrong folder is refused now, not after the first stage
+    if args.pretrain_data:
+        open_source(folder=args.pretrain_data)  # an ImageFolder with train/ and val/, checked now
     if args.cifar and not (Path(args.cifar) / "cifar-10-batches-py").is_dir():
         raise ValueError(f"--cifar {args.cifar}: no cifar-10-batches-py folder inside (CIFAR-10's python version, "
                          "as torchvision unpacks it)")
@@ -198,28 +208,37 @@ def prepare_data(plan: Plan) -> Cache:
     if not (plan.cache / "meta.json").exists():
         check_space(source, plan.cache)
     print(format_report(prepare(source, plan.cache, progress=False)))
+    if plan.pretrain_data and any(run.data == "pretrain" for _, run, _ in plan.runs_of()):
+        title(f"1b. data: prepare the pre-training set {plan.pretrain_data} (1 CNN*) → {plan.pretrain_cache}")
+        source = open_source(folder=plan.pretrain_data)
+        if not (plan.pretrain_cache / "meta.json").exists():
+            check_space(source, plan.pretrain_cache)
+        print(format_report(prepare(source, plan.pretrain_cache, progress=False)))
     return Cache(plan.cache)
 
 
 def train(plan: Plan, cache: Cache) -> None:
     title("2. train (§5)")
     for exp in plan.experiments:
-        if exp.needs:
-            print(f"skip {exp.name}: " + ("pre-training on another dataset is not implemented yet"
-                                          if plan.pretrain_data else exp.needs))
+        if exp.needs and not plan.pretrain_data:
+            print(f"skip {exp.name}: {exp.needs}")
         elif plan.size(exp) is None and exp.runs:
             print(f"skip {exp.name}: not run at the {plan.scale} scale (--scale cpu-full runs it)")
+    dirs = {run.name: run_dir for _, run, run_dir in plan.runs_of()}
     for exp, run, run_dir in plan.runs_of():
         size = plan.size(exp)
         if any(checkpoint.epoch_of(p) == size.epochs for p in checkpoint.files(run_dir)):
             print(f"done already: {run.name}")
             continue
-        cfg = run_config(run, size, num_classes=len(cache.classes))
+        data = Cache(plan.pretrain_cache) if run.data == "pretrain" else cache
+        cfg = run_config(run, size, num_classes=len(data.classes))
         print(f"train {run.name}: profile {run.profile}, seed {run.seed}, {size.describe()}"
-              + (f", {run.overrides}" if run.overrides else "") + f" → {run_dir}", flush=True)
-        code = fit(cfg, TrainOptions(cache=plan.cache, run_dir=run_dir, devices=plan.devices, progress=False,
-                                     train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1),
-                   cache)
+              + (f", {run.overrides}" if run.overrides else "")
+              + (f", on {plan.pretrain_data}" if run.data == "pretrain" else "")
+              + (f", from {run.init_from}" if run.init_from else "") + f" → {run_dir}", flush=True)
+        code = fit(cfg, TrainOptions(cache=data.root, run_dir=run_dir, devices=plan.devices, progress=False,
+                                     train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1,
+                                     init_from=dirs[run.init_from] if run.init_from else None), data)
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
 
@@ -229,15 +248,19 @@ def evaluate(plan: Plan, cache: Cache) -> None:
     (plan.results / "logs").mkdir(parents=True, exist_ok=True)
     by_exp: dict[str, list[Path]] = {}
     for exp, run, run_dir in plan.runs_of():
-        by_exp.setdefault(exp.name, []).append(run_dir)
+        if run.data == "main" and not (exp.name == "1cnn-star" and run.seed):  # 1 CNN*: one fine-tuned net
+            by_exp.setdefault(exp.name, []).append(run_dir)
         if (run_dir / "log.jsonl").exists():
             shutil.copy(run_dir / "log.jsonl", plan.results / "logs" / f"{run.name}.jsonl")
+    if "1cnn-star" in by_exp and "5cnns" in by_exp:  # 7 CNNs*: the five and two pre-trained, fine-tuned nets
+        by_exp["7cnns-star"] = by_exp["5cnns"] + [d for _, r, d in plan.runs_of()
+                                                  if r.init_from and r.name.startswith("1cnn-star")]
     for name, dirs in by_exp.items():
         out = plan.results / "eval" / f"{name if len(dirs) > 1 else dirs[0].name}.json"
         if up_to_date(out, *(newest(d) for d in dirs)):
             print(f"done already: {out.name}")
             continue
-        views = ("center", "ten") if EXPERIMENTS[name].scale == "main" else ("center",)
+        views = ("center", "ten") if EXPERIMENTS.get(name, EXPERIMENTS["1cnn"]).scale == "main" else ("center",)
         save_errors(cache, dirs, out, "val", views, plan.devices, batch_size=50, root=plan.work)
         if name == "1cnn" and plan.ilsvrc2010 and "test" in cache.splits:
             save_errors(cache, dirs, plan.results / "eval" / "1cnn-test.json", "test", ("center", "ten"),

@@ -197,12 +197,17 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
     rows = []
     band = res.band()
     for model, p1, p5, p5t in TABLE2:
-        run = {"1 CNN": "1cnn", "5 CNNs": "5cnns", "1 CNN*": "1cnn-star"}.get(model)
+        run = {"1 CNN": "1cnn", "5 CNNs": "5cnns", "1 CNN*": "1cnn-star", "7 CNNs*": "7cnns-star"}.get(model)
         err, views, note = _ours(res, run) if run else (None, "", "")
         if model.startswith("SIFT"):
             note = "not a CNN: outside this reproduction"
-        elif "*" in model:
-            note = EXPERIMENTS["1cnn-star"].needs
+        elif "*" in model and res.eval(run) is None:
+            note = (EXPERIMENTS["1cnn-star"].needs if res.eval("1cnn-star") is None
+                    else "needs the 5cnns experiment too (run both)")
+        elif err and run == "1cnn-star":
+            note = f"{views}; pre-trained on the --pretrain-data set, then fine-tuned (reproduce/PAPER.md)"
+        elif err and run == "7cnns-star":
+            note = f"{views}; the 5 CNNs and two pre-trained, fine-tuned nets, softmax averaged"
         elif err and run == "1cnn":
             note = f"{views}; one run: no seed replicates at its size"
         elif err and run == "5cnns":
