@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
+from pathlib import Path
 
 from . import checkpoint, distributed
 from .cli import check_at_least
@@ -35,6 +37,8 @@ from .engine import EXIT_DISK_FULL, EXIT_NONFINITE, NonFiniteLoss, TrainOptions,
 def add_config_args(ap: argparse.ArgumentParser) -> None:
     """Flags that mirror AlexNetConfig (defaults come from the profile)."""
     g = ap.add_argument_group("model and learning (default: the profile's value)")
+    g.add_argument("--config", metavar="JSON", help="a whole AlexNetConfig as JSON (config.json's \"config\", "
+                   "or what run_all writes for a torchrun job); the flags below still override it")
     g.add_argument("--profile", choices=PROFILES, default="paper",
                    help="'paper' (the text) or 'cuda-convnet' (the released 2012 code)")
     g.add_argument("--epochs", type=int, help="epochs (paper: 90); schedules scale to shorter runs")
@@ -59,8 +63,11 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args, num_classes: int) -> AlexNetConfig:
+    """--config's file (a whole AlexNetConfig, as run_all writes it) or the profile, with the flags on top."""
     fields = {f.name for f in dataclasses.fields(AlexNetConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None and k != "profile"}
+    if args.config:
+        return AlexNetConfig.from_dict({**json.loads(Path(args.config).read_text()), **overrides})
     overrides.setdefault("num_classes", num_classes)
     return AlexNetConfig.from_profile(args.profile, **overrides)
 

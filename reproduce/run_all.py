@@ -27,8 +27,10 @@ Exit status: 0 done; 2 bad arguments (nothing was written); 1 a stage failed
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -83,10 +85,15 @@ def parse_args(argv=None):
     ap.add_argument("--results", default=env("RESULTS"), help="results folder (default results/<dataset>)")
     ap.add_argument("--work", default=env("WORK", str(ROOT)),
                     help="where data/ (generated archives), cache/ and runs/ go (default: the repository)")
+    ap.add_argument("--nproc", type=int, default=int(env("NPROC", "1")),
+                    help="each training run as a torchrun job of N data-parallel replicas on this node (each "
+                         "replica the two-tower model on GPUs 2r, 2r+1; on a CPU, N gloo processes); default 1")
     ap.add_argument("--dry-run", action="store_true",
                     help="print the compute plan (runs, epochs, images, projected hours from this device's "
                          "measured rate, disk) and stop; nothing is written")
     args = ap.parse_args(argv)
+    if args.nproc < 1:
+        ap.error(f"--nproc={args.nproc}: must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         ap.error(f"--epochs={args.epochs}: must be at least 1")
     return ap, args
@@ -107,6 +114,7 @@ class Plan:
     results: Path
     epochs: int | None  # --epochs: every run's epochs
     cifar: str | None  # --cifar: CIFAR-10 for Figure 1 (else the dataset at 32×32)
+    nproc: int  # --nproc: replicas per training run (torchrun)
     pretrain_data: str | None
     ilsvrc2010: bool  # Table 1 proper (ILSVRC-2010 has a test split)
     test_note: str  # what Table 2's test column says
@@ -177,7 +185,7 @@ def make_plan(args) -> Plan:
             name, name),
         source=source, synthetic=synthetic, work=work, cache=work / "cache" / data_name,
         runs=work / "runs" / data_name,
-        results=Path(args.results or ROOT / "results" / name), epochs=args.epochs, cifar=args.cifar,
+        results=Path(args.results or ROOT / "results" / name), epochs=args.epochs, cifar=args.cifar, nproc=args.nproc,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
         test_note=("ILSVRC-2012 test labels were never published; the test images are not ingested"
                    if args.imagenet else "this dataset has no test split"),
@@ -236,11 +244,29 @@ def train(plan: Plan, cache: Cache) -> None:
               + (f", {run.overrides}" if run.overrides else "")
               + (f", on {plan.pretrain_data}" if run.data == "pretrain" else "")
               + (f", from {run.init_from}" if run.init_from else "") + f" → {run_dir}", flush=True)
-        code = fit(cfg, TrainOptions(cache=data.root, run_dir=run_dir, devices=plan.devices, progress=False,
-                                     train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1,
-                                     init_from=dirs[run.init_from] if run.init_from else None), data)
+        opts = TrainOptions(cache=data.root, run_dir=run_dir, devices=plan.devices, progress=False,
+                            train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1,
+                            init_from=dirs[run.init_from] if run.init_from else None)
+        code = torchrun_job(cfg, opts, plan.nproc) if plan.nproc > 1 else fit(cfg, opts, data)
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
+
+
+def torchrun_job(cfg, opts: TrainOptions, nproc: int) -> int:
+    """One training run as a torchrun job of `nproc` data-parallel replicas on this node
+    (`python -m alexnet.train` with the run's whole config as JSON beside its directory)."""
+    request = Path(opts.run_dir).with_name(Path(opts.run_dir).name + ".config.json")
+    request.parent.mkdir(parents=True, exist_ok=True)
+    request.write_text(json.dumps(cfg.to_dict(), indent=1))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir), "--config", str(request),
+           "--no-progress", "--keep", str(opts.keep), "--train-batches", str(opts.train_batches)]
+    cmd += ["--init-from", str(opts.init_from)] if opts.init_from else []
+    cmd += ["--devices", "cpu"] if opts.devices and opts.devices[0].type == "cpu" else []
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if code not in (0, EXIT_INTERRUPTED):
+        raise ValueError(f"the torchrun job for {opts.run_dir} ended with exit status {code} (its output is above)")
+    return code
 
 
 def evaluate(plan: Plan, cache: Cache) -> None:

@@ -286,3 +286,14 @@ def test_run_all_pretrains_and_fine_tunes_1cnn_star(tmp_path, capsys):
     rows = {r["model"]: r for r in json.loads((tmp_path / "results" / "tables" / "table2.json").read_text())}
     for model in ("1 CNN*", "7 CNNs*"):  # evaluated; two steps do not learn, and the rows say so
         assert "did not learn at this scale" in rows[model]["note"], rows[model]
+
+
+@pytest.mark.slow  # torchrun start-up for each run
+def test_run_all_nproc_runs_each_training_as_a_torchrun_job(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn", "--nproc", "2", "--devices", "cpu")
+    assert code == 0, out[-3000:] + err[-3000:]
+    run_dir = tmp_path.joinpath(*RUNS) / "1cnn"
+    assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
+    assert json.loads(run_dir.with_name("1cnn.config.json").read_text())["batch_size"] == 4
+    assert (tmp_path / "results" / "eval" / "1cnn.json").exists()

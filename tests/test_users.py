@@ -266,3 +266,11 @@ def test_init_from_refuses_a_crafted_checkpoint(tiny_cache, tmp_path, capsys):
 def checkpoint_of(run_dir):
     from alexnet import checkpoint
     return checkpoint.latest(run_dir)
+
+
+def test_train_takes_a_whole_config_file_with_flags_on_top(tmp_path):
+    cfg = AlexNetConfig.from_profile("cuda-convnet", num_classes=7, lrn=False, epochs=3)
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps(cfg.to_dict()))
+    _, args = train.parse_args(["--cache", "c", "--run-dir", "r", "--config", str(f), "--dropout", "0.3"])
+    assert train.config_from_args(args, num_classes=99) == cfg.replace(dropout=0.3)
