@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -75,7 +76,10 @@ def parse_args(argv=None):
                     help=f"comma-separated, default all: {', '.join(EXPERIMENTS)}")
     ap.add_argument("--epochs", type=int, default=int(env("EPOCHS")) if env("EPOCHS") else None,
                     help="override every run's epochs")
-    ap.add_argument("--devices", default=env("DEVICES"), help="tower devices, e.g. cuda:0,cuda:1 (default: what exists)")
+    ap.add_argument("--devices", action="append", default=None,
+                    help="tower devices, e.g. cuda:0,cuda:1 (default: what exists). Give it more than once "
+                         "(--devices cuda:0,cuda:1 --devices cuda:2,cuda:3) to train that many runs at once, "
+                         "one per pair, each in its own process (DEVICES: pairs separated by ';')")
     ap.add_argument("--scale", choices=list(SCALES), default=env("SCALE"),
                     help="run sizes: " + "; ".join(f"{s.name}: {s.why}" for s in SCALES.values())
                     + " (default: imagenet for real data; for the embedded set gpu on a GPU, else cpu)")
@@ -92,6 +96,7 @@ def parse_args(argv=None):
                     help="print the compute plan (runs, epochs, images, projected hours from this device's "
                          "measured rate, disk) and stop; nothing is written")
     args = ap.parse_args(argv)
+    args.devices = args.devices or ([p for p in env("DEVICES").split(";") if p] if env("DEVICES") else None)
     if args.nproc < 1:
         ap.error(f"--nproc={args.nproc}: must be at least 1")
     if args.epochs is not None and args.epochs < 1:
@@ -103,7 +108,8 @@ def parse_args(argv=None):
 class Plan:
     """What the stages will do, worked out and checked once, before any long work."""
     experiments: tuple[Experiment, ...]
-    devices: tuple  # the two tower devices, resolved
+    devices: tuple  # the two tower devices, resolved (the first pair: evaluation, features, Figure 4)
+    device_pairs: tuple  # every --devices given: runs train concurrently, one per pair, when several
     scale: str  # key of reproduce.experiments.SCALES
     dataset: str  # name for tables and figures
     source: dict  # open_source() arguments: imagenet=DIR or folder=DIR
@@ -146,7 +152,10 @@ class Plan:
 def make_plan(args) -> Plan:
     """The Plan for the parsed arguments; ValueError or DatasetError for anything that cannot work."""
     experiments = tuple(select(args.experiments))
-    devices = resolve_devices(args.devices)
+    pairs = [",".join(str(d) for d in resolve_devices(p)) for p in (args.devices or [None])]
+    if len(pairs) > 1 and args.nproc > 1:
+        raise ValueError("--nproc runs each job on all of this node's GPUs; give one --devices, or --nproc 1")
+    devices = resolve_devices(pairs[0])
     work = Path(args.work).resolve()
     synthetic = None
     if args.imagenet:
@@ -180,7 +189,7 @@ def make_plan(args) -> Plan:
         raise ValueError(f"--cifar {args.cifar}: no cifar-10-batches-py folder inside (CIFAR-10's python version, "
                          "as torchvision unpacks it)")
     return Plan(
-        experiments=experiments, devices=devices, scale=scale,
+        experiments=experiments, devices=devices, device_pairs=tuple(pairs), scale=scale,
         dataset=EMBEDDED_DATASET if synthetic else {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(
             name, name),
         source=source, synthetic=synthetic, work=work, cache=work / "cache" / data_name,
@@ -233,6 +242,7 @@ def train(plan: Plan, cache: Cache) -> None:
         elif plan.size(exp) is None and exp.runs:
             print(f"skip {exp.name}: not run at the {plan.scale} scale (--scale cpu-full runs it)")
     dirs = {run.name: run_dir for _, run, run_dir in plan.runs_of()}
+    jobs = []
     for exp, run, run_dir in plan.runs_of():
         size = plan.size(exp)
         if any(checkpoint.epoch_of(p) == size.epochs for p in checkpoint.files(run_dir)):
@@ -247,26 +257,82 @@ def train(plan: Plan, cache: Cache) -> None:
         opts = TrainOptions(cache=data.root, run_dir=run_dir, devices=plan.devices, progress=False,
                             train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1,
                             init_from=dirs[run.init_from] if run.init_from else None)
-        code = torchrun_job(cfg, opts, plan.nproc) if plan.nproc > 1 else fit(cfg, opts, data)
+        jobs.append((run, cfg, opts, data))
+    if len(plan.device_pairs) > 1:
+        return train_concurrently(plan, jobs)
+    for run, cfg, opts, data in jobs:
+        if plan.nproc > 1:
+            code = subprocess.run(job_command(cfg, opts, plan.nproc), cwd=ROOT).returncode
+            _check_job(opts, code)
+        else:
+            code = fit(cfg, opts, data)
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
 
 
-def torchrun_job(cfg, opts: TrainOptions, nproc: int) -> int:
-    """One training run as a torchrun job of `nproc` data-parallel replicas on this node
-    (`python -m alexnet.train` with the run's whole config as JSON beside its directory)."""
+def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None) -> list[str]:
+    """`python -m alexnet.train` for one run in its own process (a torchrun job of `nproc`
+    replicas when nproc > 1), with the run's whole config as JSON beside its directory."""
     request = Path(opts.run_dir).with_name(Path(opts.run_dir).name + ".config.json")
     request.parent.mkdir(parents=True, exist_ok=True)
     request.write_text(json.dumps(cfg.to_dict(), indent=1))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir), "--config", str(request),
-           "--no-progress", "--keep", str(opts.keep), "--train-batches", str(opts.train_batches)]
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
+              if nproc > 1 else [sys.executable, "-m"])
+    cmd = launch + ["alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir), "--config",
+                    str(request), "--no-progress", "--keep", str(opts.keep), "--train-batches", str(opts.train_batches)]
     cmd += ["--init-from", str(opts.init_from)] if opts.init_from else []
-    cmd += ["--devices", "cpu"] if opts.devices and opts.devices[0].type == "cpu" else []
-    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if nproc > 1:  # torchrun: each rank takes GPUs 2r, 2r+1 of the node, or the CPU
+        return cmd + (["--devices", "cpu"] if opts.devices and opts.devices[0].type == "cpu" else [])
+    return cmd + ["--devices", devices or ",".join(str(d) for d in opts.devices)]
+
+
+def _check_job(opts: TrainOptions, code: int) -> None:
     if code not in (0, EXIT_INTERRUPTED):
-        raise ValueError(f"the torchrun job for {opts.run_dir} ended with exit status {code} (its output is above)")
-    return code
+        raise ValueError(f"the training process for {opts.run_dir} ended with exit status {code} "
+                         "(its output is above, or in its .log beside the run directory)")
+
+
+def train_concurrently(plan: Plan, jobs: list) -> None:
+    """Several runs at once, one per device pair (--devices given more than once): each in its
+    own process, its output in <run-dir>.log; a fine-tuning run waits for its pre-training."""
+    pending, running, finished = list(jobs), {}, set()
+    waiting_on = {run.name for run, *_ in jobs}
+    try:
+        _schedule(plan, pending, running, finished, waiting_on)
+    finally:
+        for proc, _, log in running.values():  # an error or Ctrl-C: the others checkpoint and stop too
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            log.close()
+
+
+def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_on: set) -> None:
+    while pending or running:
+        for pair in plan.device_pairs:
+            if pair in running or not pending:
+                continue
+            ready = next((j for j in pending if not j[0].init_from or j[0].init_from not in waiting_on - finished),
+                         None)
+            if ready is None:
+                break
+            pending.remove(ready)
+            run, cfg, opts, _ = ready
+            Path(opts.run_dir).parent.mkdir(parents=True, exist_ok=True)
+            log = open(Path(opts.run_dir).with_name(Path(opts.run_dir).name + ".log"), "w")
+            running[pair] = (subprocess.Popen(job_command(cfg, opts, plan.nproc, pair), cwd=ROOT, stdout=log,
+                                              stderr=subprocess.STDOUT), ready, log)
+            print(f"started {run.name} on {pair} (log: {log.name})", flush=True)
+        for pair, (proc, (run, cfg, opts, _), log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[pair]
+            print(f"finished {run.name} on {pair}: exit status {proc.returncode}", flush=True)
+            if proc.returncode == EXIT_INTERRUPTED:
+                raise KeyboardInterrupt
+            _check_job(opts, proc.returncode)
+            finished.add(run.name)
+        time.sleep(1)
 
 
 def evaluate(plan: Plan, cache: Cache) -> None:

@@ -297,3 +297,21 @@ def test_run_all_nproc_runs_each_training_as_a_torchrun_job(tmp_path, capsys, mo
     assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
     assert json.loads(run_dir.with_name("1cnn.config.json").read_text())["batch_size"] == 4
     assert (tmp_path / "results" / "eval" / "1cnn.json").exists()
+
+
+@pytest.mark.slow  # three trainings in subprocesses
+def test_run_all_trains_runs_concurrently_one_per_device_pair(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn", "--devices", "cpu", "--devices", "cpu")
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert out.count("started ") == 3 and out.count("exit status 0") == 3
+    runs = tmp_path.joinpath(*RUNS[:-1])
+    for name, size in (("1cnn", "e1-b4-t2"), ("no-lrn", "e1-b4-t1"), ("baseline-short", "e1-b4-t1")):
+        assert (runs / size / f"{name}.log").exists() and checkpoint_files(runs / size / name)
+    ablations = json.loads((tmp_path / "results" / "tables" / "ablations.json").read_text())
+    assert ablations[0]["ablation"] == "no-lrn"
+
+
+def checkpoint_files(run_dir):
+    from alexnet import checkpoint
+    return checkpoint.files(run_dir)
