@@ -155,9 +155,10 @@ class AlexNetConfig:
         return self.fc_width * self.towers
 
 
-# Fields of earlier versions that nothing read (the image size is the cache's, §2; evaluation's
-# views are chosen where it runs): dropped when an old checkpoint's config is loaded.
-_RETIRED = ("image_size", "ten_crop_test")
+# Fields of earlier versions that nothing reads now (the image size is the cache's, §2; evaluation's
+# views are chosen where it runs; schedule_epochs lived for one commit, 1c45224, and only changes how a
+# run trains, not the model): dropped when an old checkpoint's config is loaded.
+_RETIRED = ("image_size", "ten_crop_test", "schedule_epochs")
 
 # The released 2012 code (reproduce/PAPER.md, "2012 code"); every other field as the text says.
 _CUDA_CONVNET = dict(

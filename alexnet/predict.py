@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import UnidentifiedImageError
 
 from . import engine
 from .data.augment import Normalizer
@@ -93,6 +94,9 @@ def main(argv=None) -> int:
     for name in args.images:
         try:
             image = read_image(name)
+        except UnidentifiedImageError:
+            print(f"{name}: skipped, not an image format PIL reads", file=sys.stderr)
+            continue
         except Exception as e:  # noqa: BLE001 — any unreadable file is skipped, named
             print(f"{name}: skipped, cannot read it as an image ({type(e).__name__}: {e})", file=sys.stderr)
             continue
