@@ -168,7 +168,7 @@ def nearest(queries: torch.Tensor, rows: np.ndarray, k: int, chunk: int = 65536)
     best_d = torch.empty(len(queries), 0, device=queries.device)
     best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
     for start in range(0, len(rows), chunk):
-        part = torch.from_numpy(np.ascontiguousarray(rows[start:start + chunk])).to(queries.device).float()
+        part = torch.from_numpy(np.array(rows[start:start + chunk], dtype=np.float32)).to(queries.device)
         d = torch.cat([best_d, torch.cdist(queries, part)], dim=1)
         i = torch.cat([best_i, torch.arange(start, start + len(part), device=queries.device).expand(len(queries), -1)],
                       dim=1)

@@ -380,6 +380,7 @@ def test_ensemble_is_mean_softmax(tiny_cache, tmp_path):
 
 # ---------- several processes ----------
 
+@pytest.mark.slow  # torchrun start-up and three trainings: about 26 s (CI time)
 def test_torchrun_two_processes_equal_one(tiny_cache, tmp_path):
     """Global batch 8 as 2 × 4 (gloo, CPU) takes the step of 1 × 8. Dropout is off
     (each process draws its own masks). Float32 sums the gradient in another order
@@ -423,6 +424,7 @@ distributed.shutdown()
 """
 
 
+@pytest.mark.slow  # two processes, each building the model: about 20 s (CI time)
 def test_torchrun_replicas_draw_their_own_dropout_masks(tiny_cache, tmp_path):
     """Two gloo processes: the same initial weights, different dropout masks."""
     script, out = tmp_path / "masks.py", tmp_path / "masks.json"

@@ -135,6 +135,7 @@ def test_torchscript_export_round_trips(trained, tmp_path):
     assert info["checked_by"].startswith("torch.jit.load") and info["max_logit_difference"] <= export.TOLERANCE
 
 
+@pytest.mark.slow  # the dynamo ONNX exporter: about 10 s (CI time); CI keeps the grouped and TorchScript checks
 def test_onnx_export_round_trips_through_onnxruntime(trained, tmp_path):
     pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime (pip install -e '.[test]')")
     pytest.importorskip("onnxscript", reason="torch.onnx.export needs onnxscript (pip install -e '.[test]')")
@@ -185,6 +186,7 @@ def test_familiar_flag_spellings_are_aliases(tmp_path):
     assert exit_status(train.main, [*common, "--run-dir", str(tmp_path / "x"), "--wd", "-1"]) == 2
 
 
+@pytest.mark.slow  # three small trainings: about 10 s (CI time)
 def test_resume_from_a_given_checkpoint_and_print_freq(tiny_cache, tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"
     args = ("--epochs", "1", "--train-batches", "3", "--keep", "1")
@@ -233,6 +235,7 @@ def test_env_sh_checks_the_pinned_versions_not_only_the_import(tmp_path):
 
 # ---------- 1 CNN*: pre-train, then fine-tune from it ----------
 
+@pytest.mark.slow  # two conv6 trainings: about 20 s (CI time); CI keeps the crafted-file refusal below
 def test_init_from_starts_a_fine_tuning_run_from_every_layer_but_fc8(tiny_cache, tmp_path, capsys):
     pre, fine = tmp_path / "pre", tmp_path / "fine"
     common = ("--epochs", "1", "--train-batches", "1", "--keep", "1", "--extra-conv6")
