@@ -167,6 +167,12 @@ def load(path: str | Path, map_location="cpu") -> dict:
     return payload
 
 
+def read(path, map_location="cpu") -> tuple[Path, dict] | tuple[None, None]:
+    """A checkpoint file (`load`), or a run directory's newest valid one (`latest`)."""
+    path = Path(path)
+    return latest(path, map_location) if path.is_dir() else (path, load(path, map_location))
+
+
 def latest(run_dir: Path, map_location="cpu") -> tuple[Path, dict] | tuple[None, None]:
     """The newest checkpoint that loads (safely: `load`); corrupt, truncated or
     refused ones are skipped with a warning naming them."""

@@ -48,6 +48,7 @@ CONV1_INIT = "conv1_init.npy"  # in a run directory: conv1's kernels before the 
 
 DROPOUT_STREAM = 0xD0  # the key that sets each replica's dropout generator apart from the loader's streams
 
+
 class NonFiniteLoss(RuntimeError):
     pass
 
@@ -118,15 +119,12 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
     """The model of a checkpoint file, or of a run directory's newest valid one,
     in eval mode; with the checkpoint and its path."""
     path = Path(path)
-    if path.is_dir():
-        found, ck = checkpoint.latest(path)
-        if ck is None:
-            raise ValueError(f"{path}: no readable checkpoint (ckpt-*.pt) inside; train first")
-        path = found
-    elif path.is_file():
-        ck = checkpoint.load(path)
-    else:
+    if not path.exists():
         raise ValueError(f"--checkpoint {path}: no such file or run directory")
+    found, ck = checkpoint.read(path)
+    if ck is None:
+        raise ValueError(f"{path}: no readable checkpoint (ckpt-*.pt) inside; train first")
+    path = found
     if "config" not in ck:
         raise ValueError(f"{path}: a checkpoint without the config of its model; not one of this project's")
     model = AlexNet(AlexNetConfig.from_dict(ck["config"]), devices)
@@ -299,8 +297,7 @@ class Trainer:
         path, ck = checkpoint.latest(self.run_dir)
         if not self.opts.resume:
             return path, ck
-        given = Path(self.opts.resume)
-        given, gck = checkpoint.latest(given) if given.is_dir() else (given, checkpoint.load(given))
+        given, gck = checkpoint.read(self.opts.resume)
         if gck is None:
             raise ValueError(f"--resume {self.opts.resume}: no readable checkpoint there")
         if ck is not None and ck["step"] >= gck["step"]:
@@ -340,8 +337,7 @@ class Trainer:
         """A fresh run's weights from another run's checkpoint (file or run directory), every
         layer but fc8, which stays freshly initialized for this dataset's classes (1 CNN*:
         pre-trained on Fall 2011, fine-tuned on ILSVRC-2012). Read with weights_only=True."""
-        source = Path(source)
-        path, ck = checkpoint.latest(source) if source.is_dir() else (source, checkpoint.load(source))
+        path, ck = checkpoint.read(source)
         if ck is None:
             raise ValueError(f"--init-from {source}: no readable checkpoint there")
         own, theirs = self.net.state_dict(), ck["model"]

@@ -9,6 +9,7 @@ towers, so the traffic can be counted, tested and later overlapped.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -25,6 +26,11 @@ def default_devices() -> tuple[torch.device, torch.device]:
     if n == 1:
         return torch.device("cuda:0"), torch.device("cuda:0")
     return torch.device("cpu"), torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The device as benchmark files and the compute plan name it: the GPU's name, or "CPU (N cores)"."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
 
 
 def check_device(device: DeviceLike) -> torch.device:

@@ -14,7 +14,6 @@ set. Figure 1's small net is not counted (minutes at most).
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 import time
 from dataclasses import dataclass
@@ -24,10 +23,10 @@ import torch
 
 from alexnet import checkpoint
 from alexnet.config import AlexNetConfig
-from alexnet.data.sources import open_source
 from alexnet.engine import train_step
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
+from alexnet.placement import device_name
 
 FORWARD_SHARE = 1 / 3  # cost of a forward-only image relative to a training image (estimate)
 FEATURE_BYTES = 4096 * 4  # one image's float32 last hidden layer (Figure 4)
@@ -71,14 +70,14 @@ def image_counts(plan) -> tuple[dict[str, int], str]:
     meta = plan.cache / "meta.json"
     if meta.exists():
         return {k: v["count"] for k, v in json.loads(meta.read_text())["splits"].items()}, f"{meta}"
-    source = open_source(**plan.source)
+    source = plan.listed  # real data: listed once by make_plan
     return ({split: sum(_unit_images(u) for u in units) for split, units in source.units.items()},
             f"the archive headers in {source.root}")
 
 
 def benchmark_rate(device: torch.device, root: Path) -> tuple[float, str] | None:
     """The newest committed benchmark's end-to-end faithful training rate for this kind of device."""
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)")
+    name = device_name(device)
     found = []
     for path in (root / "results" / "benchmarks").glob("bench-*.json"):
         b = json.loads(path.read_text())
@@ -123,7 +122,7 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     rate, rate_from = found if found else measured_rate(plan.devices, batch, measure_seconds)
     classes = plan.synthetic[0] if plan.synthetic else None
     costs = []
-    pre = open_source(folder=plan.pretrain_data) if any(run.data == "pretrain" for _, run, _ in runs) else None
+    pre = plan.pretrain_listed if any(run.data == "pretrain" for _, run, _ in runs) else None
     pretrain_n = sum(_unit_images(u) for u in pre.units.get("train", [])) if pre else 0
     for exp, run, run_dir in runs:
         size = plan.size(exp)
@@ -143,10 +142,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     meta = plan.cache / "meta.json"
     cache_bytes = (sum(sum(v["shard_bytes"]) for v in json.loads(meta.read_text())["splits"].values())
                    if meta.exists() else (train_n + val_n) * JPEG_BYTES)
-    device = (torch.cuda.get_device_name(plan.devices[0]) if plan.devices[0].type == "cuda"
-              else f"CPU ({os.cpu_count()} cores)")
     lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on {', '.join(map(str, plan.devices))} "
-             f"({device})",
+             f"({device_name(plan.devices[0])})",
              f"  images: {train_n:,} train, {val_n:,} val (from {counted_from})",
              f"  rate: {rate:,.1f} training images/s, faithful ({rate_from})",
              f"  {'experiment':<15} {'run':<15} {'epochs':>6} {'done':>4} {'batch':>5} {'images/epoch':>13} "

@@ -42,7 +42,7 @@ from alexnet import checkpoint
 from alexnet.checkpoint import RunLock, RunLocked
 from alexnet.data.cache import Cache
 from alexnet.data.prepare import check_space, format_report, prepare
-from alexnet.data.sources import DatasetError, open_source
+from alexnet.data.sources import DatasetError, Source, open_source
 from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
 from alexnet.engine import EXIT_INTERRUPTED, NonFiniteLoss, TrainOptions, fit
 from alexnet.evaluate import save_errors, save_features
@@ -113,6 +113,8 @@ class Plan:
     scale: str  # key of reproduce.experiments.SCALES
     dataset: str  # name for tables and figures
     source: dict  # open_source() arguments: imagenet=DIR or folder=DIR
+    listed: Source | None  # the given dataset's image list, read once here (None: generated later)
+    pretrain_listed: Source | None  # --pretrain-data's image list, read once here
     synthetic: tuple[int, int, int] | None  # classes, train and val per class, when generated
     work: Path  # data/, cache/ and runs/ are here; result files name paths relative to it
     cache: Path
@@ -181,10 +183,9 @@ def make_plan(args) -> Plan:
         name = name if scale == "cpu" else f"{name}-{scale}"
         data_name = f"{synthetic_name(*synthetic)}-g{GENERATOR_VERSION}"  # a new generator: new archives and cache
         source = {"imagenet": str(work / "data" / data_name)}
-    if synthetic is None:
-        open_source(**source)  # a wrong folder is refused now, not after the first stage
-    if args.pretrain_data:
-        open_source(folder=args.pretrain_data)  # an ImageFolder with train/ and val/, checked now
+    # a wrong folder is refused now, not after the first stage; listed once for every stage
+    listed = open_source(**source) if synthetic is None else None
+    pretrain_listed = open_source(folder=args.pretrain_data) if args.pretrain_data else None
     if args.cifar and not (Path(args.cifar) / "cifar-10-batches-py").is_dir():
         raise ValueError(f"--cifar {args.cifar}: no cifar-10-batches-py folder inside (CIFAR-10's python version, "
                          "as torchvision unpacks it)")
@@ -192,7 +193,8 @@ def make_plan(args) -> Plan:
         experiments=experiments, devices=devices, device_pairs=tuple(pairs), scale=scale,
         dataset=EMBEDDED_DATASET if synthetic else {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(
             name, name),
-        source=source, synthetic=synthetic, work=work, cache=work / "cache" / data_name,
+        source=source, listed=listed, pretrain_listed=pretrain_listed, synthetic=synthetic, work=work,
+        cache=work / "cache" / data_name,
         runs=work / "runs" / data_name,
         results=Path(args.results or ROOT / "results" / name), epochs=args.epochs, cifar=args.cifar, nproc=args.nproc,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
@@ -221,13 +223,13 @@ def prepare_data(plan: Plan) -> Cache:
     title(f"1. data: prepare {plan.dataset} (§2) → {plan.cache}")
     if plan.synthetic:
         write_synthetic_ilsvrc(plan.source["imagenet"], *plan.synthetic, progress=False)
-    source = open_source(**plan.source)
+    source = plan.listed or open_source(**plan.source)
     if not (plan.cache / "meta.json").exists():
         check_space(source, plan.cache)
     print(format_report(prepare(source, plan.cache, progress=False)))
     if plan.pretrain_data and any(run.data == "pretrain" for _, run, _ in plan.runs_of()):
         title(f"1b. data: prepare the pre-training set {plan.pretrain_data} (1 CNN*) → {plan.pretrain_cache}")
-        source = open_source(folder=plan.pretrain_data)
+        source = plan.pretrain_listed
         if not (plan.pretrain_cache / "meta.json").exists():
             check_space(source, plan.pretrain_cache)
         print(format_report(prepare(source, plan.pretrain_cache, progress=False)))

@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     try:
-        from alexnet.placement import check_device
+        from alexnet.placement import check_device, device_name
         device = check_device(args.device)
         cache = Cache(args.cache)
     except ValueError as e:
@@ -254,9 +254,8 @@ def main(argv=None) -> int:
     if args.batch is not None and args.batch < 1:
         ap.error(f"--batch={args.batch}: must be at least 1")
     Speed(fast=False).setup([device])  # faithful: float32 without TF32, cuDNN autotuning
-    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({os.cpu_count()} cores)"
-    res = {"device": name, "batch": batch, "repeats": repeats, "quick": args.quick, "torch": torch.__version__,
-           "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"), "img_s": {}}
+    res = {"device": device_name(device), "batch": batch, "repeats": repeats, "quick": args.quick,
+           "torch": torch.__version__, "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"), "img_s": {}}
     r = res["img_s"]
 
     def note(key, value):
