@@ -149,10 +149,11 @@ def verdict(res: dict) -> str:
             "best of three learning rates")
 
 
-def run(out, epochs: int, cache=None, cifar=None) -> dict:
-    """Both curves on CIFAR-10 (`cifar`) or a cache shrunk to 32×32, written as JSON to `out`."""
+def run(out, epochs: int, cache=None, cifar=None, limit: int = CIFAR_SIZE) -> dict:
+    """Both curves on CIFAR-10 (`cifar`) or a cache shrunk to 32×32 (at most `limit` of its
+    images), written as JSON to `out`."""
     t0 = time.time()
-    x, y, name = load_data(cache, cifar)
+    x, y, name = load_data(cache, cifar, limit)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     res = figure1(centred(x, device), y.to(device), epochs)
     res.update({"data": name, "images": len(y), "epochs": epochs, "seconds": round(time.time() - t0, 1),
@@ -173,11 +174,13 @@ def main(argv=None) -> int:
     src.add_argument("--cifar", help="a torchvision CIFAR-10 folder (cifar-10-batches-py inside)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--out", required=True, help="JSON with both curves")
+    ap.add_argument("--max-images", type=int, default=CIFAR_SIZE,
+                    help=f"--cache: at most this many training images (default {CIFAR_SIZE:,}, CIFAR-10's size)")
     args = ap.parse_args(argv)
-    if args.epochs < 1:
-        ap.error(f"--epochs={args.epochs}: must be at least 1")
+    if args.epochs < 1 or args.max_images < 1:
+        ap.error(f"--epochs={args.epochs}, --max-images={args.max_images}: both must be at least 1")
     try:
-        run(args.out, args.epochs, args.cache, args.cifar)
+        run(args.out, args.epochs, args.cache, args.cifar, args.max_images)
     except (ValueError, RuntimeError, OSError) as e:
         ap.error(str(e))
     return 0

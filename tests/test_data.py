@@ -90,6 +90,20 @@ def test_prepare_outputs_and_statistics(tiny_cache):
     assert sorted(set(cache.labels("train").tolist())) == list(range(n))
 
 
+
+def test_cache_holds_a_bounded_number_of_files_open(tiny_cache, monkeypatch):
+    """ILSVRC's train split has 1000 shards; a process may open 1024 files: handles are recycled."""
+    reference = Cache(tiny_cache)
+    expected = [reference.read("train", i) for i in range(reference.size("train"))]
+    assert len(set(reference.labels("train").tolist())) > 2  # more shards than the cap below
+    monkeypatch.setattr("alexnet.data.cache.MAX_OPEN", 2)
+    cache = Cache(tiny_cache)
+    order = np.random.default_rng(0).permutation(cache.size("train"))
+    for i in np.concatenate([order, order[::-1]]):
+        assert cache.read("train", int(i)) == expected[i]
+        assert len(cache._fds) <= 2
+
+
 # ---------- augmentation (§4.1) ----------
 
 @pytest.fixture(scope="module")

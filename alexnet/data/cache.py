@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 FORMAT_VERSION = 1  # of the files tools.prepare writes; a reader refuses any other
+MAX_OPEN = 128  # data files held open per process: ILSVRC's train split has a shard per class (1000),
+                # and many systems allow a process 1024 open files
 
 
 class CacheError(ValueError):
@@ -21,7 +24,8 @@ class Cache:
     `cache.labels(split)`, `cache.read(split, i)` → JPEG bytes, `cache.mean`
     (3×256×256 float64, 0–255), `cache.eigvals` / `cache.eigvecs` (RGB PCA).
     File handles are opened lazily per process, so a Cache can be handed to
-    DataLoader workers.
+    DataLoader workers, and at most MAX_OPEN at a time (least recently used
+    closed first).
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -44,7 +48,7 @@ class Cache:
         self.mean = np.load(self.root / "mean.npy")
         pca = np.load(self.root / "pca.npz")
         self.cov, self.eigvals, self.eigvecs = pca["cov"], pca["eigvals"], pca["eigvecs"]
-        self._fds: dict = {}
+        self._fds: OrderedDict = OrderedDict()
         self._pid = None
 
     def _check(self, split: str, info: dict, idx: dict) -> None:
@@ -81,15 +85,19 @@ class Cache:
 
     def read(self, split: str, i: int) -> bytes:
         if self._pid != os.getpid():  # new process (DataLoader worker): fresh handles
-            self._fds, self._pid = {}, os.getpid()
+            self._fds, self._pid = OrderedDict(), os.getpid()
         idx = self._index[split]
         key = (split, int(idx["shard"][i]))
         fd = self._fds.get(key)
         if fd is None:
+            if len(self._fds) >= MAX_OPEN:
+                os.close(self._fds.popitem(last=False)[1])
             fd = self._fds[key] = os.open(self.root / f"{split}-{key[1]:05d}.bin", os.O_RDONLY)
+        else:
+            self._fds.move_to_end(key)
         return os.pread(fd, int(idx["length"][i]), int(idx["offset"][i]))
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_fds"], state["_pid"] = {}, None
+        state["_fds"], state["_pid"] = OrderedDict(), None
         return state
