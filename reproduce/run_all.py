@@ -40,6 +40,7 @@ from pathlib import Path
 from alexnet import checkpoint
 
 from alexnet.checkpoint import RunLock, RunLocked
+from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
@@ -247,11 +248,12 @@ def train(plan: Plan, cache: Cache) -> None:
     jobs = []
     for exp, run, run_dir in plan.runs_of():
         size = plan.size(exp)
-        if any(checkpoint.epoch_of(p) == size.epochs for p in checkpoint.files(run_dir)):
-            print(f"done already: {run.name}")
-            continue
         data = Cache(plan.pretrain_cache) if run.data == "pretrain" else cache
         cfg = run_config(run, size, num_classes=len(data.classes))
+        if any(checkpoint.epoch_of(p) == size.epochs for p in checkpoint.files(run_dir)) and \
+                trained_with(run_dir) in (None, cfg.to_dict()):  # another config: training says so
+            print(f"done already: {run.name}")
+            continue
         print(f"train {run.name}: profile {run.profile}, seed {run.seed}, {size.describe()}"
               + (f", {run.overrides}" if run.overrides else "")
               + (f", on {plan.pretrain_data}" if run.data == "pretrain" else "")
@@ -270,6 +272,12 @@ def train(plan: Plan, cache: Cache) -> None:
             code = fit(cfg, opts, data)
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
+
+
+def trained_with(run_dir: Path) -> dict | None:
+    """The config a run directory's run was started with (its config.json), None if it has none."""
+    path = run_dir / "config.json"
+    return AlexNetConfig.from_dict(json.loads(path.read_text())["config"]).to_dict() if path.exists() else None
 
 
 def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None) -> list[str]:

@@ -59,7 +59,7 @@ def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
 RUNS = ("work", "runs", "synthetic-4x12x4-g2", "e1-b4-t2")  # runs/<data>-g<generator>/<size>/<run>
 
 
-def test_run_all_tiny_end_to_end(tmp_path, capsys):
+def test_run_all_tiny_end_to_end(tmp_path, capsys, monkeypatch):
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
     assert code == 0, out[-3000:] + err[-3000:]
     res = tmp_path / "results"
@@ -120,6 +120,13 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     assert "\ntrain " not in again and again.count("done already") >= 6, again
     model, _, _ = load_model(run_dir, "cpu")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+    # a finished run of another config (made before a change of the code, say) is not taken as done:
+    # training refuses it and says why
+    planned = run_all_module.run_config
+    monkeypatch.setattr(run_all_module, "run_config", lambda *a, **k: planned(*a, **k).replace(lr=0.02))
+    code, again, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
+    assert code == 1 and "done already: 1cnn" not in again and "another config" in err, again + err
 
 
 def test_run_all_dry_run_prints_the_plan_and_writes_nothing(tiny_archives, tmp_path, capsys):
