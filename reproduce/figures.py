@@ -161,14 +161,25 @@ def _image(cache, split: str, i: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(cache.read(split, i))).convert("RGB"))
 
 
-def nearest(queries: torch.Tensor, rows: np.ndarray, k: int, chunk: int = 65536) -> np.ndarray:
+def _rows(rows: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """rows[start:stop] as float32. From a memory-mapped .npy by plain reads: pages read through
+    the mapping would stay in this process's resident memory, up to the whole file."""
+    if isinstance(rows, np.memmap) and rows.filename and rows.flags.c_contiguous:
+        width, stop = int(np.prod(rows.shape[1:])), min(stop, len(rows))
+        part = np.fromfile(rows.filename, rows.dtype, count=(stop - start) * width,
+                           offset=rows.offset + start * width * rows.itemsize)
+        return part.reshape(stop - start, *rows.shape[1:]).astype(np.float32, copy=False)
+    return np.array(rows[start:stop], dtype=np.float32)
+
+
+def nearest(queries: torch.Tensor, rows: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     """Indices of the k rows nearest each query (Euclidean), streaming `rows` (an array or a
     memory-mapped .npy) in chunks on the queries' device and keeping only the running top k:
-    memory is one chunk, whatever the number of rows."""
+    memory is one chunk (1024 × 4096 floats: 16 MiB), whatever the number of rows."""
     best_d = torch.empty(len(queries), 0, device=queries.device)
     best_i = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
     for start in range(0, len(rows), chunk):
-        part = torch.from_numpy(np.array(rows[start:start + chunk], dtype=np.float32)).to(queries.device)
+        part = torch.from_numpy(_rows(rows, start, start + chunk)).to(queries.device)
         d = torch.cat([best_d, torch.cdist(queries, part)], dim=1)
         i = torch.cat([best_i, torch.arange(start, start + len(part), device=queries.device).expand(len(queries), -1)],
                       dim=1)
@@ -304,11 +315,13 @@ def make_figures(results, cache: Cache, dataset: str = "", run=None, features=No
     out.mkdir(parents=True, exist_ok=True)
     if run:
         model, ck, path = load_model(run, "cpu")
+        epoch = ck["epoch"]
+        del ck  # its optimizer state: as large as the model
         final = model.conv1_kernels().numpy()
         init = np.load(Path(run) / CONV1_INIT) if (Path(run) / CONV1_INIT).exists() else None
         conv1_kernels(final, init, len(model.towers), out,
                       f"Figure 3: the {len(final)} conv1 kernels of {path.parent.name} on {dataset} "
-                      f"(epoch {ck['epoch']})")
+                      f"(epoch {epoch})")
         if features:
             tr, va = (np.load(Path(features) / f"{s}.npy", mmap_mode="r") for s in ("train", "val"))
             figure4(model, cache, tr, va, out / "figure4.png",

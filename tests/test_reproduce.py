@@ -240,7 +240,7 @@ def test_committed_logs_follow_the_current_plateau_schedule():
     assert checked >= 2
 
 
-def test_streamed_nearest_neighbours_equal_a_full_search():
+def test_streamed_nearest_neighbours_equal_a_full_search(tmp_path):
     from sklearn.neighbors import NearestNeighbors
 
     from reproduce.figures import nearest
@@ -248,6 +248,10 @@ def test_streamed_nearest_neighbours_equal_a_full_search():
     rows, queries = rng.normal(size=(50, 16)).astype(np.float32), rng.normal(size=(3, 16)).astype(np.float32)
     want = NearestNeighbors(n_neighbors=6).fit(rows).kneighbors(queries)[1]
     assert np.array_equal(nearest(torch.from_numpy(queries), rows, 6, chunk=7), want)  # 8 chunks, the last of 1
+    np.save(tmp_path / "f.npy", rows)  # as Figure 4 reads them: memory-mapped, chunks read from the file
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    assert np.array_equal(nearest(torch.from_numpy(queries), mapped, 6, chunk=7), want)
+    assert not np.array_equal(nearest(torch.from_numpy(queries), rows[::-1].copy(), 6, chunk=7), want)
 
 
 def test_figure1_takes_a_fixed_bounded_subset_and_says_what_it_is(tiny_cache, tmp_path, capsys):
