@@ -58,9 +58,10 @@ def feature_files(out) -> tuple[Path, Path]:
 
 def save_features(cache: Cache, checkpoint_path, out, split: str = "val", devices=None, batch_size: int = 64,
                   workers: int | None = None, root=None) -> tuple[int, int]:
-    """The 4096-d last hidden layer (centre patch) of a split, written batch by batch into a
-    memory-mapped <stem>.npy (so memory is one batch, whatever the split's size), with labels,
-    names and the checkpoint in <stem>.meta.npz. Read it with np.load(path, mmap_mode="r")."""
+    """The 4096-d last hidden layer (centre patch) of a split, written batch by batch into
+    <stem>.npy with plain writes after its header (so memory is one batch, whatever the split's
+    size: pages written through a memory map would stay resident up to the whole file), with
+    labels, names and the checkpoint in <stem>.meta.npz. Read it with np.load(path, mmap_mode="r")."""
     model, _, path = load_model(checkpoint_path, devices)
     loader = Loader(cache, split, model.config, train=False, views="center", batch_size=batch_size,
                     device=model.devices[0], workers=workers)
@@ -68,13 +69,15 @@ def save_features(cache: Cache, checkpoint_path, out, split: str = "val", device
     npy.parent.mkdir(parents=True, exist_ok=True)
     shape = (cache.size(split), model.config.last_hidden)
     tmp = npy.with_name(npy.name + ".tmp")
-    rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
     labels, i = np.empty(shape[0], np.int64), 0
-    for f, y in features(model, loader):
-        rows[i:i + len(f)], labels[i:i + len(f)] = f.numpy(), y.numpy()
-        i += len(f)
-    rows.flush()
-    del rows
+    with open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        for f, y in features(model, loader):
+            fh.write(np.ascontiguousarray(f.numpy(), "<f4").data)
+            labels[i:i + len(f)] = y.numpy()
+            i += len(f)
+    if i != shape[0]:
+        raise RuntimeError(f"features: {i} rows written for the {shape[0]} images of {split}")
     os.replace(tmp, npy)
     atomic_write(meta, lambda fh: np.savez(fh, labels=labels, names=cache.names(split),
                                            checkpoint=shown(path, root)))
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the errors as JSON here")
     ap.add_argument("--submission", help="write ILSVRC-format top-5 predictions here")
     ap.add_argument("--features", metavar="F.npy", help="write the 4096-d features (first checkpoint, centre "
-                    "patch) to F.npy, batch by batch (memory-mapped), with labels and names in F.meta.npz")
+                    "patch) to F.npy, batch by batch, with labels and names in F.meta.npz")
     args = ap.parse_args(argv)
     check_at_least(ap, args, {"batch_size": 1})
     try:

@@ -11,7 +11,7 @@ every stage in its own process, as run_all would call it:
   train          alexnet.train: 2 steps of batch 128, then the epoch's validation (§5)
   evaluate       alexnet.evaluate on val, centre patch (ten patches cost 10× the time here,
                  and hold 10 crops per image of a batch: the same memory at any N)
-  features:train alexnet.evaluate --features on train (Figure 4's memory-mapped matrix)
+  features:train alexnet.evaluate --features on train (Figure 4's N×4096 matrix, written batch by batch)
   features:val   the same on val
   figures        reproduce.figures: Figure 4 (streamed nearest neighbours, predictions of the
                  drawn images), Figure 3, the training curves
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
                 return 1
             peaks.setdefault(stage, [scales_with]).append((peak, sec))
             print(f"  {stage:<15} peak {peak / MiB:8,.0f} MiB  {sec:7.1f} s", flush=True)
-    large = sizes[1]
+    small, large = sizes
     # Figure 1's own cost per image, for its default cap: the large set uncapped against capped.
     cmd = stages(large, args.work, args.devices, large.images["train"])[-1][2]
     fig1_full, _ = peak_rss(cmd, args.work / "logs" / f"{large.name}-figure1-uncapped.log")
