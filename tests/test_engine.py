@@ -378,6 +378,24 @@ def test_ensemble_is_mean_softmax(tiny_cache, tmp_path):
     assert res["ensemble"]["center"] == errors((single[0] + single[1]) / 2, torch.as_tensor(cache.labels("val")))
 
 
+def test_features_file_holds_every_row_in_order(tiny_cache, tmp_path):
+    """evaluate --features: an .npy written batch by batch equals the features computed at once."""
+    from alexnet.evaluate import save_features
+    cache = Cache(tiny_cache)
+    torch.manual_seed(3)
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4, seed=3)
+    model = AlexNet(cfg, devices="cpu")
+    checkpoint.save(tmp_path, {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1, "step": 1})
+    shape = save_features(cache, tmp_path, tmp_path / "f.npy", "train", devices="cpu", batch_size=5, workers=0)
+    got, meta = np.load(tmp_path / "f.npy", mmap_mode="r"), np.load(tmp_path / "f.meta.npz")
+    assert shape == got.shape == (cache.size("train"), 4096) and not (tmp_path / "f.npy.tmp").exists()
+    loader = Loader(cache, "train", cfg, train=False, views="center", batch_size=16, workers=0, device="cpu")
+    with torch.no_grad():
+        want = torch.cat([model.eval().features(x) for x, _ in loader]).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(meta["labels"], cache.labels("train")) and list(meta["names"]) == list(cache.names("train"))
+
+
 # ---------- several processes ----------
 
 @pytest.mark.slow  # torchrun start-up and three trainings: about 26 s (CI time)

@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         "verdict": ("every stage flat within the allowance" if not grown
                     else f"GROWS with the dataset: {', '.join(grown)}"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "commit": code_version(),
-        "date": time.strftime("%Y-%m-%d"), "command": "python -m tools.scale_test " + " ".join(argv or sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m tools.scale_test", *(argv or sys.argv[1:])]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "scale_test.json", json.dumps(report, indent=1))
