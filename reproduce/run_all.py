@@ -394,7 +394,8 @@ def relu_vs_tanh(plan: Plan) -> None:
 
 def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
     title("6. tables and figures")
-    print(f"tables → {tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note)}")
+    out = tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note, plan.epochs)
+    print(f"tables → {out}")
     figures.make_figures(plan.results, cache, plan.dataset, run=plan.main_run(), features=features)
 
 

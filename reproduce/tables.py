@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -32,8 +33,13 @@ from .figure1 import verdict as figure1_verdict
 class Results:
     """The result files of one results folder, and the rules that decide what counts as a result."""
 
-    def __init__(self, root: Path, scale: str):
-        self.root, self.scale = Path(root), scale
+    def __init__(self, root: Path, scale: str, epochs: int | None = None):
+        self.root, self.scale, self.epochs = Path(root), scale, epochs  # epochs: run_all --epochs
+
+    def size(self, kind: str):
+        """The size the `main` or `short` runs trained at: the scale's, or every run's --epochs."""
+        size = SCALES[self.scale][kind]
+        return dataclasses.replace(size, epochs=self.epochs) if size and self.epochs else size
 
     def eval(self, run: str) -> dict | None:
         p = self.root / "eval" / f"{run}.json"
@@ -129,7 +135,8 @@ def hardware() -> str:
 def header(title: str, dataset: str, res: Results) -> str:
     scale = SCALES[res.scale]
     c1, c5 = res.chance()
-    short = scale.short.describe() if scale.short else "not run"
+    short = res.size("short").describe() if scale.short else "not run"
+    override = f"; --epochs {res.epochs}: every run" if res.epochs else ""
     top5 = ("" if (res.classes or 1000) > 10 else
             f"; **top-5 with {res.classes} classes is not informative** (a guess is in the top 5 {5 / res.classes:.0%} "
             "of the time)")
@@ -137,7 +144,8 @@ def header(title: str, dataset: str, res: Results) -> str:
             f"- dataset: {dataset}; {res.classes or '?'} classes; chance {100 * c1:.1f} / {100 * c5:.1f}{top5}\n"
             f"- profile: paper (unless a row says otherwise; it decays the biases and divides their ε with "
             f"the weights', our reading of §5)\n"
-            f"- scale `{scale.name}` ({scale.why}): main runs {scale.main.describe()}; short runs {short}\n"
+            f"- scale `{scale.name}` ({scale.why}{override}): main runs {res.size('main').describe()}; "
+            f"short runs {short}\n"
             f"- hardware: {hardware()}\n- commit: {code_version()}\n- date: {time.strftime('%Y-%m-%d')}\n"
             f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012. A number is shown only "
             f"for a run whose top-1 error is below half of chance ({50 * c1:.1f}%); ± is the sample standard "
@@ -160,7 +168,7 @@ def _ours(res: Results, run: str) -> tuple[dict | None, str, str]:
     err, views = res.errors(run)
     exp = EXPERIMENTS.get(run)
     if err is None:
-        if exp is not None and SCALES[res.scale][exp.scale] is None:
+        if exp is not None and res.size(exp.scale) is None:
             return None, "", res.not_run_note(run)
         return None, "", f"not run: run the {run} experiment"
     if not res.learned(err):
@@ -256,7 +264,7 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
             verdict += f" (|Δ top-1| vs {NOISE_RULE} sd = {noise:.1f})"
         elif err:
             verdict = "no baseline band to compare with (run baseline-short and 5cnns at this scale)"
-        size = SCALES[res.scale][exp.scale]
+        size = res.size(exp.scale)
         rows.append({"ablation": name, "what": exp.what, "paper_reduction_top1": p1, "paper_reduction_top5": p5,
                      "paper_note": exp.paper_note,
                      "ours_top1": err and round(100 * err["top1"], 2), "ours_top5": err and round(100 * err["top5"], 2),
@@ -288,8 +296,8 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
 
 
 def write_tables(results: str | Path, dataset: str, scale: str, is_2010: bool = False,
-                 test_note: str = "this dataset has no test split") -> Path:
-    res = Results(results, scale)
+                 test_note: str = "this dataset has no test split", epochs: int | None = None) -> Path:
+    res = Results(results, scale, epochs)
     tables = res.root / "tables"
     for name, (md, rows) in {"table1": table1(res, dataset, is_2010),
                              "table2": table2(res, dataset, test_note),
@@ -306,8 +314,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", choices=list(SCALES), required=True)
     ap.add_argument("--ilsvrc2010", action="store_true", help="the 1cnn evaluation is on ILSVRC-2010")
     ap.add_argument("--test-note", default="this dataset has no test split")
+    ap.add_argument("--epochs", type=int, help="the runs' epochs, when run_all was given --epochs")
     args = ap.parse_args(argv)
-    out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note)
+    out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note, args.epochs)
     print(f"tables → {out}")
     return 0
 

@@ -208,6 +208,18 @@ def test_tables_say_what_the_cpu_scale_did_not_run(tmp_path):
     assert t2["1 CNN"]["ours_top1_val"] == 12.0
 
 
+
+def test_tables_name_the_size_the_runs_trained_at(tmp_path):
+    """run_all --epochs N overrides every run's epochs; the headers and rows say N, not the scale's."""
+    fake_eval(tmp_path, "no-lrn", 0.96, classes=100)
+    for epochs, main, short in ((None, 25, 10), (1, 1, 1)):
+        write_tables(tmp_path, "synthetic", "gpu", epochs=epochs)
+        md = (tmp_path / "tables" / "ablations.md").read_text()
+        assert f"main runs {main} epoch(s) of all batches of 128; short runs {short} epoch(s)" in md
+        assert ("--epochs 1: every run" in md) == (epochs == 1)
+        ab = {r["ablation"]: r for r in json.loads((tmp_path / "tables" / "ablations.json").read_text())}
+        assert ab["no-lrn"]["scale"] == f"short: {short} epoch(s) of all batches of 128"
+
 def test_kernel_statistics_tell_gratings_from_noise():
     rng = np.random.default_rng(0)
     noise = kernel_statistics(rng.normal(size=(400, 3, 11, 11)))
