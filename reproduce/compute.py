@@ -150,7 +150,7 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
              f"{'hours left':>10}"]
     lines += [f"  {c.experiment:<15} {c.run:<15} {c.epochs:>6} {c.done:>4} {c.batch:>5} {c.images:>13,} "
               f"{c.hours:>10.2f}" for c in costs]
-    pairs = len(getattr(plan, "device_pairs", ())) or 1
+    pairs = len(plan.device_pairs)
     lines += [f"  total: {len(costs)} run(s), {hours:.2f} hours left on one device pair (evaluations"
               + (" and Figure 4's features" if features else "") + " included)"
               + (f"; about {hours / pairs:.2f} hours on the {pairs} pairs given, runs in parallel" if pairs > 1 else ""),

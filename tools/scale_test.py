@@ -49,9 +49,10 @@ from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version
 from alexnet.data.synthetic import write_synthetic_ilsvrc
 from reproduce.figure1 import CIFAR_SIZE
+from tools.bench import IMAGENET_TRAIN_IMAGES
 
 ROOT = Path(__file__).resolve().parent.parent
-IMAGENET = {"train": 1_281_167, "val": 50_000}  # ILSVRC-2012
+IMAGENET = {"train": IMAGENET_TRAIN_IMAGES, "val": 50_000}  # ILSVRC-2012
 MiB = 2**20
 ALLOWANCE = (64 * MiB, 0.10)  # growth allowed from the small to the large set: max(absolute, relative)
 OPEN_FILES = 1024  # the stages run with this limit on open files, a common default
