@@ -1,7 +1,7 @@
 """Does memory stay flat as the dataset grows? The scale test for ImageNet size.
 
     python -m tools.scale_test                                  # 1000 classes; 2 and 8 train, 1 and 2 val per class
-    python -m tools.scale_test --classes 20 --train 2,6 --val 1,2 --work /tmp/scale   # a quick look
+    python -m tools.scale_test --classes 64 --train 2,4 --val 1,2 --fig1-cap 100 --work /tmp/scale   # a quick look (3 min)
 
 Generates the embedded synthetic dataset (ILSVRC-2012 archive format, 1000
 classes like ILSVRC) at two sizes and runs every stage of `run_all` on each,
