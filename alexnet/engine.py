@@ -39,7 +39,7 @@ from .model import AlexNet
 from .optim import PaperSGD, param_groups
 from .placement import resolve_devices
 from .progress import bar as progress_bar
-from .schedule import apply, make_schedule
+from .schedule import apply, make_schedule, same_course
 from .speed import FAITHFUL_LABEL, Speed
 
 EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
@@ -306,15 +306,33 @@ class Trainer:
             return path, ck
         return given, gck
 
+    def _check_same_run(self, path: Path, ck: dict) -> None:
+        """Resume only the run this config describes; a run may be trained longer
+        (`epochs` raised, nothing else changed) when its ε schedule so far is what
+        the longer run's would have been (`schedule.same_course`): the result is
+        then bit for bit the longer run trained from the start."""
+        was_cfg = AlexNetConfig.from_dict(ck["config"])
+        was, now = was_cfg.to_dict(), self.cfg.to_dict()
+        diff = {k: (was.get(k), now.get(k)) for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)}
+        if not diff:
+            return
+        if set(diff) == {"epochs"} and now["epochs"] >= ck["epoch"]:
+            if same_course(was_cfg, self.cfg, ck["epoch"]):
+                if self.dist.main:
+                    print(f"{path}: a run of {was['epochs']} epochs, trained on to {now['epochs']} (its ε schedule "
+                          f"for the first {ck['epoch']} epochs is the same at both lengths)", file=sys.stderr)
+                return
+            raise ValueError(f"{path} holds a {was['epochs']}-epoch run whose ε schedule ({was['lr_schedule']}) "
+                             f"would have differed at {now['epochs']} epochs within its first {ck['epoch']}; "
+                             "train the longer run from the start in another --run-dir")
+        raise ValueError(f"{path} holds a run with another config (checkpoint vs now: {diff}); "
+                         "use another --run-dir, or the same flags as that run")
+
     def resume(self) -> bool:
         path, ck = self._start_from()
         if ck is None:
             return False
-        was, now = AlexNetConfig.from_dict(ck["config"]).to_dict(), self.cfg.to_dict()
-        if was != now:
-            diff = {k: (was.get(k), now.get(k)) for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)}
-            raise ValueError(f"{path} holds a run with another config (checkpoint vs now: {diff}); "
-                             "use another --run-dir, or the same flags as that run")
+        self._check_same_run(path, ck)
         if ck.get("fast", False) != self.speed.fast:
             raise ValueError(f"{self.run_dir} holds a run trained in mode {ck.get('mode', 'faithful')!r}; "
                              f"resume it {'with' if ck.get('fast') else 'without'} --fast, or use another --run-dir")

@@ -146,6 +146,21 @@ def make_schedule(cfg: AlexNetConfig):
     return PlateauSchedule(cfg.epochs, cfg.lr_patience, cfg.lr_drops)
 
 
+def same_course(a: AlexNetConfig, b: AlexNetConfig, epochs: int) -> bool:
+    """Whether configs `a` and `b` (runs of different lengths) set ε and colour noise
+    alike in their first `epochs` epochs, and, for the plateau rule, decide alike
+    from any state: then a checkpoint of `a` after `epochs` epochs continues
+    exactly as a run of `b` from the start would have (a finished run trained
+    longer). The plateau rule's patience is the only place its length enters;
+    the recorded 2012 schedules move every milestone with the length."""
+    sa, sb = make_schedule(a), make_schedule(b)
+    if type(sa) is not type(sb):
+        return False
+    if isinstance(sa, PlateauSchedule) and (sa.patience, sa.drops, sa.factor) != (sb.patience, sb.drops, sb.factor):
+        return False
+    return all(sa.factors(e) == sb.factors(e) and sa.lighting(e) == sb.lighting(e) for e in range(epochs))
+
+
 def apply(schedule, optimizer, cfg: AlexNetConfig, epoch: int) -> dict[str, float]:
     """Set every group's ε for `epoch`; returns {group: ε}."""
     factors = schedule.factors(epoch)

@@ -23,7 +23,7 @@ from alexnet.data.loader import Loader
 from alexnet.engine import errors, evaluate, predict, train_step
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
-from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule
+from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule, same_course
 
 from .conftest import ENV, REFERENCE_ARGS, ROOT, final_weights, run, train_argv, train_cmd
 
@@ -251,6 +251,32 @@ def kill_and_resume_trials(tiny_cache, tmp_path, ref, trials, seed):
 def test_kill_and_resume_is_bit_identical(tiny_cache, tmp_path, reference_run):
     kill_and_resume_trials(tiny_cache, tmp_path, reference_run, trials=1,
                            seed=int(os.environ.get("KILL_SEED", time.time())))
+
+
+def test_a_finished_run_trained_longer_is_the_longer_run(tiny_cache, tmp_path, reference_run):
+    """A 1-epoch run, then the same command with --epochs 2: bit for bit the 2-epoch run."""
+    d = tmp_path / "run"
+    r = run(train_cmd(tiny_cache, d, "--epochs", "1", *REFERENCE_ARGS[2:]))
+    assert r.returncode == 0, r.stderr
+    assert final_weights(d)["epoch"] == 1
+    r = run(train_cmd(tiny_cache, d, *REFERENCE_ARGS))
+    assert r.returncode == 0, r.stderr
+    assert "a run of 1 epochs, trained on to 2" in r.stderr
+    got = final_weights(d)
+    assert got["step"] == reference_run["step"] and got["config"]["epochs"] == 2
+    for k, v in reference_run["model"].items():
+        assert torch.equal(v, got["model"][k]), k
+    assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in reference_run["history"]]
+
+
+def test_only_a_length_neutral_schedule_lets_a_run_train_on():
+    paper = lambda e: AlexNetConfig.from_profile("paper", num_classes=10, epochs=e)  # noqa: E731
+    cc = lambda e: AlexNetConfig.from_profile("cuda-convnet", num_classes=10, epochs=e)  # noqa: E731
+    assert same_course(paper(10), paper(14), 10)  # patience 1 epoch at both lengths
+    assert not same_course(paper(10), paper(90), 10)  # 1 against 5
+    assert same_course(cc(10), cc(14), 3)  # its first ε division: after epoch 3 at 10 epochs, 4 at 14
+    assert not same_course(cc(10), cc(14), 4)
+    assert not same_course(paper(10), cc(10), 1)
 
 
 @pytest.mark.slow
