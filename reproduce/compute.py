@@ -124,7 +124,10 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     costs = []
     pre = plan.pretrain_listed if any(run.data == "pretrain" for _, run, _ in runs) else None
     pretrain_n = sum(_unit_images(u) for u in pre.units.get("train", [])) if pre else 0
+    shared = plan.shared()
     for exp, run, run_dir in runs:
+        if run.name in shared:  # trained once, as the run it shares its directory with
+            continue
         size = plan.size(exp)
         train_n = pretrain_n if run.data == "pretrain" else counts.get("train", 0)
         done = max((checkpoint.epoch_of(p) for p in checkpoint.files(run_dir)), default=0)
@@ -150,6 +153,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
              f"{'hours left':>10}"]
     lines += [f"  {c.experiment:<15} {c.run:<15} {c.epochs:>6} {c.done:>4} {c.batch:>5} {c.images:>13,} "
               f"{c.hours:>10.2f}" for c in costs]
+    lines += [f"  {exp.name:<15} {run.name:<15} the same run as {shared[run.name]} (trained once)"
+              for exp, run, _ in runs if run.name in shared]
     pairs = len(plan.device_pairs)
     lines += [f"  total: {len(costs)} run(s), {hours:.2f} hours left on one device pair (evaluations"
               + (" and Figure 4's features" if features else "") + " included)"

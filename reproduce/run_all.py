@@ -27,6 +27,7 @@ Exit status: 0 done; 2 bad arguments (nothing was written); 1 a stage failed
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -137,9 +138,22 @@ class Plan:
         return Size(self.epochs, size.batch_size, size.train_batches)
 
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
-        """Every training run of the selected experiments that this data and scale allow."""
-        return [(exp, run, self.runs / self.size(exp).tag / run.name) for exp in self.experiments
-                if (not exp.needs or self.pretrain_data) and self.size(exp) is not None for run in exp.runs]
+        """Every training run of the selected experiments that this data and scale allow.
+        Runs that differ only in name (same profile, overrides, seed, data and size:
+        baseline-short and 1cnn wherever the short size is the main size, as at the
+        imagenet and cpu-full scales) share one directory, a main run's where there is
+        one, so the run is trained once."""
+        chosen = [(exp, run) for exp in self.experiments
+                  if (not exp.needs or self.pretrain_data) and self.size(exp) is not None for run in exp.runs]
+        same = lambda exp, run: (self.size(exp), repr(dataclasses.replace(run, name="")))  # noqa: E731
+        home: dict = {}
+        for exp, run in sorted(chosen, key=lambda c: c[0].scale != "main"):  # stable: main runs first
+            home.setdefault(same(exp, run), self.runs / self.size(exp).tag / run.name)
+        return [(exp, run, home[same(exp, run)]) for exp, run in chosen]
+
+    def shared(self) -> dict[str, str]:
+        """{run: the run whose directory it shares} (see runs_of)."""
+        return {run.name: run_dir.name for _, run, run_dir in self.runs_of() if run_dir.name != run.name}
 
     @property
     def pretrain_cache(self) -> Path | None:
@@ -245,8 +259,13 @@ def train(plan: Plan, cache: Cache) -> None:
         elif plan.size(exp) is None and exp.runs:
             print(f"skip {exp.name}: not run at the {plan.scale} scale (--scale cpu-full runs it)")
     dirs = {run.name: run_dir for _, run, run_dir in plan.runs_of()}
+    shared = plan.shared()
     jobs = []
     for exp, run, run_dir in plan.runs_of():
+        if run.name in shared:
+            print(f"{run.name}: the same run as {shared[run.name]} (profile, overrides, seed and size): "
+                  f"trained once, in {run_dir}")
+            continue
         size = plan.size(exp)
         data = Cache(plan.pretrain_cache) if run.data == "pretrain" else cache
         cfg = run_config(run, size, num_classes=len(data.classes))
@@ -358,7 +377,7 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         by_exp["7cnns-star"] = by_exp["5cnns"] + [d for _, r, d in plan.runs_of()
                                                   if r.init_from and r.name.startswith("1cnn-star")]
     for name, dirs in by_exp.items():
-        out = plan.results / "eval" / f"{name if len(dirs) > 1 else dirs[0].name}.json"
+        out = plan.results / "eval" / f"{name}.json"
         if up_to_date(out, *(newest(d) for d in dirs)):
             print(f"done already: {out.name}")
             continue

@@ -133,12 +133,15 @@ def test_run_all_dry_run_prints_the_plan_and_writes_nothing(tiny_archives, tmp_p
     """An ILSVRC-2012 folder: images counted from the archive headers (the training set's
     inner tars included), hours from a rate, disk; no file written anywhere."""
     code, out, err = run_all(tmp_path, capsys, "--imagenet", str(tiny_archives), "--dry-run",
-                             "--experiments", "1cnn,no-lrn", "--epochs", "3")
+                             "--experiments", "1cnn,no-lrn", "--epochs", "3", "--scale", "imagenet")
     assert code == 0, err[-2000:]
     assert "images: 48 train, 16 val (from the archive headers" in out
     assert "training images/s, faithful (" in out and "hours left" in out and "disk: cache" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1cnn", "no-lrn", "baseline"))]
-    assert [(r[1], r[2], r[3]) for r in rows] == [("baseline-short", "3", "0"), ("1cnn", "3", "0"), ("no-lrn", "3", "0")]
+    # both sizes are 3 epochs of 128: baseline-short is 1 CNN's configuration and seed, one run in 1cnn's directory
+    assert [r[1:5] for r in rows] == [["1cnn", "3", "0", "128"], ["no-lrn", "3", "0", "128"],
+                                      ["baseline-short", "the", "same", "run"]]
+    assert "the same run as 1cnn (trained once)" in out and "total: 2 run(s)" in out
     assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
 
 
@@ -184,6 +187,8 @@ def test_tables_show_learned_runs_only_with_the_replicates_noise_band(tmp_path):
     assert t2["1 CNN"]["ours_top1_val"] == 10.0 and t2["5 CNNs"]["ours_top1_val"] == 16.0
     tops = [20, 18, 22, 20, 25, 15]  # baseline-short and the five members
     mean, sd = sum(tops) / 6, float(np.std(tops, ddof=1))
+    assert f"its seed replicates at its size (centre patch; baseline-short is this run's configuration and seed): " \
+           f"top-1 {mean:.1f} ± {sd:.1f}" in t2["1 CNN"]["note"]  # cpu-full: short size = main size
     assert f"one member alone: {np.mean(tops[1:]):.1f} ± {np.std(tops[1:], ddof=1):.1f}" in t2["5 CNNs"]["note"]
     md = (tmp_path / "tables" / "table2.md").read_text()
     assert f"top-1 {mean:.1f} ± {sd:.1f}" in md and "6 replicates" in md

@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     Speed(fast=False).setup([device])  # faithful: float32 without TF32, cuDNN autotuning
     res = {"device": device_name(device), "batch": batch, "repeats": repeats, "quick": args.quick,
            "torch": torch.__version__, "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"), "img_s": {}}
-    r = res["img_s"]
+    r, name = res["img_s"], res["device"]
 
     def note(key, value):
         r[key] = round(value, 1)
