@@ -265,6 +265,7 @@ class Trainer:
         self.meters = self._new_meters()
         self.last_ckpt: Path | None = None
         self.stop_signal: int | None = None
+        self.trained_longer: dict | None = None  # set by resume() for a finished run given more epochs
         self.tb = None
         if opts.tensorboard and self.dist.main:
             try:
@@ -318,6 +319,8 @@ class Trainer:
             return
         if set(diff) == {"epochs"} and now["epochs"] >= ck["epoch"]:
             if same_course(was_cfg, self.cfg, ck["epoch"]):
+                self.trained_longer = {"from_epochs": was["epochs"], "to_epochs": now["epochs"], "at_epoch": ck["epoch"],
+                                       "code_version": checkpoint.code_version()}
                 if self.dist.main:
                     print(f"{path}: a run of {was['epochs']} epochs, trained on to {now['epochs']} (its ε schedule "
                           f"for the first {ck['epoch']} epochs is the same at both lengths)", file=sys.stderr)
@@ -387,6 +390,16 @@ class Trainer:
              "code_version": checkpoint.code_version(), "host": socket.gethostname(),
              "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
              "mode": self.speed.label}, indent=1))
+
+    def record_trained_longer(self) -> None:
+        """config.json of a run trained longer: the longer config, and when it was lengthened."""
+        path = self.run_dir / "config.json"
+        if not self.dist.main or not path.exists():
+            return
+        d = json.loads(path.read_text())
+        d["config"] = self.cfg.to_dict()
+        d["trained_longer"] = d.get("trained_longer", []) + [self.trained_longer]
+        write_text(path, json.dumps(d, indent=1))
 
     def save(self) -> None:
         if self.dist.main:
@@ -536,6 +549,8 @@ def fit(cfg: AlexNetConfig, opts: TrainOptions, cache: Cache | None = None,
             trainer.write_config(init_from=trainer.init_path)
         elif not (trainer.run_dir / "config.json").exists():  # --resume into a new run directory
             trainer.write_config(resumed_from=trainer.last_ckpt)
+        if trainer.trained_longer:
+            trainer.record_trained_longer()
         if trainer.dist.main:
             print(f"mode: {trainer.speed.label}", file=sys.stderr)
         with _stop_on_signals(trainer):

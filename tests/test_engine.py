@@ -266,6 +266,8 @@ def test_a_finished_run_trained_longer_is_the_longer_run(tiny_cache, tmp_path, r
     for k, v in reference_run["model"].items():
         assert torch.equal(v, got["model"][k]), k
     assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in reference_run["history"]]
+    recorded = json.loads((d / "config.json").read_text())  # what run_all reads to call the run done
+    assert recorded["config"]["epochs"] == 2 and recorded["trained_longer"][0]["from_epochs"] == 1
 
 
 def test_only_a_length_neutral_schedule_lets_a_run_train_on():
