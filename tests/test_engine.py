@@ -252,21 +252,21 @@ def test_kill_and_resume_is_bit_identical(tiny_cache, tmp_path, reference_run):
                            seed=int(os.environ.get("KILL_SEED", time.time())))
 
 
-def test_a_finished_run_trained_longer_is_the_longer_run(tiny_cache, tmp_path, reference_run):
+def test_a_finished_run_trained_longer_is_the_longer_run(tiny_cache, tmp_path, capsys):
     """A 1-epoch run, then the same command with --epochs 2: bit for bit the 2-epoch run."""
-    d = tmp_path / "run"
-    r = run(train_cmd(tiny_cache, d, "--epochs", "1", *REFERENCE_ARGS[2:]))
-    assert r.returncode == 0, r.stderr
-    assert final_weights(d)["epoch"] == 1
-    r = run(train_cmd(tiny_cache, d, *REFERENCE_ARGS))
-    assert r.returncode == 0, r.stderr
-    assert "a run of 1 epochs, trained on to 2" in r.stderr
-    got = final_weights(d)
-    assert got["step"] == reference_run["step"] and got["config"]["epochs"] == 2
-    for k, v in reference_run["model"].items():
+    args = lambda d, epochs: train_argv(tiny_cache, tmp_path / d, "--epochs", str(epochs),  # noqa: E731
+                                        "--train-batches", "2", "--keep", "1")
+    assert train.main(args("longer", 1)) == 0 and final_weights(tmp_path / "longer")["epoch"] == 1
+    capsys.readouterr()
+    assert train.main(args("longer", 2)) == 0
+    assert "a run of 1 epochs, trained on to 2" in capsys.readouterr().err
+    assert train.main(args("whole", 2)) == 0
+    got, whole = final_weights(tmp_path / "longer"), final_weights(tmp_path / "whole")
+    assert got["step"] == whole["step"] == 4
+    for k, v in whole["model"].items():
         assert torch.equal(v, got["model"][k]), k
-    assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in reference_run["history"]]
-    recorded = json.loads((d / "config.json").read_text())  # what run_all reads to call the run done
+    assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in whole["history"]]
+    recorded = json.loads((tmp_path / "longer" / "config.json").read_text())  # what run_all reads to call it done
     assert recorded["config"]["epochs"] == 2 and recorded["trained_longer"][0]["from_epochs"] == 1
 
 

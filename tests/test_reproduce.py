@@ -42,7 +42,7 @@ def test_run_config_takes_any_config_field():
     cfg = run_config(Run("x", {"bias_weight_decay": False, "lr_patience": 3}, seed=4), SCALES["cpu-full"]["short"],
                      num_classes=10)
     assert (cfg.bias_weight_decay, cfg.lr_patience, cfg.seed, cfg.num_classes) == (False, 3, 4, 10)
-    assert (cfg.epochs, cfg.batch_size) == (10, 32)
+    assert (cfg.epochs, cfg.batch_size) == (14, 32)
 
 
 def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
