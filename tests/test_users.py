@@ -277,3 +277,15 @@ def test_train_takes_a_whole_config_file_with_flags_on_top(tmp_path):
     f.write_text(json.dumps(cfg.to_dict()))
     _, args = train.parse_args(["--cache", "c", "--run-dir", "r", "--config", str(f), "--dropout", "0.3"])
     assert train.config_from_args(args, num_classes=99) == cfg.replace(dropout=0.3)
+
+
+@pytest.mark.slow  # every measurement once on the CPU: about 40 s
+def test_benchmark_runs_to_its_json(tiny_cache, tmp_path):
+    """tools.bench end to end (what tools/gpu_check.sh runs on a GPU): the JSON with
+    its measurements, ratios and 90-epoch projection is written."""
+    assert bench.main(["--device", "cpu", "--quick", "-b", "2", "--cache", str(tiny_cache),
+                       "--out", str(tmp_path)]) == 0
+    (out,) = tmp_path.glob("bench-cpu-*.json")
+    res = json.loads(out.read_text())
+    assert res["img_s"]["step/faithful"] > 0 and res["projection"]["hours"] > 0
+    assert res["device"] in res["projection"]["setup"]
