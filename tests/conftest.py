@@ -94,7 +94,9 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, **kw)
 
 
-REFERENCE_ARGS = ("--epochs", "2", "--checkpoint-steps", "6", "--keep", "2")  # checkpoints after steps 6, 12, 18, 24
+# two epochs of 6 batches of 4 (of the tiny set's 12): checkpoints after steps 3, 6 (the end of epoch 1), 9, 12
+REFERENCE_ARGS = ("--epochs", "2", "--train-batches", "6", "--checkpoint-steps", "3", "--keep", "2")
+REFERENCE_STEPS = 12
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +107,7 @@ def reference_run(tiny_cache, tmp_path_factory) -> dict:
     r = run(train_cmd(tiny_cache, d, *REFERENCE_ARGS))
     assert r.returncode == 0, r.stderr
     ck = final_weights(d)
-    assert ck["epoch"] == 2 and ck["step"] == 24
+    assert ck["epoch"] == 2 and ck["step"] == REFERENCE_STEPS
     return ck
 
 

@@ -24,7 +24,7 @@ from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule, same_course
 
-from .conftest import ENV, REFERENCE_ARGS, ROOT, final_weights, run, train_argv, train_cmd
+from .conftest import ENV, REFERENCE_ARGS, REFERENCE_STEPS, ROOT, final_weights, run, train_argv, train_cmd
 
 
 # ---------- §5 update rule ----------
@@ -227,7 +227,7 @@ def kill_and_resume_trials(tiny_cache, tmp_path, ref, trials, seed):
     rng = random.Random(seed)
     for t in range(trials):
         d = tmp_path / f"trial{t}"
-        target = rng.choice([6, 12, 18])  # kill after this checkpoint, plus a random delay
+        target = rng.choice([3, 6, 9])  # kill after this checkpoint, plus a random delay
         p = subprocess.Popen(train_cmd(tiny_cache, d, *args), cwd=ROOT, env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
@@ -240,7 +240,7 @@ def kill_and_resume_trials(tiny_cache, tmp_path, ref, trials, seed):
         r = run(train_cmd(tiny_cache, d, *args))
         assert r.returncode == 0, r.stderr
         got = final_weights(d)
-        assert got["step"] == 24
+        assert got["step"] == REFERENCE_STEPS
         for k, v in ref["model"].items():
             assert torch.equal(v, got["model"][k]), f"trial {t} (kill after step ≥{target}): {k} differs"
         assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in ref["history"]]

@@ -155,8 +155,16 @@ def test_run_all_refuses_bad_input_before_work(tmp_path, capsys):
     assert not (tmp_path / "work").exists()
 
 
+def test_run_all_prints_its_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_all_module.main(["--help"])
+    assert e.value.code == 0 and "Regenerate the paper's tables" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch (env.sh's check, then run_all): about 12 s
 def test_run_all_sh_prints_its_help():
-    """The shell entry point finds its Python and the package."""
+    """The shell entry point finds its Python and the package (env.sh itself runs in every
+    `bash tests/run.sh`)."""
     r = subprocess.run(["bash", "reproduce/run_all.sh", "--help"], cwd=ROOT, capture_output=True, text=True,
                        env=ENV, timeout=300)
     assert r.returncode == 0 and "Regenerate the paper's tables" in r.stdout, r.stderr[-2000:]
