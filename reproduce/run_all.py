@@ -47,7 +47,7 @@ from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
 from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
 from alexnet.engine import EXIT_INTERRUPTED, NonFiniteLoss, TrainOptions, fit
-from alexnet.evaluate import save_errors, save_features
+from alexnet.evaluate import save_errors, save_features, shown
 from alexnet.placement import resolve_devices
 
 from . import figure1, figures, tables
@@ -232,6 +232,16 @@ def newest(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def evaluated(out: Path, dirs: list[Path], root: Path) -> bool:
+    """Whether `out` is an evaluation of exactly the newest checkpoint of each run directory, made
+    after them: by the checkpoints it records, not only by its date (a results folder from a fresh
+    clone is newer than every run, however old its numbers)."""
+    if not up_to_date(out, *(newest(d) for d in dirs)):
+        return False
+    recorded = [c["path"] for c in json.loads(out.read_text()).get("checkpoints", [])]
+    return recorded == [shown(newest(d), root) for d in dirs]
+
+
 # ---------------------------------------------------------------- stages
 
 def prepare_data(plan: Plan) -> Cache:
@@ -378,7 +388,7 @@ def evaluate(plan: Plan, cache: Cache) -> None:
                                                   if r.init_from and r.name.startswith("1cnn-star")]
     for name, dirs in by_exp.items():
         out = plan.results / "eval" / f"{name}.json"
-        if up_to_date(out, *(newest(d) for d in dirs)):
+        if evaluated(out, dirs, plan.work):
             print(f"done already: {out.name}")
             continue
         views = ("center", "ten") if EXPERIMENTS.get(name, EXPERIMENTS["1cnn"]).scale == "main" else ("center",)

@@ -1,6 +1,7 @@
 """`run_all` end to end on a tiny embedded dataset (in this process), and the registry."""
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -127,6 +128,21 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run_all_module, "run_config", lambda *a, **k: planned(*a, **k).replace(lr=0.02))
     code, again, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
     assert code == 1 and "done already: 1cnn" not in again and "another config" in err, again + err
+
+
+def test_an_evaluation_counts_as_done_only_for_the_checkpoints_it_records(tmp_path):
+    """A committed eval file in a fresh clone is newer than every run: its date alone would keep
+    the numbers of an older checkpoint."""
+    run = tmp_path / "runs" / "x" / "e14-b32" / "no-lrn"
+    run.mkdir(parents=True)
+    (run / "ckpt-e0014-s000000518.pt").write_bytes(b"")
+    out = tmp_path / "eval.json"
+    for recorded, done in (("runs/x/e10-b32/no-lrn/ckpt-e0010-s000000370.pt", False),
+                           ("runs/x/e14-b32/no-lrn/ckpt-e0014-s000000518.pt", True)):
+        out.write_text(json.dumps({"checkpoints": [{"path": recorded}]}))
+        assert run_all_module.evaluated(out, [run], tmp_path) is done, recorded
+    os.utime(out, (0, 0))  # older than the checkpoint: evaluate again
+    assert not run_all_module.evaluated(out, [run], tmp_path)
 
 
 def test_run_all_dry_run_prints_the_plan_and_writes_nothing(tiny_archives, tmp_path, capsys):
