@@ -307,24 +307,24 @@ class Trainer:
             return path, ck
         return given, gck
 
-    def _check_same_run(self, path: Path, ck: dict) -> None:
+    def _check_same_run(self, path: Path, ck: dict) -> dict | None:
         """Resume only the run this config describes; a run may be trained longer
         (`epochs` raised, nothing else changed) when its ε schedule so far is what
         the longer run's would have been (`schedule.same_course`): the result is
-        then bit for bit the longer run trained from the start."""
+        then bit for bit the longer run trained from the start. Returns None for the
+        same run, and for a run trained longer what config.json records of it."""
         was_cfg = AlexNetConfig.from_dict(ck["config"])
         was, now = was_cfg.to_dict(), self.cfg.to_dict()
         diff = {k: (was.get(k), now.get(k)) for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)}
         if not diff:
-            return
+            return None
         if set(diff) == {"epochs"} and now["epochs"] >= ck["epoch"]:
             if same_course(was_cfg, self.cfg, ck["epoch"]):
-                self.trained_longer = {"from_epochs": was["epochs"], "to_epochs": now["epochs"], "at_epoch": ck["epoch"],
-                                       "code_version": checkpoint.code_version()}
                 if self.dist.main:
                     print(f"{path}: a run of {was['epochs']} epochs, trained on to {now['epochs']} (its ε schedule "
                           f"for the first {ck['epoch']} epochs is the same at both lengths)", file=sys.stderr)
-                return
+                return {"from_epochs": was["epochs"], "to_epochs": now["epochs"], "at_epoch": ck["epoch"],
+                        "code_version": checkpoint.code_version()}
             raise ValueError(f"{path} holds a {was['epochs']}-epoch run whose ε schedule ({was['lr_schedule']}) "
                              f"would have differed at {now['epochs']} epochs within its first {ck['epoch']}; "
                              "train the longer run from the start in another --run-dir")
@@ -335,7 +335,7 @@ class Trainer:
         path, ck = self._start_from()
         if ck is None:
             return False
-        self._check_same_run(path, ck)
+        self.trained_longer = self._check_same_run(path, ck)
         if ck.get("fast", False) != self.speed.fast:
             raise ValueError(f"{self.run_dir} holds a run trained in mode {ck.get('mode', 'faithful')!r}; "
                              f"resume it {'with' if ck.get('fast') else 'without'} --fast, or use another --run-dir")

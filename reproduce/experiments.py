@@ -26,7 +26,7 @@ Sources of the paper's numbers: reproduce/PAPER.md ("Reported results").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from alexnet.config import AlexNetConfig
 
@@ -144,6 +144,12 @@ class Scale:
 
     def __getitem__(self, kind: str) -> Size | None:
         return self.main if kind == "main" else self.short
+
+    def size(self, kind: str, epochs: int | None = None) -> Size | None:
+        """The `main` or `short` run size, every run's epochs replaced by `epochs` when given
+        (run_all --epochs); None: not run at this scale."""
+        size = self[kind]
+        return replace(size, epochs=epochs) if size and epochs else size
 
 
 SCALES: dict[str, Scale] = {s.name: s for s in [

@@ -132,10 +132,7 @@ class Plan:
 
     def size(self, exp: Experiment) -> Size | None:
         """The experiment's run size at this scale (--epochs applied); None: not run at this scale."""
-        size = SCALES[self.scale][exp.scale]
-        if size is None or not self.epochs:
-            return size
-        return Size(self.epochs, size.batch_size, size.train_batches)
+        return SCALES[self.scale].size(exp.scale, self.epochs)
 
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
         """Every training run of the selected experiments that this data and scale allow.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import os
@@ -38,8 +37,7 @@ class Results:
 
     def size(self, kind: str):
         """The size the `main` or `short` runs trained at: the scale's, or every run's --epochs."""
-        size = SCALES[self.scale][kind]
-        return dataclasses.replace(size, epochs=self.epochs) if size and self.epochs else size
+        return SCALES[self.scale].size(kind, self.epochs)
 
     def eval(self, run: str) -> dict | None:
         p = self.root / "eval" / f"{run}.json"

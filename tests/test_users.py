@@ -279,7 +279,7 @@ def test_train_takes_a_whole_config_file_with_flags_on_top(tmp_path):
     assert train.config_from_args(args, num_classes=99) == cfg.replace(dropout=0.3)
 
 
-@pytest.mark.slow  # every measurement once on the CPU: about 40 s
+@pytest.mark.slow  # every measurement once on the CPU: about 27 s
 def test_benchmark_runs_to_its_json(tiny_cache, tmp_path):
     """tools.bench end to end (what tools/gpu_check.sh runs on a GPU): the JSON with
     its measurements, ratios and 90-epoch projection is written."""
