@@ -38,8 +38,11 @@ def epoch_of(path: Path) -> int:
 
 def code_version() -> str:
     """The git commit of the code (with '+dirty' for local changes to tracked
-    files outside results/, which runs rewrite themselves), or 'unknown'."""
+    files outside results/, which runs rewrite themselves); for a copy of the tree
+    without its .git, $ALEXNET_CODE_VERSION when set; else 'unknown'."""
     root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists() and os.environ.get("ALEXNET_CODE_VERSION"):
+        return os.environ["ALEXNET_CODE_VERSION"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=5).stdout.strip()
