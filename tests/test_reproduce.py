@@ -241,7 +241,8 @@ def test_tables_say_what_the_cpu_scale_did_not_run(tmp_path):
 def test_tables_name_the_size_the_runs_trained_at(tmp_path):
     """run_all --epochs N overrides every run's epochs; the headers and rows say N, not the scale's."""
     fake_eval(tmp_path, "no-lrn", 0.96, classes=100)
-    for epochs, main, short in ((None, 25, 10), (1, 1, 1)):
+    gpu = SCALES["gpu"]
+    for epochs, main, short in ((None, gpu.main.epochs, gpu.short.epochs), (1, 1, 1)):
         write_tables(tmp_path, "synthetic", "gpu", epochs=epochs)
         md = (tmp_path / "tables" / "ablations.md").read_text()
         assert f"main runs {main} epoch(s) of all batches of 128; short runs {short} epoch(s)" in md
