@@ -290,14 +290,24 @@ def train(plan: Plan, cache: Cache) -> None:
         jobs.append((run, cfg, opts, data))
     if len(plan.device_pairs) > 1:
         return train_concurrently(plan, jobs)
+    diverged = []
     for run, cfg, opts, data in jobs:
         if plan.nproc > 1:
             code = subprocess.run(job_command(cfg, opts, plan.nproc), cwd=ROOT).returncode
             _check_job(opts, code)
         else:
-            code = fit(cfg, opts, data)
+            try:
+                code = fit(cfg, opts, data)
+            except NonFiniteLoss as e:  # one run's divergence does not stop the others; the tables say so
+                diverged.append(run.name)
+                print(f"{run.name}: {e}\n{run.name}: going on with the other runs; its rows will say "
+                      "it stopped short (not a result)", flush=True)
+                continue
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
+    if diverged:
+        print(f"stopped on a non-finite loss: {', '.join(diverged)} (run the same command again to retry "
+              "from their last good checkpoints)")
 
 
 def trained_with(run_dir: Path) -> dict | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from alexnet.atomic import write_text
-from alexnet.checkpoint import code_version
+from alexnet.checkpoint import code_version, epoch_of
 
 from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE2
 from .figure1 import verdict as figure1_verdict
@@ -64,6 +64,18 @@ class Results:
         c = self.classes or 1000
         return 1 - 1 / c, max(0.0, 1 - 5 / c)
 
+    def short_of(self, run: str) -> str | None:
+        """Why a run's evaluation is no result of its size: a checkpoint it evaluated stopped before
+        the size's last epoch (training stopped on a non-finite loss; run_all goes on without it)."""
+        exp, e = EXPERIMENTS.get(run), self.eval(run)
+        size = self.size(exp.scale) if exp else None
+        if not (e and size):
+            return None
+        stopped = [(Path(c["path"]).parent.name, epoch_of(Path(c["path"]))) for c in e.get("checkpoints", [])]
+        stopped = [(name, epoch) for name, epoch in stopped if epoch < size.epochs]
+        return (", ".join(f"{name} stopped after epoch {epoch} of {size.epochs}" for name, epoch in stopped)
+                + " (loss not finite: see its log)") if stopped else None
+
     def learned(self, err: dict | None) -> bool:
         """The rule for every number the tables present: top-1 error below half of chance."""
         return err is not None and err["top1"] < self.chance()[0] / 2
@@ -76,7 +88,10 @@ class Results:
         if base:
             out.append({"run": BASELINE.name, "top1": 100 * base["top1"], "top5": 100 * base["top5"]})
         members = self.eval("5cnns")
+        size = self.size("short")
         for m in (members or {}).get("checkpoints", []):
+            if size and epoch_of(Path(m["path"])) < size.epochs:  # stopped short: not a replicate
+                continue
             out.append({"run": Path(m["path"]).parent.name, "top1": 100 * m["center"]["top1"],
                         "top5": 100 * m["center"]["top5"]})
         return out
@@ -169,6 +184,8 @@ def _ours(res: Results, run: str) -> tuple[dict | None, str, str]:
         if exp is not None and res.size(exp.scale) is None:
             return None, "", res.not_run_note(run)
         return None, "", f"not run: run the {run} experiment"
+    if res.short_of(run):
+        return None, views, f"{res.short_of(run)}: not a result"
     if not res.learned(err):
         return None, views, (f"did not learn at this scale (top-1 {100 * err['top1']:.1f}%, chance "
                              f"{100 * res.chance()[0]:.1f}%): not a result")

@@ -342,5 +342,9 @@ def test_gpu_loader_matches_cpu_loader(tiny_cache):
     gpu = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda"))
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
         assert torch.equal(yc, yg.cpu())
-        # same crops/flips/noise; nvjpeg and libjpeg-turbo may differ by a few levels
-        assert (xg.cpu() - xc).abs().mean() < 1.0
+        # The same crops, flips, mean image and lighting noise: only the decoded pixel levels differ,
+        # so the difference is a whole number of levels everywhere. nvjpeg and libjpeg-turbo upsample
+        # chroma differently: on this set's hard colour edges 3.1 levels on average (an H200, torch 2.11).
+        d = xg.cpu() - xc
+        assert (d - d.round()).abs().max() < 1e-3
+        assert d.abs().mean() < 6.0

@@ -17,7 +17,7 @@ from alexnet.engine import evaluate, load_model
 from reproduce import run_all as run_all_module
 from reproduce.experiments import ABLATIONS, EXPERIMENTS, SCALES, TABLE1, TABLE2, Run, run_config, select
 from reproduce.figures import SCALE, kernel_grid, kernel_statistics
-from reproduce.tables import write_tables
+from reproduce.tables import Results, write_tables
 
 from .conftest import ENV, ROOT
 
@@ -188,14 +188,30 @@ def test_run_all_sh_prints_its_help():
 
 # ---------- what the tables count as a result ----------
 
-def fake_eval(root, run, top1, top5=0.0, members=None, classes=10):
-    """An eval/<run>.json as alexnet.evaluate writes it (centre patch)."""
+def fake_eval(root, run, top1, top5=0.0, members=None, classes=10, epochs=None):
+    """An eval/<run>.json as alexnet.evaluate writes it (centre patch); members' checkpoints
+    after `epochs` (a dict by member; default 90, the end of every scale's runs)."""
     entry = lambda t1, t5: {"top1": t1, "top5": t5, "n": 200}  # noqa: E731
-    checkpoints = [{"path": f"runs/x/{name}/ckpt-e0008-s000000296.pt", "center": entry(t1, 0.0)}
-                   for name, t1 in (members or {}).items()]
+    checkpoints = [{"path": f"runs/x/{name}/ckpt-e{(epochs or {}).get(name, 90):04d}-s000000296.pt",
+                    "center": entry(t1, 0.0)} for name, t1 in (members or {}).items()]
     (root / "eval").mkdir(parents=True, exist_ok=True)
     (root / "eval" / f"{run}.json").write_text(json.dumps(
         {"classes": classes, "checkpoints": checkpoints, "ensemble": {"center": entry(top1, top5)}}))
+
+
+def test_a_run_that_stopped_short_is_no_result(tmp_path):
+    """A member whose training stopped on a non-finite loss (run_all goes on without it) leaves
+    the ensemble row and the replicates; the row names it."""
+    members = {f"5cnns-seed{s}": 0.2 for s in range(1, 6)}
+    fake_eval(tmp_path, "5cnns", 0.16, members=members, epochs={"5cnns-seed3": 1})
+    fake_eval(tmp_path, "1cnn", 0.10, members={"1cnn": 0.10}, epochs={"1cnn": 14})
+    write_tables(tmp_path, "synthetic", "cpu-full")
+    t2 = {r["model"]: r for r in json.loads((tmp_path / "tables" / "table2.json").read_text())}
+    assert t2["5 CNNs"]["ours_top1_val"] is None
+    assert "5cnns-seed3 stopped after epoch 1 of 14" in t2["5 CNNs"]["note"]
+    assert t2["1 CNN"]["ours_top1_val"] == 10.0  # 14 of 14: complete
+    assert [r["run"] for r in Results(tmp_path, "cpu-full").replicates()] == \
+        ["5cnns-seed1", "5cnns-seed2", "5cnns-seed4", "5cnns-seed5"]
 
 
 def test_tables_show_learned_runs_only_with_the_replicates_noise_band(tmp_path):
