@@ -15,6 +15,7 @@ and the 4096-d features of §6.1.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -434,6 +435,8 @@ class Trainer:
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=self.dist.main and opts.progress)
         t0 = time.perf_counter()
         pending: _StepStats | None = None
+        recent: collections.deque = collections.deque(maxlen=8)  # (step, loss): what led up to a failure
+        pending_x = None  # the unread step's input batch (one batch kept alive one step longer)
 
         def settle() -> None:  # account for the last step whose numbers are not read yet
             nonlocal pending
@@ -441,7 +444,13 @@ class Trainer:
                 return
             loss_sum, wrong1, wrong5, n = pending.read()
             if not math.isfinite(loss_sum):
-                raise NonFiniteLoss(f"loss is {loss_sum / n} at epoch {self.epoch + 1}, step {pending.step}")
+                before = ", ".join(f"{s} {v:.3f}" for s, v in recent) or "none in this epoch"
+                x = pending_x.float()
+                batch = (f"finite, from {x.min().item():.1f} to {x.max().item():.1f}" if torch.isfinite(x).all()
+                         else f"{int((~torch.isfinite(x)).sum())} non-finite values")
+                raise NonFiniteLoss(f"loss is {loss_sum / n} at epoch {self.epoch + 1}, step {pending.step}; "
+                                    f"the steps before (step loss): {before}; that step's input batch: {batch}")
+            recent.append((pending.step, loss_sum / n))
             m["loss"] += loss_sum
             m["wrong1"] += int(wrong1)
             m["wrong5"] += int(wrong5)
@@ -455,7 +464,7 @@ class Trainer:
             stats = train_step(self.forward, self.opt, x, y, self.speed)
             self.step += 1
             settle()  # the previous step's numbers, while this one runs
-            pending = _StepStats(stats, self.step)
+            pending, pending_x = _StepStats(stats, self.step), x
             bar.update()
             if opts.print_freq and self.step % opts.print_freq == 0 and self.dist.main and not sys.stderr.isatty():
                 print(f"epoch {self.epoch + 1}/{cfg.epochs} batch {loader.position or len(loader)}/{len(loader)} "

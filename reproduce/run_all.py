@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet import checkpoint
+from alexnet.atomic import write_text
 
 from alexnet.checkpoint import RunLock, RunLocked
 from alexnet.config import AlexNetConfig
@@ -159,8 +160,33 @@ class Plan:
             else None
 
     def main_run(self) -> Path | None:
-        """The 1cnn run directory (Figures 3 and 4), when 1cnn is selected."""
-        return next((d for exp, _, d in self.runs_of() if exp.name == "1cnn"), None)
+        """The 1cnn run directory (Figures 3 and 4), when 1cnn is selected and did not stop short."""
+        return next((d for exp, r, d in self.runs_of() if exp.name == "1cnn" and r.name not in self.stopped()),
+                    None)
+
+    def stopped(self) -> dict[str, str]:
+        """Runs whose training stopped on a non-finite loss, by run name: what happened
+        (results/<dataset>/stopped.json, which the tables read)."""
+        f = self.results / tables.STOPPED
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def record_stopped(self, name: str, why: str | None) -> None:
+        """Record (or, with None, clear) a run's stop, under every name sharing its directory."""
+        before = self.stopped()
+        stopped = dict(before)
+        for n in [name] + [sharer for sharer, owner in self.shared().items() if owner == name]:
+            if why is None:
+                stopped.pop(n, None)
+            else:
+                stopped[n] = why
+        if stopped == before:
+            return
+        f = self.results / tables.STOPPED
+        if not stopped:
+            f.unlink(missing_ok=True)
+            return
+        self.results.mkdir(parents=True, exist_ok=True)
+        write_text(f, json.dumps(stopped, indent=1, sort_keys=True))
 
 
 def make_plan(args) -> Plan:
@@ -279,6 +305,7 @@ def train(plan: Plan, cache: Cache) -> None:
         if any(checkpoint.epoch_of(p) == size.epochs for p in checkpoint.files(run_dir)) and \
                 trained_with(run_dir) in (None, cfg.to_dict()):  # another config: training says so
             print(f"done already: {run.name}")
+            plan.record_stopped(run.name, None)
             continue
         print(f"train {run.name}: profile {run.profile}, seed {run.seed}, {size.describe()}"
               + (f", {run.overrides}" if run.overrides else "")
@@ -300,11 +327,13 @@ def train(plan: Plan, cache: Cache) -> None:
                 code = fit(cfg, opts, data)
             except NonFiniteLoss as e:  # one run's divergence does not stop the others; the tables say so
                 diverged.append(run.name)
+                plan.record_stopped(run.name, str(e).split(";")[0])  # without the checkpoint's path
                 print(f"{run.name}: {e}\n{run.name}: going on with the other runs; its rows will say "
-                      "it stopped short (not a result)", flush=True)
+                      "it stopped (not a result)", flush=True)
                 continue
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
+        plan.record_stopped(run.name, None)
     if diverged:
         print(f"stopped on a non-finite loss: {', '.join(diverged)} (run the same command again to retry "
               "from their last good checkpoints)")
@@ -393,8 +422,13 @@ def evaluate(plan: Plan, cache: Cache) -> None:
     if "1cnn-star" in by_exp and "5cnns" in by_exp:  # 7 CNNs*: the five and two pre-trained, fine-tuned nets
         by_exp["7cnns-star"] = by_exp["5cnns"] + [d for _, r, d in plan.runs_of()
                                                   if r.init_from and r.name.startswith("1cnn-star")]
+    stopped_dirs = {d for _, r, d in plan.runs_of() if r.name in plan.stopped()}
     for name, dirs in by_exp.items():
         out = plan.results / "eval" / f"{name}.json"
+        if stopped_dirs & set(dirs):  # no result: the tables say why (stopped.json)
+            print(f"not evaluated: {name} (a run of it stopped on a non-finite loss)")
+            out.unlink(missing_ok=True)
+            continue
         if evaluated(out, dirs, plan.work):
             print(f"done already: {out.name}")
             continue

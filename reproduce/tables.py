@@ -29,6 +29,9 @@ from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE
 from .figure1 import verdict as figure1_verdict
 
 
+STOPPED = "stopped.json"  # run_all: {run: why} for runs whose training stopped on a non-finite loss
+
+
 class Results:
     """The result files of one results folder, and the rules that decide what counts as a result."""
 
@@ -64,6 +67,17 @@ class Results:
         c = self.classes or 1000
         return 1 - 1 / c, max(0.0, 1 - 5 / c)
 
+    def stopped(self) -> dict[str, str]:
+        f = self.root / STOPPED
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def stopped_note(self, exp_name: str) -> str | None:
+        """Which of an experiment's runs stopped on a non-finite loss, and where; None: none did."""
+        names = [r.name for r in EXPERIMENTS[exp_name].runs] if exp_name in EXPERIMENTS else [exp_name]
+        stopped = self.stopped()
+        hits = [f"{n}: {stopped[n]}" for n in names if n in stopped]
+        return "stopped on a non-finite loss (" + "; ".join(hits) + ")" if hits else None
+
     def short_of(self, run: str) -> str | None:
         """Why a run's evaluation is no result of its size: a checkpoint it evaluated stopped before
         the size's last epoch (training stopped on a non-finite loss; run_all goes on without it)."""
@@ -84,14 +98,15 @@ class Results:
         """The baseline configuration's seed replicates at the short size: baseline-short and the
         5cnns members (centre patch), each {"run", "top1", "top5"} in percent."""
         out = []
+        stopped = self.stopped()
         base, _ = self.errors(BASELINE.name)
-        if base:
+        if base and BASELINE.name not in stopped:
             out.append({"run": BASELINE.name, "top1": 100 * base["top1"], "top5": 100 * base["top5"]})
         members = self.eval("5cnns")
         size = self.size("short")
         for m in (members or {}).get("checkpoints", []):
-            if size and epoch_of(Path(m["path"])) < size.epochs:  # stopped short: not a replicate
-                continue
+            if (size and epoch_of(Path(m["path"])) < size.epochs) or Path(m["path"]).parent.name in stopped:
+                continue  # stopped short: not a replicate
             out.append({"run": Path(m["path"]).parent.name, "top1": 100 * m["center"]["top1"],
                         "top5": 100 * m["center"]["top5"]})
         return out
@@ -180,6 +195,8 @@ def _ours(res: Results, run: str) -> tuple[dict | None, str, str]:
     """A run's errors if they are a result, the views, and a note saying why not otherwise."""
     err, views = res.errors(run)
     exp = EXPERIMENTS.get(run)
+    if res.stopped_note(run):
+        return None, "", f"{res.stopped_note(run)}: not a result"
     if err is None:
         if exp is not None and res.size(exp.scale) is None:
             return None, "", res.not_run_note(run)

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -294,6 +295,9 @@ def test_nonfinite_loss_stops_with_last_good_checkpoint(tiny_cache, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 3, err
     assert "loss is nan" in err.lower() or "loss is inf" in err.lower()
+    # what led up to it, to tell a climbing loss from a sudden jump, and bad input from bad arithmetic
+    assert re.search(r"the steps before \(step loss\): 1 \d+\.\d{3}", err), err
+    assert "that step's input batch: finite, from -" in err
     path, ck = checkpoint.latest(tmp_path / "nan")
     assert ck is not None and ck["step"] >= 1
     assert f"Last good checkpoint: {path}" in err

@@ -13,7 +13,7 @@ from PIL import Image
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.model import AlexNet
-from alexnet.engine import evaluate, load_model
+from alexnet.engine import NonFiniteLoss, evaluate, load_model
 from reproduce import run_all as run_all_module
 from reproduce.experiments import ABLATIONS, EXPERIMENTS, SCALES, TABLE1, TABLE2, Run, run_config, select
 from reproduce.figures import SCALE, kernel_grid, kernel_statistics
@@ -128,6 +128,31 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run_all_module, "run_config", lambda *a, **k: planned(*a, **k).replace(lr=0.02))
     code, again, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
     assert code == 1 and "done already: 1cnn" not in again and "another config" in err, again + err
+
+
+def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys, monkeypatch):
+    """The other runs train; the stopped run is not evaluated and its row says why; a later
+    run_all that trains it to the end clears the record."""
+    real_fit = run_all_module.fit
+
+    def fit(cfg, opts, data):
+        if Path(opts.run_dir).name == "no-lrn":
+            raise NonFiniteLoss(f"loss is nan at epoch 1, step 1; stopped. Last good checkpoint: {opts.run_dir}")
+        return real_fit(cfg, opts, data)
+    monkeypatch.setattr(run_all_module, "fit", fit)
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn")
+    assert code == 0, out[-3000:] + err[-3000:]
+    res = tmp_path / "results"
+    assert json.loads((res / "stopped.json").read_text()) == {"no-lrn": "loss is nan at epoch 1, step 1"}
+    assert "not evaluated: no-lrn" in out and not (res / "eval" / "no-lrn.json").exists()
+    assert (res / "eval" / "baseline-short.json").exists()  # the run after it was trained and evaluated
+    row = json.loads((res / "tables" / "ablations.json").read_text())[0]
+    assert row["ours_top1"] is None
+    assert row["verdict"] == "stopped on a non-finite loss (no-lrn: loss is nan at epoch 1, step 1): not a result"
+    monkeypatch.setattr(run_all_module, "fit", real_fit)
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn")
+    assert code == 0 and not (res / "stopped.json").exists() and (res / "eval" / "no-lrn.json").exists()
+    assert "stopped" not in json.loads((res / "tables" / "ablations.json").read_text())[0]["verdict"]
 
 
 def test_an_evaluation_counts_as_done_only_for_the_checkpoints_it_records(tmp_path):
