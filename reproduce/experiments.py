@@ -16,7 +16,7 @@ run size in a `Scale`, chosen by `run_all` from the hardware:
 - `gpu` (one or two GPUs): a 100-class embedded set, every row. As at
   `cpu-full`, the short runs train as long as 1 CNN (20 epochs: a 10-epoch run
   measured on the CPU was still at 85% error after 5), so baseline-short is
-  1 CNN; about 9 minutes on one H100/H200 (results/README.md: the arithmetic).
+  1 CNN; about 13 minutes of training on one H200, measured (results/README.md).
 - `smoke`: a few steps, for tests.
 
 The five `5cnns` members are seed replicates of `baseline-short`'s
@@ -161,7 +161,7 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     Scale("cpu-full", Size(14, 32), Size(14, 32), (10, 120, 20), 12,
           "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 6 ablations"),
     Scale("gpu", Size(20, 128), Size(20, 128), (100, 80, 20), 30,
-          "100 classes, every row: 12 runs of 20 epochs; planned at about 9 min on one H100/H200"),
+          "100 classes, every row: 12 runs of 20 epochs; about 13 min of training on one H200"),
     Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2, "a few steps (tests)"),
 ]}
 

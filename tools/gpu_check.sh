@@ -2,6 +2,8 @@
 # The GPU checks in one call, for whoever is lent a GPU (about 5 minutes on one H100/H200):
 #   bash tools/gpu_check.sh            # on the GPU machine ($OUT: where copies of the results go)
 #   bash tools/gpu_check.sh --dry-run  # anywhere: the same steps with the CUDA parts skipped (about 2 min on 2 cores)
+#   PYTHON=python3 bash tools/gpu_check.sh  # a GPU machine with its own torch and no internet (env.sh warns
+#                                           # that torch is not the pinned version, and uses it)
 # Without CUDA it always runs as a dry run and says so; its numbers are then no benchmark.
 # 1. the GPU-marked tests: the model on ("cuda:0","cpu"), ("cuda:0","cuda:0") and
 #    ("cuda:0","cuda:0") with one CUDA stream per tower, against the all-CPU model in
