@@ -135,6 +135,12 @@ class Loader:
         DataLoader worker for the CPU, with nvjpeg in this process for a GPU."""
         idx, rows = self.batch_indices(b)
         mine = idx[rows]
+        if self.device.type == "cuda":
+            # nvJPEG's hardware decoder (A100, H100, H200) writes its outputs before the work already queued
+            # on the GPU has run, into blocks the caching allocator has just recycled from tensors that those
+            # queued kernels still read: silently corrupted activations, NaN losses (pytorch/vision#9606,
+            # meta-pytorch/torchcodec#1634). The training loop never waits for a step, so wait here.
+            torch.cuda.synchronize(self.device)
         x = decode_jpeg(self._read(mine), mode=ImageReadMode.RGB, device=self.device)  # list of 3×256×256
         if self.train:  # draws for the whole global batch, so K ranks see what one process would
             d = draw(len(idx), self.cfg, _generator(self.seed, self.epoch, b), self.cache.mean.shape[-1])
