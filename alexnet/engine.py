@@ -113,7 +113,9 @@ def errors(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
 
 def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
     """The model of a checkpoint file, or of a run directory's newest valid one,
-    in eval mode; with the checkpoint and its path."""
+    in eval mode; with the checkpoint's other entries (config, epoch, dataset, ...:
+    not its weights, now the model's, nor the optimizer's state, as large again,
+    which classifying never needs) and its path."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"--checkpoint {path}: no such file or run directory")
@@ -125,7 +127,7 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
         raise ValueError(f"{path}: a checkpoint without the config of its model; not one of this project's")
     model = AlexNet(AlexNetConfig.from_dict(ck["config"]), devices)
     model.load_state_dict(ck["model"])
-    return model.eval(), ck, path
+    return model.eval(), {k: v for k, v in ck.items() if k not in ("model", "optimizer")}, path
 
 
 def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "ten"), devices=None,

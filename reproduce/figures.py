@@ -316,7 +316,6 @@ def make_figures(results, cache: Cache, dataset: str = "", run=None, features=No
     if run:
         model, ck, path = load_model(run, "cpu")
         epoch = ck["epoch"]
-        del ck  # its optimizer state: as large as the model
         final = model.conv1_kernels().numpy()
         init = np.load(Path(run) / CONV1_INIT) if (Path(run) / CONV1_INIT).exists() else None
         conv1_kernels(final, init, len(model.towers), out,

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import engine, predict, train
+from alexnet import checkpoint, engine, predict, train
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.loader import Loader
@@ -149,8 +149,11 @@ def test_onnx_export_round_trips_through_onnxruntime(trained, tmp_path):
 
 def test_hub_entry_loads_a_local_checkpoint(trained):
     model = torch.hub.load(str(ROOT), "alexnet_towers", source="local", checkpoint=str(trained), devices="cpu")
-    _, ck, _ = engine.load_model(trained, devices=("cpu", "cpu"))
+    _, ck = checkpoint.read(trained)
     assert not model.training and all(torch.equal(v, ck["model"][k]) for k, v in model.state_dict().items())
+    # load_model keeps neither the weights (now the model's) nor the optimizer's state beside the model
+    _, rest, _ = engine.load_model(trained, devices=("cpu", "cpu"))
+    assert "model" not in rest and "optimizer" not in rest and rest["config"] == ck["config"]
     assert model.mean.shape == (3, 256, 256) and len(model.classes) == model.config.num_classes
     fresh = torch.hub.load(str(ROOT), "alexnet_towers", source="local", num_classes=7, devices="cpu")
     assert fresh.fc8.out_features == 7
