@@ -214,6 +214,8 @@ class TrainOptions:
     devices: tuple | None = None  # tower devices, resolved once by the caller (None: what exists)
     workers: int | None = None  # CPU loader processes (None: all cores)
     checkpoint_minutes: float = 15.0  # also checkpoint mid-epoch this often
+    checkpoint_epochs: int = 1  # checkpoint at the end of every N-th epoch (and of the last, and when
+    # checkpoint_minutes have passed since the last checkpoint): N > 1 for epochs of seconds
     checkpoint_steps: int = 0  # also checkpoint every N steps (0: off)
     keep: int = 3  # checkpoints kept
     max_steps: int = 0  # stop after this many steps in total (0: no limit)
@@ -261,12 +263,15 @@ class Trainer:
                                    max_batches=opts.train_batches or None, **common)
         self.val_loader = Loader(cache, "val", cfg, train=False, batch_size=cfg.batch_size,
                                  views="center", **common)
+        if opts.checkpoint_epochs < 1:
+            raise ValueError(f"--checkpoint-epochs {opts.checkpoint_epochs}: must be at least 1")
         if len(self.train_loader) == 0:
             raise ValueError(f"{opts.cache}: {cache.size('train')} training images, fewer "
                              f"than one batch of {cfg.batch_size}; lower --batch-size")
         self.epoch, self.step, self.history = 0, 0, []
         self.meters = self._new_meters()
         self.last_ckpt: Path | None = None
+        self.last_save = time.time()  # of the last checkpoint (or the start): checkpoint_minutes counts from it
         self.stop_signal: int | None = None
         self.trained_longer: dict | None = None  # set by resume() for a finished run given more epochs
         self.tb = None
@@ -404,10 +409,15 @@ class Trainer:
         d["trained_longer"] = d.get("trained_longer", []) + [self.trained_longer]
         write_text(path, json.dumps(d, indent=1))
 
-    def save(self) -> None:
+    def save(self, weights: bool = True) -> None:
+        """A checkpoint and the log; with weights=False the log alone (an epoch whose checkpoint
+        is not due: a later one, resumed from an earlier checkpoint, rewrites it)."""
         if self.dist.main:
-            self.last_ckpt = checkpoint.save(self.run_dir, self.state(), keep=self.opts.keep)
+            if weights:
+                self.last_ckpt = checkpoint.save(self.run_dir, self.state(), keep=self.opts.keep)
             write_text(self.run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+        if weights:
+            self.last_save = time.time()
 
     # ---- loop ----
     def max_steps_reached(self) -> bool:
@@ -432,7 +442,6 @@ class Trainer:
             loader.set_epoch(self.epoch)
         loader.lighting = self.schedule.lighting(self.epoch) and cfg.pca_lighting
         self.model.train()
-        last_save = time.time()
         bar = progress_bar(total=len(loader), initial=loader.position, unit="batch", leave=False,
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=self.dist.main and opts.progress)
         t0 = time.perf_counter()
@@ -474,14 +483,13 @@ class Trainer:
                       f"train loss {m['loss'] / max(m['n'], 1):.4f} err {m['wrong1'] / max(m['n'], 1):.4f} "
                       f"(this epoch, to the step before)", file=sys.stderr, flush=True)
             due = ((opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0)
-                   or time.time() - last_save > 60 * opts.checkpoint_minutes)
+                   or time.time() - self.last_save > 60 * opts.checkpoint_minutes)
             if self.should_stop() or due:
                 settle()
                 m["seconds"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if loader.position != 0:  # mid-epoch; the epoch end saves on its own
                     self.save()
-                last_save = time.time()
                 if self.should_stop():
                     bar.close()
                     return
@@ -524,7 +532,9 @@ class Trainer:
                       + (f"  [{note}]" if note else ""), file=sys.stderr)
             self.epoch += 1
             self.meters = self._new_meters()
-            self.save()
+            self.save(weights=self.epoch % self.opts.checkpoint_epochs == 0 or self.epoch == cfg.epochs
+                      or self.stop_signal is not None or self.max_steps_reached()
+                      or time.time() - self.last_save > 60 * self.opts.checkpoint_minutes)
             if self.stop_signal is not None:
                 return EXIT_INTERRUPTED
         return 0

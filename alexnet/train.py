@@ -9,7 +9,8 @@
 Restarting the same command resumes from the newest valid checkpoint in
 --run-dir (a corrupt or truncated one is skipped with a warning). On CPU with
 a fixed seed a run killed anywhere and resumed ends with bit-identical weights.
-Checkpoints: every epoch and every --checkpoint-minutes; the last --keep are kept.
+Checkpoints: every epoch (every --checkpoint-epochs) and every --checkpoint-minutes; the
+last --keep are kept.
 Log: <run-dir>/log.jsonl, one line per epoch (train loss, top-1/top-5 error,
 validation 1-crop top-1/top-5, ε per group, images/s, seconds, devices).
 Exit status: 0 done; 2 bad arguments, or the run directory is in use by
@@ -86,6 +87,9 @@ def parse_args(argv=None):
     ap.add_argument("--devices", help="tower devices, e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: what exists)")
     ap.add_argument("-j", "--workers", type=int, default=None, help="CPU loader processes (default: all cores)")
     ap.add_argument("--checkpoint-minutes", type=float, default=15.0, help="also checkpoint mid-epoch this often")
+    ap.add_argument("--checkpoint-epochs", type=int, default=1,
+                    help="checkpoint at the end of every N-th epoch (and of the last one, and whenever "
+                         "--checkpoint-minutes have passed): N > 1 where an epoch takes seconds")
     ap.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
     ap.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: no limit)")
@@ -105,7 +109,7 @@ def parse_args(argv=None):
     add_config_args(ap)
     args = ap.parse_args(argv)
     check_at_least(ap, args, {"epochs": 1, "batch_size": 1, "workers": 0, "keep": 1, "num_classes": 2,
-                              "train_batches": 0, "max_steps": 0, "print_freq": 0})
+                              "train_batches": 0, "max_steps": 0, "print_freq": 0, "checkpoint_epochs": 1})
     for name in ("momentum", "weight_decay"):
         value = getattr(args, name)
         if value is not None and not (0 <= value < math.inf):
@@ -118,6 +122,7 @@ def parse_args(argv=None):
 def options_from_args(args, devices) -> TrainOptions:
     return TrainOptions(cache=args.cache, run_dir=args.run_dir, devices=devices, workers=args.workers,
                         checkpoint_minutes=args.checkpoint_minutes, checkpoint_steps=args.checkpoint_steps,
+                        checkpoint_epochs=args.checkpoint_epochs,
                         keep=args.keep, max_steps=args.max_steps, train_batches=args.train_batches,
                         progress=not args.no_progress, fast=args.fast, compile=not args.no_compile,
                         tower_streams=args.tower_streams, tensorboard=args.tensorboard, resume=args.resume,

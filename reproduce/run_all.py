@@ -284,7 +284,12 @@ def prepare_data(plan: Plan) -> Cache:
     return Cache(plan.cache)
 
 
-def train(plan: Plan, cache: Cache) -> None:
+CHECKPOINT_SECONDS = 60  # epochs of seconds (a fast GPU, a small set): a checkpoint about this often, not every epoch
+
+
+def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
+    """Every selected run, one after another (or one per device pair). `rate`: the compute
+    plan's training images/s, which sets how many epochs go between checkpoints."""
     title("2. train (§5)")
     for exp in plan.experiments:
         if exp.needs and not plan.pretrain_data:
@@ -311,9 +316,14 @@ def train(plan: Plan, cache: Cache) -> None:
               + (f", {run.overrides}" if run.overrides else "")
               + (f", on {plan.pretrain_data}" if run.data == "pretrain" else "")
               + (f", from {run.init_from}" if run.init_from else "") + f" → {run_dir}", flush=True)
+        per_epoch = size.train_batches * size.batch_size or data.size("train")
+        every = max(1, int(CHECKPOINT_SECONDS * rate / per_epoch)) if rate else 1
+        if every > 1:
+            print(f"  {run.name}: a checkpoint every {every} epochs and after the last (an epoch takes about "
+                  f"{per_epoch / rate:.1f} s at the planned rate)")
         opts = TrainOptions(cache=data.root, run_dir=run_dir, devices=plan.devices, progress=False,
                             train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1,
-                            init_from=dirs[run.init_from] if run.init_from else None)
+                            checkpoint_epochs=every, init_from=dirs[run.init_from] if run.init_from else None)
         jobs.append((run, cfg, opts, data))
     if len(plan.device_pairs) > 1:
         return train_concurrently(plan, jobs)
@@ -354,7 +364,8 @@ def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None)
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
               if nproc > 1 else [sys.executable, "-m"])
     cmd = launch + ["alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir), "--config",
-                    str(request), "--no-progress", "--keep", str(opts.keep), "--train-batches", str(opts.train_batches)]
+                    str(request), "--no-progress", "--keep", str(opts.keep), "--train-batches", str(opts.train_batches),
+                    "--checkpoint-epochs", str(opts.checkpoint_epochs)]
     cmd += ["--init-from", str(opts.init_from)] if opts.init_from else []
     if nproc > 1:  # torchrun: each rank takes GPUs 2r, 2r+1 of the node, or the CPU
         return cmd + (["--devices", "cpu"] if opts.devices and opts.devices[0].type == "cpu" else [])
@@ -469,9 +480,9 @@ def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
     figures.make_figures(plan.results, cache, plan.dataset, run=plan.main_run(), features=features)
 
 
-def stages(plan: Plan) -> None:
+def stages(plan: Plan, rate: float | None = None) -> None:
     cache = prepare_data(plan)
-    train(plan, cache)
+    train(plan, cache, rate)
     evaluate(plan, cache)
     features = extract_features(plan, cache, plan.main_run()) if plan.main_run() else None
     if "fig1" in {e.name for e in plan.experiments}:
@@ -491,8 +502,9 @@ def main(argv=None) -> int:
         return 0
     try:
         with RunLock(plan.results, what="run_all"):  # two run_all on one results folder: the second refuses
-            print(compute_plan(plan, ROOT, seconds)[0], end="", flush=True)
-            stages(plan)
+            text, info = compute_plan(plan, ROOT, seconds)
+            print(text, end="", flush=True)
+            stages(plan, info.get("rate"))
     except RunLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

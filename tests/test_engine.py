@@ -26,6 +26,7 @@ from alexnet.optim import PaperSGD, param_groups
 from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule, same_course
 
 from .conftest import ENV, REFERENCE_ARGS, REFERENCE_STEPS, ROOT, final_weights, run, train_argv, train_cmd
+from .test_reliability import exit_status
 
 
 # ---------- §5 update rule ----------
@@ -181,6 +182,21 @@ def test_one_epoch_cuda_convnet_run_logs_the_initial_rates(tiny_cache, tmp_path,
 
 
 # ---------- checkpoints ----------
+
+def test_checkpoint_epochs_spaces_the_checkpoints_not_the_training(tiny_cache, tmp_path, capsys):
+    """--checkpoint-epochs 2 over 3 epochs: checkpoints after epochs 2 and 3 (the last) only, the
+    log of every epoch, and the same weights as checkpointing every epoch."""
+    args = ("--epochs", "3", "--train-batches", "1", "--keep", "5")
+    assert train.main(train_argv(tiny_cache, tmp_path / "every", *args)) == 0
+    assert train.main(train_argv(tiny_cache, tmp_path / "spaced", *args, "--checkpoint-epochs", "2")) == 0
+    assert [checkpoint.epoch_of(p) for p in checkpoint.files(tmp_path / "every")] == [1, 2, 3]
+    assert [checkpoint.epoch_of(p) for p in checkpoint.files(tmp_path / "spaced")] == [2, 3]
+    assert len((tmp_path / "spaced" / "log.jsonl").read_text().splitlines()) == 3
+    a, b = (checkpoint.latest(tmp_path / d)[1]["model"] for d in ("every", "spaced"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert exit_status(train.main, train_argv(tiny_cache, tmp_path / "x", *args, "--checkpoint-epochs", "0")) == 2
+    capsys.readouterr()
+
 
 def test_truncated_checkpoint_is_skipped(tmp_path):
     for step in (1, 2):
