@@ -60,7 +60,7 @@ def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
 RUNS = ("work", "runs", "synthetic-4x12x4-g2", "e1-b4-t2")  # runs/<data>-g<generator>/<size>/<run>
 
 
-def test_run_all_tiny_end_to_end(tmp_path, capsys, monkeypatch):
+def test_run_all_tiny_end_to_end(tmp_path, capsys):
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
     assert code == 0, out[-3000:] + err[-3000:]
     res = tmp_path / "results"
@@ -122,17 +122,20 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys, monkeypatch):
     model, _, _ = load_model(run_dir, "cpu")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
 
-    # a finished run of another config (made before a change of the code, say) is not taken as done:
-    # training refuses it and says why
+
+@pytest.mark.slow  # two run_all: about 25 s (the refusal itself is tested fast in test_reliability)
+def test_run_all_does_not_take_a_finished_run_of_another_config_as_done(tmp_path, capsys, monkeypatch):
+    """A finished run of another config (made before a change of the code, say): training
+    refuses it and says why."""
+    assert run_all(tmp_path, capsys, "--experiments", "1cnn")[0] == 0
     planned = run_all_module.run_config
     monkeypatch.setattr(run_all_module, "run_config", lambda *a, **k: planned(*a, **k).replace(lr=0.02))
-    code, again, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
+    code, again, err = run_all(tmp_path, capsys, "--experiments", "1cnn")
     assert code == 1 and "done already: 1cnn" not in again and "another config" in err, again + err
 
 
-def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys, monkeypatch):
-    """The other runs train; the stopped run is not evaluated and its row says why; a later
-    run_all that trains it to the end clears the record."""
+def _run_all_with_no_lrn_diverging(tmp_path, capsys, monkeypatch):
+    """run_all --experiments no-lrn with no-lrn's training raising NonFiniteLoss at once."""
     real_fit = run_all_module.fit
 
     def fit(cfg, opts, data):
@@ -141,6 +144,13 @@ def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys,
         return real_fit(cfg, opts, data)
     monkeypatch.setattr(run_all_module, "fit", fit)
     code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn")
+    monkeypatch.setattr(run_all_module, "fit", real_fit)
+    return code, out, err
+
+
+def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys, monkeypatch):
+    """The other runs train; the stopped run is not evaluated and its row says why."""
+    code, out, err = _run_all_with_no_lrn_diverging(tmp_path, capsys, monkeypatch)
     assert code == 0, out[-3000:] + err[-3000:]
     res = tmp_path / "results"
     assert json.loads((res / "stopped.json").read_text()) == {"no-lrn": "loss is nan at epoch 1, step 1"}
@@ -149,7 +159,13 @@ def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys,
     row = json.loads((res / "tables" / "ablations.json").read_text())[0]
     assert row["ours_top1"] is None
     assert row["verdict"] == "stopped on a non-finite loss (no-lrn: loss is nan at epoch 1, step 1): not a result"
-    monkeypatch.setattr(run_all_module, "fit", real_fit)
+
+
+@pytest.mark.slow  # two run_all: about 15 s
+def test_a_stopped_run_trained_to_its_end_later_clears_the_record(tmp_path, capsys, monkeypatch):
+    assert _run_all_with_no_lrn_diverging(tmp_path, capsys, monkeypatch)[0] == 0
+    res = tmp_path / "results"
+    assert (res / "stopped.json").exists()
     code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn")
     assert code == 0 and not (res / "stopped.json").exists() and (res / "eval" / "no-lrn.json").exists()
     assert "stopped" not in json.loads((res / "tables" / "ablations.json").read_text())[0]["verdict"]
