@@ -47,7 +47,7 @@ from alexnet.data.cache import Cache
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
 from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
-from alexnet.engine import EXIT_INTERRUPTED, NonFiniteLoss, TrainOptions, fit
+from alexnet.engine import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLoss, TrainOptions, fit
 from alexnet.evaluate import save_errors, save_features, shown
 from alexnet.placement import resolve_devices
 
@@ -331,6 +331,9 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
     for run, cfg, opts, data in jobs:
         if plan.nproc > 1:
             code = subprocess.run(job_command(cfg, opts, plan.nproc), cwd=ROOT).returncode
+            if _job_stopped(plan, run.name, code):
+                diverged.append(run.name)
+                continue
             _check_job(opts, code)
         else:
             try:
@@ -370,6 +373,16 @@ def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None)
     if nproc > 1:  # torchrun: each rank takes GPUs 2r, 2r+1 of the node, or the CPU
         return cmd + (["--devices", "cpu"] if opts.devices and opts.devices[0].type == "cpu" else [])
     return cmd + ["--devices", devices or ",".join(str(d) for d in opts.devices)]
+
+
+def _job_stopped(plan: Plan, name: str, code: int) -> bool:
+    """A training process that stopped on a non-finite loss (its exit status): recorded, and
+    run_all goes on, as for a run trained in this process."""
+    if code != EXIT_NONFINITE:
+        return False
+    plan.record_stopped(name, f"loss not finite (exit status {code}; its output says where)")
+    print(f"{name}: stopped on a non-finite loss; going on with the other runs", flush=True)
+    return True
 
 
 def _check_job(opts: TrainOptions, code: int) -> None:
@@ -416,7 +429,13 @@ def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_o
             print(f"finished {run.name} on {pair}: exit status {proc.returncode}", flush=True)
             if proc.returncode == EXIT_INTERRUPTED:
                 raise KeyboardInterrupt
+            if _job_stopped(plan, run.name, proc.returncode):  # and so do the runs fine-tuned from it
+                for job in [j for j in pending if j[0].init_from == run.name]:
+                    pending.remove(job)
+                    plan.record_stopped(job[0].name, f"not trained: {run.name}, its pre-training, stopped")
+                continue
             _check_job(opts, proc.returncode)
+            plan.record_stopped(run.name, None)
             finished.add(run.name)
         time.sleep(1)
 

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import types
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,20 @@ def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys,
     row = json.loads((res / "tables" / "ablations.json").read_text())[0]
     assert row["ours_top1"] is None
     assert row["verdict"] == "stopped on a non-finite loss (no-lrn: loss is nan at epoch 1, step 1): not a result"
+
+
+def test_run_all_goes_on_past_a_torchrun_job_that_stopped_on_a_non_finite_loss(tmp_path, capsys, monkeypatch):
+    """--nproc: each run is a torchrun job; exit status 3 (non-finite loss) is recorded and the
+    others go on (here every job stops, so nothing is trained or evaluated)."""
+    ran = []
+    fake = types.SimpleNamespace(run=lambda cmd, **kw: ran.append(cmd) or subprocess.CompletedProcess(cmd, 3))
+    monkeypatch.setattr(run_all_module, "subprocess", fake)  # run_all's own name only
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn", "--nproc", "2", "--devices", "cpu")
+    assert code == 0 and len(ran) == 2, out[-3000:] + err[-3000:]
+    why = "loss not finite (exit status 3; its output says where)"
+    assert json.loads((tmp_path / "results" / "stopped.json").read_text()) == {"baseline-short": why, "no-lrn": why}
+    row = json.loads((tmp_path / "results" / "tables" / "ablations.json").read_text())[0]
+    assert row["verdict"] == f"stopped on a non-finite loss (no-lrn: {why}): not a result"
 
 
 @pytest.mark.slow  # two run_all: about 15 s
