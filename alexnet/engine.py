@@ -420,6 +420,10 @@ class Trainer:
             self.last_save = time.time()
 
     # ---- loop ----
+    def checkpoint_overdue(self) -> bool:
+        """--checkpoint-minutes have passed since the last checkpoint (or the start)."""
+        return time.time() - self.last_save > 60 * self.opts.checkpoint_minutes
+
     def max_steps_reached(self) -> bool:
         return bool(self.opts.max_steps) and self.step >= self.opts.max_steps
 
@@ -482,8 +486,7 @@ class Trainer:
                       f"step {self.step}: "
                       f"train loss {m['loss'] / max(m['n'], 1):.4f} err {m['wrong1'] / max(m['n'], 1):.4f} "
                       f"(this epoch, to the step before)", file=sys.stderr, flush=True)
-            due = ((opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0)
-                   or time.time() - self.last_save > 60 * opts.checkpoint_minutes)
+            due = (opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0) or self.checkpoint_overdue()
             if self.should_stop() or due:
                 settle()
                 m["seconds"] += time.perf_counter() - t0
@@ -533,8 +536,7 @@ class Trainer:
             self.epoch += 1
             self.meters = self._new_meters()
             self.save(weights=self.epoch % self.opts.checkpoint_epochs == 0 or self.epoch == cfg.epochs
-                      or self.stop_signal is not None or self.max_steps_reached()
-                      or time.time() - self.last_save > 60 * self.opts.checkpoint_minutes)
+                      or self.stop_signal is not None or self.max_steps_reached() or self.checkpoint_overdue())
             if self.stop_signal is not None:
                 return EXIT_INTERRUPTED
         return 0

@@ -167,8 +167,7 @@ class Plan:
     def stopped(self) -> dict[str, str]:
         """Runs whose training stopped on a non-finite loss, by run name: what happened
         (results/<dataset>/stopped.json, which the tables read)."""
-        f = self.results / tables.STOPPED
-        return json.loads(f.read_text()) if f.exists() else {}
+        return tables.stopped_runs(self.results)
 
     def record_stopped(self, name: str, why: str | None) -> None:
         """Record (or, with None, clear) a run's stop, under every name sharing its directory."""

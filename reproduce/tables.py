@@ -32,6 +32,17 @@ from .figure1 import verdict as figure1_verdict
 STOPPED = "stopped.json"  # run_all: {run: why} for runs whose training stopped on a non-finite loss
 
 
+def stopped_runs(results: str | Path) -> dict[str, str]:
+    """A results folder's stopped.json: {run: why}; {} when no run stopped."""
+    f = Path(results) / STOPPED
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def _short(checkpoint: dict, size) -> bool:
+    """An evaluated checkpoint from before its size's last epoch: a run that did not finish."""
+    return size is not None and epoch_of(Path(checkpoint["path"])) < size.epochs
+
+
 class Results:
     """The result files of one results folder, and the rules that decide what counts as a result."""
 
@@ -68,8 +79,7 @@ class Results:
         return 1 - 1 / c, max(0.0, 1 - 5 / c)
 
     def stopped(self) -> dict[str, str]:
-        f = self.root / STOPPED
-        return json.loads(f.read_text()) if f.exists() else {}
+        return stopped_runs(self.root)
 
     def stopped_note(self, exp_name: str) -> str | None:
         """Which of an experiment's runs stopped on a non-finite loss, and where; None: none did."""
@@ -79,16 +89,13 @@ class Results:
         return "stopped on a non-finite loss (" + "; ".join(hits) + ")" if hits else None
 
     def short_of(self, run: str) -> str | None:
-        """Why a run's evaluation is no result of its size: a checkpoint it evaluated stopped before
-        the size's last epoch (training stopped on a non-finite loss; run_all goes on without it)."""
+        """Why a run's evaluation is no result of its size: a checkpoint it evaluated is from
+        before the size's last epoch (the run did not finish)."""
         exp, e = EXPERIMENTS.get(run), self.eval(run)
         size = self.size(exp.scale) if exp else None
-        if not (e and size):
-            return None
-        stopped = [(Path(c["path"]).parent.name, epoch_of(Path(c["path"]))) for c in e.get("checkpoints", [])]
-        stopped = [(name, epoch) for name, epoch in stopped if epoch < size.epochs]
-        return (", ".join(f"{name} stopped after epoch {epoch} of {size.epochs}" for name, epoch in stopped)
-                + " (loss not finite: see its log)") if stopped else None
+        short = [Path(c["path"]) for c in (e or {}).get("checkpoints", []) if _short(c, size)]
+        return (", ".join(f"{p.parent.name} stopped after epoch {epoch_of(p)} of {size.epochs}" for p in short)
+                + " (it did not finish: see its log)") if short else None
 
     def learned(self, err: dict | None) -> bool:
         """The rule for every number the tables present: top-1 error below half of chance."""
@@ -105,7 +112,7 @@ class Results:
         members = self.eval("5cnns")
         size = self.size("short")
         for m in (members or {}).get("checkpoints", []):
-            if (size and epoch_of(Path(m["path"])) < size.epochs) or Path(m["path"]).parent.name in stopped:
+            if _short(m, size) or Path(m["path"]).parent.name in stopped:
                 continue  # stopped short: not a replicate
             out.append({"run": Path(m["path"]).parent.name, "top1": 100 * m["center"]["top1"],
                         "top5": 100 * m["center"]["top5"]})
@@ -195,14 +202,14 @@ def _ours(res: Results, run: str) -> tuple[dict | None, str, str]:
     """A run's errors if they are a result, the views, and a note saying why not otherwise."""
     err, views = res.errors(run)
     exp = EXPERIMENTS.get(run)
-    if res.stopped_note(run):
-        return None, "", f"{res.stopped_note(run)}: not a result"
+    if stopped := res.stopped_note(run):
+        return None, "", f"{stopped}: not a result"
     if err is None:
         if exp is not None and res.size(exp.scale) is None:
             return None, "", res.not_run_note(run)
         return None, "", f"not run: run the {run} experiment"
-    if res.short_of(run):
-        return None, views, f"{res.short_of(run)}: not a result"
+    if short := res.short_of(run):
+        return None, views, f"{short}: not a result"
     if not res.learned(err):
         return None, views, (f"did not learn at this scale (top-1 {100 * err['top1']:.1f}%, chance "
                              f"{100 * res.chance()[0]:.1f}%): not a result")
