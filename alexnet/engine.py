@@ -228,6 +228,8 @@ class TrainOptions:
     resume: str | Path | None = None  # start from this checkpoint when it is newer than the run directory's
     print_freq: int = 0  # a progress line every N steps when stderr is not a terminal (0: none)
     init_from: str | Path | None = None  # a fresh run starts from this checkpoint's weights, with a fresh fc8
+    resident: bool | None = None  # each split decoded once into device memory (None: on a GPU, when it fits;
+    # the same batches either way: alexnet/data/loader.py)
 
 
 class Trainer:
@@ -258,7 +260,7 @@ class Trainer:
                             weight_decay=cfg.weight_decay)
         self.schedule = make_schedule(cfg)
         common = dict(seed=cfg.seed, device=self.devices[0], workers=opts.workers, rank=self.dist.rank,
-                      world_size=self.dist.world_size)
+                      world_size=self.dist.world_size, resident=opts.resident)
         self.train_loader = Loader(cache, "train", cfg, train=True, batch_size=cfg.batch_size,
                                    max_batches=opts.train_batches or None, **common)
         self.val_loader = Loader(cache, "val", cfg, train=False, batch_size=cfg.batch_size,

@@ -104,6 +104,10 @@ def parse_args(argv=None):
     ap.add_argument("--no-compile", action="store_true", help="with --fast: skip torch.compile")
     ap.add_argument("--tower-streams", action="store_true",
                     help="both towers on one GPU: one CUDA stream per tower, so they overlap (same arithmetic)")
+    ap.add_argument("--resident", choices=("auto", "on", "off"), default="auto",
+                    help="decode each split once into the loader device's memory and gather every batch from it "
+                         "(the same batches as decoding them); auto: on a GPU when the decoded split fits in a "
+                         "quarter of its free memory (the embedded sets; never ILSVRC)")
     ap.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
     add_config_args(ap)
@@ -126,7 +130,8 @@ def options_from_args(args, devices) -> TrainOptions:
                         keep=args.keep, max_steps=args.max_steps, train_batches=args.train_batches,
                         progress=not args.no_progress, fast=args.fast, compile=not args.no_compile,
                         tower_streams=args.tower_streams, tensorboard=args.tensorboard, resume=args.resume,
-                        print_freq=args.print_freq, init_from=args.init_from)
+                        print_freq=args.print_freq, init_from=args.init_from,
+                        resident={"auto": None, "on": True, "off": False}[args.resident])
 
 
 def main(argv=None) -> int:

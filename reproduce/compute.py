@@ -75,13 +75,17 @@ def image_counts(plan) -> tuple[dict[str, int], str]:
             f"the archive headers in {source.root}")
 
 
-def benchmark_rate(device: torch.device, root: Path) -> tuple[float, str] | None:
-    """The newest committed benchmark's end-to-end faithful training rate for this kind of device."""
+def benchmark_rate(device: torch.device, root: Path, resident: bool = True) -> tuple[float, str] | None:
+    """The newest committed benchmark's end-to-end faithful training rate for this kind of device:
+    with the images decoded once into GPU memory (the embedded sets), or decoding every batch
+    (`resident=False`: ILSVRC, too large for that; only GPU benchmarks measure both)."""
     name = device_name(device)
     found = []
     for path in (root / "results" / "benchmarks").glob("bench-*.json"):
         b = json.loads(path.read_text())
-        rate = b.get("img_s", {}).get("e2e/train") or b.get("img_s", {}).get("step/faithful")
+        img_s = b.get("img_s", {})
+        rate = ((None if resident else img_s.get("e2e/train-decode"))
+                or img_s.get("e2e/train") or img_s.get("step/faithful"))
         if rate and name in b.get("device", ""):
             found.append((b.get("date", ""), rate, f"{path.name} ({b['device']}, batch {b.get('batch')})"))
     return max(found)[1:] if found else None
@@ -118,7 +122,7 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     if not runs:
         return "compute plan: no training run selected\n", {"runs": []}
     batch = max(plan.size(exp).batch_size for exp, _, _ in runs)
-    found = benchmark_rate(plan.devices[0], root)
+    found = benchmark_rate(plan.devices[0], root, resident=bool(plan.synthetic))
     rate, rate_from = found if found else measured_rate(plan.devices, batch, measure_seconds)
     classes = plan.synthetic[0] if plan.synthetic else None
     costs = []

@@ -309,6 +309,9 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
     plt.close(fig)
 
 
+MAIN_RUN_FIGURES = ("conv1_kernels.png", "conv1_kernels.npy", "conv1_kernels.json", "figure4.png")  # of 1 CNN
+
+
 def make_figures(results, cache: Cache, dataset: str = "", run=None, features=None) -> Path:
     """Every figure the results folder has the inputs for, into <results>/figures."""
     out = Path(results) / "figures"

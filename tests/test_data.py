@@ -248,6 +248,24 @@ def test_val_loader_keeps_every_image_in_order(tiny_cache):
     assert torch.equal(labels, torch.as_tensor(Cache(tiny_cache).labels("val")))
 
 
+def test_resident_loader_gives_the_batches_of_decoding_each(tiny_cache):
+    """A split decoded once into memory, then gathered from: the same batches, bit for bit,
+    in the main process and in a worker (which shares the main process's copy)."""
+    cfg = AlexNetConfig.from_profile("paper")
+    for split, train in (("train", True), ("val", False)):
+        each = list(Loader(tiny_cache, split, cfg, train=train, batch_size=8, workers=0, device="cpu"))
+        for workers in (0, 1) if train else (0,):
+            loader = Loader(tiny_cache, split, cfg, train=train, batch_size=8, workers=workers, device="cpu",
+                            resident=True)
+            once = list(loader)
+            assert loader.images().shape == (Cache(tiny_cache).size(split), 3, 256, 256)
+            assert len(once) == len(each)
+            for (xa, ya), (xb, yb) in zip(each, once):
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    auto = Loader(tiny_cache, "train", cfg, train=True, device="cpu", resident=None)
+    assert not auto.resident  # on the CPU the workers decode beside the step: never chosen
+
+
 # ---------- bad input ----------
 
 def test_bad_images_converted_or_skipped_with_names(messy_folder, tmp_path):
@@ -358,6 +376,20 @@ def test_gpu_decoding_leaves_memory_that_queued_work_still_reads_alone(tiny_cach
         expected = [(k % 200 + 1) * 3 * 256 * 256 for k in range(16)]
         corrupted += any(int(s) != e for s, e in zip(sums, expected))
     assert corrupted == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_resident_loader_gives_the_batches_of_decoding_each(tiny_cache):
+    cfg = AlexNetConfig.from_profile("paper")
+    auto = Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda", resident=None)
+    assert auto.resident  # a few MB: chosen on a GPU
+    for split, train in (("train", True), ("val", False)):
+        each = list(Loader(tiny_cache, split, cfg, train=train, batch_size=8, device="cuda"))
+        once = list(Loader(tiny_cache, split, cfg, train=train, batch_size=8, device="cuda", resident=True))
+        assert len(once) == len(each)
+        for (xa, ya), (xb, yb) in zip(each, once):
+            assert xb.device.type == "cuda" and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 @pytest.mark.gpu

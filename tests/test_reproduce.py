@@ -176,6 +176,19 @@ def test_run_all_goes_on_past_a_torchrun_job_that_stopped_on_a_non_finite_loss(t
     assert row["verdict"] == f"stopped on a non-finite loss (no-lrn: {why}): not a result"
 
 
+def test_a_stopped_1cnn_leaves_no_earlier_figure_3_or_4(tmp_path, capsys, monkeypatch):
+    figs = tmp_path / "results" / "figures"
+    figs.mkdir(parents=True)
+    for name in ("conv1_kernels.png", "conv1_kernels.json", "figure4.png", "figure1_relu_tanh.png"):
+        (figs / name).write_text("from an earlier run")
+    fake = types.SimpleNamespace(run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 3))  # every job stops
+    monkeypatch.setattr(run_all_module, "subprocess", fake)
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn", "--nproc", "2", "--devices", "cpu")
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert [p.name for p in figs.glob("*") if p.name.startswith(("conv1", "figure"))] == ["figure1_relu_tanh.png"]
+    assert "removed" in out and "1cnn stopped" in out
+
+
 @pytest.mark.slow  # two run_all: about 15 s
 def test_a_stopped_run_trained_to_its_end_later_clears_the_record(tmp_path, capsys, monkeypatch):
     assert _run_all_with_no_lrn_diverging(tmp_path, capsys, monkeypatch)[0] == 0
@@ -225,6 +238,24 @@ def test_run_all_refuses_bad_input_before_work(tmp_path, capsys):
         code, _, err = run_all(tmp_path, capsys, *bad)
         assert code == 2 and msg in err, (bad, err[-500:])
     assert not (tmp_path / "work").exists()
+
+
+def test_compute_plan_rate_is_resident_for_embedded_sets_and_decoding_for_ilsvrc(tmp_path):
+    from alexnet.placement import device_name
+    from reproduce.compute import benchmark_rate
+    bench = tmp_path / "results" / "benchmarks"
+    bench.mkdir(parents=True)
+    cpu = torch.device("cpu")
+    (bench / "bench-gpu-1.json").write_text(json.dumps(
+        {"device": device_name(cpu), "date": "2026-11-27 10:00", "batch": 128,
+         "img_s": {"step/faithful": 100.0, "e2e/train": 90.0, "e2e/train-decode": 60.0}}))
+    assert benchmark_rate(cpu, tmp_path)[0] == 90.0
+    assert benchmark_rate(cpu, tmp_path, resident=False)[0] == 60.0
+    (bench / "bench-cpu-2.json").write_text(json.dumps(  # newer, and no resident mode (a CPU benchmark)
+        {"device": device_name(cpu), "date": "2026-11-27 11:00", "batch": 16, "img_s": {"e2e/train": 30.0}}))
+    (bench / "bench-gpu-3.json").write_text(json.dumps(  # newest, but another device
+        {"device": "NVIDIA H200", "date": "2026-11-27 12:00", "batch": 128, "img_s": {"e2e/train": 5000.0}}))
+    assert benchmark_rate(cpu, tmp_path, resident=False)[0] == 30.0
 
 
 def test_run_all_prints_its_help(capsys):

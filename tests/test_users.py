@@ -190,6 +190,13 @@ def test_familiar_flag_spellings_are_aliases(tmp_path):
     assert exit_status(train.main, [*common, "--run-dir", str(tmp_path / "x"), "--wd", "-1"]) == 2
 
 
+def test_resident_flag_reaches_the_trainer_options():
+    common = ["--cache", "c", "--run-dir", "r"]
+    chosen = {flag: train.options_from_args(train.parse_args([*common, *flag])[1], None).resident
+              for flag in ((), ("--resident", "on"), ("--resident", "off"))}
+    assert chosen == {(): None, ("--resident", "on"): True, ("--resident", "off"): False}
+
+
 @pytest.mark.slow  # three small trainings: about 10 s (CI time)
 def test_resume_from_a_given_checkpoint_and_print_freq(tiny_cache, tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"

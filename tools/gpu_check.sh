@@ -8,10 +8,12 @@
 # 1. the GPU-marked tests: the model on ("cuda:0","cpu"), ("cuda:0","cuda:0") and
 #    ("cuda:0","cuda:0") with one CUDA stream per tower, against the all-CPU model in
 #    float64 (logits and gradients); float32 SGD steps with and without tower streams;
-#    the GPU loader against the CPU loader, batch for batch; nvJPEG decoding leaving memory that
+#    the GPU loader against the CPU loader, batch for batch; the resident GPU loader (the split
+#    decoded once into GPU memory) against decoding each batch; nvJPEG decoding leaving memory that
 #    queued kernels still read alone (pytorch/vision#9606);
 # 2. tools/bench.py, faithful float32 at batch 128 (tower streams, torchvision's alexnet,
-#    the data paths, e2e/train, peak memory per tower device, torch.profiler's top 15 ops),
+#    the data paths with and without the resident set, e2e/train and e2e/train-decode, peak memory
+#    per tower device, torch.profiler's top 15 ops),
 #    then the fast mode at batch 512 (e2e/train-fast).
 # Targets (one H100/H200): faithful step >= 8,000 img/s (floor 6,500); fast e2e >= 30,000;
 # GPU data >= 40,000; e2e >= 0.9 x step in both modes; peak memory <= 3 GiB per tower device.
