@@ -230,6 +230,7 @@ class TrainOptions:
     init_from: str | Path | None = None  # a fresh run starts from this checkpoint's weights, with a fresh fc8
     resident: bool | None = None  # each split decoded once into device memory (None: on a GPU, when it fits;
     # the same batches either way: alexnet/data/loader.py)
+    decoder: str = "cpu"  # a GPU run's JPEG decoder: "cpu" (the loader's workers) or "gpu" (nvJPEG)
 
 
 class Trainer:
@@ -260,7 +261,7 @@ class Trainer:
                             weight_decay=cfg.weight_decay)
         self.schedule = make_schedule(cfg)
         common = dict(seed=cfg.seed, device=self.devices[0], workers=opts.workers, rank=self.dist.rank,
-                      world_size=self.dist.world_size, resident=opts.resident)
+                      world_size=self.dist.world_size, resident=opts.resident, decoder=opts.decoder)
         self.train_loader = Loader(cache, "train", cfg, train=True, batch_size=cfg.batch_size,
                                    max_batches=opts.train_batches or None, **common)
         self.val_loader = Loader(cache, "val", cfg, train=False, batch_size=cfg.batch_size,

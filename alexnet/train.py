@@ -108,6 +108,10 @@ def parse_args(argv=None):
                     help="decode each split once into the loader device's memory and gather every batch from it "
                          "(the same batches as decoding them); auto: on a GPU when the decoded split fits in a "
                          "quarter of its free memory (the embedded sets; never ILSVRC)")
+    ap.add_argument("--decoder", choices=("cpu", "gpu"), default="cpu",
+                    help="where a GPU run decodes its JPEGs: cpu (the loader's worker processes, libjpeg-turbo: "
+                         "decoding overlaps the step, and the pixels are a CPU run's) or gpu (nvJPEG in the "
+                         "training process; it waits for the GPU before each batch)")
     ap.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
     add_config_args(ap)
@@ -131,7 +135,7 @@ def options_from_args(args, devices) -> TrainOptions:
                         progress=not args.no_progress, fast=args.fast, compile=not args.no_compile,
                         tower_streams=args.tower_streams, tensorboard=args.tensorboard, resume=args.resume,
                         print_freq=args.print_freq, init_from=args.init_from,
-                        resident={"auto": None, "on": True, "off": False}[args.resident])
+                        resident={"auto": None, "on": True, "off": False}[args.resident], decoder=args.decoder)
 
 
 def main(argv=None) -> int:

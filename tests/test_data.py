@@ -4,6 +4,7 @@ augmentation of §4.1 against plain re-computations, bad input, resume."""
 import io
 import json
 import os
+import pickle
 import shutil
 import tarfile
 import time
@@ -266,6 +267,24 @@ def test_resident_loader_gives_the_batches_of_decoding_each(tiny_cache):
     assert not auto.resident  # on the CPU the workers decode beside the step: never chosen
 
 
+def test_batches_decoded_in_workers_and_augmented_in_the_main_process_are_the_same(tiny_cache):
+    """The GPU path with the CPU decoder, run on the CPU: workers hand over uint8 batches (without
+    the loader's device tensors), the main process augments them."""
+    cfg = AlexNetConfig.from_profile("paper")
+    for split, train in (("train", True), ("val", False)):
+        ref = list(Loader(tiny_cache, split, cfg, train=train, batch_size=8, workers=0, device="cpu"))
+        for workers in (0, 1):
+            loader = Loader(tiny_cache, split, cfg, train=train, batch_size=8, workers=workers, device="cpu")
+            loader.augment_in_workers = False  # as on a GPU
+            assert pickle.loads(pickle.dumps(loader)).norm is None  # what a worker gets
+            got = list(loader)
+            assert len(got) == len(ref)
+            for (xa, ya), (xb, yb) in zip(ref, got):
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        Loader(tiny_cache, "train", cfg, train=True, device="cpu", decoder="gpu")
+
+
 # ---------- bad input ----------
 
 def test_bad_images_converted_or_skipped_with_names(messy_folder, tmp_path):
@@ -361,7 +380,7 @@ def test_gpu_decoding_leaves_memory_that_queued_work_still_reads_alone(tiny_cach
     a batch, and check every sum. Without the wait in Loader.make_batch, upstream saw a wrong
     sum in 134 of 200 such rounds on an H100."""
     cfg = AlexNetConfig.from_profile("paper")
-    loader = Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda")
+    loader = Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda", decoder="gpu")
     corrupted = 0
     for round_ in range(20):
         blocks = [torch.full((3, 256, 256), k % 200 + 1, dtype=torch.uint8, device="cuda") for k in range(16)]
@@ -384,12 +403,14 @@ def test_gpu_resident_loader_gives_the_batches_of_decoding_each(tiny_cache):
     cfg = AlexNetConfig.from_profile("paper")
     auto = Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda", resident=None)
     assert auto.resident  # a few MB: chosen on a GPU
-    for split, train in (("train", True), ("val", False)):
-        each = list(Loader(tiny_cache, split, cfg, train=train, batch_size=8, device="cuda"))
-        once = list(Loader(tiny_cache, split, cfg, train=train, batch_size=8, device="cuda", resident=True))
-        assert len(once) == len(each)
-        for (xa, ya), (xb, yb) in zip(each, once):
-            assert xb.device.type == "cuda" and torch.equal(xa, xb) and torch.equal(ya, yb)
+    for decoder in ("cpu", "gpu"):
+        for split, train in (("train", True), ("val", False)):
+            kw = dict(train=train, batch_size=8, device="cuda", decoder=decoder, workers=2)
+            each = list(Loader(tiny_cache, split, cfg, **kw))
+            once = list(Loader(tiny_cache, split, cfg, resident=True, **kw))
+            assert len(once) == len(each)
+            for (xa, ya), (xb, yb) in zip(each, once):
+                assert xb.device.type == "cuda" and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 @pytest.mark.gpu
@@ -397,8 +418,12 @@ def test_gpu_resident_loader_gives_the_batches_of_decoding_each(tiny_cache):
 def test_gpu_loader_matches_cpu_loader(tiny_cache):
     cfg = AlexNetConfig.from_profile("paper")
     cpu = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, workers=0, device="cpu"))
-    gpu = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda"))
-    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+    gpu = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda", workers=2))
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):  # the CPU decoder: the same pixels, augmented on the GPU
+        assert torch.equal(yc, yg.cpu()) and xg.device.type == "cuda"
+        torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=1e-3)  # lighting: a 3×3 product on each device
+    nvjpeg = list(Loader(tiny_cache, "train", cfg, train=True, batch_size=8, device="cuda", decoder="gpu"))
+    for (xc, yc), (xg, yg) in zip(cpu, nvjpeg):
         assert torch.equal(yc, yg.cpu())
         # The same crops, flips, mean image and lighting noise: only the decoded pixel levels differ,
         # so the difference is a whole number of levels everywhere. nvjpeg and libjpeg-turbo upsample

@@ -190,11 +190,12 @@ def test_familiar_flag_spellings_are_aliases(tmp_path):
     assert exit_status(train.main, [*common, "--run-dir", str(tmp_path / "x"), "--wd", "-1"]) == 2
 
 
-def test_resident_flag_reaches_the_trainer_options():
+def test_loader_flags_reach_the_trainer_options():
     common = ["--cache", "c", "--run-dir", "r"]
     chosen = {flag: train.options_from_args(train.parse_args([*common, *flag])[1], None).resident
               for flag in ((), ("--resident", "on"), ("--resident", "off"))}
     assert chosen == {(): None, ("--resident", "on"): True, ("--resident", "off"): False}
+    assert train.options_from_args(train.parse_args([*common, "--decoder", "gpu"])[1], None).decoder == "gpu"
 
 
 @pytest.mark.slow  # three small trainings: about 10 s (CI time)

@@ -17,8 +17,9 @@ events on GPU):
   step/fast              --fast (bf16 autocast, channels-last, torch.compile; not bit-faithful)
   step/torchvision       torchvision alexnet + torch.optim.SGD (random data), the baseline
   data/ours-cpu          our CPU loader (cache → decode → §4.1 augmentation), images/s
-  data/ours-gpu          our GPU loader (nvjpeg + GPU augmentation); GPU only
-  data/ours-gpu-resident the same, gathering from the set decoded once into GPU memory
+  data/ours-gpu          our GPU loader: the workers decode (libjpeg-turbo), the GPU augments; GPU only
+  data/ours-gpu-nvjpeg   the same decoding with nvJPEG in the main process (--decoder gpu); GPU only
+  data/ours-gpu-resident gathering from the set decoded once into GPU memory
                          (alexnet.data.loader's resident mode); GPU only
   data/baseline          ImageFolder + PIL + RandomResizedCrop + ToTensor + Normalize
   e2e/ours               our loader feeding our step (faithful)
@@ -295,9 +296,12 @@ def main(argv=None) -> int:
     note("data/ours-cpu", loader_rate(ours_cpu, data_batches))
     if gpu:
         note("data/ours-gpu", loader_rate(Loader(cache, "train", cfg, train=True, batch_size=batch,
-                                                 device=device), data_batches))
+                                                 device=device, workers=args.workers), data_batches))
+        note("data/ours-gpu-nvjpeg", loader_rate(Loader(cache, "train", cfg, train=True, batch_size=batch,
+                                                        device=device, decoder="gpu"), data_batches))
         note("data/ours-gpu-resident", loader_rate(Loader(cache, "train", cfg, train=True, batch_size=batch,
-                                                          device=device, resident=True), data_batches))
+                                                          device=device, resident=True, workers=args.workers),
+                                                   data_batches))
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_image_folder(cache, Path(tmp))
         note("data/baseline", loader_rate(baseline_loader(folder, batch, args.workers), data_batches))

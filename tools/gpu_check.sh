@@ -8,9 +8,9 @@
 # 1. the GPU-marked tests: the model on ("cuda:0","cpu"), ("cuda:0","cuda:0") and
 #    ("cuda:0","cuda:0") with one CUDA stream per tower, against the all-CPU model in
 #    float64 (logits and gradients); float32 SGD steps with and without tower streams;
-#    the GPU loader against the CPU loader, batch for batch; the resident GPU loader (the split
-#    decoded once into GPU memory) against decoding each batch; nvJPEG decoding leaving memory that
-#    queued kernels still read alone (pytorch/vision#9606);
+#    the GPU loader (CPU decoder, and nvJPEG) against the CPU loader, batch for batch; the resident
+#    GPU loader (the split decoded once into GPU memory) against decoding each batch; nvJPEG decoding
+#    leaving memory that queued kernels still read alone (pytorch/vision#9606);
 # 2. tools/bench.py, faithful float32 at batch 128 (tower streams, torchvision's alexnet,
 #    the data paths with and without the resident set, e2e/train and e2e/train-decode, peak memory
 #    per tower device, torch.profiler's top 15 ops),

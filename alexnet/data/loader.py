@@ -11,21 +11,31 @@ batch's crops/flips/α from one seeded with (seed, epoch, batch). So the
 loader's whole state is (epoch, next batch), the number of workers does not
 change the result, and the CPU and GPU paths see the same draws.
 
-Paths (`device=`): "cpu" — workers read JPEG bytes, decode with
-`torchvision.io.decode_jpeg` (libjpeg-turbo) and augment in float32 on the CPU;
-a CUDA device — the main process reads the bytes and decodes the whole batch
-with nvjpeg (`decode_jpeg(..., device="cuda")`), augmenting on the GPU. The
-decoders may differ by a few levels in some pixel values; crops, flips and noise are the same.
+Paths:
+
+- `device="cpu"`: DataLoader workers read the JPEG bytes, decode them with
+  `torchvision.io.decode_jpeg` (libjpeg-turbo) and augment in float32.
+- a CUDA device, `decoder="cpu"` (the default): the workers read and decode
+  as above, into one uint8 batch (a quarter of the float batch's bytes); the
+  main process copies it to the GPU (pinned, asynchronous) and augments it
+  there. Decoding overlaps the training step, and the GPU sees the very pixels
+  a CPU run sees.
+- a CUDA device, `decoder="gpu"`: the main process decodes each batch with
+  nvJPEG (`decode_jpeg(..., device="cuda")`) and augments it on the GPU. Its
+  pixels differ from libjpeg-turbo's by a few levels (chroma upsampling), and
+  it first waits for the GPU's queued work (see `_decode`), so decoding does
+  not overlap the step.
+- resident (`resident=True`, or None: on a GPU, when the decoded split fits
+  in a quarter of its free memory): the whole split is decoded once, by the
+  chosen decoder, into one uint8 N×3×256×256 tensor on `device`, and each
+  batch is gathered from it: the same pixels, so the same batches, with no
+  file reading or decoding in any epoch. For small sets (the `gpu` scale's
+  10,000 images take 1.97 GB); ILSVRC-2012's 1.28 M images (251 GB decoded)
+  never are.
+
+Crops, flips and lighting noise are the same on every path (the same draws).
 (torchvision 0.29 marks `torchvision.io` decoding deprecated in favour of
 TorchCodec; it is what the pinned version ships, and the one call to change.)
-
-Resident (`resident=True`, or None: when the decoded split fits in a quarter of
-the GPU's free memory): the whole split is decoded once, by the same decoder,
-into one uint8 N×3×256×256 tensor on `device`, and each batch is gathered from
-it; the same pixels as decoding every batch, so the same batches. For small
-sets on a GPU (the `gpu` scale's 10,000 images take 1.97 GB): the training loop
-then neither reads files nor waits for the GPU before decoding (below) in any
-epoch but its first. ILSVRC-2012's 1.28 M images (251 GB decoded) are never resident.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from ..config import AlexNetConfig
 from ..progress import bar as progress_bar
-from .augment import Normalizer, draw
+from .augment import Normalizer, batch_buffer, draw
 from .cache import Cache
 
 
@@ -74,7 +84,8 @@ def _worker_context():
 
 
 class _BatchSet(torch.utils.data.Dataset):
-    """Item b = the whole, finished batch b of the current epoch (CPU path)."""
+    """Item b = batch b of the current epoch, made in a worker: finished (the CPU
+    path), or decoded into one uint8 tensor (a GPU with the CPU decoder)."""
 
     def __init__(self, loader: "Loader"):
         self.loader = loader
@@ -83,7 +94,22 @@ class _BatchSet(torch.utils.data.Dataset):
         return len(self.loader)
 
     def __getitem__(self, b):
-        return self.loader.make_batch(b)
+        if self.loader.augment_in_workers:
+            return self.loader.make_batch(b)
+        return self.loader.decode_batch(b)
+
+
+class _Chunks(torch.utils.data.Dataset):
+    """Item k = images k·RESIDENT_CHUNK … of the split, decoded on the CPU into one uint8 tensor."""
+
+    def __init__(self, loader: "Loader"):
+        self.loader, self.n = loader, loader.cache.size(loader.split)
+
+    def __len__(self):
+        return -(-self.n // RESIDENT_CHUNK)
+
+    def __getitem__(self, k):
+        return self.loader.decode_stacked(torch.arange(k * RESIDENT_CHUNK, min(self.n, (k + 1) * RESIDENT_CHUNK)))
 
 
 class Loader:
@@ -92,7 +118,7 @@ class Loader:
                  workers: int | None = None, views: str = "center", drop_last: bool | None = None,
                  shuffle: bool | None = None, lighting: bool | None = None, progress: bool = False,
                  rank: int = 0, world_size: int = 1, max_batches: int | None = None,
-                 resident: bool | None = False):
+                 resident: bool | None = False, decoder: str = "cpu"):
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
         if split not in self.cache.splits:
             raise ValueError(f"split {split!r} not in cache {self.cache.root} (has {self.cache.splits})")
@@ -104,6 +130,12 @@ class Loader:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if decoder not in ("cpu", "gpu"):
+            raise ValueError(f"decoder={decoder!r}: 'cpu' (libjpeg-turbo in the workers) or 'gpu' (nvJPEG)")
+        if decoder == "gpu" and self.device.type != "cuda":
+            raise ValueError(f"decoder='gpu' (nvJPEG) needs a CUDA device; the loader's is {self.device}")
+        self.decoder = decoder
+        self.augment_in_workers = self.device.type == "cpu"  # else the main process augments on the device
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.progress = progress
         self.rank, self.world_size = rank, world_size
@@ -127,6 +159,14 @@ class Loader:
         free, _ = torch.cuda.mem_get_info(self.device)
         cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)  # ours to reuse
         return self.decoded_bytes() * RESIDENT_SHARE <= free + cached
+
+    def __getstate__(self):
+        """What a DataLoader worker gets. A GPU loader's workers only decode: its tensors on the
+        GPU (mean image, PCA, a resident split) stay in the main process."""
+        state = dict(self.__dict__)
+        if not self.augment_in_workers:
+            state["norm"], state["_images"] = None, None
+        return state
 
     # ---- order and state ----
     def __len__(self) -> int:
@@ -160,67 +200,98 @@ class Loader:
         return [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8) for i in idx]
 
     def _decode(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        """Images idx as uint8 3×256×256 tensors on self.device."""
-        if self.device.type == "cuda":
-            # nvJPEG's hardware decoder (A100, H100, H200) writes its outputs before the work already queued
-            # on the GPU has run, into blocks the caching allocator has just recycled from tensors that those
-            # queued kernels still read: silently corrupted activations, NaN losses (pytorch/vision#9606,
-            # meta-pytorch/torchcodec#1634). The training loop never waits for a step, so wait here.
-            torch.cuda.synchronize(self.device)
+        """Images idx as uint8 3×256×256 tensors: on the GPU (nvJPEG) or the CPU, as self.decoder says."""
+        if self.decoder == "cpu":
+            return decode_jpeg(self._read(idx), mode=ImageReadMode.RGB)
+        # nvJPEG's hardware decoder (A100, H100, H200) writes its outputs before the work already queued
+        # on the GPU has run, into blocks the caching allocator has just recycled from tensors that those
+        # queued kernels still read: silently corrupted activations, NaN losses (pytorch/vision#9606,
+        # meta-pytorch/torchcodec#1634). The training loop never waits for a step, so wait here.
+        torch.cuda.synchronize(self.device)
         return decode_jpeg(self._read(idx), mode=ImageReadMode.RGB, device=self.device)
 
+    def decode_stacked(self, idx: torch.Tensor) -> torch.Tensor:
+        """Images idx decoded on the CPU into one uint8 N×3×256×256 tensor (in a
+        worker, in shared memory: handing it to the main process copies nothing)."""
+        side = self.cache.mean.shape[-1]
+        return torch.stack(self._decode(idx), out=batch_buffer((len(idx), 3, side, side), torch.uint8))
+
+    def decode_batch(self, b: int) -> torch.Tensor:
+        """(This rank's share of) batch b decoded on the CPU, not yet augmented (a worker's share
+        of the GPU path with the CPU decoder)."""
+        idx, rows = self.batch_indices(b)
+        return self.decode_stacked(idx[rows])
+
     def images(self) -> torch.Tensor:
-        """The whole split decoded, uint8 N×3×256×256 on self.device (resident); decoded on first use."""
+        """The whole split decoded, uint8 N×3×256×256 on self.device (resident); decoded on first use,
+        by the workers (CPU decoder) or by nvJPEG, a chunk at a time."""
         if self._images is None:
             n, side = self.cache.size(self.split), self.cache.mean.shape[-1]
             images = torch.empty((n, 3, side, side), dtype=torch.uint8, device=self.device)
-            chunks = range(0, n, RESIDENT_CHUNK)
-            bar = progress_bar(iterable=chunks, unit="chunk", desc=f"decoding {self.split} into memory",
-                               leave=False, enabled=self.progress)
-            for start in bar:
-                idx = torch.arange(start, min(n, start + RESIDENT_CHUNK))
-                images[start:start + len(idx)] = torch.stack(self._decode(idx))
+            if self.decoder == "cpu":
+                chunks = self._worker_items(_Chunks(self), range(len(_Chunks(self))))
+            else:
+                chunks = (torch.stack(self._decode(torch.arange(a, min(n, a + RESIDENT_CHUNK))))
+                          for a in range(0, n, RESIDENT_CHUNK))
+            bar = progress_bar(total=n, unit="image", desc=f"decoding {self.split} into memory", leave=False,
+                               enabled=self.progress)
+            start = 0
+            for chunk in chunks:
+                images[start:start + len(chunk)].copy_(chunk)
+                start += len(chunk)
+                bar.update(len(chunk))
+            bar.close()
             self._images = images
         return self._images
 
-    def make_batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode (or gather, when resident) and augment (this rank's share of)
-        batch b on self.device: in a DataLoader worker for the CPU, with nvjpeg in
-        this process for a GPU."""
+    def augment(self, b: int, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch b's uint8 images (this rank's share; a tensor or a list) → its §4.1 input on
+        self.device, and its labels."""
         idx, rows = self.batch_indices(b)
-        mine = idx[rows]
-        if self.resident:
-            x = self.images()[mine.to(self.device)]  # N×3×256×256
-        else:
-            x = self._decode(mine)  # list of 3×256×256
         if self.train:  # draws for the whole global batch, so K ranks see what one process would
             d = draw(len(idx), self.cfg, _generator(self.seed, self.epoch, b), self.cache.mean.shape[-1])
             x = self.norm.train_batch(x, d.select(rows), lighting=self.lighting)
         else:
             x = self.norm.test_batch(x, self.views)
-        return x, self.labels[mine].to(self.device, non_blocking=True)
+        return x, self.labels[idx[rows]].to(self.device, non_blocking=True)
 
-    def _gpu_batches(self, start: int):
-        for b in range(start, len(self)):
-            yield self.make_batch(b)
+    def make_batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(This rank's share of) batch b, decoded (or gathered, when resident) and augmented, on
+        self.device, in this process (a worker's, on the CPU path)."""
+        idx, rows = self.batch_indices(b)
+        mine = idx[rows]
+        x = self.images()[mine.to(self.device)] if self.resident else self._decode(mine)
+        return self.augment(b, x)
 
-    def _cpu_batches(self, start: int):
-        ds = _BatchSet(self)
+    def _worker_items(self, dataset, items):
+        """dataset[i] for i in items, made by self.workers DataLoader workers, in order."""
         dl = torch.utils.data.DataLoader(
-            ds, batch_size=None, sampler=range(start, len(self)), num_workers=self.workers,
-            pin_memory=False, prefetch_factor=2 if self.workers else None,
+            dataset, batch_size=None, sampler=items, num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=2 if self.workers else None,
             multiprocessing_context=_worker_context() if self.workers else None,
             # its own generator: creating an iterator must not consume the global
             # RNG that dropout uses, or a resumed run would drift from an uninterrupted one
             generator=torch.Generator().manual_seed(self.seed))
         yield from dl
 
+    def _batches(self, start: int):
+        """The epoch's batches from `start`: (x, y) on self.device."""
+        items = range(start, len(self))
+        if self.augment_in_workers:
+            yield from self._worker_items(_BatchSet(self), items)
+        elif self.resident or self.decoder == "gpu":
+            for b in items:
+                yield self.make_batch(b)
+        else:  # decoded by the workers, copied while the device works, augmented there
+            for b, x in zip(items, self._worker_items(_BatchSet(self), items)):
+                yield self.augment(b, x.to(self.device, non_blocking=True))
+
     def __iter__(self):
         self._order = self.order(self.epoch)
         if self.resident:
             self.images()  # here, so that CPU workers share one copy instead of each decoding its own
         start = self.position
-        batches = self._gpu_batches(start) if self.device.type == "cuda" else self._cpu_batches(start)
+        batches = self._batches(start)
         bar = None
         if self.progress:
             bar = progress_bar(total=len(self), initial=start, unit="batch",
