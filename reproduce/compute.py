@@ -23,6 +23,7 @@ import torch
 
 from alexnet import checkpoint
 from alexnet.config import AlexNetConfig
+from alexnet.data.sources import UNIT_SIZE
 from alexnet.engine import train_step
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
@@ -31,6 +32,7 @@ from alexnet.placement import device_name
 FORWARD_SHARE = 1 / 3  # cost of a forward-only image relative to a training image (estimate)
 FEATURE_BYTES = 4096 * 4  # one image's float32 last hidden layer (Figure 4)
 JPEG_BYTES = 26_000  # bytes per prepared 256×256 JPEG when no cache exists yet: the embedded set's cache
+SHARD_STATS_BYTES = 3 * 256 * 256 * 8  # each prepared shard's pixel sums (float64 3×256×256, alexnet/data/prepare.py)
 
 
 @dataclass
@@ -73,6 +75,15 @@ def image_counts(plan) -> tuple[dict[str, int], str]:
     source = plan.listed  # real data: listed once by make_plan
     return ({split: sum(_unit_images(u) for u in units) for split, units in source.units.items()},
             f"the archive headers in {source.root}")
+
+
+def shard_count(plan, counts: dict[str, int]) -> int:
+    """The shards `prepare` will write: one per unit of the listed data; for the embedded set
+    (ILSVRC-2012's layout) one per class for train and one per UNIT_SIZE images for the rest."""
+    if plan.listed:
+        return sum(len(units) for units in plan.listed.units.values())
+    classes = plan.synthetic[0] if plan.synthetic else 0
+    return classes + sum(-(-n // UNIT_SIZE) for split, n in counts.items() if split != "train")
 
 
 def benchmark_rate(device: torch.device, root: Path, resident: bool = True) -> tuple[float, str] | None:
@@ -147,8 +158,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     features = (train_n + val_n) * FEATURE_BYTES if plan.main_run() else 0
     hours = sum(c.hours for c in costs) + FORWARD_SHARE * (train_n + val_n) / rate / 3600 * bool(features)
     meta = plan.cache / "meta.json"
-    cache_bytes = (sum(sum(v["shard_bytes"]) for v in json.loads(meta.read_text())["splits"].values())
-                   if meta.exists() else (train_n + val_n) * JPEG_BYTES)
+    cache_bytes = (sum(f.stat().st_size for f in plan.cache.iterdir()) if meta.exists()
+                   else (train_n + val_n) * JPEG_BYTES + shard_count(plan, counts) * SHARD_STATS_BYTES)
     lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on {', '.join(map(str, plan.devices))} "
              f"({device_name(plan.devices[0])})",
              f"  images: {train_n:,} train, {val_n:,} val (from {counted_from})",
@@ -164,7 +175,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
               + (" and Figure 4's features" if features else "") + " included)"
               + (f"; about {hours / pairs:.2f} hours on the {pairs} pairs given, runs in parallel" if pairs > 1 else ""),
               f"  disk: cache {cache_bytes / 1e9:.2f} GB"
-              + ("" if meta.exists() else f" (estimate: {JPEG_BYTES // 1000} KB per image)")
+              + ("" if meta.exists() else f" (estimate: {JPEG_BYTES // 1000} KB per image and "
+                                              f"{SHARD_STATS_BYTES / 1e6:.1f} MB of pixel sums per shard)")
               + f", checkpoints {sum(c.checkpoint_bytes for c in costs) / 1e9:.2f} GB "
               "(the last 2 of 1 CNN, the last of every other run)"
               + (f", Figure 4's features {features / 1e9:.2f} GB" if features else "")]

@@ -221,7 +221,9 @@ def test_run_all_dry_run_prints_the_plan_and_writes_nothing(tiny_archives, tmp_p
                              "--experiments", "1cnn,no-lrn", "--epochs", "3", "--scale", "imagenet")
     assert code == 0, err[-2000:]
     assert "images: 48 train, 16 val (from the archive headers" in out
-    assert "training images/s, faithful (" in out and "hours left" in out and "disk: cache" in out
+    assert "training images/s, faithful (" in out and "hours left" in out
+    # 64 JPEGs of 26 KB and 5 shards' pixel sums (4 classes' tars, one val chunk) of 1.6 MB: 9.5 MB
+    assert "disk: cache 0.01 GB (estimate: 26 KB per image and 1.6 MB of pixel sums per shard)" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1cnn", "no-lrn", "baseline"))]
     # both sizes are 3 epochs of 128: baseline-short is 1 CNN's configuration and seed, one run in 1cnn's directory
     assert [r[1:5] for r in rows] == [["1cnn", "3", "0", "128"], ["no-lrn", "3", "0", "128"],
