@@ -413,6 +413,17 @@ def test_figure1_takes_a_fixed_bounded_subset_and_says_what_it_is(tiny_cache, tm
     assert code == 2 and "cifar-10-batches-py" in err
 
 
+def test_figure1_searches_each_activations_rate_until_the_fastest_is_inside_the_grid():
+    from reproduce.figure1 import search
+    fast_at = {0.1: [0.5, 0.2], 0.03: [0.5, 0.3], 0.01: [0.6, 0.4], 0.003: [0.7, 0.5], 0.3: [1.0, 1.0]}
+    tried = search(lambda lr: fast_at.get(lr, [0.9, 0.9]), epochs=2)
+    assert list(tried) == [0.003, 0.01, 0.03, 0.1, 0.3]  # up past 0.03, then 0.3 (diverged) closes it
+    slow_at = {0.0003: [0.2, 0.1], 0.001: [0.4, 0.3]}  # fastest below the grid: it walks down a step at a time
+    assert list(search(lambda lr: slow_at.get(lr, [0.6, 0.5]), epochs=2)) == [0.0001, 0.0003, 0.001, 0.003,
+                                                                              0.01, 0.03]
+    assert list(search(lambda lr: [0.1, 0.1] if lr == 0.01 else [0.5, 0.5], epochs=2)) == [0.003, 0.01, 0.03]
+
+
 def _image_folder(root: Path, classes: int = 3, train: int = 6, val: int = 2) -> Path:
     rng = np.random.default_rng(1)
     for split, n in (("train", train), ("val", val)):

@@ -229,7 +229,8 @@ class Loader:
             n, side = self.cache.size(self.split), self.cache.mean.shape[-1]
             images = torch.empty((n, 3, side, side), dtype=torch.uint8, device=self.device)
             if self.decoder == "cpu":
-                chunks = self._worker_items(_Chunks(self), range(len(_Chunks(self))))
+                parts = _Chunks(self)
+                chunks = self._worker_items(parts, range(len(parts)))
             else:
                 chunks = (torch.stack(self._decode(torch.arange(a, min(n, a + RESIDENT_CHUNK))))
                           for a in range(0, n, RESIDENT_CHUNK))
