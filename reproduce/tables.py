@@ -4,7 +4,7 @@ Reads <results>/eval/<run>.json (python -m alexnet.evaluate) and <results>/figur
 writes <results>/tables/{table1,table2,ablations}.{md,csv,json}. Every table's header
 says what produced it.
 
-    python -m reproduce.tables --results results/synthetic --dataset "embedded synthetic" --scale embedded
+    python -m reproduce.tables --results results/synthetic --dataset "embedded synthetic" --scale cpu
 """
 
 from __future__ import annotations
