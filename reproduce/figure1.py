@@ -182,9 +182,8 @@ def run(out, epochs: int, cache=None, cifar=None, limit: int = CIFAR_SIZE) -> di
     res = figure1(centred(x, device), y.to(device), epochs)
     res.update({"data": name, "images": len(y), "epochs": epochs, "seconds": round(time.time() - t0, 1),
                 "net": "layers-18pct stand-in (four weight layers)", "device": device})
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, json.dumps(res, indent=1))
     res["verdict"] = verdict(res)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_text(out, json.dumps(res, indent=1))
     print(f"Figure 1 on {name} (lr ReLU {res['relu']['lr']}, tanh {res['tanh']['lr']}): {res['verdict']}")
     return res

@@ -482,13 +482,18 @@ def extract_features(plan: Plan, cache: Cache, run_dir: Path) -> Path:
 
 
 def relu_vs_tanh(plan: Plan) -> None:
+    """Figure 1's curves, made in the work folder as a training run is (runs/<dataset>/figure1-*.json),
+    then copied to the results: a committed results/<name>/figure1.json is an output, never taken
+    for this machine's run."""
     title("5. Figure 1: ReLU vs tanh (four-layer CIFAR-10 net stand-in)")
-    out = plan.results / "figure1.json"
-    if out.exists():
-        print(f"done already: {out}")
-        return
-    figure1.run(out, plan.epochs or SCALES[plan.scale].figure1_epochs, cache=None if plan.cifar else plan.cache,
-                cifar=plan.cifar)
+    epochs = plan.epochs or SCALES[plan.scale].figure1_epochs
+    made = plan.runs / f"figure1-{'cifar10' if plan.cifar else plan.cache.name}-e{epochs}.json"
+    if made.exists():
+        print(f"done already: {made}")
+    else:
+        figure1.run(made, epochs, cache=None if plan.cifar else plan.cache, cifar=plan.cifar)
+    plan.results.mkdir(parents=True, exist_ok=True)
+    write_text(plan.results / "figure1.json", made.read_text())
 
 
 def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:

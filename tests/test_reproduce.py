@@ -62,9 +62,13 @@ RUNS = ("work", "runs", "synthetic-4x12x4-g2", "e1-b4-t2")  # runs/<data>-g<gene
 
 
 def test_run_all_tiny_end_to_end(tmp_path, capsys):
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "figure1.json").write_text('{"committed": "by another machine"}')  # an output, not this run's
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
     assert code == 0, out[-3000:] + err[-3000:]
-    res = tmp_path / "results"
+    made = tmp_path.joinpath(*RUNS[:3]) / "figure1-synthetic-4x12x4-g2-e2.json"
+    assert (res / "figure1.json").read_text() == made.read_text() and "verdict" in json.loads(made.read_text())
     for name in ("table1", "table2", "ablations"):
         for ext in ("md", "csv", "json"):
             assert (res / "tables" / f"{name}.{ext}").exists(), f"{name}.{ext}"
