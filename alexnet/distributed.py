@@ -34,6 +34,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this node: they share its cores
 
     @property
     def main(self) -> bool:
@@ -67,7 +68,7 @@ def init(devices_arg: str | None = None) -> tuple[Dist, tuple[torch.device, torc
             raise ValueError(f"{local_world} processes per node but only {n} GPUs; "
                              f"use --nproc_per_node={max(1, n // 2)}")
         torch.cuda.set_device(devices[0])
-    return Dist(rank, world, local), devices
+    return Dist(rank, world, local, local_world), devices
 
 
 def all_sum(values: list[float], device) -> list[float]:

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import json
 import math
+import os
 import shutil
 import signal
 import socket
@@ -212,7 +213,7 @@ class TrainOptions:
     cache: str | Path  # a prepared dataset (python -m tools.prepare)
     run_dir: str | Path  # checkpoints, log.jsonl, config.json
     devices: tuple | None = None  # tower devices, resolved once by the caller (None: what exists)
-    workers: int | None = None  # CPU loader processes (None: all cores)
+    workers: int | None = None  # loader processes (None: the cores, shared among this node's replicas)
     checkpoint_minutes: float = 15.0  # also checkpoint mid-epoch this often
     checkpoint_epochs: int = 1  # checkpoint at the end of every N-th epoch (and of the last, and when
     # checkpoint_minutes have passed since the last checkpoint): N > 1 for epochs of seconds
@@ -260,7 +261,9 @@ class Trainer:
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
                             weight_decay=cfg.weight_decay)
         self.schedule = make_schedule(cfg)
-        common = dict(seed=cfg.seed, device=self.devices[0], workers=opts.workers, rank=self.dist.rank,
+        workers = (max(1, (os.cpu_count() or 1) // self.dist.local_world_size) if opts.workers is None
+                   else opts.workers)  # torchrun's replicas on one node would otherwise each start one per core
+        common = dict(seed=cfg.seed, device=self.devices[0], workers=workers, rank=self.dist.rank,
                       world_size=self.dist.world_size, resident=opts.resident, decoder=opts.decoder)
         self.train_loader = Loader(cache, "train", cfg, train=True, batch_size=cfg.batch_size,
                                    max_batches=opts.train_batches or None, **common)

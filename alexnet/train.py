@@ -85,7 +85,9 @@ def parse_args(argv=None):
                     "run directory), all but fc8, which is new for this dataset: 1 CNN*'s fine-tuning (use with "
                     "--lr-schedule finetune and the pre-trained run's layers, e.g. --extra-conv6)")
     ap.add_argument("--devices", help="tower devices, e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: what exists)")
-    ap.add_argument("-j", "--workers", type=int, default=None, help="CPU loader processes (default: all cores)")
+    ap.add_argument("-j", "--workers", type=int, default=None,
+                    help="loader processes, which decode (and on a CPU augment) the images "
+                         "(default: the cores, shared among this node's torchrun replicas)")
     ap.add_argument("--checkpoint-minutes", type=float, default=15.0, help="also checkpoint mid-epoch this often")
     ap.add_argument("--checkpoint-epochs", type=int, default=1,
                     help="checkpoint at the end of every N-th epoch (and of the last one, and whenever "

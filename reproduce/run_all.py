@@ -322,7 +322,8 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
                   f"{per_epoch / rate:.1f} s at the planned rate)")
         opts = TrainOptions(cache=data.root, run_dir=run_dir, devices=plan.devices, progress=False,
                             train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1,
-                            checkpoint_epochs=every, init_from=dirs[run.init_from] if run.init_from else None)
+                            checkpoint_epochs=every, init_from=dirs[run.init_from] if run.init_from else None,
+                            workers=shared_workers(len(plan.device_pairs)))
         jobs.append((run, cfg, opts, data))
     if len(plan.device_pairs) > 1:
         return train_concurrently(plan, jobs)
@@ -357,6 +358,12 @@ def trained_with(run_dir: Path) -> dict | None:
     return AlexNetConfig.from_dict(json.loads(path.read_text())["config"]).to_dict() if path.exists() else None
 
 
+def shared_workers(jobs: int) -> int | None:
+    """Loader processes per run when `jobs` runs train at once (one per device pair), so that they
+    share the cores instead of each starting one per core; None (the trainer's own choice) for one."""
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+
 def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None) -> list[str]:
     """`python -m alexnet.train` for one run in its own process (a torchrun job of `nproc`
     replicas when nproc > 1), with the run's whole config as JSON beside its directory."""
@@ -369,6 +376,7 @@ def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None)
                     str(request), "--no-progress", "--keep", str(opts.keep), "--train-batches", str(opts.train_batches),
                     "--checkpoint-epochs", str(opts.checkpoint_epochs)]
     cmd += ["--init-from", str(opts.init_from)] if opts.init_from else []
+    cmd += ["--workers", str(opts.workers)] if opts.workers is not None else []
     if nproc > 1:  # torchrun: each rank takes GPUs 2r, 2r+1 of the node, or the CPU
         return cmd + (["--devices", "cpu"] if opts.devices and opts.devices[0].type == "cpu" else [])
     return cmd + ["--devices", devices or ",".join(str(d) for d in opts.devices)]

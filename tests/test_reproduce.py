@@ -485,6 +485,23 @@ def test_run_all_trains_runs_concurrently_one_per_device_pair(tmp_path, capsys, 
     assert ablations[0]["ablation"] == "no-lrn"
 
 
+def test_runs_that_share_a_machine_share_its_cores(tiny_cache, tmp_path):
+    """Runs trained at once (one per device pair) and torchrun's replicas on one node each get
+    their share of the loader processes, not one per core each."""
+    from alexnet import distributed
+    from alexnet.engine import Trainer, TrainOptions
+    cores = os.cpu_count()
+    assert run_all_module.shared_workers(1) is None and run_all_module.shared_workers(2) == max(1, cores // 2)
+    opts = TrainOptions(cache=tiny_cache, run_dir=tmp_path / "r", devices=(torch.device("cpu"),) * 2, workers=3)
+    cmd = run_all_module.job_command(AlexNetConfig(num_classes=4), opts, 1, "cpu")
+    assert cmd[cmd.index("--workers") + 1] == "3"
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=4)
+    two_per_node = distributed.Dist(local_world_size=2)
+    trainer = Trainer(cfg, TrainOptions(cache=tiny_cache, run_dir=tmp_path / "t", devices=("cpu", "cpu")),
+                      dist=two_per_node)
+    assert trainer.train_loader.workers == trainer.val_loader.workers == max(1, cores // 2)
+
+
 def checkpoint_files(run_dir):
     from alexnet import checkpoint
     return checkpoint.files(run_dir)
