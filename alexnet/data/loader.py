@@ -1,5 +1,6 @@
 """Batches from a prepared cache: shuffled per epoch, seeded, resumable mid-epoch,
-decoded and augmented on the CPU (DataLoader workers) or on the GPU.
+decoded in DataLoader workers (or by nvJPEG, or once into memory) and augmented
+on the device that trains on them.
 
     loader = Loader(cache, "train", cfg, train=True, seed=0)            # CPU or GPU, chosen
     for images, labels in loader: ...                                      # one epoch
@@ -29,7 +30,7 @@ Paths:
   in a quarter of its free memory): the whole split is decoded once, by the
   chosen decoder, into one uint8 N×3×256×256 tensor on `device`, and each
   batch is gathered from it: the same pixels, so the same batches, with no
-  file reading or decoding in any epoch. For small sets (the `gpu` scale's
+  file reading or decoding after that. For small sets (the `gpu` scale's
   10,000 images take 1.97 GB); ILSVRC-2012's 1.28 M images (251 GB decoded)
   never are.
 
