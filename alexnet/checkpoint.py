@@ -153,12 +153,13 @@ class UnsafeCheckpoint(ValueError):
     """A file whose pickle asks for more than tensors and plain values: refused unread."""
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
+def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     """A training checkpoint, loaded with `weights_only=True`. UnsafeCheckpoint
     for a file that needs any other object to load (it is not unpickled, so
-    nothing in it runs); ValueError for a file that is not a checkpoint."""
+    nothing in it runs); ValueError for a file that is not a checkpoint.
+    `mmap=True`: tensors are read from the file only when used (to read its other fields)."""
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsafeCheckpoint(

@@ -254,14 +254,23 @@ def newest(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def saved_at(path: Path) -> str | None:
+    """When a checkpoint was written, by its own record (None if it does not load)."""
+    try:
+        return checkpoint.load(path, mmap=True).get("saved_at")
+    except Exception:  # noqa: BLE001 — unreadable: not the checkpoint an evaluation recorded
+        return None
+
+
 def evaluated(out: Path, dirs: list[Path], root: Path) -> bool:
     """Whether `out` is an evaluation of exactly the newest checkpoint of each run directory, made
-    after them: by the checkpoints it records, not only by its date (a results folder from a fresh
-    clone is newer than every run, however old its numbers)."""
+    after them: by the checkpoints it records (path and time written), not only by its date (a
+    results folder from a fresh clone is newer than every run, however old its numbers; a run
+    trained again writes a checkpoint of the same name)."""
     if not up_to_date(out, *(newest(d) for d in dirs)):
         return False
-    recorded = [c["path"] for c in json.loads(out.read_text()).get("checkpoints", [])]
-    return recorded == [shown(newest(d), root) for d in dirs]
+    recorded = [(c["path"], c.get("saved_at")) for c in json.loads(out.read_text()).get("checkpoints", [])]
+    return recorded == [(shown(newest(d), root), saved_at(newest(d))) for d in dirs]
 
 
 # ---------------------------------------------------------------- stages

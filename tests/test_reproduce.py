@@ -208,12 +208,17 @@ def test_an_evaluation_counts_as_done_only_for_the_checkpoints_it_records(tmp_pa
     the numbers of an older checkpoint."""
     run = tmp_path / "runs" / "x" / "e14-b32" / "no-lrn"
     run.mkdir(parents=True)
-    (run / "ckpt-e0014-s000000518.pt").write_bytes(b"")
+    ckpt = run / "ckpt-e0014-s000000518.pt"
+    torch.save({"model": {}, "saved_at": "2026-11-27T09:00:00+0000"}, ckpt)
     out = tmp_path / "eval.json"
-    for recorded, done in (("runs/x/e10-b32/no-lrn/ckpt-e0010-s000000370.pt", False),
-                           ("runs/x/e14-b32/no-lrn/ckpt-e0014-s000000518.pt", True)):
-        out.write_text(json.dumps({"checkpoints": [{"path": recorded}]}))
+    for recorded, done in ((("runs/x/e10-b32/no-lrn/ckpt-e0010-s000000370.pt", "2026-11-27T09:00:00+0000"), False),
+                           (("runs/x/e14-b32/no-lrn/ckpt-e0014-s000000518.pt", "2026-11-27T09:00:00+0000"), True),
+                           (("runs/x/e14-b32/no-lrn/ckpt-e0014-s000000518.pt", "2026-11-26T17:00:00+0000"), False)):
+        # the last: the same name, but the run was trained again since
+        out.write_text(json.dumps({"checkpoints": [{"path": recorded[0], "saved_at": recorded[1]}]}))
         assert run_all_module.evaluated(out, [run], tmp_path) is done, recorded
+    out.write_text(json.dumps({"checkpoints": [{"path": str(ckpt.relative_to(tmp_path)),
+                                                "saved_at": "2026-11-27T09:00:00+0000"}]}))
     os.utime(out, (0, 0))  # older than the checkpoint: evaluate again
     assert not run_all_module.evaluated(out, [run], tmp_path)
 
