@@ -19,7 +19,6 @@ import collections
 import contextlib
 import json
 import math
-import os
 import shutil
 import signal
 import socket
@@ -36,7 +35,7 @@ from . import checkpoint, distributed
 from .atomic import atomic_write, write_text
 from .config import AlexNetConfig
 from .data.cache import Cache
-from .data.loader import Loader, seed_of
+from .data.loader import Loader, cores_each, seed_of
 from .model import AlexNet
 from .optim import PaperSGD, param_groups
 from .placement import resolve_devices
@@ -261,7 +260,7 @@ class Trainer:
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
                             weight_decay=cfg.weight_decay)
         self.schedule = make_schedule(cfg)
-        workers = (max(1, (os.cpu_count() or 1) // self.dist.local_world_size) if opts.workers is None
+        workers = (cores_each(self.dist.local_world_size) if opts.workers is None
                    else opts.workers)  # torchrun's replicas on one node would otherwise each start one per core
         common = dict(seed=cfg.seed, device=self.devices[0], workers=workers, rank=self.dist.rank,
                       world_size=self.dist.world_size, resident=opts.resident, decoder=opts.decoder)

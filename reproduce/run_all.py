@@ -44,6 +44,7 @@ from alexnet.atomic import write_text
 from alexnet.checkpoint import RunLock, RunLocked
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
+from alexnet.data.loader import cores_each
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
 from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
@@ -370,7 +371,7 @@ def trained_with(run_dir: Path) -> dict | None:
 def shared_workers(jobs: int) -> int | None:
     """Loader processes per run when `jobs` runs train at once (one per device pair), so that they
     share the cores instead of each starting one per core; None (the trainer's own choice) for one."""
-    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    return cores_each(jobs) if jobs > 1 else None
 
 
 def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None) -> list[str]:

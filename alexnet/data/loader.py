@@ -64,6 +64,12 @@ RESIDENT_SHARE = 4  # resident=None: resident when the decoded split is at most 
 RESIDENT_CHUNK = 512  # images decoded per call when a split is made resident
 
 
+def cores_each(sharers: int = 1) -> int:
+    """Loader processes for each of `sharers` processes that load at once on this machine: its
+    cores divided among them, at least one (the default of `Loader(workers=None)`: all cores)."""
+    return max(1, (os.cpu_count() or 1) // sharers)
+
+
 def _generator(*key: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed_of(*key))
@@ -109,8 +115,11 @@ class _Chunks(torch.utils.data.Dataset):
     def __len__(self):
         return -(-self.n // RESIDENT_CHUNK)
 
+    def indices(self, k: int) -> torch.Tensor:
+        return torch.arange(k * RESIDENT_CHUNK, min(self.n, (k + 1) * RESIDENT_CHUNK))
+
     def __getitem__(self, k):
-        return self.loader.decode_stacked(torch.arange(k * RESIDENT_CHUNK, min(self.n, (k + 1) * RESIDENT_CHUNK)))
+        return self.loader.decode_stacked(self.indices(k))
 
 
 class Loader:
@@ -137,7 +146,7 @@ class Loader:
             raise ValueError(f"decoder='gpu' (nvJPEG) needs a CUDA device; the loader's is {self.device}")
         self.decoder = decoder
         self.augment_in_workers = self.device.type == "cpu"  # else the main process augments on the device
-        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.workers = cores_each() if workers is None else workers
         self.progress = progress
         self.rank, self.world_size = rank, world_size
         self.max_batches = max_batches  # short runs: only the first N batches of each epoch's order
@@ -229,12 +238,11 @@ class Loader:
         if self._images is None:
             n, side = self.cache.size(self.split), self.cache.mean.shape[-1]
             images = torch.empty((n, 3, side, side), dtype=torch.uint8, device=self.device)
+            parts = _Chunks(self)
             if self.decoder == "cpu":
-                parts = _Chunks(self)
                 chunks = self._worker_items(parts, range(len(parts)))
             else:
-                chunks = (torch.stack(self._decode(torch.arange(a, min(n, a + RESIDENT_CHUNK))))
-                          for a in range(0, n, RESIDENT_CHUNK))
+                chunks = (torch.stack(self._decode(parts.indices(k))) for k in range(len(parts)))
             bar = progress_bar(total=n, unit="image", desc=f"decoding {self.split} into memory", leave=False,
                                enabled=self.progress)
             start = 0
