@@ -268,10 +268,11 @@ def evaluated(out: Path, dirs: list[Path], root: Path) -> bool:
     after them: by the checkpoints it records (path and time written), not only by its date (a
     results folder from a fresh clone is newer than every run, however old its numbers; a run
     trained again writes a checkpoint of the same name)."""
-    if not up_to_date(out, *(newest(d) for d in dirs)):
+    latest = [newest(d) for d in dirs]
+    if not up_to_date(out, *latest):
         return False
     recorded = [(c["path"], c.get("saved_at")) for c in json.loads(out.read_text()).get("checkpoints", [])]
-    return recorded == [(shown(newest(d), root), saved_at(newest(d))) for d in dirs]
+    return recorded == [(shown(p, root), saved_at(p)) for p in latest]
 
 
 # ---------------------------------------------------------------- stages
