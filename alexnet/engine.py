@@ -125,8 +125,7 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
     path = found
     if "config" not in ck:
         raise ValueError(f"{path}: a checkpoint without the config of its model; not one of this project's")
-    model = AlexNet(AlexNetConfig.from_dict(ck["config"]), devices)
-    model.load_state_dict(ck["model"])
+    model = AlexNet(AlexNetConfig.from_dict(ck["config"]), devices, weights=ck["model"])
     return model.eval(), {k: v for k, v in ck.items() if k not in ("model", "optimizer")}, path
 
 

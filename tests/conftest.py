@@ -4,13 +4,16 @@ ImageFolder with broken images) and the helpers that run training."""
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from alexnet import checkpoint
@@ -109,6 +112,32 @@ def reference_run(tiny_cache, tmp_path_factory) -> dict:
     ck = final_weights(d)
     assert ck["epoch"] == 2 and ck["step"] == REFERENCE_STEPS
     return ck
+
+
+def kill_after_checkpoint(cmd, run_dir: Path, step: int, delay: float) -> None:
+    """Start `cmd`, and SIGKILL it `delay` seconds after `run_dir` holds a checkpoint
+    of step ≥ `step` (or after it ended by itself)."""
+    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None and not any(
+            checkpoint_step(f) >= step for f in run_dir.glob("ckpt-*.pt")):
+        time.sleep(0.05)
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name[-12:-3])  # ckpt-eEEEE-sSSSSSSSSS.pt
+
+
+def assert_same_run(got: dict, ref: dict, what: str) -> None:
+    """Bit for bit: the weights, and each epoch's validation error and training loss."""
+    assert got["step"] == ref["step"], what
+    for k, v in ref["model"].items():
+        assert torch.equal(v, got["model"][k]), f"{what}: {k} differs"
+    assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in ref["history"]], what
+    assert [h["train_loss"] for h in got["history"]] == [h["train_loss"] for h in ref["history"]], what
 
 
 def final_weights(run_dir) -> dict:

@@ -6,10 +6,8 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -25,7 +23,8 @@ from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule, same_course
 
-from .conftest import ENV, REFERENCE_ARGS, REFERENCE_STEPS, ROOT, final_weights, run, train_argv, train_cmd
+from .conftest import (ENV, ROOT, REFERENCE_ARGS, assert_same_run, final_weights, kill_after_checkpoint, run,
+                       train_argv, train_cmd)
 from .test_reliability import exit_status
 
 
@@ -243,37 +242,6 @@ def test_train_step_is_one_paper_sgd_step():
     assert stats.tolist() == pytest.approx([loss.item() * 5, wrong1, wrong5, 5])
 
 
-def kill_and_resume_trials(tiny_cache, tmp_path, ref, trials, seed):
-    args = REFERENCE_ARGS
-    print(f"kill-and-resume trials: seed {seed} (replay with KILL_SEED={seed})")
-    rng = random.Random(seed)
-    for t in range(trials):
-        d = tmp_path / f"trial{t}"
-        target = rng.choice([3, 6, 9])  # kill after this checkpoint, plus a random delay
-        p = subprocess.Popen(train_cmd(tiny_cache, d, *args), cwd=ROOT, env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline and not any(
-                int(f.name[-12:-3]) >= target for f in d.glob("ckpt-*.pt")) and p.poll() is None:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0, 1.0))
-        p.send_signal(signal.SIGKILL)
-        p.wait()
-        r = run(train_cmd(tiny_cache, d, *args))
-        assert r.returncode == 0, r.stderr
-        got = final_weights(d)
-        assert got["step"] == REFERENCE_STEPS
-        for k, v in ref["model"].items():
-            assert torch.equal(v, got["model"][k]), f"trial {t} (kill after step ≥{target}): {k} differs"
-        assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in ref["history"]]
-        assert [h["train_loss"] for h in got["history"]] == [h["train_loss"] for h in ref["history"]]
-
-
-def test_kill_and_resume_is_bit_identical(tiny_cache, tmp_path, reference_run):
-    kill_and_resume_trials(tiny_cache, tmp_path, reference_run, trials=1,
-                           seed=int(os.environ.get("KILL_SEED", time.time())))
-
-
 def test_a_finished_run_trained_longer_is_the_longer_run(tiny_cache, tmp_path, capsys):
     """A 1-epoch run, then the same command with --epochs 2: bit for bit the 2-epoch run."""
     args = lambda d, epochs: train_argv(tiny_cache, tmp_path / d, "--epochs", str(epochs),  # noqa: E731
@@ -304,7 +272,19 @@ def test_only_a_length_neutral_schedule_lets_a_run_train_on():
 
 @pytest.mark.slow
 def test_kill_and_resume_many_trials(tiny_cache, tmp_path, reference_run):
-    kill_and_resume_trials(tiny_cache, tmp_path, reference_run, trials=8, seed=0)
+    """SIGKILL after a random checkpoint plus a random delay, 8 times; the default
+    suite's test_ctrl_c_then_a_kill_and_each_resume_is_exact does it once."""
+    seed = int(os.environ.get("KILL_SEED", "0"))
+    print(f"kill-and-resume trials: seed {seed} (replay with KILL_SEED={seed})")
+    rng = random.Random(seed)
+    for t in range(8):
+        d = tmp_path / f"trial{t}"
+        cmd = train_cmd(tiny_cache, d, *REFERENCE_ARGS)
+        target = rng.choice([3, 6, 9])  # kill after this checkpoint, plus a random delay
+        kill_after_checkpoint(cmd, d, target, rng.uniform(0, 1.0))
+        r = run(cmd)
+        assert r.returncode == 0, r.stderr
+        assert_same_run(final_weights(d), ref=reference_run, what=f"trial {t} (kill after step ≥{target})")
 
 
 def test_nonfinite_loss_stops_with_last_good_checkpoint(tiny_cache, tmp_path, capsys):

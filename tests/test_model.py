@@ -172,6 +172,22 @@ def test_same_seed_same_weights_whatever_the_devices():
     assert torch.equal(a.fc8.weight, b.fc8.weight)
 
 
+def test_a_net_built_from_weights_holds_them_and_draws_nothing():
+    """What loading a checkpoint does: the given weights, no initial draw (the
+    global random state as it was), the same logits; a missing key is an error."""
+    torch.manual_seed(3)
+    a = AlexNet(devices="cpu").eval()
+    state = torch.get_rng_state()
+    b = AlexNet(devices="cpu", weights={k: v.clone() for k, v in a.state_dict().items()}).eval()
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(p.device.type == "cpu" and p.requires_grad for p in b.parameters())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        AlexNet(devices="cpu", weights={k: v for k, v in a.state_dict().items() if k != "fc8.bias"})
+
+
 def test_golden_logits():
     """Fixed seed → fixed logits (torchvision's _assert_expected habit): any change
     to wiring, init or layer order moves these numbers."""

@@ -18,7 +18,8 @@ import torch
 from alexnet import checkpoint, train
 from alexnet.checkpoint import RunLock, RunLocked
 
-from .conftest import ENV, REFERENCE_ARGS, ROOT, final_weights, run, train_argv, train_cmd
+from .conftest import (ENV, REFERENCE_ARGS, REFERENCE_STEPS, ROOT, assert_same_run, checkpoint_step, final_weights,
+                       kill_after_checkpoint, run, train_argv, train_cmd)
 
 
 def wait_for(pred, timeout=120):
@@ -58,21 +59,30 @@ def test_second_training_process_on_same_run_dir_refuses(tiny_cache, tmp_path, c
 
 # ---------- Ctrl-C ----------
 
-def test_sigint_writes_a_checkpoint_and_the_resume_is_exact(tiny_cache, tmp_path, reference_run):
-    args = REFERENCE_ARGS
-    d = tmp_path / "int"
-    p = subprocess.Popen(train_cmd(tiny_cache, d, *args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+def test_ctrl_c_then_a_kill_and_each_resume_is_exact(tiny_cache, tmp_path, reference_run):
+    """Ctrl-C in epoch 1 writes a checkpoint and exits 130; the same command resumes,
+    is killed outright (SIGKILL) after a later checkpoint plus a random delay,
+    and resumes again: the end is the uninterrupted run bit for bit. (One random
+    kill point; the slow test_kill_and_resume_many_trials tries 8.)"""
+    seed = int(os.environ.get("KILL_SEED", time.time()))
+    print(f"kill point: seed {seed} (replay with KILL_SEED={seed})")
+    rng = random.Random(seed)
+    d = tmp_path / "run"
+    cmd = train_cmd(tiny_cache, d, *REFERENCE_ARGS)
+    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(lambda: (d / ".lock").exists())
     time.sleep(4)  # into the first epoch
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
-    assert "Resume with the same command" in err and list(d.glob("ckpt-*.pt"))
-    again = run(train_cmd(tiny_cache, d, *args))
+    assert "Resume with the same command" in err
+    interrupted = max(checkpoint_step(f) for f in d.glob("ckpt-*.pt"))
+    target = rng.choice([s for s in (6, 9) if s > interrupted] or [REFERENCE_STEPS])
+    kill_after_checkpoint(cmd, d, target, rng.uniform(0, 1.0))
+    again = run(cmd)
     assert again.returncode == 0, again.stderr
-    b = final_weights(d)
-    assert all(torch.equal(v, b["model"][k]) for k, v in reference_run["model"].items())
+    assert_same_run(final_weights(d), ref=reference_run,
+                    what=f"Ctrl-C at step {interrupted}, kill after step ≥{target}")
 
 
 # ---------- disk full ----------
