@@ -284,6 +284,26 @@ def test_run_all_sh_prints_its_help():
     assert r.returncode == 0 and "Regenerate the paper's tables" in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.slow  # two calls of about 2 minutes each
+def test_gpu_session_stops_for_time_and_the_next_call_finishes(tmp_path):
+    """tools/gpu_session.sh at the smallest scale on this machine (the GPU tests skip): a
+    call with too little time stops run_all, checkpointed; the next call finishes it, and
+    results.tgz holds the tables and every run's log."""
+    env = {**ENV, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
+           "RESULTS": str(tmp_path / "results"), "RUNALL_ARGS": "--scale smoke --synthetic-size 4,12,4"}
+    session = lambda budget: subprocess.run(["bash", "tools/gpu_session.sh"], cwd=ROOT, capture_output=True,  # noqa: E731
+                                            text=True, env={**env, "BUDGET": str(budget)}, timeout=budget + 120)
+    first = session(100)
+    assert "end of call 1 (run_all exit 124" in first.stdout, first.stdout[-3000:]
+    second = session(400)
+    assert "end of call 2 (run_all exit 0" in second.stdout, second.stdout[-3000:]
+    assert "done already: 1cnn" in second.stdout
+    assert (tmp_path / "out" / "session-1.log").exists() and (tmp_path / "out" / "session-2.log").exists()
+    listed = subprocess.run(["tar", "tzf", str(tmp_path / "out" / "results.tgz")], capture_output=True,
+                            text=True).stdout
+    assert "tables/table2.md" in listed and "no-lrn/log.jsonl" in listed and ".lock" not in listed
+
+
 # ---------- what the tables count as a result ----------
 
 def fake_eval(root, run, top1, top5=0.0, members=None, classes=10, epochs=None):
