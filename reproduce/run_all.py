@@ -83,7 +83,8 @@ def parse_args(argv=None):
     ap.add_argument("--devices", action="append", default=None,
                     help="tower devices, e.g. cuda:0,cuda:1 (default: what exists). Give it more than once "
                          "(--devices cuda:0,cuda:1 --devices cuda:2,cuda:3) to train that many runs at once, "
-                         "one per pair, each in its own process (DEVICES: pairs separated by ';')")
+                         "one per pair, each in its own process; the same pair twice trains two runs on it at once "
+                         "(DEVICES: pairs separated by ';')")
     ap.add_argument("--scale", choices=list(SCALES), default=env("SCALE"),
                     help="run sizes: " + "; ".join(f"{s.name}: {s.why}" for s in SCALES.values())
                     + " (default: imagenet for real data; for the embedded set gpu on a GPU, else cpu)")
@@ -425,8 +426,8 @@ def train_concurrently(plan: Plan, jobs: list) -> None:
 
 def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_on: set) -> None:
     while pending or running:
-        for pair in plan.device_pairs:
-            if pair in running or not pending:
+        for slot, pair in enumerate(plan.device_pairs):  # by slot: a pair given twice trains two runs on it
+            if slot in running or not pending:
                 continue
             ready = next((j for j in pending if not j[0].init_from or j[0].init_from not in waiting_on - finished),
                          None)
@@ -436,15 +437,15 @@ def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_o
             run, cfg, opts, _ = ready
             Path(opts.run_dir).parent.mkdir(parents=True, exist_ok=True)
             log = open(Path(opts.run_dir).with_name(Path(opts.run_dir).name + ".log"), "w")
-            running[pair] = (subprocess.Popen(job_command(cfg, opts, plan.nproc, pair), cwd=ROOT, stdout=log,
+            running[slot] = (subprocess.Popen(job_command(cfg, opts, plan.nproc, pair), cwd=ROOT, stdout=log,
                                               stderr=subprocess.STDOUT), ready, log)
             print(f"started {run.name} on {pair} (log: {log.name})", flush=True)
-        for pair, (proc, (run, cfg, opts, _), log) in list(running.items()):
+        for slot, (proc, (run, cfg, opts, _), log) in list(running.items()):
             if proc.poll() is None:
                 continue
             log.close()
-            del running[pair]
-            print(f"finished {run.name} on {pair}: exit status {proc.returncode}", flush=True)
+            del running[slot]
+            print(f"finished {run.name} on {plan.device_pairs[slot]}: exit status {proc.returncode}", flush=True)
             if proc.returncode == EXIT_INTERRUPTED:
                 raise KeyboardInterrupt
             if _job_stopped(plan, run.name, proc.returncode):  # and so do the runs fine-tuned from it

@@ -503,6 +503,7 @@ def test_run_all_trains_runs_concurrently_one_per_device_pair(tmp_path, capsys, 
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn", "--devices", "cpu", "--devices", "cpu")
     assert code == 0, out[-3000:] + err[-3000:]
     assert out.count("started ") == 3 and out.count("exit status 0") == 3
+    assert out.index("started ", out.index("started ") + 1) < out.index("finished ")  # two at once, on one pair given twice
     runs = tmp_path.joinpath(*RUNS[:-1])
     for name, size in (("1cnn", "e1-b4-t2"), ("no-lrn", "e1-b4-t1"), ("baseline-short", "e1-b4-t1")):
         assert (runs / size / f"{name}.log").exists() and checkpoint_files(runs / size / name)

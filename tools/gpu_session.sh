@@ -17,6 +17,8 @@
 # the benchmark files and every run's log.jsonl and config.json are packed into $OUT/results.tgz
 # ($OUT: the device tool's output folder; default /tmp/gpu-session-out).
 #
+# Two runs at once on the one GPU (not yet measured to be faster):
+#   RUNALL_ARGS="--devices cuda:0,cuda:0 --devices cuda:0,cuda:0" bash tools/gpu_session.sh
 # BUDGET: seconds for this call (default 560, under a 600-s call limit); WORK: data, cache and
 # runs (default /dev/shm/alexnet: memory, where a 460 MB checkpoint takes well under a second);
 # COMMIT: the code version the results record, where the machine's copy has no .git.
