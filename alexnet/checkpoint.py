@@ -36,6 +36,11 @@ def epoch_of(path: Path) -> int:
     return int(path.name.split("-")[1][1:])
 
 
+def step_of(path: Path) -> int:
+    """The step count in a checkpoint's name (PATTERN)."""
+    return int(path.name.split("-")[2][1:-3])
+
+
 def code_version() -> str:
     """The git commit of the code (with '+dirty' for local changes to tracked
     files outside results/, which runs rewrite themselves); for a copy of the tree

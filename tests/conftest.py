@@ -114,21 +114,24 @@ def reference_run(tiny_cache, tmp_path_factory) -> dict:
     return ck
 
 
+def wait_for(pred, timeout=120) -> bool:
+    """Poll `pred` every 50 ms until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def kill_after_checkpoint(cmd, run_dir: Path, step: int, delay: float) -> None:
     """Start `cmd`, and SIGKILL it `delay` seconds after `run_dir` holds a checkpoint
     of step ≥ `step` (or after it ended by itself)."""
     p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None and not any(
-            checkpoint_step(f) >= step for f in run_dir.glob("ckpt-*.pt")):
-        time.sleep(0.05)
+    wait_for(lambda: p.poll() is not None or any(checkpoint.step_of(f) >= step for f in checkpoint.files(run_dir)))
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
     p.wait()
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(path.name[-12:-3])  # ckpt-eEEEE-sSSSSSSSSS.pt
 
 
 def assert_same_run(got: dict, ref: dict, what: str) -> None:

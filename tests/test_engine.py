@@ -188,6 +188,7 @@ def test_checkpoint_epochs_spaces_the_checkpoints(tiny_cache, tmp_path, capsys):
     args = ("--epochs", "3", "--train-batches", "1", "--keep", "5")
     assert train.main(train_argv(tiny_cache, tmp_path / "spaced", *args, "--checkpoint-epochs", "2")) == 0
     assert [checkpoint.epoch_of(p) for p in checkpoint.files(tmp_path / "spaced")] == [2, 3]
+    assert [checkpoint.step_of(p) for p in checkpoint.files(tmp_path / "spaced")] == [2, 3]  # one batch an epoch
     assert len((tmp_path / "spaced" / "log.jsonl").read_text().splitlines()) == 3
     assert exit_status(train.main, train_argv(tiny_cache, tmp_path / "x", *args, "--checkpoint-epochs", "0")) == 2
     capsys.readouterr()

@@ -18,17 +18,8 @@ import torch
 from alexnet import checkpoint, train
 from alexnet.checkpoint import RunLock, RunLocked
 
-from .conftest import (ENV, REFERENCE_ARGS, REFERENCE_STEPS, ROOT, assert_same_run, checkpoint_step, final_weights,
-                       kill_after_checkpoint, run, train_argv, train_cmd)
-
-
-def wait_for(pred, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+from .conftest import (ENV, REFERENCE_ARGS, REFERENCE_STEPS, ROOT, assert_same_run, final_weights,
+                       kill_after_checkpoint, run, train_argv, train_cmd, wait_for)
 
 
 # ---------- two runs on one directory ----------
@@ -76,7 +67,7 @@ def test_ctrl_c_then_a_kill_and_each_resume_is_exact(tiny_cache, tmp_path, refer
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert "Resume with the same command" in err
-    interrupted = max(checkpoint_step(f) for f in d.glob("ckpt-*.pt"))
+    interrupted = max(checkpoint.step_of(f) for f in checkpoint.files(d))
     target = rng.choice([s for s in (6, 9) if s > interrupted] or [REFERENCE_STEPS])
     kill_after_checkpoint(cmd, d, target, rng.uniform(0, 1.0))
     again = run(cmd)
