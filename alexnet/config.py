@@ -81,6 +81,7 @@ class AlexNetConfig:
     #                               "finetune": 1 CNN*'s recorded fine-tuning (layer-params-146-2012-2011)
     lr_drops: int = 3  # §5 "reduced three times prior to termination"
     lr_patience: int = 5  # our reading of §5: epochs without a new best val error (of 90; scaled)
+    lr_patience_min: int = 2  # the scaled patience's floor: one epoch cannot tell a plateau from noise
     epochs: int = 90  # §5 "roughly 90 cycles"
     seed: int = 0
 
@@ -130,6 +131,9 @@ class AlexNetConfig:
         if unknown:
             raise ValueError(f"config has fields this version does not know: {sorted(unknown)}")
         d = dict(d)
+        # A config recorded before the patience floor existed trained with a floor of one epoch:
+        # loaded as such, its run resumes by its own rule and is never taken for a run of today's.
+        d.setdefault("lr_patience_min", 1)
         if "bias_one_layers" in d:
             d["bias_one_layers"] = tuple(d["bias_one_layers"])
         return cls(**d)

@@ -114,26 +114,44 @@ def test_plateau_schedule_on_scripted_curve():
     assert s.factors(99)["weight"] == pytest.approx(1e-3)
     # "with the current learning rate": after a division the best restarts, so the first
     # epoch at the new ε is the new reference even if worse than the old ε's best
-    s = PlateauSchedule(epochs=90, patience=1, drops=3)
+    s = PlateauSchedule(epochs=90, patience=1, drops=3, min_patience=1)
     notes = [s.end_epoch(e, err) for e, err in enumerate([0.6, 0.5, 0.6, 0.7, 0.65, 0.66])]
     assert [e for e, n in enumerate(notes) if n] == [2, 5]
 
 
-def test_plateau_patience_scales_with_short_runs():
+def test_plateau_patience_scales_with_short_runs_down_to_its_floor():
     assert PlateauSchedule(epochs=90, patience=5).patience == 5
-    assert PlateauSchedule(epochs=18, patience=5).patience == 1
+    assert PlateauSchedule(epochs=36, patience=5).patience == 2
+    assert PlateauSchedule(epochs=18, patience=5).patience == 2  # 1 scaled; the floor of two epochs
+    assert PlateauSchedule(epochs=18, patience=5, min_patience=1).patience == 1
+    # the recorded 5cnns-seed2 curve of cpu-full (200 validation images): a floor of one epoch divided
+    # ε after epoch 5 on a 4-point rise; two epochs wait for the next, which improved
+    curve = [0.9, 0.9, 0.79, 0.715, 0.755, 0.63]
+    for floor, want in ((1, [4]), (2, [])):
+        s = PlateauSchedule(epochs=14, patience=5, min_patience=floor)
+        assert [e for e, err in enumerate(curve) if s.end_epoch(e, err)] == want
+
+
+def test_a_config_recorded_before_the_patience_floor_keeps_its_rule():
+    """A run recorded without lr_patience_min trained with a floor of one epoch: it resumes so,
+    and run_all does not take it for a finished run of today's config."""
+    new = AlexNetConfig.from_profile("paper", num_classes=10, epochs=14)
+    old = {k: v for k, v in new.to_dict().items() if k != "lr_patience_min"}
+    assert AlexNetConfig.from_dict(new.to_dict()) == new and new.lr_patience_min == 2
+    assert AlexNetConfig.from_dict(old).lr_patience_min == 1
+    assert AlexNetConfig.from_dict(old).to_dict() != new.to_dict()
 
 
 def test_plateau_divides_only_after_the_error_has_improved_at_this_rate():
     """"Stopped improving" presupposes improving: epochs that tie the first one (a run
     sitting at chance while it starts) do not count; once it has improved, they do."""
-    s = PlateauSchedule(epochs=10, patience=5)  # patience scaled to 1 epoch
+    s = PlateauSchedule(epochs=10, patience=5, min_patience=1)  # patience scaled to 1 epoch
     notes = [s.end_epoch(e, err) for e, err in enumerate([0.9, 0.9, 0.9, 0.72, 0.725, 0.6])]
     assert [e for e, n in enumerate(notes) if n] == [4]  # not at epochs 1 or 2
     # after a division the first epoch at the new ε is the reference, and must be improved upon again
     notes = [s.end_epoch(e, err) for e, err in enumerate([0.6, 0.61, 0.5, 0.55], start=6)]
     assert [e for e, n in enumerate(notes, start=6) if n] == [9]
-    resumed = PlateauSchedule(epochs=10, patience=5)
+    resumed = PlateauSchedule(epochs=10, patience=5, min_patience=1)
     resumed.load_state_dict(s.state_dict())
     assert resumed.state_dict() == s.state_dict()
 
@@ -264,8 +282,8 @@ def test_a_finished_run_trained_longer_is_the_longer_run(tiny_cache, tmp_path, c
 def test_only_a_length_neutral_schedule_lets_a_run_train_on():
     paper = lambda e: AlexNetConfig.from_profile("paper", num_classes=10, epochs=e)  # noqa: E731
     cc = lambda e: AlexNetConfig.from_profile("cuda-convnet", num_classes=10, epochs=e)  # noqa: E731
-    assert same_course(paper(10), paper(14), 10)  # patience 1 epoch at both lengths
-    assert not same_course(paper(10), paper(90), 10)  # 1 against 5
+    assert same_course(paper(10), paper(14), 10)  # patience 2 epochs (the floor) at both lengths
+    assert not same_course(paper(10), paper(90), 10)  # 2 against 5
     assert same_course(cc(10), cc(14), 3)  # its first ε division: after epoch 3 at 10 epochs, 4 at 14
     assert not same_course(cc(10), cc(14), 4)
     assert not same_course(paper(10), cc(10), 1)
