@@ -24,6 +24,7 @@ It trains on the GPU when there is one.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -36,7 +37,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+import alexnet.engine
+import alexnet.layers
+import alexnet.optim
 from alexnet.atomic import write_text
+from alexnet.checkpoint import code_version
 from alexnet.data.cache import Cache
 from alexnet.engine import train_step
 from alexnet.layers import SameMapNorm
@@ -173,6 +178,23 @@ def verdict(res: dict) -> str:
             f"{res['images']:,} images, and few steps per epoch (epochs-to-25% is coarse)")
 
 
+def code_key() -> str:
+    """A digest of the source the curves come from (this file, the training step, the update
+    rule, the layers): a made figure1 JSON is reused only while it matches."""
+    h = hashlib.sha256()
+    for module in (sys.modules[__name__], alexnet.engine, alexnet.optim, alexnet.layers):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def made_by_this_code(path: Path) -> bool:
+    """Whether `path` is a figure1 JSON made by the current code_key()."""
+    try:
+        return json.loads(Path(path).read_text()).get("code") == code_key()
+    except (OSError, ValueError):
+        return False
+
+
 def run(out, epochs: int, cache=None, cifar=None, limit: int = CIFAR_SIZE) -> dict:
     """Both curves on CIFAR-10 (`cifar`) or a cache shrunk to 32×32 (at most `limit` of its
     images), written as JSON to `out`."""
@@ -181,7 +203,8 @@ def run(out, epochs: int, cache=None, cifar=None, limit: int = CIFAR_SIZE) -> di
     device = "cuda" if torch.cuda.is_available() else "cpu"
     res = figure1(centred(x, device), y.to(device), epochs)
     res.update({"data": name, "images": len(y), "epochs": epochs, "seconds": round(time.time() - t0, 1),
-                "net": "layers-18pct stand-in (four weight layers)", "device": device})
+                "net": "layers-18pct stand-in (four weight layers)", "device": device,
+                "code_version": code_version(), "code": code_key()})
     res["verdict"] = verdict(res)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_text(out, json.dumps(res, indent=1))

@@ -452,6 +452,19 @@ def test_figure1_takes_a_fixed_bounded_subset_and_says_what_it_is(tiny_cache, tm
     assert code == 2 and "cifar-10-batches-py" in err
 
 
+def test_a_made_figure1_is_reused_only_while_its_code_is_unchanged(tmp_path, monkeypatch):
+    from reproduce import figure1
+    made = tmp_path / "figure1-x-e2.json"
+    assert not figure1.made_by_this_code(made)  # not there
+    made.write_text(json.dumps({"verdict": "…", "code": figure1.code_key()}))
+    assert figure1.made_by_this_code(made)
+    made.write_text(json.dumps({"verdict": "…"}))  # made before the digest existed
+    assert not figure1.made_by_this_code(made)
+    made.write_text(json.dumps({"verdict": "…", "code": figure1.code_key()}))
+    monkeypatch.setattr(figure1.alexnet.optim, "__file__", str(ROOT / "alexnet" / "schedule.py"))  # "edited"
+    assert not figure1.made_by_this_code(made)
+
+
 def test_figure1_searches_each_activations_rate_until_the_fastest_is_inside_the_grid():
     from reproduce.figure1 import search
     fast_at = {0.1: [0.5, 0.2], 0.03: [0.5, 0.3], 0.01: [0.6, 0.4], 0.003: [0.7, 0.5], 0.3: [1.0, 1.0]}
