@@ -5,8 +5,10 @@ real run prints it first.
 Hours come from a measured training rate of the faithful step on this device:
 the newest committed benchmark for it (`results/benchmarks/bench-*.json`,
 `python -m tools.bench`), else a 30-second measurement made now. A training
-image costs one step's share; a validation or feature image a third of that
-(forward only; an estimate). Each epoch ends with a centre-patch validation;
+image costs one step's share; a validation or feature image the forward pass's
+share, from the same benchmark (`step/faithful` ÷ `step/forward`; a third, an
+estimate, where the benchmark predates that measurement or none exists).
+Each epoch ends with a centre-patch validation;
 the final evaluation adds one pass (ten patches: ten more) over the validation
 set. Figure 1's small net is not counted (minutes at most).
 """
@@ -29,7 +31,7 @@ from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.placement import device_name
 
-FORWARD_SHARE = 1 / 3  # cost of a forward-only image relative to a training image (estimate)
+FORWARD_SHARE = 1 / 3  # cost of a forward-only image relative to a training image, where none is measured
 FEATURE_BYTES = 4096 * 4  # one image's float32 last hidden layer (Figure 4)
 JPEG_BYTES = 26_000  # bytes per prepared 256×256 JPEG when no cache exists yet: the embedded set's cache
 SHARD_STATS_BYTES = 3 * 256 * 256 * 8  # each prepared shard's pixel sums (float64 3×256×256, alexnet/data/prepare.py)
@@ -86,20 +88,33 @@ def shard_count(plan, counts: dict[str, int]) -> int:
     return classes + sum(-(-n // UNIT_SIZE) for split, n in counts.items() if split != "train")
 
 
-def benchmark_rate(device: torch.device, root: Path, resident: bool = True) -> tuple[float, str] | None:
-    """The newest committed benchmark's end-to-end faithful training rate for this kind of device:
-    with the images decoded once into GPU memory (the embedded sets), or decoding every batch
-    (`resident=False`: ILSVRC, too large for that; only GPU benchmarks measure both)."""
+def _benchmarks(device: torch.device, root: Path) -> list[tuple[str, dict, str]]:
+    """(date, img_s, description) of every committed benchmark of this kind of device, oldest first."""
     name = device_name(device)
     found = []
     for path in (root / "results" / "benchmarks").glob("bench-*.json"):
         b = json.loads(path.read_text())
-        img_s = b.get("img_s", {})
-        rate = ((None if resident else img_s.get("e2e/train-decode"))
-                or img_s.get("e2e/train") or img_s.get("step/faithful"))
-        if rate and name in b.get("device", ""):
-            found.append((b.get("date", ""), rate, f"{path.name} ({b['device']}, batch {b.get('batch')})"))
-    return max(found)[1:] if found else None
+        if name in b.get("device", ""):
+            found.append((b.get("date", ""), b.get("img_s", {}), f"{path.name} ({b['device']}, batch {b.get('batch')})"))
+    return sorted(found, key=lambda f: (f[0], f[2]))
+
+
+def benchmark_rate(device: torch.device, root: Path, resident: bool = True) -> tuple[float, str] | None:
+    """The newest committed benchmark's end-to-end faithful training rate for this kind of device:
+    with the images decoded once into GPU memory (the embedded sets), or decoding every batch
+    (`resident=False`: ILSVRC, too large for that; only GPU benchmarks measure both)."""
+    found = [(rate, about) for _, img_s, about in _benchmarks(device, root)
+             if (rate := (None if resident else img_s.get("e2e/train-decode"))
+                 or img_s.get("e2e/train") or img_s.get("step/faithful"))]
+    return found[-1] if found else None
+
+
+def forward_share(device: torch.device, root: Path) -> tuple[float, str]:
+    """A forward-only image's cost relative to a training image's: from the newest benchmark of this
+    kind of device that measured both (step/faithful ÷ step/forward), else FORWARD_SHARE."""
+    found = [(img_s["step/faithful"] / img_s["step/forward"], about) for _, img_s, about in _benchmarks(device, root)
+             if img_s.get("step/forward") and img_s.get("step/faithful")]
+    return found[-1] if found else (FORWARD_SHARE, "an estimate: no benchmark here measured step/forward")
 
 
 def measured_rate(devices, batch: int, seconds: float = 30.0) -> tuple[float, str]:
@@ -135,6 +150,7 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     batch = max(plan.size(exp).batch_size for exp, _, _ in runs)
     found = benchmark_rate(plan.devices[0], root, resident=bool(plan.synthetic))
     rate, rate_from = found if found else measured_rate(plan.devices, batch, measure_seconds)
+    share, share_from = forward_share(plan.devices[0], root)
     classes = plan.synthetic[0] if plan.synthetic else None
     costs = []
     pre = plan.pretrain_listed if any(run.data == "pretrain" for _, run, _ in runs) else None
@@ -146,8 +162,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
         size = plan.size(exp)
         train_n = pretrain_n if run.data == "pretrain" else counts.get("train", 0)
         done = max((checkpoint.epoch_of(p) for p in checkpoint.files(run_dir)), default=0)
-        per_epoch = (size.train_batches * size.batch_size or train_n) + FORWARD_SHARE * val_n
-        final = FORWARD_SHARE * val_n * (11 if exp.scale == "main" else 1)
+        per_epoch = (size.train_batches * size.batch_size or train_n) + share * val_n
+        final = share * val_n * (11 if exp.scale == "main" else 1)
         ck = checkpoint_bytes(len(pre.classes) if run.data == "pretrain" else classes or 1000,
                               run.overrides.get("extra_conv6", False))
         costs.append(RunCost(exp.name, run.name, size.epochs, size.batch_size,
@@ -156,14 +172,15 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
                              ck * (2 if exp.scale == "main" else 1)))
     train_n = counts.get("train", 0)
     features = (train_n + val_n) * FEATURE_BYTES if plan.main_run() else 0
-    hours = sum(c.hours for c in costs) + FORWARD_SHARE * (train_n + val_n) / rate / 3600 * bool(features)
+    hours = sum(c.hours for c in costs) + share * (train_n + val_n) / rate / 3600 * bool(features)
     meta = plan.cache / "meta.json"
     cache_bytes = (sum(f.stat().st_size for f in plan.cache.iterdir()) if meta.exists()
                    else (train_n + val_n) * JPEG_BYTES + shard_count(plan, counts) * SHARD_STATS_BYTES)
     lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on {', '.join(map(str, plan.devices))} "
              f"({device_name(plan.devices[0])})",
              f"  images: {train_n:,} train, {val_n:,} val (from {counted_from})",
-             f"  rate: {rate:,.1f} training images/s, faithful ({rate_from})",
+             f"  rate: {rate:,.1f} training images/s, faithful ({rate_from}); a validation image costs "
+             f"{share:.2f} of a training image ({share_from})",
              f"  {'experiment':<15} {'run':<15} {'epochs':>6} {'done':>4} {'batch':>5} {'images/epoch':>13} "
              f"{'hours left':>10}"]
     lines += [f"  {c.experiment:<15} {c.run:<15} {c.epochs:>6} {c.done:>4} {c.batch:>5} {c.images:>13,} "
@@ -180,7 +197,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
               + f", checkpoints {sum(c.checkpoint_bytes for c in costs) / 1e9:.2f} GB "
               "(the last 2 of 1 CNN, the last of every other run)"
               + (f", Figure 4's features {features / 1e9:.2f} GB" if features else "")]
-    return "\n".join(lines) + "\n", {"images": counts, "rate": rate, "rate_from": rate_from, "hours": hours,
+    return "\n".join(lines) + "\n", {"images": counts, "rate": rate, "rate_from": rate_from,
+                                     "forward_share": share, "forward_share_from": share_from, "hours": hours,
                                      "runs": [c.__dict__ for c in costs], "cache_bytes": cache_bytes,
                                      "checkpoint_bytes": sum(c.checkpoint_bytes for c in costs),
                                      "feature_bytes": features}

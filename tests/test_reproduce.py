@@ -269,6 +269,21 @@ def test_compute_plan_rate_is_resident_for_embedded_sets_and_decoding_for_ilsvrc
     assert benchmark_rate(cpu, tmp_path, resident=False)[0] == 30.0
 
 
+def test_compute_plan_prices_a_validation_image_at_the_measured_forward_share(tmp_path):
+    from alexnet.placement import device_name
+    from reproduce.compute import FORWARD_SHARE, forward_share
+    bench = tmp_path / "results" / "benchmarks"
+    bench.mkdir(parents=True)
+    cpu = torch.device("cpu")
+    assert forward_share(cpu, tmp_path)[0] == FORWARD_SHARE  # nothing measured: the estimate, named so
+    (bench / "bench-cpu-1.json").write_text(json.dumps(
+        {"device": device_name(cpu), "date": "2026-11-27 10:00", "img_s": {"step/faithful": 20.0, "step/forward": 50.0}}))
+    (bench / "bench-cpu-2.json").write_text(json.dumps(  # newer, but predates step/forward
+        {"device": device_name(cpu), "date": "2026-11-27 11:00", "img_s": {"step/faithful": 30.0}}))
+    share, about = forward_share(cpu, tmp_path)
+    assert share == pytest.approx(0.4) and "bench-cpu-1.json" in about
+
+
 def test_run_all_prints_its_help(capsys):
     with pytest.raises(SystemExit) as e:
         run_all_module.main(["--help"])

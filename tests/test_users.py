@@ -301,5 +301,5 @@ def test_benchmark_runs_to_its_json(tiny_cache, tmp_path):
                        "--out", str(tmp_path)]) == 0
     (out,) = tmp_path.glob("bench-cpu-*.json")
     res = json.loads(out.read_text())
-    assert res["img_s"]["step/faithful"] > 0 and res["projection"]["hours"] > 0
+    assert res["img_s"]["step/faithful"] > 0 and res["img_s"]["step/forward"] > 0 and res["projection"]["hours"] > 0
     assert res["device"] in res["projection"]["setup"]

@@ -11,6 +11,8 @@ Every step timed is `alexnet.engine.train_step`, the step the trainer runs
 optimizer differ. Measures, each after warm-up as the median of repeats (CUDA
 events on GPU):
   step/faithful          this project's training step, float32, TF32 off (random data)
+  step/forward           the faithful net's forward pass alone (eval mode, no gradients): the cost of
+                         a validation or feature image, which the compute plan takes from here
   step/faithful-plain    the same with the plain LRN (torch's F.local_response_norm):
                          what the faithful mode's LRN saves
   step/faithful-streams  one CUDA stream per tower (both towers on one GPU); GPU only
@@ -104,6 +106,20 @@ def our_step(device, batch: int, fast: bool = False, compile: bool = True, num_c
 
     def step(xb=x, yb=y):
         train_step(fwd, opt, xb, yb, speed)
+    return step
+
+
+def forward_step(device, batch: int, num_classes: int = 1000):
+    """The faithful net's forward pass in eval mode without gradients: what a validation or
+    feature image costs (the compute plan takes its ratio to step/faithful)."""
+    torch.manual_seed(0)
+    cfg = AlexNetConfig.from_profile("paper", num_classes=num_classes)
+    model = AlexNet(cfg, devices=(device, device)).eval()
+    x = torch.randn(batch, 3, cfg.crop_size, cfg.crop_size, device=device)
+
+    @torch.no_grad()
+    def step(xb=x):
+        model(xb)
     return step
 
 
@@ -283,6 +299,7 @@ def main(argv=None) -> int:
             note("e2e/train-decode", train_rate(args.cache, device, batch, per_epoch, ["--resident", "off"], tmp))
         if args.fast:
             note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, ["--fast"] + (["--no-compile"] if args.no_compile else []), tmp))
+    note("step/forward", step_rate(forward_step(device, batch)))
     note("step/faithful-plain", step_rate(our_step(device, batch, plain_lrn=True)))
     if gpu:
         note("step/faithful-streams", step_rate(our_step(device, batch, tower_streams=True)))
@@ -315,6 +332,7 @@ def main(argv=None) -> int:
     res["ratios"] = {
         "step faithful / torchvision": r["step/faithful"] / r["step/torchvision"],
         "step faithful / faithful-plain": r["step/faithful"] / r["step/faithful-plain"],
+        "step faithful / forward": r["step/faithful"] / r["step/forward"],
         "e2e ours / step ours": r["e2e/ours"] / r["step/faithful"],
         "e2e train / step ours": r["e2e/train"] / r["step/faithful"],
         "data ours-cpu / baseline": r["data/ours-cpu"] / r["data/baseline"],
