@@ -142,7 +142,8 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
     for p in paths:
         model, ck, path = load_model(p, devices)
         entry = {"path": str(path), "epoch": ck["epoch"], "step": ck["step"], "saved_at": ck.get("saved_at"),
-                 "profile": ck["config"]["profile"], "mode": ck.get("mode", FAITHFUL_LABEL)}
+                 "profile": ck["config"]["profile"], "mode": ck.get("mode", FAITHFUL_LABEL),
+                 "config": ck["config"]}  # what the tables check a result against (reproduce/tables.py)
         for v in views:
             loader = Loader(cache, split, model.config, train=False, views=v, batch_size=batch_size,
                             device=model.devices[0], workers=workers)

@@ -2,7 +2,10 @@
 
 Reads <results>/eval/<run>.json (python -m alexnet.evaluate) and <results>/figure1.json;
 writes <results>/tables/{table1,table2,ablations}.{md,csv,json}. Every table's header
-says what produced it.
+says what produced it. A number is shown only for a run that finished, learned (below half
+of chance), and trained with the config this code gives it at this scale (each evaluation
+records its checkpoints' configs): a folder's older evaluations, of runs made before a change
+of settings and not selected since, are named, not mixed in.
 
     python -m reproduce.tables --results results/synthetic --dataset "embedded synthetic" --scale cpu
 """
@@ -24,8 +27,9 @@ import torch
 
 from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version, epoch_of
+from alexnet.config import AlexNetConfig
 
-from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE2
+from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE2, run_config
 from .figure1 import verdict as figure1_verdict
 
 
@@ -36,6 +40,9 @@ def stopped_runs(results: str | Path) -> dict[str, str]:
     """A results folder's stopped.json: {run: why}; {} when no run stopped."""
     f = Path(results) / STOPPED
     return json.loads(f.read_text()) if f.exists() else {}
+
+
+RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}
 
 
 def _short(checkpoint: dict, size) -> bool:
@@ -97,6 +104,25 @@ class Results:
         return (", ".join(f"{p.parent.name} stopped after epoch {epoch_of(p)} of {size.epochs}" for p in short)
                 + " (it did not finish: see its log)") if short else None
 
+    def other_settings(self, checkpoint: dict) -> str | None:
+        """Why an evaluated checkpoint is no result of today's run: the config its run trained with
+        (recorded in the evaluation) differs from what this code trains for that run at this scale,
+        e.g. a run made before a schedule change, left in a results folder that later runs share.
+        None when they agree, or when the evaluation predates recording the config."""
+        recorded, (exp, run) = checkpoint.get("config"), RUNS.get(Path(checkpoint["path"]).parent.name, (None, None))
+        size = self.size(exp.scale) if exp else None
+        if recorded is None or size is None:
+            return None
+        was = AlexNetConfig.from_dict(recorded).to_dict()
+        now = run_config(run, size, was["num_classes"]).to_dict()
+        diff = [f"{k} {was[k]!r} (now {now[k]!r})" for k in now if was.get(k) != now[k]]
+        return f"{Path(checkpoint['path']).parent.name} was trained with " + ", ".join(diff) if diff else None
+
+    def stale(self, run: str) -> str | None:
+        """Why a run's evaluation is no result of today's code (other_settings of its checkpoints)."""
+        found = [o for c in (self.eval(run) or {}).get("checkpoints", []) if (o := self.other_settings(c))]
+        return "; ".join(found) + " (run it again)" if found else None
+
     def learned(self, err: dict | None) -> bool:
         """The rule for every number the tables present: top-1 error below half of chance."""
         return err is not None and err["top1"] < self.chance()[0] / 2
@@ -107,13 +133,13 @@ class Results:
         out = []
         stopped = self.stopped()
         base, _ = self.errors(BASELINE.name)
-        if base and BASELINE.name not in stopped:
+        if base and BASELINE.name not in stopped and not self.stale(BASELINE.name):
             out.append({"run": BASELINE.name, "top1": 100 * base["top1"], "top5": 100 * base["top5"]})
         members = self.eval("5cnns")
         size = self.size("short")
         for m in (members or {}).get("checkpoints", []):
-            if _short(m, size) or Path(m["path"]).parent.name in stopped:
-                continue  # stopped short: not a replicate
+            if _short(m, size) or Path(m["path"]).parent.name in stopped or self.other_settings(m):
+                continue  # stopped short, or trained with other settings: not a replicate
             out.append({"run": Path(m["path"]).parent.name, "top1": 100 * m["center"]["top1"],
                         "top5": 100 * m["center"]["top5"]})
         return out
@@ -210,6 +236,8 @@ def _ours(res: Results, run: str) -> tuple[dict | None, str, str]:
         return None, "", f"not run: run the {run} experiment"
     if short := res.short_of(run):
         return None, views, f"{short}: not a result"
+    if stale := res.stale(run):
+        return None, views, f"{stale}: not a result of this code"
     if not res.learned(err):
         return None, views, (f"did not learn at this scale (top-1 {100 * err['top1']:.1f}%, chance "
                              f"{100 * res.chance()[0]:.1f}%): not a result")

@@ -321,12 +321,14 @@ def test_gpu_session_stops_for_time_and_the_next_call_finishes(tmp_path):
 
 # ---------- what the tables count as a result ----------
 
-def fake_eval(root, run, top1, top5=0.0, members=None, classes=10, epochs=None):
+def fake_eval(root, run, top1, top5=0.0, members=None, classes=10, epochs=None, configs=None):
     """An eval/<run>.json as alexnet.evaluate writes it (centre patch); members' checkpoints
-    after `epochs` (a dict by member; default 90, the end of every scale's runs)."""
+    after `epochs` (a dict by member; default 90, the end of every scale's runs), with the
+    training config `configs` gives a member (none by default, as evaluations before it was recorded)."""
     entry = lambda t1, t5: {"top1": t1, "top5": t5, "n": 200}  # noqa: E731
     checkpoints = [{"path": f"runs/x/{name}/ckpt-e{(epochs or {}).get(name, 90):04d}-s000000296.pt",
-                    "center": entry(t1, 0.0)} for name, t1 in (members or {}).items()]
+                    "center": entry(t1, 0.0), **({"config": configs[name]} if name in (configs or {}) else {})}
+                   for name, t1 in (members or {}).items()]
     (root / "eval").mkdir(parents=True, exist_ok=True)
     (root / "eval" / f"{run}.json").write_text(json.dumps(
         {"classes": classes, "checkpoints": checkpoints, "ensemble": {"center": entry(top1, top5)}}))
@@ -345,6 +347,29 @@ def test_a_run_that_stopped_short_is_no_result(tmp_path):
     assert t2["1 CNN"]["ours_top1_val"] == 10.0  # 14 of 14: complete
     assert [r["run"] for r in Results(tmp_path, "cpu-full").replicates()] == \
         ["5cnns-seed1", "5cnns-seed2", "5cnns-seed4", "5cnns-seed5"]
+
+
+def test_an_evaluation_of_a_run_trained_with_other_settings_is_no_result(tmp_path):
+    """A results folder keeps the evaluations of runs that a later run_all did not select: one made
+    before a schedule change (here: before the patience floor, whose recorded config lacks the field)
+    must not be shown beside today's, nor count as a replicate."""
+    short = SCALES["cpu-full"].short
+    today = {r.name: run_config(r, short, 10).to_dict() for e in ("5cnns", "no-lrn", "pool-z2")
+             for r in EXPERIMENTS[e].runs}
+    before = {name: {k: v for k, v in c.items() if k != "lr_patience_min"} for name, c in today.items()}
+    members = {f"5cnns-seed{s}": 0.2 for s in range(1, 6)}
+    fake_eval(tmp_path, "5cnns", 0.16, members=members, configs={**today, "5cnns-seed3": before["5cnns-seed3"]})
+    fake_eval(tmp_path, "no-lrn", 0.30, members={"no-lrn": 0.30}, configs=before)
+    fake_eval(tmp_path, "pool-z2", 0.21, members={"pool-z2": 0.21}, configs=today)
+    write_tables(tmp_path, "synthetic", "cpu-full")
+    res = Results(tmp_path, "cpu-full")
+    assert [r["run"] for r in res.replicates()] == ["5cnns-seed1", "5cnns-seed2", "5cnns-seed4", "5cnns-seed5"]
+    t2 = {r["model"]: r for r in json.loads((tmp_path / "tables" / "table2.json").read_text())}
+    assert t2["5 CNNs"]["ours_top1_val"] is None
+    assert "5cnns-seed3 was trained with lr_patience_min 1 (now 2)" in t2["5 CNNs"]["note"]
+    ab = {r["ablation"]: r for r in json.loads((tmp_path / "tables" / "ablations.json").read_text())}
+    assert ab["no-lrn"]["ours_top1"] is None and "no-lrn was trained with lr_patience_min 1" in ab["no-lrn"]["verdict"]
+    assert ab["pool-z2"]["ours_top1"] == 21.0  # today's settings: a result
 
 
 def test_tables_show_learned_runs_only_with_the_replicates_noise_band(tmp_path):
