@@ -441,8 +441,9 @@ def test_kernel_statistics_tell_gratings_from_noise():
 def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     """Every committed paper-profile log's ε sequence is what alexnet.schedule gives for its own
     validation curve, with today's patience floor (two epochs) or, in folders made before it
-    existed, the earlier floor of one epoch (results/README.md says which); results/synthetic/,
-    regenerated with the code, follows today's. Runs reused across a schedule change are valid only so."""
+    existed, the earlier floor of one epoch (results/README.md says which); results/synthetic/ and
+    results/synthetic-cpu-full/, regenerated with the floor, follow today's. Runs reused across a
+    schedule change are valid only so."""
     from alexnet.schedule import PlateauSchedule
 
     def follows(lines, floor):
@@ -460,7 +461,7 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
             continue
         floors = [f for f in (AlexNetConfig().lr_patience_min, 1) if follows(lines, f)]
         assert floors, f"{path}: its ε follows neither patience floor"
-        if path.parent.parent.name == "synthetic":
+        if path.parent.parent.name in ("synthetic", "synthetic-cpu-full"):
             assert AlexNetConfig().lr_patience_min in floors, f"{path}: made before today's patience floor"
         checked += 1
     assert checked >= 2
