@@ -467,6 +467,21 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     assert checked >= 2
 
 
+@pytest.mark.parametrize("folder, scale", [("synthetic", "cpu"), ("synthetic-cpu-full", "cpu-full")])
+def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale):
+    """Every evaluation in the regenerated results folders records the training config of each
+    checkpoint, and each config is the one this code trains that run with at that scale: a
+    change to a training default fails here until the folder is made again (results/README.md
+    says how long each takes) or its numbers are moved to the README as history."""
+    results = Results(ROOT / "results" / folder, scale)
+    evals = sorted((results.root / "eval").glob("*.json"))
+    assert evals
+    for path in evals:
+        checkpoints = json.loads(path.read_text())["checkpoints"]
+        assert all("config" in c for c in checkpoints), f"{path}: made before evaluations recorded configs"
+        assert results.stale(path.stem) is None, f"{path}: {results.stale(path.stem)}"
+
+
 def test_streamed_nearest_neighbours_equal_a_full_search(tmp_path):
     from sklearn.neighbors import NearestNeighbors
 
