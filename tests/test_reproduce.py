@@ -477,9 +477,10 @@ def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale):
     evals = sorted((results.root / "eval").glob("*.json"))
     assert evals
     for path in evals:
-        checkpoints = json.loads(path.read_text())["checkpoints"]
+        checkpoints = results.eval(path.stem)["checkpoints"]
         assert all("config" in c for c in checkpoints), f"{path}: made before evaluations recorded configs"
-        assert results.stale(path.stem) is None, f"{path}: {results.stale(path.stem)}"
+        stale = results.stale(path.stem)
+        assert stale is None, f"{path}: {stale}"
 
 
 def test_streamed_nearest_neighbours_equal_a_full_search(tmp_path):
