@@ -60,6 +60,7 @@ class AlexNetConfig:
     init_std: float = 0.01  # §5: weights ~ N(0, 0.01)
     init_std_conv345: float = 0.01  # 2012 code: initW=0.03 for conv3–conv5
     bias_one_layers: tuple[str, ...] = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5
+    bias_init: float = 1.0  # §5 "with the constant 1" in bias_one_layers; Caffe's bvlc_alexnet: 0.1
 
     # ---- data (§2, §4.1) ----
     pca_lighting: bool = True  # §4.1 "altering the intensities of RGB channels"

@@ -132,8 +132,8 @@ class AlexNet(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """§5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6 and fc7,
-        0 elsewhere. The 2012 code draws conv3–conv5 from N(0, 0.03). The paper
+        """§5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6 and fc7
+        (`bias_init`), 0 elsewhere. The 2012 code draws conv3–conv5 from N(0, 0.03). The paper
         gives nothing for 1 CNN*'s conv6; both profiles follow the 2012 code
         (initW 0.03, initB 1: `conv6_init_std`, `conv6_init_bias`)."""
         cfg = self.config
@@ -145,7 +145,7 @@ class AlexNet(nn.Module):
                     continue
                 std = cfg.init_std_conv345 if name in ("conv3", "conv4", "conv5") else cfg.init_std
                 nn.init.normal_(layer.weight, 0.0, std)
-                nn.init.constant_(layer.bias, 1.0 if name in cfg.bias_one_layers else 0.0)
+                nn.init.constant_(layer.bias, cfg.bias_init if name in cfg.bias_one_layers else 0.0)
         nn.init.normal_(self.fc8.weight, 0.0, cfg.init_std)
         nn.init.zeros_(self.fc8.bias)
 

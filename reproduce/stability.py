@@ -1,0 +1,220 @@
+"""The stability study: the paper's recipe in its first steps, across classes,
+batch, bias init, ε and dropout, on the CPU.
+
+    python -m reproduce.stability                       # the committed grid: about 70 min on 2 cores
+    python -m reproduce.stability --only c10-b32 --seeds 1   # a subset, for a quick look
+
+Each run trains the paper profile (the whole net, nothing shrunk) from its
+initial weights for a fixed number of steps on an embedded synthetic set of C
+classes with the same 40 training images per class, and logs every step's loss
+and `alexnet.diagnostics.LayerProbe` row. A run *diverges* when a loss is not
+finite or exceeds 2·ln C; it is *dead* when fc8's input is all zero at the end
+(every fc7 unit off: the loss stays at ln C for good). Beside each run: the
+stability number ε·‖h‖²/C at its first step (h: fc8's input), which the study
+compares with heavy-ball SGD's limit 2(1 + μ) = 3.8 (reproduce/PAPER.md, "Stability").
+
+Writes <out>/stability.json (every run, every step; rewritten after each run,
+so a stopped study resumes where it was), stability.md (one row per cell) and
+stability.png (loss / ln C per step). The datasets go to <work>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+IMAGES_PER_CLASS = 40  # training images per class, the same for every class count
+MOMENTUM_LIMIT = 3.8  # 2(1 + μ), μ = 0.9: alexnet.diagnostics.momentum_limit
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of the grid: the paper profile with these fields changed."""
+    classes: int
+    batch: int = 32
+    lr: float = 0.01
+    dropout: float = 0.5
+    bias_init: float = 1.0
+    seeds: int = 3
+    steps: int = 60
+
+    @property
+    def name(self) -> str:
+        return (f"c{self.classes}-b{self.batch}-lr{self.lr:g}-bias{self.bias_init:g}"
+                f"-{'drop' if self.dropout else 'nodrop'}")
+
+
+def _both(**kw) -> list[Cell]:
+    """The cell with dropout on and off."""
+    return [Cell(dropout=p, **kw) for p in (0.5, 0.0)]
+
+
+# In order of what the decision needs first, so a study cut short still answers it.
+GRID: list[Cell] = [
+    *_both(classes=10),  # the cpu and cpu-full scales' recipe (ε 0.01 at batch 32)
+    *_both(classes=10, bias_init=0.1),  # Caffe's bias
+    *_both(classes=10, lr=0.005),  # the issue's half ε
+    *_both(classes=10, lr=0.0025),  # the paper's ε per image at batch 32 (0.01 × 32/128)
+    *_both(classes=100, seeds=2),  # the gpu scale's classes
+    *_both(classes=10, batch=128, steps=20),  # the paper's batch at 10 classes
+    *_both(classes=100, batch=128, seeds=2, steps=20),  # the gpu scale itself
+    *_both(classes=1000, seeds=1),  # ImageNet's classes
+]
+
+
+def dataset(work: Path, classes: int) -> Path:
+    """The cache of the synthetic set with `classes` classes (made on first use)."""
+    from alexnet.data.prepare import prepare
+    from alexnet.data.sources import open_source
+    from alexnet.data.synthetic import write_synthetic_ilsvrc
+    cache = work / "cache" / f"c{classes}"
+    if not (cache / "meta.json").exists():
+        raw = work / "data" / f"c{classes}"
+        write_synthetic_ilsvrc(raw, classes, IMAGES_PER_CLASS, 1, progress=False)
+        prepare(open_source(imagenet=str(raw)), cache, progress=False)
+    return cache
+
+
+def run(cell: Cell, seed: int, cache: Path) -> dict:
+    """`cell.steps` steps of the paper profile from its initial weights: one probe row per step."""
+    import torch
+
+    from alexnet.config import AlexNetConfig
+    from alexnet.diagnostics import LayerProbe
+    from alexnet.engine import TrainOptions, Trainer, train_step
+    cfg = AlexNetConfig.from_profile("paper", num_classes=cell.classes, batch_size=cell.batch, lr=cell.lr,
+                                     dropout=cell.dropout, bias_init=cell.bias_init, seed=seed)
+    trainer = Trainer(cfg, TrainOptions(cache=cache, run_dir="unused", devices=("cpu", "cpu"), workers=0,
+                                        progress=False))
+    probe, loader, rows = LayerProbe(trainer.net), trainer.train_loader, []
+    t0 = time.perf_counter()
+    while len(rows) < cell.steps and not (rows and not math.isfinite(rows[-1]["loss"])):
+        loader.lighting = cfg.pca_lighting
+        for x, y in loader:  # epoch after epoch: the loader moves on by itself
+            stats = train_step(trainer.forward, trainer.opt, x, y).tolist()
+            rows.append({"step": len(rows) + 1, "loss": stats[0] / stats[3], **probe.row(trainer.net)})
+            if len(rows) == cell.steps or not math.isfinite(rows[-1]["loss"]):
+                break
+    probe.close()
+    return {"cell": cell.name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+            "stability_number": cell.lr * rows[0]["fc8_input_sq"] / cell.classes, **outcome(rows, cell.classes),
+            "steps": rows}
+
+
+def outcome(rows: list[dict], classes: int) -> dict:
+    """diverged (a non-finite loss, or one above 2·ln C), dead (fc8's input all zero at the end), peak."""
+    losses = [r["loss"] for r in rows]
+    finite = all(math.isfinite(v) for v in losses)
+    peak = max(losses) if finite else math.inf
+    return {"peak_loss": peak, "overshoot": peak - math.log(classes), "nonfinite": not finite,
+            "diverged": not finite or peak > 2 * math.log(classes),
+            "dead": finite and rows[-1]["fc8_input_sq"] == 0.0, "final_loss": losses[-1]}
+
+
+def summarize(runs: list[dict], grid: list[Cell]) -> list[dict]:
+    out = []
+    for cell in grid:
+        mine = [r for r in runs if r["cell"] == cell.name]
+        if not mine:
+            continue
+        s = [r["stability_number"] for r in mine]
+        out.append({**asdict(cell), "cell": cell.name, "runs": len(mine),
+                    "diverged": sum(r["diverged"] for r in mine), "nonfinite": sum(r["nonfinite"] for r in mine),
+                    "dead": sum(r["dead"] for r in mine),
+                    "overshoot_median": float(np.median([r["overshoot"] for r in mine])),
+                    "stability_number": float(np.mean(s)), "seconds": sum(r["seconds"] for r in mine)})
+    return out
+
+
+def markdown(summary: list[dict], meta: dict) -> str:
+    head = ("| classes | batch | ε | bias init | dropout | runs | diverged | of them non-finite | dead "
+            "| overshoot above ln C (median) | ε·‖h‖²/C at step 1 | steps |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = "".join(f"| {s['classes']} | {s['batch']} | {s['lr']:g} | {s['bias_init']:g} | "
+                   f"{'0.5' if s['dropout'] else 'off'} | {s['runs']} | {s['diverged']} | {s['nonfinite']} | "
+                   f"{s['dead']} | {s['overshoot_median']:+.2f} | {s['stability_number']:.2f} | {s['steps']} |\n"
+                   for s in summary)
+    return (f"# Stability study: the paper profile's first steps on the CPU\n\n"
+            f"Made by `python -m reproduce.stability` ({meta['commit']}, {meta['date']}, {meta['machine']}; "
+            f"{meta['minutes']:.0f} min). Synthetic set, {IMAGES_PER_CLASS} training images per class. "
+            "Diverged: a non-finite loss or one above 2·ln C. Dead: fc8's input all zero at the end. "
+            f"Heavy-ball SGD (μ = 0.9) is stable only while ε·λ < {MOMENTUM_LIMIT}; "
+            "ε·‖h‖²/C is fc8's share of ε·λ at the start.\n\n" + head + rows)
+
+
+def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    n = len(summary)
+    cols = 4
+    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(4 * cols, 2.6 * -(-n // cols)), squeeze=False,
+                             sharey=True)
+    for ax, s in zip(axes.flat, summary):
+        for r in (r for r in runs if r["cell"] == s["cell"]):
+            y = [v["loss"] / math.log(s["classes"]) if math.isfinite(v["loss"]) else np.nan for v in r["steps"]]
+            ax.plot(range(1, len(y) + 1), y, lw=1, label=f"seed {r['seed']}" + (" (NaN)" if r["nonfinite"] else ""))
+        ax.axhline(1, color="grey", lw=0.5)
+        ax.axhline(2, color="red", lw=0.5, ls="--")
+        ax.set_title(f"C {s['classes']}, b {s['batch']}, ε {s['lr']:g}, bias {s['bias_init']:g}, "
+                     f"{'drop' if s['dropout'] else 'no drop'}\nε‖h‖²/C = {s['stability_number']:.2f}", fontsize=8)
+        ax.set_ylim(0, 4)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.supxlabel("step")
+    fig.supylabel("loss / ln C (1 = chance; red: 2, diverged)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m reproduce.stability", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="results/stability", help="where the JSON, table and plot go")
+    ap.add_argument("--work", default="cache/stability", help="where the synthetic sets are made")
+    ap.add_argument("--only", help="run only cells whose name starts with this (e.g. c10-b32)")
+    ap.add_argument("--seeds", type=int, help="seeds per cell instead of the grid's")
+    ap.add_argument("--steps", type=int, help="steps per run instead of the grid's")
+    args = ap.parse_args(argv)
+    from alexnet.checkpoint import code_version
+    from reproduce.tables import hardware
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = [replace(c, steps=args.steps or c.steps) for c in GRID if not args.only or c.name.startswith(args.only)]
+    if not grid:
+        ap.error(f"--only {args.only}: no cell's name starts with it; names look like {GRID[0].name}")
+    path = out / "stability.json"
+    done = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    runs, t0, version = done["runs"], time.time(), code_version()  # the code this process runs
+    for cell in grid:
+        for seed in range(args.seeds or cell.seeds):
+            if any(r["cell"] == cell.name and r["seed"] == seed for r in runs):
+                continue
+            r = run(cell, seed, dataset(work, cell.classes))
+            runs.append(r)
+            print(f"{cell.name} seed {seed}: peak {r['peak_loss']:.2f} (ln C {math.log(cell.classes):.2f}), "
+                  f"final {r['final_loss']:.2f}, ε‖h‖²/C {r['stability_number']:.2f}"
+                  f"{', DIVERGED' if r['diverged'] else ''}{', dead' if r['dead'] else ''} ({r['seconds']:.0f} s)",
+                  file=sys.stderr, flush=True)
+            meta = {"commit": version, "date": time.strftime("%Y-%m-%d"), "machine": hardware(),
+                    "minutes": (done.get("minutes", 0) * 60 + time.time() - t0) / 60}
+            path.write_text(json.dumps({**meta, "grid": [asdict(c) for c in GRID], "runs": runs}))
+    meta = json.loads(path.read_text())
+    summary = summarize(runs, grid)
+    (out / "stability.md").write_text(markdown(summary, meta))
+    plot(runs, summary, out / "stability.png")
+    print(f"wrote {out}/stability.json, stability.md, stability.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
