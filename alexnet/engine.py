@@ -35,6 +35,7 @@ from . import checkpoint, distributed
 from .atomic import atomic_write, write_text
 from .config import AlexNetConfig
 from .data.cache import Cache
+from .diagnostics import LayerProbe, StepLog
 from .data.loader import Loader, cores_each, seed_of
 from .model import AlexNet
 from .optim import PaperSGD, param_groups
@@ -45,6 +46,7 @@ from .speed import FAITHFUL_LABEL, Speed
 
 EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
 CONV1_INIT = "conv1_init.npy"  # in a run directory: conv1's kernels before the first step
+NONFINITE = "nonfinite.json"  # in a run directory: the step whose loss was not finite, and its batch
 
 
 DROPOUT_STREAM = 0xD0  # the key that sets each replica's dropout generator apart from the loader's streams
@@ -172,7 +174,7 @@ def train_step(forward, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: to
     with speed.autocast(x.device):
         logits = forward(speed.inputs(x))
     y = y.to(logits.device, non_blocking=True)
-    loss = F.cross_entropy(logits.float(), y)
+    loss = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -187,8 +189,8 @@ class _StepStats:
     it queues step s+1 while step s finishes. On the CPU, a plain tensor. Read
     before every checkpoint, so no non-finite step is ever saved."""
 
-    def __init__(self, stats: torch.Tensor, step: int):
-        self.step, self.event = step, None
+    def __init__(self, stats: torch.Tensor, step: int, batch: int = 0, samples: torch.Tensor | None = None):
+        self.step, self.batch, self.samples, self.event = step, batch, samples, None
         if stats.is_cuda:
             self.host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
             self.host.copy_(stats, non_blocking=True)
@@ -231,6 +233,8 @@ class TrainOptions:
     resident: bool | None = None  # each split decoded once into device memory (None: on a GPU, when it fits;
     # the same batches either way: alexnet/data/loader.py)
     decoder: str = "cpu"  # a GPU run's JPEG decoder: "cpu" (the loader's workers) or "gpu" (nvJPEG)
+    log_steps: bool = False  # one line per step in <run_dir>/steps.jsonl: loss, ε, per-layer maxima and
+    # gradient norms (alexnet/diagnostics.py); reads each step's numbers at once, so a GPU waits for it
 
 
 class Trainer:
@@ -289,6 +293,8 @@ class Trainer:
         # a fresh run's pre-trained weights (--init-from), checked before the run directory exists
         self.init_path = (self.initialize_from(opts.init_from) if opts.init_from and not checkpoint.files(self.run_dir)
                           else None)
+        self.probe = LayerProbe(self.net) if opts.log_steps and self.dist.main else None
+        self.step_log: StepLog | None = None  # opened by fit() once the run directory is known to be this run's
 
     @staticmethod
     def _new_meters() -> dict:
@@ -442,15 +448,40 @@ class Trainer:
         w1, w5, n = distributed.all_sum([wrong[1], wrong[5], len(labels)], self.devices[0])
         return {"top1": w1 / n, "top5": w5 / n, "n": int(n)}
 
+    def prepare_epoch(self) -> None:
+        """The loader at this epoch (its position kept when resuming mid-epoch), its lighting, train mode."""
+        if self.train_loader.epoch != self.epoch:
+            self.train_loader.set_epoch(self.epoch)
+        self.train_loader.lighting = self.schedule.lighting(self.epoch) and self.cfg.pca_lighting
+        self.model.train()
+
+    def record_nonfinite(self, pending: "_StepStats", loss: float) -> None:
+        """<run_dir>/nonfinite.json: the step, its batch (epoch, index, sample ids) and the last good
+        checkpoint; `python -m tools.replay RUN_DIR` rebuilds that batch and replays the step."""
+        if not self.dist.main:
+            return
+        cache = self.train_loader.cache
+        ids = [int(i) for i in pending.samples]
+        write_text(self.run_dir / NONFINITE, json.dumps({
+            "step": pending.step, "epoch": self.epoch + 1, "batch": pending.batch, "loss": repr(loss),
+            "samples": ids, "names": [cache.names("train")[i] for i in ids], "seed": self.cfg.seed,
+            "last_good_checkpoint": str(self.last_ckpt) if self.last_ckpt else None,
+            "devices": [str(d) for d in self.devices], "mode": self.speed.label,
+            "code_version": checkpoint.code_version()}, indent=1))
+
+    def log_step(self, stats: torch.Tensor, batch: int) -> None:
+        """One line of steps.jsonl (--log-steps): read now, so on a GPU the host waits for this step."""
+        loss_sum, _, _, n = stats.tolist()
+        self.step_log.write({"step": self.step, "epoch": self.epoch + 1, "batch": batch, "loss": loss_sum / n,
+                             "lr": next(g["lr"] for g in self.opt.param_groups if g["name"] == "weight"),
+                             **self.probe.row(self.net)})
+
     def train_one_epoch(self) -> None:
         """Train from the loader's position to the end of the epoch, or until
         should_stop(); checkpoints mid-epoch when due."""
         cfg, m, opts = self.cfg, self.meters, self.opts
         loader = self.train_loader
-        if loader.epoch != self.epoch:
-            loader.set_epoch(self.epoch)
-        loader.lighting = self.schedule.lighting(self.epoch) and cfg.pca_lighting
-        self.model.train()
+        self.prepare_epoch()
         bar = progress_bar(total=len(loader), initial=loader.position, unit="batch", leave=False,
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=self.dist.main and opts.progress)
         t0 = time.perf_counter()
@@ -464,6 +495,7 @@ class Trainer:
                 return
             loss_sum, wrong1, wrong5, n = pending.read()
             if not math.isfinite(loss_sum):
+                self.record_nonfinite(pending, loss_sum / n)
                 before = ", ".join(f"{s} {v:.3f}" for s, v in recent) or "none in this epoch"
                 x = pending_x.float()
                 batch = (f"finite, from {x.min().item():.1f} to {x.max().item():.1f}" if torch.isfinite(x).all()
@@ -483,8 +515,12 @@ class Trainer:
         for x, y in loader:
             stats = train_step(self.forward, self.opt, x, y, self.speed)
             self.step += 1
+            batch = (loader.position or len(loader)) - 1  # the loader has moved past it
             settle()  # the previous step's numbers, while this one runs
-            pending, pending_x = _StepStats(stats, self.step), x
+            pending, pending_x = _StepStats(stats, self.step, batch, loader.batch_indices(batch)[0]), x
+            if self.step_log is not None:  # read now: a non-finite step stops the run before the next
+                self.log_step(stats, batch)
+                settle()
             bar.update()
             if opts.print_freq and self.step % opts.print_freq == 0 and self.dist.main and not sys.stderr.isatty():
                 print(f"epoch {self.epoch + 1}/{cfg.epochs} batch {loader.position or len(loader)}/{len(loader)} "
@@ -581,12 +617,20 @@ def fit(cfg: AlexNetConfig, opts: TrainOptions, cache: Cache | None = None,
             trainer.record_trained_longer()
         if trainer.dist.main:
             print(f"mode: {trainer.speed.label}", file=sys.stderr)
+        if trainer.probe is not None:
+            trainer.step_log = StepLog(trainer.run_dir, resumed_step=trainer.step)
         with _stop_on_signals(trainer):
             try:
                 code = trainer.run()
             except NonFiniteLoss as e:
                 where = trainer.last_ckpt or "none yet (the run diverged before its first checkpoint)"
-                raise NonFiniteLoss(f"{e}; stopped. Last good checkpoint: {where}. Lower --lr, or check the data.")
+                raise NonFiniteLoss(f"{e}; stopped. Last good checkpoint: {where}. The batch is recorded in "
+                                    f"{trainer.run_dir / NONFINITE}: `python -m tools.replay {trainer.run_dir}` "
+                                    "replays it in float64 beside the run's own arithmetic. Lower --lr, or check "
+                                    "the data.")
+            finally:
+                if trainer.step_log is not None:
+                    trainer.step_log.close()
     if code == EXIT_INTERRUPTED and trainer.dist.main:
         print(f"interrupted; checkpoint {trainer.last_ckpt}. Resume with the same command.", file=sys.stderr)
     return code

@@ -114,6 +114,9 @@ def parse_args(argv=None):
                     help="where a GPU run decodes its JPEGs: cpu (the loader's worker processes, libjpeg-turbo: "
                          "decoding overlaps the step, and the pixels are a CPU run's) or gpu (nvJPEG in the "
                          "training process; it waits for the GPU before each batch)")
+    ap.add_argument("--log-steps", action="store_true",
+                    help="one JSON line per step in <run-dir>/steps.jsonl: loss, ε, fc8's input norm, and each "
+                         "layer's largest |output| and gradient norm (slower on a GPU: each step is waited for)")
     ap.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
     add_config_args(ap)
@@ -137,7 +140,8 @@ def options_from_args(args, devices) -> TrainOptions:
                         progress=not args.no_progress, fast=args.fast, compile=not args.no_compile,
                         tower_streams=args.tower_streams, tensorboard=args.tensorboard, resume=args.resume,
                         print_freq=args.print_freq, init_from=args.init_from,
-                        resident={"auto": None, "on": True, "off": False}[args.resident], decoder=args.decoder)
+                        resident={"auto": None, "on": True, "off": False}[args.resident], decoder=args.decoder,
+                        log_steps=args.log_steps)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,76 @@
+"""Per-step diagnostics: --log-steps, the record of a non-finite step, and its replay (tools.replay)."""
+
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from alexnet.data.cache import Cache
+from alexnet.diagnostics import StepLog, read_steps
+from alexnet.train import main as train_main
+from tests.conftest import train_argv
+from tools.replay import replay
+
+
+@pytest.fixture(scope="module")
+def diverged(tiny_cache, tmp_path_factory):
+    """A tiny run made to diverge on purpose (ε = 30): its run directory."""
+    run_dir = tmp_path_factory.mktemp("diverged") / "run"
+    assert train_main(train_argv(tiny_cache, run_dir, "--lr", "30", "--epochs", "2", "--log-steps")) == 3
+    return run_dir
+
+
+def test_a_nonfinite_step_records_its_batch(diverged, tiny_cache):
+    rec = json.loads((diverged / "nonfinite.json").read_text())
+    steps = read_steps(diverged / "steps.jsonl")
+    assert not math.isfinite(float(rec["loss"])) and rec["epoch"] == 1 and rec["last_good_checkpoint"] is None
+    assert [s["step"] for s in steps] == list(range(1, rec["step"] + 1))  # one line per step, up to the bad one
+    assert not math.isfinite(steps[-1]["loss"]) and all(math.isfinite(s["loss"]) for s in steps[:-1])
+    # the batch's sample ids are the loader's batch: its permutation of epoch 0, at the recorded index
+    from alexnet.config import AlexNetConfig
+    from alexnet.data.loader import Loader
+    cfg = AlexNetConfig.from_dict(json.loads((diverged / "config.json").read_text())["config"])
+    loader = Loader(Cache(tiny_cache), "train", cfg, train=True, batch_size=4, workers=0, device="cpu", seed=cfg.seed)
+    order = loader.order(0)
+    assert rec["samples"] == order[rec["batch"] * 4:(rec["batch"] + 1) * 4].tolist()
+    assert rec["names"] == [Cache(tiny_cache).names("train")[i] for i in rec["samples"]]
+    assert set(steps[0]["act_max"]) == set(steps[0]["grad_norm"]) and "fc8" in steps[0]["act_max"]
+
+
+def test_replay_retraces_the_run_and_finds_the_dynamics(diverged):
+    """From the initial weights (it diverged before its first checkpoint): the run's own arithmetic
+    gives the logged losses to the bit, and float64 diverges too, so the verdict is the dynamics."""
+    out = io.StringIO()
+    report = replay(diverged, json.loads((diverged / "nonfinite.json").read_text())["step"], out=out)
+    logged = [s["loss"] for s in read_steps(diverged / "steps.jsonl")]
+    got = [r["run"] for r in report["losses"]]
+    assert got[:-1] == logged[:-1] and not math.isfinite(got[-1])
+    assert report["losses"][0]["float64"] == pytest.approx(logged[0], rel=1e-5)
+    assert report["verdict"].startswith("dynamics"), out.getvalue()
+    assert (diverged / f"replay-step{report['step']}.json").exists()
+
+
+def test_replay_of_a_step_that_was_finite_when_replayed_says_not_reproduced(tiny_cache, tmp_path):
+    """A loss that went non-finite in the run but not in either replay (what a corrupted input or a
+    race would leave): the verdict says so. Here the record is written by hand over a healthy run,
+    after its first checkpoint, so the replay starts from that checkpoint."""
+    run_dir = tmp_path / "run"
+    assert train_main(train_argv(tiny_cache, run_dir, "--epochs", "2", "--max-steps", "4", "--train-batches", "3")) == 0
+    (run_dir / "nonfinite.json").write_text(json.dumps({"step": 4, "loss": "nan"}))
+    report = replay(run_dir, 4, out=io.StringIO())
+    assert report["start"].endswith("s000000003.pt")  # the end of epoch 1 (3 batches of 4)
+    assert [r["step"] for r in report["losses"]] == [4]
+    assert report["verdict"].startswith("not reproduced")
+    steps = sorted(torch.load(p, weights_only=True)["step"] for p in run_dir.glob("ckpt-*.pt"))
+    assert steps == [3, 4]  # the replay wrote no checkpoint into the run
+
+
+def test_step_log_keeps_the_lines_up_to_the_resumed_step(tmp_path):
+    log = StepLog(tmp_path)
+    for s in range(1, 6):
+        log.write({"step": s})
+    log.close()
+    StepLog(tmp_path, resumed_step=3).close()
+    assert [r["step"] for r in read_steps(tmp_path / "steps.jsonl")] == [1, 2, 3]

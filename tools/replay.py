@@ -1,0 +1,165 @@
+"""Replay a run's steps up to step N: in the run's own arithmetic, and in float64 on the CPU.
+
+    python -m tools.replay runs/1cnn                 # the step recorded in runs/1cnn/nonfinite.json
+    python -m tools.replay runs/1cnn --step 40       # any step
+    python -m tools.replay runs/1cnn --devices cpu   # the run's arithmetic on another device
+
+It starts from the run's last checkpoint before step N (or from its initial
+weights, rebuilt from the seed, when there is none), rebuilds every batch from
+the seed, epoch and batch index (the loader's draws are a pure function of
+them), and takes each step twice in lockstep: once as the run did (its devices,
+dtype and mode), once in float64 on the CPU with the same dropout masks. It
+prints each step's loss in both, then every layer's largest |output| and
+gradient norm at step N side by side, and a verdict:
+
+- dynamics: the run's own replay is non-finite and float64's loss is too, or above 2·ln C:
+  ε, the data or the init, not the arithmetic;
+- arithmetic: only the run's own replay is non-finite, float64 stays below 2·ln C: its
+  dtype or device (float32 overflow, a kernel);
+- not reproduced: the run's loss was non-finite, neither replay's is: a fault outside the
+  computation (corrupted input, a race), or nondeterminism;
+- finite: no record of a non-finite loss at step N, and neither replay has one.
+
+The report also goes to <run_dir>/replay-step<N>.json. Checkpoints are read with
+weights_only=True. Exit status: 0 replayed, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from alexnet import checkpoint
+from alexnet.atomic import write_text
+from alexnet.config import AlexNetConfig
+from alexnet.diagnostics import LayerProbe
+from alexnet.engine import NONFINITE, TrainOptions, Trainer, train_step
+from alexnet.model import AlexNet
+from alexnet.optim import PaperSGD, param_groups
+from alexnet.schedule import apply
+
+
+def start_checkpoint(run_dir: Path, step: int) -> Path | None:
+    """The run's newest checkpoint from before `step` (None: replay from the initial weights)."""
+    before = [p for p in checkpoint.files(run_dir) if checkpoint.step_of(p) < step]
+    return max(before, key=checkpoint.step_of) if before else None
+
+
+def float64_twin(trainer: Trainer) -> tuple[AlexNet, PaperSGD]:
+    """The trainer's net and optimizer (weights, velocities, ε) as float64 copies on the CPU."""
+    net = AlexNet(trainer.cfg, ("cpu", "cpu"),
+                  weights={k: v.detach().double().cpu() for k, v in trainer.net.state_dict().items()})
+    opt = PaperSGD(param_groups(net, trainer.cfg), lr=trainer.cfg.lr, momentum=trainer.cfg.momentum,
+                   weight_decay=trainer.cfg.weight_decay)
+    opt.load_state_dict(trainer.opt.state_dict())  # casts the velocities to the twin's float64
+    return net.train(), opt
+
+
+def verdict(run_loss: float, own: float, f64: float, classes: int) -> str:
+    """What the two replays say about the run's loss at the step (the module's docstring lists the cases)."""
+    f64_diverges = not math.isfinite(f64) or f64 > 2 * math.log(classes)
+    if not math.isfinite(own):
+        if f64_diverges:
+            return "dynamics: the float64 replay diverges too (ε, data or init, not the arithmetic)"
+        return "arithmetic: only the run's own dtype/device is non-finite; float64 stays below 2·ln C"
+    if not math.isfinite(run_loss):
+        return ("not reproduced: both replays stay finite at this step though the run's loss was not; "
+                "a fault outside the computation (corrupted input, a race) or nondeterminism")
+    return "finite: neither replay is non-finite at this step" + (
+        f" (float64's loss {f64:.3g} is above 2·ln C: diverging)" if f64_diverges else "")
+
+
+def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
+    info = json.loads((run_dir / "config.json").read_text())
+    cfg = AlexNetConfig.from_dict(info["config"])
+    start = start_checkpoint(run_dir, step)
+    fast = "NOT bit-faithful" in info.get("mode", "")
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(cfg, TrainOptions(cache=info["cache"], run_dir=scratch, workers=0, progress=False,
+                                            devices=devices or tuple(info["devices"]), resume=start, fast=fast))
+        if start is not None:
+            trainer.resume()
+    if step <= trainer.step:
+        raise ValueError(f"step {step}: the replay starts after step {trainer.step}")
+    loader = trainer.train_loader
+    trainer.prepare_epoch()
+    if step > trainer.step + len(loader) - loader.position:
+        raise ValueError(f"step {step} is past the end of epoch {trainer.epoch + 1}, the epoch of the starting "
+                         f"point (step {trainer.step}); a replay stays within one epoch: give a step before "
+                         f"{trainer.step + len(loader) - loader.position + 1}")
+    apply(trainer.schedule, trainer.opt, cfg, trainer.epoch)
+    net64, opt64 = float64_twin(trainer)
+    own, twin = LayerProbe(trainer.net, record_masks=True), LayerProbe(net64)
+    print(f"{run_dir}: replaying steps {trainer.step + 1}–{step} (epoch {trainer.epoch + 1}) from "
+          f"{start or 'the initial weights'}; the run's arithmetic on {', '.join(map(str, trainer.devices))} "
+          f"({trainer.speed.label}) beside float64 on the CPU", file=out)
+    print(f"{'step':>6} {'loss (run)':>14} {'loss (float64)':>16}", file=out)
+    losses = []
+    for x, y in loader:
+        trainer.step += 1
+        s = train_step(trainer.forward, trainer.opt, x, y, trainer.speed).tolist()
+        twin.replay = own.masks
+        with torch.random.fork_rng(devices=[]):  # the twin's dropout draws (replaced) leave the run's RNG alone
+            s64 = train_step(net64, opt64, x.detach().double().cpu(), y.cpu()).tolist()
+        losses.append({"step": trainer.step, "run": s[0] / s[3], "float64": s64[0] / s64[3]})
+        print(f"{trainer.step:>6} {losses[-1]['run']:>14.6g} {losses[-1]['float64']:>16.6g}", file=out)
+        if trainer.step == step:
+            break
+    rows = {"run": own.row(trainer.net), "float64": twin.row(net64)}
+    own.close()
+    twin.close()
+    print(f"\nstep {step}, layer by layer: largest |output| and gradient norm", file=out)
+    print(f"{'layer':<10} {'|out| run':>12} {'|out| f64':>12} {'grad run':>12} {'grad f64':>12}", file=out)
+    for name in rows["run"]["act_max"]:
+        a, b = rows["run"], rows["float64"]
+        print(f"{name:<10} {a['act_max'][name]:>12.4g} {b['act_max'][name]:>12.4g} "
+              f"{a['grad_norm'][name]:>12.4g} {b['grad_norm'][name]:>12.4g}", file=out)
+    recorded = json.loads((run_dir / NONFINITE).read_text()) if (run_dir / NONFINITE).exists() else {}
+    if recorded.get("step") == step:
+        run_loss, source = float(recorded["loss"]), NONFINITE
+    else:  # no record of this step: the run's own replay stands for it
+        run_loss, source = losses[-1]["run"], "not recorded: its own replay"
+    v = verdict(run_loss, losses[-1]["run"], losses[-1]["float64"], cfg.num_classes)
+    print(f"\nthe run's loss at step {step}: {run_loss:g} ({source})", file=out)
+    print(f"verdict: {v}", file=out)
+    report = {"run_dir": str(run_dir), "step": step, "start": str(start) if start else None,
+              "devices": [str(d) for d in trainer.devices], "mode": trainer.speed.label,
+              "recorded_loss": run_loss, "losses": losses, "layers": rows, "verdict": v,
+              "code_version": checkpoint.code_version()}
+    write_text(run_dir / f"replay-step{step}.json", json.dumps(report, indent=1))
+    return report
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.replay", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", help="a run directory (config.json, checkpoints, nonfinite.json)")
+    ap.add_argument("--step", type=int, help="the step to replay to (default: the one in nonfinite.json)")
+    ap.add_argument("--devices", help="replay the run's arithmetic on these devices instead of its own "
+                                      "(e.g. cpu, or cuda:0,cuda:0)")
+    args = ap.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.json").exists():
+        ap.error(f"{run_dir}: no config.json; give a run directory made by python -m alexnet.train or run_all")
+    step = args.step
+    if step is None:
+        if not (run_dir / NONFINITE).exists():
+            ap.error(f"{run_dir}: no {NONFINITE} (the run never had a non-finite loss); give --step N")
+        step = json.loads((run_dir / NONFINITE).read_text())["step"]
+    if step < 1:
+        ap.error(f"--step {step}: must be at least 1")
+    try:
+        replay(run_dir, step, args.devices)
+    except ValueError as e:
+        ap.error(str(e))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
