@@ -7,11 +7,12 @@
 #                                                  # anywhere: the same steps at a tiny scale, to check the script
 #
 # 1. the GPU tests (`pytest -m gpu`; once: a pass leaves a marker in the work folder);
-# 2. run_all at the gpu scale (RUNALL_ARGS: other options), in two passes: 1 CNN, the five
+# 2. the stability probes (below), each once: 200 steps of the fragile configurations, CPU and GPU decoder;
+# 3. run_all at the gpu scale (RUNALL_ARGS: other options), in two passes: 1 CNN, the five
 #    5cnns members (the baseline's replicates) and Figure 1 first, then every experiment.
 #    Each pass is stopped with SIGINT when the budget runs out: every run checkpoints, and the
 #    next call resumes it. Results: results/synthetic-gpu/ (RESULTS: another folder);
-# 3. the faithful benchmark (tools.bench, batch 128, profile) when run_all finished and at least
+# 4. the faithful benchmark (tools.bench, batch 128, profile) when run_all finished and at least
 #    BENCH_SECONDS (150) are left.
 # Everything it prints goes to $OUT/session-N.log too, and after each step the results folder,
 # the benchmark files and every run's log.jsonl and config.json are packed into $OUT/results.tgz
@@ -63,6 +64,42 @@ else
     timeout 150 bash tests/run.sh -q -m gpu -p no:cacheprovider; rc=$?
     stamp "GPU tests: exit $rc in $(( $(date +%s) - t )) s"
     [ $rc = 0 ] && nvidia-smi -L >/dev/null 2>&1 && touch "$work/.gpu-tests-passed"  # skipped is not passed
+fi
+
+# Stability probes (the stability issue): 200 steps of the fragile configurations at the gpu scale,
+# decoded on the CPU and by nvJPEG, cuDNN deterministic, every step logged; a non-finite loss is
+# replayed at once (tools.replay: the run's arithmetic beside float64), before anything else.
+probe() {  # name decoder [alexnet.train flags]
+    local name=$1 decoder=$2; shift 2
+    local dir="$work/probes/$name-$decoder"
+    [ -e "$dir/.done" ] && return 0
+    if [ "$(left)" -lt 120 ]; then echo "(no time left for probe $name-$decoder)"; return 124; fi
+    "$PY" -c 'import sys, torch; torch.backends.cudnn.deterministic = True
+from alexnet.train import main; sys.exit(main(sys.argv[1:]))' --cache "$work/probe-cache" --run-dir "$dir" \
+        --decoder "$decoder" --max-steps 200 --epochs 20 --log-steps --no-progress "$@"
+    local rc=$?
+    stamp "probe $name-$decoder: exit $rc; its last step:"
+    tail -n 1 "$dir/steps.jsonl" 2>/dev/null | cut -c 1-120
+    [ $rc = 3 ] && "$PY" -m tools.replay "$dir"
+    [ $rc != 124 ] && touch "$dir/.done"
+    mkdir -p "$out/probes/$name-$decoder" && cp "$dir"/*.json "$dir"/*.jsonl "$out/probes/$name-$decoder/" 2>/dev/null
+    return 0
+}
+PY=$(bash -c 'source tools/env.sh >/dev/null && echo "$PY"')
+if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+    stamp "stability probes"
+    [ -e "$work/probe-cache/meta.json" ] || "$PY" -m tools.prepare --synthetic --classes 100 --train-per-class 80 \
+        --val-per-class 20 --raw "$work/probe-data" --cache "$work/probe-cache" --no-progress
+    for decoder in cpu gpu; do
+        probe 1cnn "$decoder"
+        probe no-dropout "$decoder" --dropout 0
+        probe pool-z2 "$decoder" --pool-kernel 2
+        probe seed2 "$decoder" --seed 2
+        probe seed5 "$decoder" --seed 5
+    done
+    stamp "stability probes: done"
+else
+    stamp "stability probes: skipped (no CUDA)"
 fi
 
 stamp "run_all, first pass: 1cnn, 5cnns, fig1"

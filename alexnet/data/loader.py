@@ -178,6 +178,8 @@ class Loader:
             state["norm"], state["_images"] = None, None
         return state
 
+    wait_before_gpu_decode = True  # False only to count what the race does without the wait (a GPU test)
+
     # ---- order and state ----
     def __len__(self) -> int:
         n = self.cache.size(self.split)
@@ -217,7 +219,8 @@ class Loader:
         # on the GPU has run, into blocks the caching allocator has just recycled from tensors that those
         # queued kernels still read: silently corrupted activations, NaN losses (pytorch/vision#9606,
         # meta-pytorch/torchcodec#1634). The training loop never waits for a step, so wait here.
-        torch.cuda.synchronize(self.device)
+        if self.wait_before_gpu_decode:
+            torch.cuda.synchronize(self.device)
         return decode_jpeg(self._read(idx), mode=ImageReadMode.RGB, device=self.device)
 
     def decode_stacked(self, idx: torch.Tensor) -> torch.Tensor:
