@@ -57,6 +57,8 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--no-pca-lighting", dest="pca_lighting", action="store_false", default=None,
                    help="ablation: no PCA colour augmentation (§4.1)")
     g.add_argument("--extra-conv6", action="store_true", default=None, help="1 CNN*: a sixth conv layer")
+    g.add_argument("--bias-init", type=float, help="the constant in the biases of conv2, conv4, conv5, fc6, fc7 "
+                   "(paper: 1; Caffe: 0.1; reproduce/PAPER.md, 'Stability')")
     g.add_argument("--num-classes", type=int, help="default: the dataset's class count")
     g.add_argument("--lr-schedule", choices=("plateau", "cuda-convnet", "finetune"),
                    help="plateau (§5), cuda-convnet (the recorded 2012 run) or finetune (1 CNN*'s recorded "

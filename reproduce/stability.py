@@ -42,13 +42,16 @@ class Cell:
     lr: float = 0.01
     dropout: float = 0.5
     bias_init: float = 1.0
-    seeds: int = 3
+    pool_kernel: int = 3
+    seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 60
+    per_class: int = IMAGES_PER_CLASS  # training images per class of its synthetic set
 
     @property
     def name(self) -> str:
-        return (f"c{self.classes}-b{self.batch}-lr{self.lr:g}-bias{self.bias_init:g}"
-                f"-{'drop' if self.dropout else 'nodrop'}")
+        return (f"c{self.classes}" + (f"x{self.per_class}" if self.per_class != IMAGES_PER_CLASS else "")
+                + f"-b{self.batch}-lr{self.lr:g}-bias{self.bias_init:g}-{'drop' if self.dropout else 'nodrop'}"
+                + ("-pool2" if self.pool_kernel == 2 else ""))
 
 
 def _both(**kw) -> list[Cell]:
@@ -61,24 +64,44 @@ def _both(**kw) -> list[Cell]:
 # grid is sized to about 35 min of a 2-core CPU.
 GRID: list[Cell] = [
     *_both(classes=10),  # the cpu and cpu-full scales' recipe (ε 0.01 at batch 32)
-    *_both(classes=10, bias_init=0.1, seeds=2),  # Caffe's bias
-    *_both(classes=10, lr=0.0025, seeds=2),  # the paper's ε per image at batch 32 (0.01 × 32/128)
-    *_both(classes=100, seeds=1, steps=30),  # the gpu scale's classes
-    *_both(classes=1000, seeds=1, steps=30),  # ImageNet's classes
-    *_both(classes=10, lr=0.005, seeds=1),  # half the ε
-    *_both(classes=10, batch=128, seeds=1, steps=15),  # the paper's batch at 10 classes
+    *_both(classes=10, bias_init=0.1, seeds=(0, 1)),  # Caffe's bias
+    *_both(classes=10, lr=0.0025, seeds=(0, 1)),  # the paper's ε per image at batch 32 (0.01 × 32/128)
+    *_both(classes=100, seeds=(0,), steps=30),  # the gpu scale's classes
+    *_both(classes=1000, seeds=(0,), steps=30),  # ImageNet's classes
+    *_both(classes=10, lr=0.005, seeds=(0,)),  # half the ε
+    *_both(classes=10, batch=128, seeds=(0,), steps=15),  # the paper's batch at 10 classes
 ]
 
 
-def dataset(work: Path, classes: int) -> Path:
-    """The cache of the synthetic set with `classes` classes (made on first use)."""
+# The fragile configurations of the GPU run (1 CNN and the 5 CNNs' seeds, no-dropout, pool-z2) at the
+# scales' own sets and batches, for their first two epochs, under the chosen settings
+# (reproduce/PAPER.md, "Stability"): cpu-full (10 classes × 120, batch 32: 37 steps an epoch) with ε at
+# the paper's rate per image; the gpu scale (100 classes × 80, batch 128: 62 steps an epoch) keeps the
+# paper's ε and is run to step 40 (on the CPU a step takes 6 s), past the steps at which the H200 run
+# went non-finite with these seeds (results/gpu-h200-20261127: steps 12–40 in epoch 1).
+CPU_FULL = dict(classes=10, per_class=120, lr=0.0025, steps=74)
+GPU = dict(classes=100, per_class=80, batch=128, steps=40)
+FRAGILE: list[Cell] = [
+    Cell(**CPU_FULL, seeds=(0, 1, 2, 3, 4, 5)),  # 1 CNN (seed 0) and the 5 CNNs (seeds 1–5)
+    Cell(**CPU_FULL, dropout=0.0),
+    Cell(**CPU_FULL, pool_kernel=2),
+    Cell(**GPU, seeds=(0, 2, 5)),  # the H200's NaN steps: 1 CNN 40; 5cnns-seed2 12; 5cnns-seed5 35 and 28
+    Cell(**GPU, seeds=(0,), dropout=0.0),  # no-dropout: step 12
+    Cell(**GPU, seeds=(0,), pool_kernel=2),  # pool-z2: step 19
+]
+GRIDS = {"stability": GRID, "fragile": FRAGILE}
+
+
+def dataset(work: Path, classes: int, per_class: int = IMAGES_PER_CLASS) -> Path:
+    """The cache of the synthetic set with `classes` classes of `per_class` training images (made on first use)."""
     from alexnet.data.prepare import prepare
     from alexnet.data.sources import open_source
     from alexnet.data.synthetic import write_synthetic_ilsvrc
-    cache = work / "cache" / f"c{classes}"
+    name = f"c{classes}" + (f"x{per_class}" if per_class != IMAGES_PER_CLASS else "")
+    cache = work / "cache" / name
     if not (cache / "meta.json").exists():
-        raw = work / "data" / f"c{classes}"
-        write_synthetic_ilsvrc(raw, classes, IMAGES_PER_CLASS, 1, progress=False)
+        raw = work / "data" / name
+        write_synthetic_ilsvrc(raw, classes, per_class, 1, progress=False)
         prepare(open_source(imagenet=str(raw)), cache, progress=False)
     return cache
 
@@ -91,7 +114,8 @@ def run(cell: Cell, seed: int, cache: Path) -> dict:
     from alexnet.diagnostics import LayerProbe
     from alexnet.engine import TrainOptions, Trainer, train_step
     cfg = AlexNetConfig.from_profile("paper", num_classes=cell.classes, batch_size=cell.batch, lr=cell.lr,
-                                     dropout=cell.dropout, bias_init=cell.bias_init, seed=seed)
+                                     dropout=cell.dropout, bias_init=cell.bias_init, pool_kernel=cell.pool_kernel,
+                                     seed=seed)
     trainer = Trainer(cfg, TrainOptions(cache=cache, run_dir="unused", devices=("cpu", "cpu"), workers=0,
                                         progress=False))
     probe, loader, rows = LayerProbe(trainer.net), trainer.train_loader, []
@@ -126,7 +150,7 @@ def summarize(runs: list[dict], grid: list[Cell]) -> list[dict]:
         if not mine:
             continue
         s = [r["stability_number"] for r in mine]
-        out.append({**asdict(cell), "cell": cell.name, "runs": len(mine),
+        out.append({**asdict(cell), "cell": cell.name, "runs": len(mine), "seeds": [r["seed"] for r in mine],
                     "diverged": sum(r["diverged"] for r in mine), "nonfinite": sum(r["nonfinite"] for r in mine),
                     "dead": sum(r["dead"] for r in mine),
                     "overshoot_median": float(np.median([r["overshoot"] for r in mine])),
@@ -134,17 +158,22 @@ def summarize(runs: list[dict], grid: list[Cell]) -> list[dict]:
     return out
 
 
-def markdown(summary: list[dict], meta: dict) -> str:
-    head = ("| classes | batch | ε | bias init | dropout | runs | diverged | of them non-finite | dead "
-            "| overshoot above ln C (median) | ε·‖h‖²/C at step 1 | steps |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    rows = "".join(f"| {s['classes']} | {s['batch']} | {s['lr']:g} | {s['bias_init']:g} | "
-                   f"{'0.5' if s['dropout'] else 'off'} | {s['runs']} | {s['diverged']} | {s['nonfinite']} | "
+TITLES = {"stability": "Stability study: the paper profile's first steps on the CPU",
+          "fragile": "The fragile configurations' first steps under the chosen settings, on the CPU"}
+
+
+def markdown(summary: list[dict], meta: dict, grid: str = "stability") -> str:
+    head = ("| classes × images | batch | ε | bias init | dropout | pool | seeds | diverged | of them non-finite "
+            "| dead | overshoot above ln C (median) | ε·‖h‖²/C at step 1 | steps |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = "".join(f"| {s['classes']} × {s['per_class']} | {s['batch']} | {s['lr']:g} | {s['bias_init']:g} | "
+                   f"{'0.5' if s['dropout'] else 'off'} | {s['pool_kernel']}/2 | "
+                   f"{', '.join(map(str, s['seeds']))} | {s['diverged']} | {s['nonfinite']} | "
                    f"{s['dead']} | {s['overshoot_median']:+.2f} | {s['stability_number']:.2f} | {s['steps']} |\n"
                    for s in summary)
-    return (f"# Stability study: the paper profile's first steps on the CPU\n\n"
+    return (f"# {TITLES[grid]}\n\n"
             f"Made by `python -m reproduce.stability` ({meta['commit']}, {meta['date']}, {meta['machine']}; "
-            f"{meta['minutes']:.0f} min). Synthetic set, {IMAGES_PER_CLASS} training images per class. "
+            f"{meta['minutes']:.0f} min). Embedded synthetic sets (classes × training images per class). "
             "Diverged: a non-finite loss or one above 2·ln C. Dead: fc8's input all zero at the end. "
             f"Heavy-ball SGD (μ = 0.9) is stable only while ε·λ < {MOMENTUM_LIMIT}; "
             "ε·‖h‖²/C is fc8's share of ε·λ at the start.\n\n" + head + rows)
@@ -182,6 +211,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/stability", help="where the JSON, table and plot go")
     ap.add_argument("--work", default="cache/stability", help="where the synthetic sets are made")
+    ap.add_argument("--grid", choices=GRIDS, default="stability",
+                    help="stability: the study; fragile: the fragile configurations under the chosen settings")
     ap.add_argument("--only", help="run only cells whose name starts with this (e.g. c10-b32)")
     ap.add_argument("--seeds", type=int, help="seeds per cell instead of the grid's")
     ap.add_argument("--steps", type=int, help="steps per run instead of the grid's")
@@ -190,17 +221,18 @@ def main(argv=None) -> int:
     from reproduce.tables import hardware
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
-    grid = [replace(c, steps=args.steps or c.steps) for c in GRID if not args.only or c.name.startswith(args.only)]
+    grid = [replace(c, steps=args.steps or c.steps) for c in GRIDS[args.grid]
+            if not args.only or c.name.startswith(args.only)]
     if not grid:
-        ap.error(f"--only {args.only}: no cell's name starts with it; names look like {GRID[0].name}")
-    path = out / "stability.json"
+        ap.error(f"--only {args.only}: no cell's name starts with it; names look like {GRIDS[args.grid][0].name}")
+    path = out / f"{args.grid}.json"
     done = json.loads(path.read_text()) if path.exists() else {"runs": []}
     runs, t0, version = done["runs"], time.time(), code_version()  # the code this process runs
     for cell in grid:
-        for seed in range(args.seeds or cell.seeds):
+        for seed in range(args.seeds) if args.seeds else cell.seeds:
             if any(r["cell"] == cell.name and r["seed"] == seed for r in runs):
                 continue
-            r = run(cell, seed, dataset(work, cell.classes))
+            r = run(cell, seed, dataset(work, cell.classes, cell.per_class))
             runs.append(r)
             print(f"{cell.name} seed {seed}: peak {r['peak_loss']:.2f} (ln C {math.log(cell.classes):.2f}), "
                   f"final {r['final_loss']:.2f}, ε‖h‖²/C {r['stability_number']:.2f}"
@@ -208,12 +240,12 @@ def main(argv=None) -> int:
                   file=sys.stderr, flush=True)
             meta = {"commit": version, "date": time.strftime("%Y-%m-%d"), "machine": hardware(),
                     "minutes": (done.get("minutes", 0) * 60 + time.time() - t0) / 60}
-            path.write_text(json.dumps({**meta, "grid": [asdict(c) for c in GRID], "runs": runs}))
+            path.write_text(json.dumps({**meta, "grid": [asdict(c) for c in GRIDS[args.grid]], "runs": runs}))
     meta = json.loads(path.read_text())
     summary = summarize(runs, grid)
-    (out / "stability.md").write_text(markdown(summary, meta))
-    plot(runs, summary, out / "stability.png")
-    print(f"wrote {out}/stability.json, stability.md, stability.png", file=sys.stderr)
+    (out / f"{args.grid}.md").write_text(markdown(summary, meta, args.grid))
+    plot(runs, summary, out / f"{args.grid}.png")
+    print(f"wrote {out}/{args.grid}.json, .md, .png", file=sys.stderr)
     return 0
 
 
