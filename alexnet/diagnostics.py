@@ -9,18 +9,27 @@
 <run_dir>/steps.jsonl, with the step's loss and ε; `python -m tools.replay`
 uses the same probe to replay a step in float64 beside the run's own dtype.
 
-The number that predicts whether the first steps are stable
-(`reproduce/PAPER.md`, "Stability"): fc8's curvature along its weights is about
-‖h‖²/C at the start, where h is fc8's input (fc7's output after dropout) and C
-the classes, since the softmax is still uniform. Heavy-ball SGD with momentum μ
-is stable along a direction of curvature λ only while ε·λ < 2(1 + μ) = 3.8 for
-μ = 0.9. `fc8_input_sq` records ‖h‖² (mean over the batch), so ε·‖h‖²/C can be
-read off every step.
+Two numbers read off fc8's input h (fc7's output after dropout) at the first
+step predict whether the first steps are stable (`reproduce/PAPER.md`,
+"Stability"). §5's biases of 1 in fc6 and fc7 make h nearly the same vector
+for every image at the start (‖h‖² ≈ 3,000 with dropout, 7,500 without), so
+the first steps can only learn class frequencies:
+
+- the kick, ε·‖h‖²·√(p(1−p)/B) with p = 1/C: the step moves class c's logit
+  by ε·‖h‖²·(f_c − p̄_c), where f_c, class c's share of a batch of B, varies
+  from batch to batch by √(p(1−p)/B). Momentum adds up the kicks. Measured:
+  a kick near 1 nat or more diverges (`results/stability/`);
+- the curvature number, ε·‖h‖²/C: fc8's curvature along its weights is
+  ‖h‖²/C while the softmax is uniform, and heavy-ball SGD with momentum μ is
+  stable along a direction of curvature λ only while ε·λ < 2(1 + μ) = 3.8.
+
+`fc8_input_sq` records ‖h‖² (mean over the batch) on every step.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -28,6 +37,17 @@ from torch import nn
 
 from .layers import PaperDropout
 from .model import AlexNet
+
+
+def kick(lr: float, fc8_input_sq: float, classes: int, batch: int) -> float:
+    """ε·‖h‖²·√(p(1−p)/B), p = 1/C: how far one step moves a logit by the batch's class mix alone (nats)."""
+    p = 1.0 / classes
+    return lr * fc8_input_sq * math.sqrt(p * (1 - p) / batch)
+
+
+def curvature_number(lr: float, fc8_input_sq: float, classes: int) -> float:
+    """ε·‖h‖²/C: ε times fc8's curvature while the softmax is uniform; unstable above momentum_limit."""
+    return lr * fc8_input_sq / classes
 
 
 def momentum_limit(momentum: float) -> float:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet.diagnostics import curvature_number, kick
+
 IMAGES_PER_CLASS = 40  # training images per class, the same for every class count
 MOMENTUM_LIMIT = 3.8  # 2(1 + μ), μ = 0.9: alexnet.diagnostics.momentum_limit
 
@@ -79,10 +81,10 @@ GRID: list[Cell] = [
 # The fragile configurations of the GPU run (1 CNN and the 5 CNNs' seeds, no-dropout, pool-z2) at the
 # scales' own sets and batches, for their first two epochs, under the chosen settings
 # (reproduce/PAPER.md, "Stability"): cpu-full (10 classes × 120, batch 32: 37 steps an epoch) with ε at
-# the paper's rate per image; the gpu scale (100 classes × 80, batch 128: 62 steps an epoch) keeps the
-# paper's ε and is run to step 40 (on the CPU a step takes 6 s), past the steps at which the H200 run
-# went non-finite with these seeds (results/gpu-h200-20261127: steps 12–40 in epoch 1).
-CPU_FULL = dict(classes=10, per_class=120, lr=0.0025, steps=74)
+# the paper's rate per image and Caffe's bias 0.1; the gpu scale (100 classes × 80, batch 128: 62 steps
+# an epoch) keeps the paper's values and is run to step 40 (on the CPU a step takes 6 s), past the
+# steps at which the H200 run went non-finite with these seeds (results/gpu-h200-20261127: steps 12–40).
+CPU_FULL = dict(classes=10, per_class=120, lr=0.0025, bias_init=0.1, steps=74)
 GPU = dict(classes=100, per_class=80, batch=128, steps=40)
 FRAGILE: list[Cell] = [
     Cell(**CPU_FULL, seeds=(0, 1, 2, 3, 4, 5)),  # 1 CNN (seed 0) and the 5 CNNs (seeds 1–5)
@@ -152,12 +154,14 @@ def summarize(runs: list[dict], grid: list[Cell]) -> list[dict]:
         mine = [r for r in runs if r["cell"] == cell.name]
         if not mine:
             continue
-        s = [r["stability_number"] for r in mine]
+        h2 = [r["steps"][0]["fc8_input_sq"] for r in mine]
         out.append({**asdict(cell), "cell": cell.name, "runs": len(mine), "seeds": [r["seed"] for r in mine],
                     "diverged": sum(r["diverged"] for r in mine), "nonfinite": sum(r["nonfinite"] for r in mine),
                     "dead": sum(r["dead"] for r in mine),
                     "overshoot_median": float(np.median([r["overshoot"] for r in mine])),
-                    "stability_number": float(np.mean(s)), "seconds": sum(r["seconds"] for r in mine)})
+                    "kick": kick(cell.lr, float(np.mean(h2)), cell.classes, cell.batch),
+                    "stability_number": curvature_number(cell.lr, float(np.mean(h2)), cell.classes),
+                    "seconds": sum(r["seconds"] for r in mine)})
     return out
 
 
@@ -167,19 +171,21 @@ TITLES = {"stability": "Stability study: the paper profile's first steps on the 
 
 def markdown(summary: list[dict], meta: dict, grid: str = "stability") -> str:
     head = ("| classes × images | batch | ε | bias init | dropout | pool | seeds | diverged | of them non-finite "
-            "| dead | overshoot above ln C (median) | ε·‖h‖²/C at step 1 | steps |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| dead | overshoot above ln C (median) | kick (nats) | ε·‖h‖²/C | steps |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = "".join(f"| {s['classes']} × {s['per_class']} | {s['batch']} | {s['lr']:g} | {s['bias_init']:g} | "
                    f"{'0.5' if s['dropout'] else 'off'} | {s['pool_kernel']}/2 | "
                    f"{', '.join(map(str, s['seeds']))} | {s['diverged']} | {s['nonfinite']} | "
-                   f"{s['dead']} | {s['overshoot_median']:+.2f} | {s['stability_number']:.2f} | {s['steps']} |\n"
+                   f"{s['dead']} | {s['overshoot_median']:+.2f} | {s['kick']:.2f} | {s['stability_number']:.2f} | "
+                   f"{s['steps']} |\n"
                    for s in summary)
     return (f"# {TITLES[grid]}\n\n"
             f"Made by `python -m reproduce.stability` ({meta['commit']}, {meta['date']}, {meta['machine']}; "
             f"{meta['minutes']:.0f} min). Embedded synthetic sets (classes × training images per class). "
             "Diverged: a non-finite loss or one above 2·ln C. Dead: fc8's input all zero at the end. "
-            f"Heavy-ball SGD (μ = 0.9) is stable only while ε·λ < {MOMENTUM_LIMIT}; "
-            "ε·‖h‖²/C is fc8's share of ε·λ at the start.\n\n" + head + rows)
+            "From fc8's input h at the first step: the kick ε·‖h‖²·√(p(1−p)/B), p = 1/C, how far one step "
+            "moves a logit by the batch's class mix alone; and ε·‖h‖²/C, ε times fc8's curvature, against "
+            f"heavy-ball SGD's limit {MOMENTUM_LIMIT} (alexnet/diagnostics.py).\n\n" + head + rows)
 
 
 def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
@@ -197,7 +203,8 @@ def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
         ax.axhline(1, color="grey", lw=0.5)
         ax.axhline(2, color="red", lw=0.5, ls="--")
         ax.set_title(f"C {s['classes']}, b {s['batch']}, ε {s['lr']:g}, bias {s['bias_init']:g}, "
-                     f"{'drop' if s['dropout'] else 'no drop'}\nε‖h‖²/C = {s['stability_number']:.2f}", fontsize=8)
+                     f"{'drop' if s['dropout'] else 'no drop'}\nkick {s['kick']:.2f}, ε‖h‖²/C {s['stability_number']:.2f}",
+                     fontsize=8)
         ax.set_ylim(0, 4)
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[n:]:
