@@ -87,7 +87,7 @@ GRID: list[Cell] = [
 CPU_FULL = dict(classes=10, per_class=120, lr=0.0025, bias_init=0.1, steps=74)
 GPU = dict(classes=100, per_class=80, batch=128, steps=40)
 FRAGILE: list[Cell] = [
-    Cell(**CPU_FULL, seeds=(0, 1, 2, 3, 4, 5)),  # 1 CNN (seed 0) and the 5 CNNs (seeds 1–5)
+    Cell(**CPU_FULL),  # 1 CNN (seed 0) and two of the 5 CNNs (seeds 1, 2)
     Cell(**CPU_FULL, dropout=0.0),
     Cell(**CPU_FULL, pool_kernel=2),
     Cell(**GPU, seeds=(0, 2, 5)),  # the H200's NaN steps: 1 CNN 40; 5cnns-seed2 12; 5cnns-seed5 35 and 28

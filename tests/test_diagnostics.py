@@ -74,3 +74,24 @@ def test_step_log_keeps_the_lines_up_to_the_resumed_step(tmp_path):
     log.close()
     StepLog(tmp_path, resumed_step=3).close()
     assert [r["step"] for r in read_steps(tmp_path / "steps.jsonl")] == [1, 2, 3]
+
+
+def test_kick_and_curvature_number_follow_their_formulas():
+    from alexnet.diagnostics import curvature_number, kick, momentum_limit
+    # 10 classes, batch 32: a class's share of a batch varies by √(0.1 · 0.9 / 32) = 0.0530
+    assert kick(0.01, 3000.0, 10, 32) == pytest.approx(0.01 * 3000 * math.sqrt(0.09 / 32))
+    assert kick(0.01, 3000.0, 10, 128) == pytest.approx(kick(0.01, 3000.0, 10, 32) / 2)  # 4× the batch: half
+    assert curvature_number(0.01, 3000.0, 10) == pytest.approx(3.0)
+    assert momentum_limit(0.9) == pytest.approx(3.8)
+
+
+def test_the_study_counts_a_run_as_diverged_or_dead_by_its_steps():
+    from reproduce.stability import outcome
+    calm = [{"loss": v, "fc8_input_sq": 9.0} for v in (2.4, 3.0, 2.2)]
+    assert not outcome(calm, 10)["diverged"] and outcome(calm, 10)["overshoot"] == pytest.approx(3.0 - math.log(10))
+    high = [{"loss": v, "fc8_input_sq": 9.0} for v in (2.4, 4.7, 2.2)]  # 4.7 > 2 ln 10 = 4.61
+    assert outcome(high, 10)["diverged"] and not outcome(high, 10)["nonfinite"]
+    nan = [{"loss": 2.4, "fc8_input_sq": 9.0}, {"loss": math.nan, "fc8_input_sq": math.nan}]
+    assert outcome(nan, 10)["nonfinite"] and outcome(nan, 10)["diverged"]
+    dead = [{"loss": 25.0, "fc8_input_sq": 9.0}, {"loss": math.log(10), "fc8_input_sq": 0.0}]
+    assert outcome(dead, 10)["dead"]
