@@ -203,7 +203,7 @@ def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
         ax.axhline(1, color="grey", lw=0.5)
         ax.axhline(2, color="red", lw=0.5, ls="--")
         ax.set_title(f"C {s['classes']}, b {s['batch']}, ε {s['lr']:g}, bias {s['bias_init']:g}, "
-                     f"{'drop' if s['dropout'] else 'no drop'}\nkick {s['kick']:.2f}, ε‖h‖²/C {s['stability_number']:.2f}",
+                     f"{'drop' if s['dropout'] else 'no drop'}{', pool 2' if s['pool_kernel'] == 2 else ''}\nkick {s['kick']:.2f}, ε‖h‖²/C {s['stability_number']:.2f}",
                      fontsize=8)
         ax.set_ylim(0, 4)
         ax.legend(fontsize=6)
