@@ -35,8 +35,8 @@ from . import checkpoint, distributed
 from .atomic import atomic_write, write_text
 from .config import AlexNetConfig
 from .data.cache import Cache
-from .diagnostics import LayerProbe, StepLog
 from .data.loader import Loader, cores_each, seed_of
+from .diagnostics import LayerProbe, StepLog
 from .model import AlexNet
 from .optim import PaperSGD, param_groups
 from .placement import resolve_devices
@@ -189,7 +189,7 @@ class _StepStats:
     it queues step s+1 while step s finishes. On the CPU, a plain tensor. Read
     before every checkpoint, so no non-finite step is ever saved."""
 
-    def __init__(self, stats: torch.Tensor, step: int, batch: int = 0, samples: torch.Tensor | None = None):
+    def __init__(self, stats: torch.Tensor, step: int, batch: int, samples: torch.Tensor):
         self.step, self.batch, self.samples, self.event = step, batch, samples, None
         if stats.is_cuda:
             self.host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
