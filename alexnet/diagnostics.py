@@ -2,7 +2,7 @@
 
     probe = LayerProbe(net)                   # forward hooks on every weight layer and dropout
     stats = train_step(net, opt, x, y)
-    row = probe.row(net)                      # {"act_max": {...}, "grad_norm": {...}, "logit_norm": ...}
+    row = probe.row()                         # {"act_max": {...}, "grad_norm": {...}, "logit_norm": ...}
     probe.close()
 
 `python -m alexnet.train --log-steps` writes one such row per step to
@@ -100,7 +100,7 @@ class LayerProbe:
             return None
         return hook
 
-    def row(self, net: AlexNet) -> dict:
+    def row(self) -> dict:
         """The last step's numbers as plain floats: largest |output| and gradient norm per layer."""
         grads = {name: torch.linalg.vector_norm(torch.stack([
             torch.linalg.vector_norm(p.grad.double()).to(self.fc8_input_sq.device)

@@ -474,7 +474,7 @@ class Trainer:
         loss_sum, _, _, n = stats.tolist()
         self.step_log.write({"step": self.step, "epoch": self.epoch + 1, "batch": batch, "loss": loss_sum / n,
                              "lr": next(g["lr"] for g in self.opt.param_groups if g["name"] == "weight"),
-                             **self.probe.row(self.net)})
+                             **self.probe.row()})
 
     def train_one_epoch(self) -> None:
         """Train from the loader's position to the end of the epoch, or until

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet.diagnostics import curvature_number, kick
+from alexnet.diagnostics import curvature_number, kick, momentum_limit
 
 IMAGES_PER_CLASS = 40  # training images per class, the same for every class count
-MOMENTUM_LIMIT = 3.8  # 2(1 + μ), μ = 0.9: alexnet.diagnostics.momentum_limit
+MOMENTUM_LIMIT = momentum_limit(0.9)  # 2(1 + μ) = 3.8 for §5's μ = 0.9
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def run(cell: Cell, seed: int, cache: Path) -> dict:
         loader.lighting = cfg.pca_lighting
         for x, y in loader:  # epoch after epoch: the loader moves on by itself
             stats = train_step(trainer.forward, trainer.opt, x, y).tolist()
-            rows.append({"step": len(rows) + 1, "loss": stats[0] / stats[3], **probe.row(trainer.net)})
+            rows.append({"step": len(rows) + 1, "loss": stats[0] / stats[3], **probe.row()})
             if len(rows) == cell.steps or not math.isfinite(rows[-1]["loss"]):
                 break
     probe.close()

@@ -111,7 +111,7 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
         print(f"{trainer.step:>6} {losses[-1]['run']:>14.6g} {losses[-1]['float64']:>16.6g}", file=out)
         if trainer.step == step:
             break
-    rows = {"run": own.row(trainer.net), "float64": twin.row(net64)}
+    rows = {"run": own.row(), "float64": twin.row()}
     own.close()
     twin.close()
     print(f"\nstep {step}, layer by layer: largest |output| and gradient norm", file=out)
