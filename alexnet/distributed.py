@@ -15,12 +15,21 @@ generator from (seed, rank), so the replicas' masks differ from each other
 have drawn for the same rows; their statistics are the same (each unit is
 kept with probability 1 − p, independently), which is what §4.2 asks. The
 gradient is the mean over the global batch, as in one process (DDP
-averages), up to float32 summation order.
+averages), up to float32 summation order. The log's training loss and error
+are the global batch's (each step's counts are summed over ranks).
+
+Several machines: the same command on every node, with torchrun's c10d
+rendezvous. Every rank resumes from the checkpoint it finds in --run-dir,
+so that directory must be one that all nodes share; the ranks compare the
+checkpoint step they found (`agree_on_start`) and all stop, naming each
+node, when they differ. Tested as two "nodes" on 127.0.0.1
+(tests/test_engine.py::test_two_nodes_train_as_one_process_and_refuse_run_dirs_they_do_not_share).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +80,31 @@ def init(devices_arg: str | None = None) -> tuple[Dist, tuple[torch.device, torc
     return Dist(rank, world, local, local_world), devices
 
 
+class RunDirNotShared(RuntimeError):
+    """The ranks found different checkpoints in --run-dir: they would train different models."""
+
+
+def agree_on_start(d: Dist, step: int | None, path, run_dir) -> None:
+    """Every rank must start from the same checkpoint step (None: none found). Ranks on
+    nodes that do not share --run-dir would otherwise average one model's gradients into
+    another's weights (rank 0 resumed, the others from scratch), and rank 0 would write the
+    result as a checkpoint. Raises RunDirNotShared on every rank, naming each node."""
+    if not d.active:
+        return
+    mine = {"node": os.environ.get("GROUP_RANK", "0"), "rank": d.rank, "host": socket.gethostname(),
+            "step": step, "where": str(path) if path is not None else f"no checkpoint in {run_dir}"}
+    everyone: list = [None] * d.world_size
+    dist.all_gather_object(everyone, mine)
+    if len({e["step"] for e in everyone}) == 1:
+        return
+    seen = "; ".join(f"node {e['node']} (rank {e['rank']} on {e['host']}): "
+                     + (f"step {e['step']} ({e['where']})" if e["step"] is not None else e["where"])
+                     for e in everyone)
+    raise RunDirNotShared(f"the ranks found different checkpoints ({seen}); every node must see the same "
+                          "--run-dir, on a file system they share, so that they resume one run. Stopped before "
+                          "training.")
+
+
 def all_sum(values: list[float], device) -> list[float]:
     """Sum numbers over ranks (exact counts for validation)."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -78,6 +112,17 @@ def all_sum(values: list[float], device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def sum_over_ranks(t: torch.Tensor, device) -> torch.Tensor:
+    """A step's numbers (loss sum, errors, count) summed over ranks, so the log's training loss
+    and error are the global batch's, as in one process, and the same on every rank (a resumed
+    rank takes them from rank 0's checkpoint). On a GPU this only queues the reduction."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    t = t.to(device)
+    dist.all_reduce(t)
+    return t
 
 
 def shutdown() -> None:

@@ -352,6 +352,7 @@ class Trainer:
 
     def resume(self) -> bool:
         path, ck = self._start_from()
+        distributed.agree_on_start(self.dist, None if ck is None else ck["step"], path, self.run_dir)
         if ck is None:
             return False
         self.trained_longer = self._check_same_run(path, ck)
@@ -507,13 +508,13 @@ class Trainer:
             m["wrong1"] += int(wrong1)
             m["wrong5"] += int(wrong5)
             m["n"] += int(n)
-            m["images"] += int(n) * self.dist.world_size
+            m["images"] += int(n)
             bar.set_postfix(loss=f"{m['loss'] / m['n']:.3f}", err=f"{m['wrong1'] / m['n']:.3f}",
                             img_s=f"{m['images'] / (m['seconds'] + time.perf_counter() - t0):.1f}", refresh=False)
             pending = None
 
         for x, y in loader:
-            stats = train_step(self.forward, self.opt, x, y, self.speed)
+            stats = distributed.sum_over_ranks(train_step(self.forward, self.opt, x, y, self.speed), self.devices[0])
             self.step += 1
             batch = (loader.position or len(loader)) - 1  # the loader has moved past it
             settle()  # the previous step's numbers, while this one runs

@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         return fit(cfg, options_from_args(args, devices), cache, dist)
     except ValueError as e:
         ap.error(str(e))
-    except checkpoint.RunLocked as e:
+    except (checkpoint.RunLocked, distributed.RunDirNotShared) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLoss as e:
