@@ -286,6 +286,9 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
         elif err and run == "1cnn" and band and res.size("short") == res.size("main"):
             note = (f"{views}; its seed replicates at its size (centre patch; {BASELINE.name} is this run's "
                     f"configuration and seed): top-1 {_pm(band['top1'], band['top1_sd'])}")
+        elif err and run == "1cnn" and res.scale == "cpu":
+            note = (f"{views}; one run: no seed replicates at its size; --scale cpu-full measures their spread, "
+                    "which is what another machine type gives (results/README.md)")
         elif err and run == "1cnn":
             note = f"{views}; one run: no seed replicates at its size"
         elif err and run == "5cnns":

@@ -409,6 +409,7 @@ def test_tables_say_what_the_cpu_scale_did_not_run(tmp_path):
     assert t2["5 CNNs"]["note"] == f"not run at this scale (needs --scale cpu-full, about {minutes:.0f} min here " \
                                    "for its 5 run(s))"
     assert t2["1 CNN"]["ours_top1_val"] == 12.0
+    assert "--scale cpu-full measures their spread, which is what another machine type gives" in t2["1 CNN"]["note"]
 
 
 

@@ -10,7 +10,11 @@ Every step timed is `alexnet.engine.train_step`, the step the trainer runs
 (forward, loss, backward, update, top-1/top-5 counts); only the model and the
 optimizer differ. Measures, each after warm-up as the median of repeats (CUDA
 events on GPU):
-  step/faithful          this project's training step, float32, TF32 off (random data)
+  step/faithful          this project's training step, float32, TF32 off (random data,
+                         1000 classes); on the CPU the median of as many steps as
+                         e2e/train's epoch has
+  step/faithful-after    the same, right after e2e/train: "e2e train / step ours" divides by
+                         the mean of the two (the machine's speed drifts)
   step/forward           the faithful net's forward pass alone (eval mode, no gradients): the cost of
                          a validation or feature image, which the compute plan takes from here
   step/faithful-plain    the same with the plain LRN (torch's F.local_response_norm):
@@ -291,10 +295,16 @@ def main(argv=None) -> int:
     cfg = AlexNetConfig.from_profile("paper", num_classes=len(cache.classes))
     n_batches = 2 if args.quick else 20 if gpu else 12  # for the measurements with a net
     per_epoch = min(len(Loader(cache, "train", cfg, train=True, batch_size=batch)), n_batches)
-    note("step/faithful", step_rate(our_step(device, batch)))
-    # next to step/faithful in time (this machine's speed drifts), in a process of its own
-    with tempfile.TemporaryDirectory() as tmp:
+    # e2e/train between two timings of the step it runs, each over as many steps as its epoch has:
+    # this machine's speed drifts by tens of percent from one minute to the next (a 2-core VM: steps
+    # of 0.57 s and of 1.0 s within one epoch), so the ratio compares neighbours, not a lucky minute
+    step = our_step(device, batch)
+    loop_steps = per_epoch if not gpu else repeats
+    note("step/faithful", batch / timed(step, device, warmup, loop_steps))
+    with tempfile.TemporaryDirectory() as tmp:  # in a process of its own, as a user runs it
         note("e2e/train", train_rate(args.cache, device, batch, per_epoch, [], tmp))
+        note("step/faithful-after", batch / timed(step, device, 0, loop_steps))
+        del step
         if gpu:  # e2e/train gathers from the decoded set in GPU memory (--resident auto); this decodes each batch
             note("e2e/train-decode", train_rate(args.cache, device, batch, per_epoch, ["--resident", "off"], tmp))
         if args.fast:
@@ -334,7 +344,7 @@ def main(argv=None) -> int:
         "step faithful / faithful-plain": r["step/faithful"] / r["step/faithful-plain"],
         "step faithful / forward": r["step/faithful"] / r["step/forward"],
         "e2e ours / step ours": r["e2e/ours"] / r["step/faithful"],
-        "e2e train / step ours": r["e2e/train"] / r["step/faithful"],
+        "e2e train / step ours": r["e2e/train"] / statistics.mean([r["step/faithful"], r["step/faithful-after"]]),
         "data ours-cpu / baseline": r["data/ours-cpu"] / r["data/baseline"],
         "e2e ours / e2e baseline": r["e2e/ours"] / r["e2e/baseline"],
     }
