@@ -31,7 +31,8 @@ events on GPU):
   e2e/ours               our loader feeding our step (faithful)
   e2e/baseline           the baseline pipeline feeding torchvision alexnet
   e2e/train              `python -m alexnet.train` itself: the images/s of its second
-                         epoch (data, step, metrics; compile and warm-up fall in the first);
+                         epoch (data, step, metrics; compile and warm-up fall in the first;
+                         on the CPU the median of epochs 2–4, the machine's speed drifts);
                          on a GPU the embedded set is resident (--resident auto)
   e2e/train-decode       the same decoding every batch (--resident off), as ILSVRC always
                          is; GPU only
@@ -232,16 +233,18 @@ def e2e_rate(batches, step, n_batches: int, device) -> float:
     return n / (time.perf_counter() - t)
 
 
-def train_rate(cache: str, device, batch: int, batches: int, extra: list[str], tmp: str) -> float:
-    """images/s of `alexnet.train`'s second epoch (log.jsonl), run as a subprocess."""
+def train_rate(cache: str, device, batch: int, batches: int, extra: list[str], tmp: str, epochs: int = 2) -> float:
+    """images/s of `alexnet.train` (log.jsonl), run as a subprocess: the median of its epochs
+    after the first (compile and warm-up fall in the first)."""
     run_dir = Path(tmp) / f"train{len(list(Path(tmp).glob('train*')))}"
     cmd = [sys.executable, "-m", "alexnet.train", "--cache", cache, "--run-dir", str(run_dir),
-           "--devices", str(device), "--epochs", "2", "--batch-size", str(batch), "--train-batches",
+           "--devices", str(device), "--epochs", str(epochs), "--batch-size", str(batch), "--train-batches",
            str(batches), "--keep", "1", "--no-progress", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-    return json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])["images_per_s"]
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return statistics.median(h["images_per_s"] for h in log[1:])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -299,16 +302,17 @@ def main(argv=None) -> int:
     # this machine's speed drifts by tens of percent from one minute to the next (a 2-core VM: steps
     # of 0.57 s and of 1.0 s within one epoch), so the ratio compares neighbours, not a lucky minute
     step = our_step(device, batch)
-    loop_steps = per_epoch if not gpu else repeats
+    loop_steps, train_epochs = (repeats, 2) if gpu or args.quick else (per_epoch, 4)
     note("step/faithful", batch / timed(step, device, warmup, loop_steps))
     with tempfile.TemporaryDirectory() as tmp:  # in a process of its own, as a user runs it
-        note("e2e/train", train_rate(args.cache, device, batch, per_epoch, [], tmp))
+        note("e2e/train", train_rate(args.cache, device, batch, per_epoch, [], tmp, epochs=train_epochs))
         note("step/faithful-after", batch / timed(step, device, 0, loop_steps))
         del step
         if gpu:  # e2e/train gathers from the decoded set in GPU memory (--resident auto); this decodes each batch
             note("e2e/train-decode", train_rate(args.cache, device, batch, per_epoch, ["--resident", "off"], tmp))
         if args.fast:
-            note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, ["--fast"] + (["--no-compile"] if args.no_compile else []), tmp))
+            fast = ["--fast"] + (["--no-compile"] if args.no_compile else [])
+            note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, fast, tmp))
     note("step/forward", step_rate(forward_step(device, batch)))
     note("step/faithful-plain", step_rate(our_step(device, batch, plain_lrn=True)))
     if gpu:
