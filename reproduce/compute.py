@@ -179,6 +179,7 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on {', '.join(map(str, plan.devices))} "
              f"({device_name(plan.devices[0])})",
              f"  images: {train_n:,} train, {val_n:,} val (from {counted_from})",
+             f"  recipe: {plan.size(runs[0][0]).recipe().replace('**', '')}",
              f"  rate: {rate:,.1f} training images/s, faithful ({rate_from}); a validation image costs "
              f"{share:.2f} of a training image ({share_from})",
              f"  {'experiment':<15} {'run':<15} {'epochs':>6} {'done':>4} {'batch':>5} {'images/epoch':>13} "

@@ -54,7 +54,7 @@ from alexnet.placement import resolve_devices
 
 from . import figure1, figures, tables
 from .compute import compute_plan
-from .experiments import EXPERIMENTS, SCALES, Experiment, Run, Size, run_config, select
+from .experiments import EXPERIMENTS, SCALES, STABILITY, Experiment, Run, Size, run_config, select
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DATASET = "embedded synthetic dataset (ILSVRC-2012 format, not ImageNet)"
@@ -80,6 +80,13 @@ def parse_args(argv=None):
                     help=f"comma-separated, default all: {', '.join(EXPERIMENTS)}")
     ap.add_argument("--epochs", type=int, default=int(env("EPOCHS")) if env("EPOCHS") else None,
                     help="override every run's epochs")
+    ap.add_argument("--stability", choices=["paper", *STABILITY], default=env("STABILITY"),
+                    help="the scale's stability setting, or none ('paper': §5's values). A named deviation for "
+                         "small scales where the paper's recipe diverged (reproduce/PAPER.md, Stability): "
+                         + "; ".join(f"{s.name}: biases {s.bias_init:g}" + (", ε per image" if s.lr_per_image else "")
+                                     for s in STABILITY.values())
+                         + ". Default: the scale's (" + ", ".join(f"{sc.name}: {sc.main.stability or 'paper'}"
+                                                                  for sc in SCALES.values()) + ")")
     ap.add_argument("--devices", action="append", default=None,
                     help="tower devices, e.g. cuda:0,cuda:1 (default: what exists). Give it more than once "
                          "(--devices cuda:0,cuda:1 --devices cuda:2,cuda:3) to train that many runs at once, "
@@ -126,6 +133,7 @@ class Plan:
     runs: Path
     results: Path
     epochs: int | None  # --epochs: every run's epochs
+    stability: str | None  # --stability: every run's stability setting ("paper": none; None: the scale's)
     cifar: str | None  # --cifar: CIFAR-10 for Figure 1 (else the dataset at 32×32)
     nproc: int  # --nproc: replicas per training run (torchrun)
     pretrain_data: str | None
@@ -135,7 +143,7 @@ class Plan:
 
     def size(self, exp: Experiment) -> Size | None:
         """The experiment's run size at this scale (--epochs applied); None: not run at this scale."""
-        return SCALES[self.scale].size(exp.scale, self.epochs)
+        return SCALES[self.scale].size(exp.scale, self.epochs, self.stability)
 
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
         """Every training run of the selected experiments that this data and scale allow.
@@ -235,7 +243,8 @@ def make_plan(args) -> Plan:
         source=source, listed=listed, pretrain_listed=pretrain_listed, synthetic=synthetic, work=work,
         cache=work / "cache" / data_name,
         runs=work / "runs" / data_name,
-        results=Path(args.results or ROOT / "results" / name), epochs=args.epochs, cifar=args.cifar, nproc=args.nproc,
+        results=Path(args.results or ROOT / "results" / name), epochs=args.epochs, stability=args.stability, cifar=args.cifar,
+        nproc=args.nproc,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
         test_note=("ILSVRC-2012 test labels were never published; the test images are not ingested"
                    if args.imagenet else "this dataset has no test split"),
@@ -325,6 +334,8 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
             continue
         print(f"train {run.name}: profile {run.profile}, seed {run.seed}, {size.describe()}"
               + (f", {run.overrides}" if run.overrides else "")
+              + (f", stability setting {size.stability} (ε {cfg.lr:g}, biases {cfg.bias_init:g})" if size.stability
+                 else "")
               + (f", on {plan.pretrain_data}" if run.data == "pretrain" else "")
               + (f", from {run.init_from}" if run.init_from else "") + f" → {run_dir}", flush=True)
         per_epoch = size.train_batches * size.batch_size or data.size("train")
@@ -521,7 +532,8 @@ def relu_vs_tanh(plan: Plan) -> None:
 
 def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
     title("6. tables and figures")
-    out = tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note, plan.epochs)
+    out = tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note, plan.epochs,
+                              plan.stability)
     print(f"tables → {out}")
     why = plan.stopped().get("1cnn")
     if why:  # no Figure 3 or 4 now; an earlier 1 CNN's would pass for this one's

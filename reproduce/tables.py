@@ -29,7 +29,7 @@ from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version, epoch_of
 from alexnet.config import AlexNetConfig
 
-from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, TABLE1, TABLE2, run_config
+from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, STABILITY, TABLE1, TABLE2, run_config
 from .figure1 import verdict as figure1_verdict
 
 
@@ -53,12 +53,14 @@ def _short(checkpoint: dict, size) -> bool:
 class Results:
     """The result files of one results folder, and the rules that decide what counts as a result."""
 
-    def __init__(self, root: Path, scale: str, epochs: int | None = None):
+    def __init__(self, root: Path, scale: str, epochs: int | None = None, stability: str | None = None):
         self.root, self.scale, self.epochs = Path(root), scale, epochs  # epochs: run_all --epochs
+        self.stability = stability  # run_all --stability (None: the scale's)
 
     def size(self, kind: str):
-        """The size the `main` or `short` runs trained at: the scale's, or every run's --epochs."""
-        return SCALES[self.scale].size(kind, self.epochs)
+        """The size the `main` or `short` runs trained at: the scale's, or every run's --epochs
+        and --stability."""
+        return SCALES[self.scale].size(kind, self.epochs, self.stability)
 
     def eval(self, run: str) -> dict | None:
         p = self.root / "eval" / f"{run}.json"
@@ -207,6 +209,7 @@ def header(title: str, dataset: str, res: Results) -> str:
             f"the weights', our reading of §5)\n"
             f"- scale `{scale.name}` ({scale.why}{override}): main runs {res.size('main').describe()}; "
             f"short runs {short}\n"
+            f"- recipe: {res.size('main').recipe()}\n"
             f"- hardware: {hardware()}\n- commit: {code_version()}\n- date: {time.strftime('%Y-%m-%d')}\n"
             f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012. A number is shown only "
             f"for a run whose top-1 error is below half of chance ({50 * c1:.1f}%); ± is the sample standard "
@@ -369,8 +372,9 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
 
 
 def write_tables(results: str | Path, dataset: str, scale: str, is_2010: bool = False,
-                 test_note: str = "this dataset has no test split", epochs: int | None = None) -> Path:
-    res = Results(results, scale, epochs)
+                 test_note: str = "this dataset has no test split", epochs: int | None = None,
+                 stability: str | None = None) -> Path:
+    res = Results(results, scale, epochs, stability)
     tables = res.root / "tables"
     for name, (md, rows) in {"table1": table1(res, dataset, is_2010),
                              "table2": table2(res, dataset, test_note),
@@ -388,8 +392,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ilsvrc2010", action="store_true", help="the 1cnn evaluation is on ILSVRC-2010")
     ap.add_argument("--test-note", default="this dataset has no test split")
     ap.add_argument("--epochs", type=int, help="the runs' epochs, when run_all was given --epochs")
+    ap.add_argument("--stability", choices=["paper", *STABILITY], help="the runs' stability setting, when run_all "
+                    "was given --stability")
     args = ap.parse_args(argv)
-    out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note, args.epochs)
+    out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note, args.epochs,
+                       args.stability)
     print(f"tables → {out}")
     return 0
 

@@ -425,6 +425,29 @@ def test_tables_name_the_size_the_runs_trained_at(tmp_path):
         ab = {r["ablation"]: r for r in json.loads((tmp_path / "tables" / "ablations.json").read_text())}
         assert ab["no-lrn"]["scale"] == f"short: {short} epoch(s) of all batches of 128"
 
+
+def test_a_stability_setting_is_named_in_run_directories_configs_and_headers(tmp_path):
+    """run_all --stability per-image-lr-bias0.1: every run's ε is the paper's per image at its
+    batch and its biases start at 0.1; its runs live apart from the paper recipe's, and the
+    tables say the recipe is not the paper's. 'paper' is §5's values, and the default."""
+    cpu_full = SCALES["cpu-full"]
+    paper, stable = cpu_full.size("short", stability="paper"), cpu_full.size("short", stability="per-image-lr-bias0.1")
+    assert paper == cpu_full.size("short") and paper.tag == "e14-b32"
+    assert stable.tag == "e14-b32-per-image-lr-bias0.1"
+    run = EXPERIMENTS["no-dropout"].runs[0]
+    before, after = run_config(run, paper, 10), run_config(run, stable, 10)
+    assert (before.lr, before.bias_init) == (0.01, 1.0)
+    assert (after.lr, after.bias_init) == (0.01 * 32 / 128, 0.1)
+    assert after.replace(lr=before.lr, bias_init=before.bias_init) == before  # nothing else changes
+    with pytest.raises(ValueError, match="unknown stability setting"):
+        cpu_full.size("short", stability="calm")
+    fake_eval(tmp_path, "1cnn", 0.12)
+    for setting, says in ((None, "- recipe: the paper's"), ("per-image-lr-bias0.1", "- recipe: **not the paper's**: "
+                                                              "stability setting `per-image-lr-bias0.1`: biases 1 → 0.1, ε × 32/128")):
+        write_tables(tmp_path, "synthetic", "cpu-full", stability=setting)
+        assert says in (tmp_path / "tables" / "table2.md").read_text()
+
+
 def test_kernel_statistics_tell_gratings_from_noise():
     rng = np.random.default_rng(0)
     noise = kernel_statistics(rng.normal(size=(400, 3, 11, 11)))
@@ -449,8 +472,9 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
 
     def follows(lines, floor):
         s = PlateauSchedule(epochs=len(lines), min_patience=floor)
+        base = lines[0]["lr"]["weight"]  # 0.01; 0.0025 under a stability setting at batch 32
         for e, line in enumerate(lines):
-            if line["lr"]["weight"] != pytest.approx(0.01 * s.factors(e)["weight"]):
+            if line["lr"]["weight"] != pytest.approx(base * s.factors(e)["weight"]):
                 return False
             s.end_epoch(e, line["val_top1"])
         return True
