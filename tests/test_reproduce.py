@@ -492,13 +492,14 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     assert checked >= 2
 
 
-@pytest.mark.parametrize("folder, scale", [("synthetic", "cpu"), ("synthetic-cpu-full", "cpu-full")])
-def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale):
+@pytest.mark.parametrize("folder, scale, stability", [("synthetic", "cpu", None), ("synthetic-cpu-full", "cpu-full", None),
+                                                      ("synthetic-cpu-full-stable", "cpu-full", "per-image-lr-bias0.1")])
+def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale, stability):
     """Every evaluation in the regenerated results folders records the training config of each
     checkpoint, and each config is the one this code trains that run with at that scale: a
     change to a training default fails here until the folder is made again (results/README.md
     says how long each takes) or its numbers are moved to the README as history."""
-    results = Results(ROOT / "results" / folder, scale)
+    results = Results(ROOT / "results" / folder, scale, stability=stability)
     evals = sorted((results.root / "eval").glob("*.json"))
     assert evals
     for path in evals:
