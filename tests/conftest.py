@@ -25,15 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(classes=4, train_per_class=12, val_per_class=4, seed=7)
 os.environ.setdefault("ALEXNET_PLAN_SECONDS", "1")  # run_all's rate measurement when no benchmark fits: short
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: one thread each, the suite runs on 2 cores
-# The suite's tmp folders peak at 2.2 GiB (measured; a passed test's folder is removed at once,
-# pyproject.toml), most of it full-size checkpoints of 435 MiB: say so before any test fails on it.
+# The suite's tmp folders peak at 2.2 GiB per pytest process (measured; a passed test's folder is
+# removed at once, pyproject.toml), most of it full-size checkpoints of 435 MiB: say so before any
+# test fails on it.
 DISK_NEEDED_GIB = 2.5
 
 
 def pytest_sessionstart(session):
+    workers = session.config.getoption("numprocesses", default=None)  # pytest-xdist's -n
+    needed = DISK_NEEDED_GIB * (workers if isinstance(workers, int) and workers > 0 else 1)
     free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
-    if free < DISK_NEEDED_GIB:
-        pytest.exit(f"the test suite needs about {DISK_NEEDED_GIB} GiB free in {tempfile.gettempdir()} "
+    if free < needed:
+        pytest.exit(f"the test suite needs about {needed:g} GiB free in {tempfile.gettempdir()} "
                     f"(its checkpoints are full-size); {free:.1f} GiB are free. Free space, or point "
                     "TMPDIR at a disk with room, and run it again.", returncode=1)
 

@@ -61,7 +61,7 @@ if [ -e "$work/.gpu-tests-passed" ]; then
 else
     stamp "GPU tests"
     t=$(date +%s)
-    timeout 150 bash tests/run.sh -q -m gpu -p no:cacheprovider; rc=$?
+    timeout 150 bash tests/run.sh -q -m gpu -n 0 -p no:cacheprovider; rc=$?  # one process: one GPU
     stamp "GPU tests: exit $rc in $(( $(date +%s) - t )) s"
     [ $rc = 0 ] && nvidia-smi -L >/dev/null 2>&1 && touch "$work/.gpu-tests-passed"  # skipped is not passed
 fi
