@@ -162,7 +162,8 @@ def summarize(runs: list[dict], grid: list[Cell]) -> list[dict]:
                     "overshoot_median": float(np.median([r["overshoot"] for r in mine])),
                     "kick": kick(cell.lr, float(np.mean(h2)), cell.classes, cell.batch),
                     "stability_number": curvature_number(cell.lr, float(np.mean(h2)), cell.classes),
-                    "seconds": sum(r["seconds"] for r in mine)})
+                    "seconds": sum(r["seconds"] for r in mine),
+                    "steps": max(len(r["steps"]) for r in mine)})  # as run (--steps), not the grid's
     return out
 
 
@@ -253,7 +254,7 @@ def main(argv=None) -> int:
                     "minutes": (done.get("minutes", 0) * 60 + time.time() - t0) / 60}
             path.write_text(json.dumps({**meta, "grid": [asdict(c) for c in GRIDS[args.grid]], "runs": runs}))
     meta = json.loads(path.read_text())
-    summary = summarize(runs, grid)
+    summary = summarize(runs, GRIDS[args.grid])  # every cell with runs in the JSON, not only this call's
     (out / f"{args.grid}.md").write_text(markdown(summary, meta, args.grid))
     plot(runs, summary, out / f"{args.grid}.png")
     print(f"wrote {out}/{args.grid}.json, .md, .png", file=sys.stderr)
