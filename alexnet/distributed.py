@@ -105,15 +105,6 @@ def agree_on_start(d: Dist, step: int | None, path, run_dir) -> None:
                           "training.")
 
 
-def all_sum(values: list[float], device) -> list[float]:
-    """Sum numbers over ranks (exact counts for validation)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def sum_over_ranks(t: torch.Tensor, device) -> torch.Tensor:
     """A step's numbers (loss sum, errors, count) summed over ranks, so the log's training loss
     and error are the global batch's, as in one process, and the same on every rank (a resumed
@@ -123,6 +114,13 @@ def sum_over_ranks(t: torch.Tensor, device) -> torch.Tensor:
     t = t.to(device)
     dist.all_reduce(t)
     return t
+
+
+def all_sum(values: list[float], device) -> list[float]:
+    """Sum numbers over ranks (exact counts for validation)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    return sum_over_ranks(torch.tensor(values, dtype=torch.float64, device=device), device).tolist()
 
 
 def shutdown() -> None:

@@ -298,7 +298,7 @@ class Trainer:
 
     @staticmethod
     def _new_meters() -> dict:
-        return {"loss": 0.0, "wrong1": 0, "wrong5": 0, "n": 0, "seconds": 0.0, "images": 0}
+        return {"loss": 0.0, "wrong1": 0, "wrong5": 0, "n": 0, "seconds": 0.0}  # n: the global batch's images
 
     # ---- state ----
     def state(self) -> dict:
@@ -508,9 +508,8 @@ class Trainer:
             m["wrong1"] += int(wrong1)
             m["wrong5"] += int(wrong5)
             m["n"] += int(n)
-            m["images"] += int(n)
             bar.set_postfix(loss=f"{m['loss'] / m['n']:.3f}", err=f"{m['wrong1'] / m['n']:.3f}",
-                            img_s=f"{m['images'] / (m['seconds'] + time.perf_counter() - t0):.1f}", refresh=False)
+                            img_s=f"{m['n'] / (m['seconds'] + time.perf_counter() - t0):.1f}", refresh=False)
             pending = None
 
         for x, y in loader:
@@ -561,7 +560,7 @@ class Trainer:
                 "train_loss": m["loss"] / m["n"], "train_top1": m["wrong1"] / m["n"], "train_top5": m["wrong5"] / m["n"],
                 "val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"],
                 "lr": lrs, "pca_lighting": self.train_loader.lighting is not False,
-                "images_per_s": round(m["images"] / max(m["seconds"], 1e-9), 2), "seconds": round(m["seconds"], 2),
+                "images_per_s": round(m["n"] / max(m["seconds"], 1e-9), 2), "seconds": round(m["seconds"], 2),
                 "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
                 "mode": self.speed.label, "schedule_note": note})
             h = self.history[-1]

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -465,10 +466,21 @@ def node_cmd(port: int, run_id: str) -> list[str]:
 
 
 def two_nodes(cache, run_dirs, *extra) -> list[subprocess.CompletedProcess]:
+    """Both nodes at once. Their output goes to files, not pipes: a node blocked on a full pipe
+    while the test waits on the other would stall both (they wait for each other)."""
     port, run_id = free_port(), f"test-{random.Random().randint(0, 10**9)}"
+    outs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in run_dirs]
     nodes = [subprocess.Popen(node_cmd(port, run_id) + train_cmd(cache, d, *extra)[1:], cwd=ROOT, env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in run_dirs]
-    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in nodes]
+                              stdout=out, stderr=err, text=True) for d, (out, err) in zip(run_dirs, outs)]
+    done = []
+    for p, files in zip(nodes, outs):
+        code = p.wait(timeout=300)
+        for f in files:
+            f.seek(0)
+        done.append(subprocess.CompletedProcess(p.args, code, *(f.read() for f in files)))
+        for f in files:
+            f.close()
+    return done
 
 
 def test_two_nodes_train_as_one_process_and_refuse_run_dirs_they_do_not_share(tiny_cache, tmp_path):
