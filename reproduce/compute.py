@@ -76,7 +76,8 @@ def image_counts(plan) -> tuple[dict[str, int], str]:
         return {k: v["count"] for k, v in json.loads(meta.read_text())["splits"].items()}, f"{meta}"
     source = plan.listed  # real data: listed once by make_plan
     return ({split: sum(_unit_images(u) for u in units) for split, units in source.units.items()},
-            f"the archive headers in {source.root}")
+            f"the archive headers in {source.root}" if source.kind == "ilsvrc2012"
+            else f"the file list of the ImageFolder {source.root}")
 
 
 def shard_count(plan, counts: dict[str, int]) -> int:
@@ -179,7 +180,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on {', '.join(map(str, plan.devices))} "
              f"({device_name(plan.devices[0])})",
              f"  images: {train_n:,} train, {val_n:,} val (from {counted_from})",
-             f"  recipe: {plan.size(runs[0][0]).recipe().replace('**', '')}",
+             f"  recipe: {plan.size(runs[0][0]).recipe().replace('**', '')}"
+             + (f" ({plan.override.why})" if plan.override.why else ""),
              f"  rate: {rate:,.1f} training images/s, faithful ({rate_from}); a validation image costs "
              f"{share:.2f} of a training image ({share_from})",
              f"  {'experiment':<15} {'run':<15} {'epochs':>6} {'done':>4} {'batch':>5} {'images/epoch':>13} "

@@ -29,6 +29,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -39,6 +41,41 @@ from alexnet.engine import CONV1_INIT, load_model  # noqa: E402
 from alexnet.predict import classify  # noqa: E402
 
 SCALE = 6  # each 11×11 kernel drawn as 66×66 pixels
+
+
+class Glyphs:
+    """Which of some texts the installed fonts can draw. The families are matplotlib's default,
+    then installed fonts that hold the characters it lacks (a CJK font, say): matplotlib takes
+    each glyph from the first family that has it. A text no installed font covers is drawn
+    another way (`or_else`), so no figure shows an empty box."""
+
+    def __init__(self, texts: list[str]):
+        default = font_manager.findfont(font_manager.FontProperties())
+        self.have = set(FT2Font(default).get_charmap())
+        self.families = [font_manager.FontProperties(fname=default).get_name()]
+        missing = {ord(ch) for t in texts for ch in t} - self.have
+        for font in font_manager.fontManager.ttflist:
+            if not missing:
+                break
+            if font.name in self.families or font.name.startswith("Last Resort"):  # Last Resort: boxes
+                continue
+            try:
+                cmap = set(FT2Font(font.fname).get_charmap())
+            except (OSError, RuntimeError):
+                continue
+            if cmap & missing:
+                self.families.append(font.name)
+                self.have |= cmap
+                missing -= cmap
+
+    def can_draw(self, text: str) -> bool:
+        return all(ord(ch) in self.have for ch in text)
+
+    def or_else(self, text: str, other: str) -> str:
+        return text if self.can_draw(text) else other
+
+    def context(self):
+        return plt.rc_context({"font.family": self.families})
 
 
 def kernel_grid(weights, cols: int = 16, gap: int = 1, common: float | None = None) -> np.ndarray:
@@ -189,10 +226,15 @@ def nearest(queries: torch.Tensor, rows: np.ndarray, k: int, chunk: int = 1024) 
 
 
 def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: Path, title: str,
-            n_left: int = 8, n_right: int = 5, k: int = 6) -> None:
+            glyphs: Glyphs, n_left: int = 8, n_right: int = 5, k: int = 6) -> None:
     """The paper's Figure 4. Only the drawn images are classified, and the nearest neighbours
-    stream the training features (`nearest`), so memory does not grow with the dataset."""
-    names = [c["words"] for c in cache.classes]
+    stream the training features (`nearest`), so memory does not grow with the dataset. A class
+    name no installed font can draw is shown as "class N"; figure4.json beside it names them."""
+    words = [c["words"] for c in cache.classes]
+    names = [glyphs.or_else(w, f"class {i}") for i, w in enumerate(words)]
+    write_text(path.with_suffix(".json"), json.dumps(
+        {"labels": words, "drawn_as_index": [i for i, w in enumerate(words) if names[i] != w],
+         "fonts": glyphs.families}, ensure_ascii=False, indent=1))
     val_labels = cache.labels("val")
     perm = np.random.default_rng(0).permutation(len(val_labels))
     left = perm[:n_left]  # small validation sets: fewer images, and the right side may reuse them
@@ -236,7 +278,7 @@ def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: 
     sub[1].suptitle(f"query (left) and the six nearest training images in the {train_feats.shape[1]}-d "
                     "last hidden layer", fontsize=10, y=0.96)
     fig.suptitle(title, fontsize=11, y=0.995)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80)  # in the caller's Glyphs context: text is drawn here
     plt.close(fig)
 
 
@@ -309,13 +351,24 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
     plt.close(fig)
 
 
-MAIN_RUN_FIGURES = ("conv1_kernels.png", "conv1_kernels.npy", "conv1_kernels.json", "figure4.png")  # of 1 CNN
+MAIN_RUN_FIGURES = ("conv1_kernels.png", "conv1_kernels.npy", "conv1_kernels.json", "figure4.png",
+                    "figure4.json")  # of 1 CNN
 
 
 def make_figures(results, cache: Cache, dataset: str = "", run=None, features=None) -> Path:
     """Every figure the results folder has the inputs for, into <results>/figures."""
     out = Path(results) / "figures"
     out.mkdir(parents=True, exist_ok=True)
+    glyphs = Glyphs([c["words"] for c in cache.classes] + [dataset])
+    dataset = glyphs.or_else(dataset, dataset.encode("ascii", "replace").decode())  # titles: '?' for the rest
+    with glyphs.context():
+        _make_figures(results, cache, dataset, run, features, glyphs)
+    print(f"figures → {out}")
+    return out
+
+
+def _make_figures(results, cache: Cache, dataset: str, run, features, glyphs: Glyphs) -> None:
+    out = Path(results) / "figures"
     if run:
         model, ck, path = load_model(run, "cpu")
         epoch = ck["epoch"]
@@ -327,15 +380,13 @@ def make_figures(results, cache: Cache, dataset: str = "", run=None, features=No
         if features:
             tr, va = (np.load(Path(features) / f"{s}.npy", mmap_mode="r") for s in ("train", "val"))
             figure4(model, cache, tr, va, out / "figure4.png",
-                    f"Figure 4: {path.parent.name} on {dataset}")
+                    f"Figure 4: {path.parent.name} on {dataset}", glyphs)
     fig1 = Path(results) / "figure1.json"
     if fig1.exists():
         figure1(json.loads(fig1.read_text()), out / "figure1_relu_tanh.png")
     logs = {p.stem: [json.loads(x) for x in p.read_text().splitlines()]
             for p in sorted((Path(results) / "logs").glob("*.jsonl"))}
     training_curves(logs, out / "training_curves.png", chance=1 - 1 / len(cache.classes))
-    print(f"figures → {out}")
-    return out
 
 
 def main(argv=None) -> int:

@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -53,8 +54,9 @@ from alexnet.evaluate import save_errors, save_features, shown
 from alexnet.placement import resolve_devices
 
 from . import figure1, figures, tables
-from .compute import compute_plan
-from .experiments import EXPERIMENTS, SCALES, STABILITY, Experiment, Run, Size, run_config, select
+from .compute import compute_plan, image_counts
+from .experiments import (EXPERIMENTS, FEW_CLASSES, FEW_CLASSES_STABILITY, SCALES, STABILITY, Experiment, Override,
+                          Run, Size, run_config, select)
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DATASET = "embedded synthetic dataset (ILSVRC-2012 format, not ImageNet)"
@@ -80,6 +82,9 @@ def parse_args(argv=None):
                     help=f"comma-separated, default all: {', '.join(EXPERIMENTS)}")
     ap.add_argument("--epochs", type=int, default=int(env("EPOCHS")) if env("EPOCHS") else None,
                     help="override every run's epochs")
+    ap.add_argument("-b", "--batch-size", type=int, default=int(env("BATCH_SIZE")) if env("BATCH_SIZE") else None,
+                    help="override every run's batch size (default: the scale's; 128 at the imagenet scale). "
+                         "A small dataset needs a smaller batch: an epoch drops its last, incomplete batch")
     ap.add_argument("--stability", choices=["paper", *STABILITY], default=env("STABILITY"),
                     help="the scale's stability setting, or none ('paper': §5's values). A named deviation for "
                          "small scales where the paper's recipe diverged (reproduce/PAPER.md, Stability): "
@@ -111,8 +116,9 @@ def parse_args(argv=None):
     args.devices = args.devices or ([p for p in env("DEVICES").split(";") if p] if env("DEVICES") else None)
     if args.nproc < 1:
         ap.error(f"--nproc={args.nproc}: must be at least 1")
-    if args.epochs is not None and args.epochs < 1:
-        ap.error(f"--epochs={args.epochs}: must be at least 1")
+    for flag, n in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if n is not None and n < 1:
+            ap.error(f"{flag}={n}: must be at least 1")
     return ap, args
 
 
@@ -132,8 +138,7 @@ class Plan:
     cache: Path
     runs: Path
     results: Path
-    epochs: int | None  # --epochs: every run's epochs
-    stability: str | None  # --stability: every run's stability setting ("paper": none; None: the scale's)
+    override: Override  # --epochs, --batch-size, --stability: every run's (None: the scale's)
     cifar: str | None  # --cifar: CIFAR-10 for Figure 1 (else the dataset at 32×32)
     nproc: int  # --nproc: replicas per training run (torchrun)
     pretrain_data: str | None
@@ -142,8 +147,8 @@ class Plan:
     started: float  # time.time() at the start
 
     def size(self, exp: Experiment) -> Size | None:
-        """The experiment's run size at this scale (--epochs applied); None: not run at this scale."""
-        return SCALES[self.scale].size(exp.scale, self.epochs, self.stability)
+        """The experiment's run size at this scale (the override applied); None: not run at this scale."""
+        return SCALES[self.scale].size(exp.scale, self.override)
 
     def runs_of(self) -> list[tuple[Experiment, Run, Path]]:
         """Every training run of the selected experiments that this data and scale allow.
@@ -232,6 +237,11 @@ def make_plan(args) -> Plan:
         source = {"imagenet": str(work / "data" / data_name)}
     # a wrong folder is refused now, not after the first stage; listed once for every stage
     listed = open_source(**source) if synthetic is None else None
+    stability, why = args.stability, ""
+    if stability is None and args.data and len(listed.classes) <= FEW_CLASSES:
+        stability = FEW_CLASSES_STABILITY
+        why = (f"the default for an ImageFolder of at most {FEW_CLASSES} classes (this one has "
+               f"{len(listed.classes)}); --stability paper trains with §5's values")
     pretrain_listed = open_source(folder=args.pretrain_data) if args.pretrain_data else None
     if args.cifar and not (Path(args.cifar) / "cifar-10-batches-py").is_dir():
         raise ValueError(f"--cifar {args.cifar}: no cifar-10-batches-py folder inside (CIFAR-10's python version, "
@@ -243,7 +253,8 @@ def make_plan(args) -> Plan:
         source=source, listed=listed, pretrain_listed=pretrain_listed, synthetic=synthetic, work=work,
         cache=work / "cache" / data_name,
         runs=work / "runs" / data_name,
-        results=Path(args.results or ROOT / "results" / name), epochs=args.epochs, stability=args.stability, cifar=args.cifar,
+        results=Path(args.results or ROOT / "results" / name), override=Override(args.epochs, args.batch_size, stability, why),
+        cifar=args.cifar,
         nproc=args.nproc,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
         test_note=("ILSVRC-2012 test labels were never published; the test images are not ingested"
@@ -517,7 +528,7 @@ def relu_vs_tanh(plan: Plan) -> None:
     then copied to the results: a committed results/<name>/figure1.json is an output, never taken
     for this machine's run. A made file is reused while its code digest (figure1.code_key) matches."""
     title("5. Figure 1: ReLU vs tanh (four-layer CIFAR-10 net stand-in)")
-    epochs = plan.epochs or SCALES[plan.scale].figure1_epochs
+    epochs = plan.override.epochs or SCALES[plan.scale].figure1_epochs
     made = plan.runs / f"figure1-{'cifar10' if plan.cifar else plan.cache.name}-e{epochs}.json"
     if figure1.made_by_this_code(made):
         print(f"done already: {made}")
@@ -532,8 +543,8 @@ def relu_vs_tanh(plan: Plan) -> None:
 
 def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
     title("6. tables and figures")
-    out = tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note, plan.epochs,
-                              plan.stability)
+    out = tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note,
+                              plan.override)
     print(f"tables → {out}")
     why = plan.stopped().get("1cnn")
     if why:  # no Figure 3 or 4 now; an earlier 1 CNN's would pass for this one's
@@ -554,10 +565,30 @@ def stages(plan: Plan, rate: float | None = None) -> None:
     tables_and_figures(plan, cache, features)
 
 
+def fits_one_batch(plan: Plan, argv: list[str]) -> None:
+    """ValueError, with the command that works, when the training set is smaller than a run's
+    batch: an epoch drops its last incomplete batch, so it would take no step at all."""
+    n = image_counts(plan)[0].get("train", 0)
+    batch = max((plan.size(exp).batch_size for exp, _, _ in plan.runs_of()), default=0)
+    if not n or n >= batch:
+        return
+    fits = 2 ** max(0, (n // 4).bit_length() - 1)  # a power of two that gives at least 4 steps an epoch
+    kept, skip = [], False
+    for a in argv:  # the user's command without its batch size
+        if skip or a in ("-b", "--batch-size"):
+            skip = not skip
+        elif not a.startswith("--batch-size="):
+            kept.append(a)
+    raise ValueError(f"{next(iter(plan.source.values()))}: {n} training images, fewer than one batch of {batch} (the {plan.scale} scale's): no "
+                     f"epoch would take a step. A batch of {fits} gives {n // fits} steps an epoch:\n"
+                     f"  bash reproduce/run_all.sh {shlex.join(kept + ['--batch-size', str(fits)])}")
+
+
 def main(argv=None) -> int:
     ap, args = parse_args(argv)
     try:
         plan = make_plan(args)
+        fits_one_batch(plan, sys.argv[1:] if argv is None else list(argv))
     except (ValueError, DatasetError) as e:
         ap.error(str(e))
     seconds = float(os.environ.get("ALEXNET_PLAN_SECONDS", "30"))  # rate measurement when no benchmark fits

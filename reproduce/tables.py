@@ -29,7 +29,7 @@ from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version, epoch_of
 from alexnet.config import AlexNetConfig
 
-from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, STABILITY, TABLE1, TABLE2, run_config
+from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, STABILITY, TABLE1, TABLE2, Override, run_config
 from .figure1 import verdict as figure1_verdict
 
 
@@ -53,14 +53,13 @@ def _short(checkpoint: dict, size) -> bool:
 class Results:
     """The result files of one results folder, and the rules that decide what counts as a result."""
 
-    def __init__(self, root: Path, scale: str, epochs: int | None = None, stability: str | None = None):
-        self.root, self.scale, self.epochs = Path(root), scale, epochs  # epochs: run_all --epochs
-        self.stability = stability  # run_all --stability (None: the scale's)
+    def __init__(self, root: Path, scale: str, override: Override = Override()):
+        self.root, self.scale, self.override = Path(root), scale, override  # override: run_all's
 
     def size(self, kind: str):
-        """The size the `main` or `short` runs trained at: the scale's, or every run's --epochs
-        and --stability."""
-        return SCALES[self.scale].size(kind, self.epochs, self.stability)
+        """The size the `main` or `short` runs trained at: the scale's, with run_all's --epochs,
+        --batch-size and --stability."""
+        return SCALES[self.scale].size(kind, self.override)
 
     def eval(self, run: str) -> dict | None:
         p = self.root / "eval" / f"{run}.json"
@@ -73,8 +72,17 @@ class Results:
             return None, ""
         for v, label in (("ten", "10 patches"), ("center", "centre patch")):
             if v in e["ensemble"]:
-                return e["ensemble"][v], label
+                return self.shown(e["ensemble"][v]), label
         return None, ""
+
+    def shown(self, err: dict) -> dict:
+        """An evaluation's errors as the tables give them: without top-5 where it means nothing."""
+        return err if self.top5_means_something else {**err, "top5": None}
+
+    @property
+    def top5_means_something(self) -> bool:
+        """False with 5 classes or fewer: five guesses cover every class, so top-5 error is 0."""
+        return (self.classes or 1000) > 5
 
     @property
     def classes(self) -> int | None:
@@ -83,7 +91,7 @@ class Results:
         return None
 
     def chance(self) -> tuple[float, float]:
-        """Top-1 and top-5 error of a guess, as fractions."""
+        """Top-1 and top-5 error of a guess, as fractions: top-k misses with probability max(0, 1 − k/C)."""
         c = self.classes or 1000
         return 1 - 1 / c, max(0.0, 1 - 5 / c)
 
@@ -127,7 +135,8 @@ class Results:
 
     def learned(self, err: dict | None) -> bool:
         """The rule for every number the tables present: top-1 error below half of chance."""
-        return err is not None and err["top1"] < self.chance()[0] / 2
+        return err is not None and round(err["top1"], 9) < round(self.chance()[0] / 2, 9)  # 6 of 18 at 3 classes:
+        # exactly half of chance, which 1 − 1/3 rounded in binary would otherwise put below it
 
     def replicates(self) -> list[dict]:
         """The baseline configuration's seed replicates at the short size: baseline-short and the
@@ -136,14 +145,15 @@ class Results:
         stopped = self.stopped()
         base, _ = self.errors(BASELINE.name)
         if base and BASELINE.name not in stopped and not self.stale(BASELINE.name):
-            out.append({"run": BASELINE.name, "top1": 100 * base["top1"], "top5": 100 * base["top5"]})
+            out.append({"run": BASELINE.name, "top1": _percent(base, "top1"), "top5": _percent(base, "top5")})
         members = self.eval("5cnns")
         size = self.size("short")
         for m in (members or {}).get("checkpoints", []):
             if _short(m, size) or Path(m["path"]).parent.name in stopped or self.other_settings(m):
                 continue  # stopped short, or trained with other settings: not a replicate
-            out.append({"run": Path(m["path"]).parent.name, "top1": 100 * m["center"]["top1"],
-                        "top5": 100 * m["center"]["top5"]})
+            center = self.shown(m["center"])
+            out.append({"run": Path(m["path"]).parent.name, "top1": _percent(center, "top1"),
+                        "top5": _percent(center, "top5")})
         return out
 
     def band(self) -> dict | None:
@@ -153,8 +163,10 @@ class Results:
             return None
         out = {"n": len(reps), "runs": [r["run"] for r in reps]}
         for k in ("top1", "top5"):
-            out[k] = round(statistics.mean(r[k] for r in reps), 2)
-            out[f"{k}_sd"] = round(statistics.stdev(r[k] for r in reps), 2)
+            values = [r[k] for r in reps]
+            shown = None not in values
+            out[k] = round(statistics.mean(values), 2) if shown else None
+            out[f"{k}_sd"] = round(statistics.stdev(values), 2) if shown else None
         return out
 
     def minutes_for_short_runs(self, runs: int) -> float | None:
@@ -171,6 +183,11 @@ class Results:
         minutes = self.minutes_for_short_runs(runs)
         return ("not run at this scale (needs --scale cpu-full" +
                 (f", about {minutes:.0f} min here for its {runs} run(s))" if minutes else ")"))
+
+
+def _percent(err: dict | None, k: str) -> float | None:
+    """An error as a table holds it: percent, two decimals; None for none."""
+    return None if not err or err[k] is None else round(100 * err[k], 2)
 
 
 def _pct(x) -> str:
@@ -199,17 +216,19 @@ def header(title: str, dataset: str, res: Results) -> str:
     scale = SCALES[res.scale]
     c1, c5 = res.chance()
     short = res.size("short").describe() if scale.short else "not run"
-    override = f"; --epochs {res.epochs}: every run" if res.epochs else ""
-    top5 = ("" if (res.classes or 1000) > 10 else
-            f"; **top-5 with {res.classes} classes is not informative** (a guess is in the top 5 {5 / res.classes:.0%} "
-            "of the time)")
+    override = f"; {res.override.describe()}" if res.override.describe() else ""
+    c = res.classes or 1000
+    chance = (f"chance {100 * c1:.1f} / {100 * c5:.1f}" if res.top5_means_something else
+              f"chance {100 * c1:.1f} top-1; **no top-5 numbers**: with {c} classes five guesses cover every class")
+    if 5 < c <= 10:
+        chance += f"; **top-5 says little with {c} classes** (a guess is in the top 5 {5 / c:.0%} of the time)"
     return (f"# {title}\n\n"
-            f"- dataset: {dataset}; {res.classes or '?'} classes; chance {100 * c1:.1f} / {100 * c5:.1f}{top5}\n"
+            f"- dataset: {dataset}; {res.classes or '?'} classes; {chance}\n"
             f"- profile: paper (unless a row says otherwise; it decays the biases and divides their ε with "
             f"the weights', our reading of §5)\n"
             f"- scale `{scale.name}` ({scale.why}{override}): main runs {res.size('main').describe()}; "
             f"short runs {short}\n"
-            f"- recipe: {res.size('main').recipe()}\n"
+            f"- recipe: {res.size('main').recipe()}" + (f" ({res.override.why})" if res.override.why else "") + "\n"
             f"- hardware: {hardware()}\n- commit: {code_version()}\n- date: {time.strftime('%Y-%m-%d')}\n"
             f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012. A number is shown only "
             f"for a run whose top-1 error is below half of chance ({50 * c1:.1f}%); ± is the sample standard "
@@ -259,7 +278,7 @@ def table1(res: Results, dataset: str, is_2010: bool) -> tuple[str, list[dict]]:
             elif err:
                 why = f"ILSVRC-2010 test split, {views}"
             rows.append({"model": model, "paper_top1": p1, "paper_top5": p5,
-                         "ours_top1": err and round(100 * err["top1"], 2), "ours_top5": err and round(100 * err["top5"], 2),
+                         "ours_top1": _percent(err, "top1"), "ours_top5": _percent(err, "top5"),
                          "note": why})
         else:
             rows.append({"model": model, "paper_top1": p1, "paper_top5": p5, "ours_top1": None, "ours_top5": None,
@@ -300,8 +319,8 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
                      if len(members) > 1 else "")
             note = f"{views}; 5 runs of seeds 1–5, softmax averaged{alone}"
         rows.append({"model": model, "paper_top1_val": p1, "paper_top5_val": p5, "paper_top5_test": p5t,
-                     "ours_top1_val": err and round(100 * err["top1"], 2),
-                     "ours_top5_val": err and round(100 * err["top5"], 2),
+                     "ours_top1_val": _percent(err, "top1"),
+                     "ours_top5_val": _percent(err, "top5"),
                      "ours_top5_test": None, "note": note + (f"; test: {test_note}" if err else "")})
     md = header(f"Table 2 (paper: ILSVRC-2012; ours: {dataset}, {res.scale} scale)", dataset, res)
     md += ("| Model | paper top-1 (val) | paper top-5 (val) | paper top-5 (test) | ours top-1 (val) | "
@@ -333,7 +352,7 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
         red = (None, None)
         verdict = note
         if err and base_ok:
-            red = (round(100 * err["top1"] - band["top1"], 2), round(100 * err["top5"] - band["top5"], 2))
+            red = tuple(None if band[k] is None else round(_percent(err, k) - band[k], 2) for k in ("top1", "top5"))
             noise = NOISE_RULE * band["top1_sd"]
             verdict = ("within noise" if abs(red[0]) <= noise else
                        ("the feature helps" if red[0] > 0 else "the feature hurts") + " (beyond noise)")
@@ -343,7 +362,7 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
         size = res.size(exp.scale)
         rows.append({"ablation": name, "what": exp.what, "paper_reduction_top1": p1, "paper_reduction_top5": p5,
                      "paper_note": exp.paper_note,
-                     "ours_top1": err and round(100 * err["top1"], 2), "ours_top5": err and round(100 * err["top5"], 2),
+                     "ours_top1": _percent(err, "top1"), "ours_top5": _percent(err, "top5"),
                      "baseline_top1": band and band["top1"], "baseline_top1_sd": band and band["top1_sd"],
                      "baseline_top5": band and band["top5"], "baseline_top5_sd": band and band["top5_sd"],
                      "ours_reduction_top1": red[0], "ours_reduction_top5": red[1], "verdict": verdict,
@@ -372,9 +391,8 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
 
 
 def write_tables(results: str | Path, dataset: str, scale: str, is_2010: bool = False,
-                 test_note: str = "this dataset has no test split", epochs: int | None = None,
-                 stability: str | None = None) -> Path:
-    res = Results(results, scale, epochs, stability)
+                 test_note: str = "this dataset has no test split", override: Override = Override()) -> Path:
+    res = Results(results, scale, override)
     tables = res.root / "tables"
     for name, (md, rows) in {"table1": table1(res, dataset, is_2010),
                              "table2": table2(res, dataset, test_note),
@@ -392,11 +410,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ilsvrc2010", action="store_true", help="the 1cnn evaluation is on ILSVRC-2010")
     ap.add_argument("--test-note", default="this dataset has no test split")
     ap.add_argument("--epochs", type=int, help="the runs' epochs, when run_all was given --epochs")
+    ap.add_argument("--batch-size", type=int, help="the runs' batch size, when run_all was given --batch-size")
     ap.add_argument("--stability", choices=["paper", *STABILITY], help="the runs' stability setting, when run_all "
                     "was given --stability")
     args = ap.parse_args(argv)
-    out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note, args.epochs,
-                       args.stability)
+    out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note,
+                       Override(args.epochs, args.batch_size, args.stability))
     print(f"tables → {out}")
     return 0
 

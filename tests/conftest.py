@@ -84,6 +84,21 @@ def messy_folder(tmp_path):
     return root
 
 
+def colour_folder(root: Path, names=("chat noir", "狗", "red_fox"), train: int = 24, val: int = 6) -> Path:
+    """A user's small ImageFolder that a linear classifier solves: class c is noise in colour
+    channel c % 3 alone. Class names with a space and a CJK character, JPEG and PNG mixed,
+    sizes that vary."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c, name in enumerate(names):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.zeros((120 + i, 150, 3), np.uint8)
+                pixels[..., c % 3] = rng.integers(0, 256, pixels.shape[:2])
+                Image.fromarray(pixels).save(root / split / name / f"img {i}.{'jpg' if i % 2 else 'png'}")
+    return root
+
+
 # ---------- training, in another process (for kills, signals and resource limits) ----------
 
 def train_argv(cache, run_dir, *extra) -> list[str]:
