@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -236,6 +237,24 @@ class TrainOptions:
     log_steps: bool = False  # one line per step in <run_dir>/steps.jsonl: loss, ε, per-layer maxima and
     # gradient norms (alexnet/diagnostics.py); reads each step's numbers at once, so a GPU waits for it
 
+    PATHS = ("cache", "run_dir", "resume", "init_from")
+
+    def to_dict(self) -> dict:
+        """As JSON holds it (paths and devices as strings): what a subprocess or torchrun job is
+        given whole (`alexnet.train --options`), and what config.json records."""
+        d = dataclasses.asdict(self)
+        d.update({k: str(d[k]) for k in self.PATHS if d[k] is not None})
+        d["devices"] = None if self.devices is None else [str(x) for x in self.devices]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown train options {unknown}: written by another version of this code?")
+        return cls(**{**d, "devices": None if d.get("devices") is None else tuple(d["devices"])})
+
 
 class Trainer:
     """One run: the model, §5's optimizer and schedule, the loaders, and the
@@ -409,7 +428,7 @@ class Trainer:
              "init_from": str(init_from) if init_from else None,
              "code_version": checkpoint.code_version(), "host": socket.gethostname(),
              "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
-             "mode": self.speed.label}, indent=1))
+             "mode": self.speed.label, "options": self.opts.to_dict()}, indent=1))
 
     def record_trained_longer(self) -> None:
         """config.json of a run trained longer: the longer config, and when it was lengthened."""

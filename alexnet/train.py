@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import math
+import operator
 import sys
 from pathlib import Path
 
@@ -121,6 +122,9 @@ def parse_args(argv=None):
                          "layer's largest |output| and gradient norm (slower on a GPU: each step is waited for)")
     ap.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
+    ap.add_argument("--options", metavar="JSON", help="the options above as one JSON object (config.json's "
+                    "\"options\", or what run_all writes for a job); a flag given with a value other than its "
+                    "default overrides it")
     add_config_args(ap)
     args = ap.parse_args(argv)
     check_at_least(ap, args, {"epochs": 1, "batch_size": 1, "workers": 0, "keep": 1, "num_classes": 2,
@@ -134,16 +138,35 @@ def parse_args(argv=None):
     return ap, args
 
 
-def options_from_args(args, devices) -> TrainOptions:
-    return TrainOptions(cache=args.cache, run_dir=args.run_dir, devices=devices, workers=args.workers,
-                        checkpoint_minutes=args.checkpoint_minutes, checkpoint_steps=args.checkpoint_steps,
-                        checkpoint_epochs=args.checkpoint_epochs,
-                        keep=args.keep, max_steps=args.max_steps, train_batches=args.train_batches,
-                        progress=not args.no_progress, fast=args.fast, compile=not args.no_compile,
-                        tower_streams=args.tower_streams, tensorboard=args.tensorboard, resume=args.resume,
-                        print_freq=args.print_freq, init_from=args.init_from,
-                        resident={"auto": None, "on": True, "off": False}[args.resident], decoder=args.decoder,
-                        log_steps=args.log_steps)
+def _same(value):
+    return value
+
+
+# Each TrainOptions field but `devices` (resolved by distributed.init): the flag that sets it (its
+# argparse dest) and how the flag's value becomes the field's. Checked against TrainOptions below,
+# so a new option cannot be left out of the command line or of a job's --options.
+FLAG_OF = {
+    "cache": ("cache", _same), "run_dir": ("run_dir", _same), "workers": ("workers", _same),
+    "checkpoint_minutes": ("checkpoint_minutes", _same), "checkpoint_epochs": ("checkpoint_epochs", _same),
+    "checkpoint_steps": ("checkpoint_steps", _same), "keep": ("keep", _same), "max_steps": ("max_steps", _same),
+    "train_batches": ("train_batches", _same), "progress": ("no_progress", operator.not_),
+    "fast": ("fast", _same), "compile": ("no_compile", operator.not_), "tower_streams": ("tower_streams", _same),
+    "tensorboard": ("tensorboard", _same), "resume": ("resume", _same), "print_freq": ("print_freq", _same),
+    "init_from": ("init_from", _same), "resident": ("resident", {"auto": None, "on": True, "off": False}.get),
+    "decoder": ("decoder", _same), "log_steps": ("log_steps", _same),
+}
+_FIELDS = {f.name for f in dataclasses.fields(TrainOptions)} - {"devices"}
+assert set(FLAG_OF) == _FIELDS, f"TrainOptions fields without a flag: {sorted(_FIELDS - set(FLAG_OF))}"
+
+
+def options_from_args(ap: argparse.ArgumentParser, args, devices) -> TrainOptions:
+    """The flags as TrainOptions; with --options, that file's options with the flags given on top."""
+    if not args.options:
+        return TrainOptions(devices=devices, **{f: conv(getattr(args, dest)) for f, (dest, conv) in FLAG_OF.items()})
+    base = TrainOptions.from_dict(json.loads(Path(args.options).read_text()))
+    given = {f: conv(getattr(args, dest)) for f, (dest, conv) in FLAG_OF.items()
+             if getattr(args, dest) != ap.get_default(dest)}
+    return dataclasses.replace(base, devices=devices, **given)
 
 
 def main(argv=None) -> int:
@@ -152,7 +175,7 @@ def main(argv=None) -> int:
         dist, devices = distributed.init(args.devices)
         cache = Cache(args.cache)
         cfg = config_from_args(args, num_classes=len(cache.classes))
-        return fit(cfg, options_from_args(args, devices), cache, dist)
+        return fit(cfg, options_from_args(ap, args, devices), cache, dist)
     except ValueError as e:
         ap.error(str(e))
     except (checkpoint.RunLocked, distributed.RunDirNotShared) as e:

@@ -26,6 +26,11 @@ Exit status: 0 done; 2 bad arguments (nothing was written); 1 a stage failed
 
 from __future__ import annotations
 
+if not __package__:  # `python reproduce/run_all.py ...`: run as the module it is, whose imports are the package's
+    import pathlib, runpy, sys  # noqa: E401
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    sys.exit(runpy.run_module("reproduce.run_all", run_name="__main__"))
+
 import argparse
 import dataclasses
 import json
@@ -400,17 +405,17 @@ def shared_workers(jobs: int) -> int | None:
 
 def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None) -> list[str]:
     """`python -m alexnet.train` for one run in its own process (a torchrun job of `nproc`
-    replicas when nproc > 1), with the run's whole config as JSON beside its directory."""
-    request = Path(opts.run_dir).with_name(Path(opts.run_dir).name + ".config.json")
-    request.parent.mkdir(parents=True, exist_ok=True)
-    request.write_text(json.dumps(cfg.to_dict(), indent=1))
+    replicas when nproc > 1), given the run's whole config and options as JSON files beside its
+    directory; only the devices go as a flag (each torchrun rank resolves its own)."""
+    run_dir = Path(opts.run_dir)
+    config, options = (run_dir.with_name(f"{run_dir.name}.{what}.json") for what in ("config", "options"))
+    config.parent.mkdir(parents=True, exist_ok=True)
+    write_text(config, json.dumps(cfg.to_dict(), indent=1))
+    write_text(options, json.dumps(dataclasses.replace(opts, devices=None, progress=False).to_dict(), indent=1))
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
               if nproc > 1 else [sys.executable, "-m"])
-    cmd = launch + ["alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir), "--config",
-                    str(request), "--no-progress", "--keep", str(opts.keep), "--train-batches", str(opts.train_batches),
-                    "--checkpoint-epochs", str(opts.checkpoint_epochs)]
-    cmd += ["--init-from", str(opts.init_from)] if opts.init_from else []
-    cmd += ["--workers", str(opts.workers)] if opts.workers is not None else []
+    cmd = launch + ["alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir),
+                    "--config", str(config), "--options", str(options)]
     if nproc > 1:  # torchrun: each rank takes GPUs 2r, 2r+1 of the node, or the CPU
         return cmd + (["--devices", "cpu"] if opts.devices and opts.devices[0].type == "cpu" else [])
     return cmd + ["--devices", devices or ",".join(str(d) for d in opts.devices)]

@@ -12,6 +12,11 @@ of settings and not selected since, are named, not mixed in.
 
 from __future__ import annotations
 
+if not __package__:  # `python reproduce/tables.py ...`: run as the module it is, whose imports are the package's
+    import pathlib, runpy, sys  # noqa: E401
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    sys.exit(runpy.run_module("reproduce.tables", run_name="__main__"))
+
 import argparse
 import csv
 import io

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 import types
 import warnings
 from pathlib import Path
@@ -295,6 +296,14 @@ def test_run_all_prints_its_help(capsys):
     with pytest.raises(SystemExit) as e:
         run_all_module.main(["--help"])
     assert e.value.code == 0 and "Regenerate the paper's tables" in capsys.readouterr().out
+
+
+def test_the_package_scripts_run_as_files_too():
+    """`python reproduce/run_all.py`, as a user types it, is `python -m reproduce.run_all`: a bad
+    option is refused with the module's message and exit status (one interpreter: about 6 s)."""
+    r = subprocess.run([sys.executable, "reproduce/run_all.py", "--epochs", "0"], cwd=ROOT,
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 2 and "run_all.sh: error: --epochs=0: must be at least 1" in r.stderr, r.stderr[-2000:]
 
 
 @pytest.mark.slow  # two fresh interpreters importing torch (env.sh's check, then run_all): about 12 s
@@ -720,14 +729,35 @@ def test_runs_that_share_a_machine_share_its_cores(tiny_cache, tmp_path):
     from alexnet.engine import Trainer, TrainOptions
     cores = os.cpu_count()
     assert run_all_module.shared_workers(1) is None and run_all_module.shared_workers(2) == max(1, cores // 2)
-    opts = TrainOptions(cache=tiny_cache, run_dir=tmp_path / "r", devices=(torch.device("cpu"),) * 2, workers=3)
-    cmd = run_all_module.job_command(AlexNetConfig(num_classes=4), opts, 1, "cpu")
-    assert cmd[cmd.index("--workers") + 1] == "3"
     cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=4)
     two_per_node = distributed.Dist(local_world_size=2)
     trainer = Trainer(cfg, TrainOptions(cache=tiny_cache, run_dir=tmp_path / "t", devices=("cpu", "cpu")),
                       dist=two_per_node)
     assert trainer.train_loader.workers == trainer.val_loader.workers == max(1, cores // 2)
+
+
+def test_a_job_gets_every_train_option_that_run_all_chose(tmp_path):
+    """job_command hands alexnet.train its TrainOptions whole: every field set to a value that is
+    not its default arrives as set, through the argv the job runs (one process or torchrun), and
+    a flag added to that command still overrides the file."""
+    import dataclasses
+    from alexnet import train
+    from alexnet.engine import TrainOptions
+    odd = TrainOptions(cache=str(tmp_path / "c"), run_dir=str(tmp_path / "r"), workers=3, checkpoint_minutes=2.5,
+                       checkpoint_epochs=4, checkpoint_steps=7, keep=5, max_steps=11, train_batches=6, progress=False,
+                       fast=True, compile=False, tower_streams=True, tensorboard=True, resume=str(tmp_path / "old"),
+                       print_freq=9, init_from=str(tmp_path / "pre"), resident=False, decoder="gpu", log_steps=True)
+    default = TrainOptions(cache=str(tmp_path / "c"), run_dir=str(tmp_path / "r"))
+    fields = [f.name for f in dataclasses.fields(TrainOptions) if f.name not in ("cache", "run_dir", "devices")]
+    assert [f for f in fields if getattr(odd, f) == getattr(default, f)] == []  # each one really is set
+    devices = (torch.device("cpu"),) * 2
+    for nproc in (1, 2):
+        cmd = run_all_module.job_command(AlexNetConfig(num_classes=4), dataclasses.replace(odd, devices=devices),
+                                         nproc, "cpu")
+        argv = cmd[cmd.index("alexnet.train") + 1:]
+        assert train.options_from_args(*train.parse_args(argv), devices) == dataclasses.replace(odd, devices=devices)
+        later = train.options_from_args(*train.parse_args(argv + ["--keep", "2"]), devices)
+        assert later == dataclasses.replace(odd, devices=devices, keep=2)
 
 
 def checkpoint_files(run_dir):

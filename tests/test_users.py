@@ -192,10 +192,10 @@ def test_familiar_flag_spellings_are_aliases(tmp_path):
 
 def test_loader_flags_reach_the_trainer_options():
     common = ["--cache", "c", "--run-dir", "r"]
-    chosen = {flag: train.options_from_args(train.parse_args([*common, *flag])[1], None).resident
+    chosen = {flag: train.options_from_args(*train.parse_args([*common, *flag]), None).resident
               for flag in ((), ("--resident", "on"), ("--resident", "off"))}
     assert chosen == {(): None, ("--resident", "on"): True, ("--resident", "off"): False}
-    assert train.options_from_args(train.parse_args([*common, "--decoder", "gpu"])[1], None).decoder == "gpu"
+    assert train.options_from_args(*train.parse_args([*common, "--decoder", "gpu"]), None).decoder == "gpu"
 
 
 @pytest.mark.slow  # three small trainings: about 10 s (CI time)

@@ -33,6 +33,11 @@ stage grows or fails.
 
 from __future__ import annotations
 
+if not __package__:  # `python tools/scale_test.py ...`: run as the module it is, whose imports are the package's
+    import pathlib, runpy, sys  # noqa: E401
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    sys.exit(runpy.run_module("tools.scale_test", run_name="__main__"))
+
 import argparse
 import json
 import os
