@@ -315,7 +315,7 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
                     f"configuration and seed): top-1 {_pm(band['top1'], band['top1_sd'])}")
         elif err and run == "1cnn" and res.scale == "cpu":
             note = (f"{views}; one run: no seed replicates at its size; --scale cpu-full measures their spread, "
-                    "which is what another machine type gives (results/README.md)")
+                    "which is what another machine type gives (results/synthetic/README.md)")
         elif err and run == "1cnn":
             note = f"{views}; one run: no seed replicates at its size"
         elif err and run == "5cnns":

@@ -570,8 +570,8 @@ def test_kernel_statistics_tell_gratings_from_noise():
 def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     """Every committed paper-profile log's ε sequence is what alexnet.schedule gives for its own
     validation curve, with today's patience floor (two epochs) or, in folders made before it
-    existed, the earlier floor of one epoch (results/README.md says which); results/synthetic/ and
-    results/synthetic-cpu-full/, regenerated with the floor, follow today's. Runs reused across a
+    existed, the earlier floor of one epoch (each folder's README says which); results/synthetic/,
+    results/synthetic-cpu-full/ and -paper/, made with the floor, follow today's. Runs reused across a
     schedule change are valid only so."""
     from alexnet.schedule import PlateauSchedule
 
@@ -602,8 +602,8 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
 def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale, stability):
     """Every evaluation in the regenerated results folders records the training config of each
     checkpoint, and each config is the one this code trains that run with at that scale: a
-    change to a training default fails here until the folder is made again (results/README.md
-    says how long each takes) or its numbers are moved to the README as history."""
+    change to a training default fails here until the folder is made again (its README says
+    how)."""
     results = Results(ROOT / "results" / folder, scale, Override(stability=stability))
     evals = sorted((results.root / "eval").glob("*.json"))
     assert evals
