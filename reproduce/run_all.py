@@ -1,7 +1,7 @@
 """Regenerate the paper's tables and figures: data → train → evaluate → tables → figures.
 
     bash reproduce/run_all.sh                                  # embedded synthetic dataset; CPU: ~15 min
-    bash reproduce/run_all.sh --scale cpu-full                 # every row on a CPU (results/README.md: the folders)
+    bash reproduce/run_all.sh --scale cpu-full                 # every row on a CPU (results/synthetic-cpu-full/)
     bash reproduce/run_all.sh --imagenet /data/ilsvrc2012      # the real reproduction (90 epochs per run)
     bash reproduce/run_all.sh --imagenet2010 /data/ilsvrc2010  # Table 1 (ImageFolder with train/ val/ test/)
     bash reproduce/run_all.sh --data /data/imagenette2 --experiments 1cnn,no-lrn --epochs 30

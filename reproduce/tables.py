@@ -357,7 +357,8 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
         red = (None, None)
         verdict = note
         if err and base_ok:
-            red = tuple(None if band[k] is None else round(_percent(err, k) - band[k], 2) for k in ("top1", "top5"))
+            red = tuple(None if band[k] is None or err[k] is None else round(100 * err[k] - band[k], 2)
+                        for k in ("top1", "top5"))
             noise = NOISE_RULE * band["top1_sd"]
             verdict = ("within noise" if abs(red[0]) <= noise else
                        ("the feature helps" if red[0] > 0 else "the feature hurts") + " (beyond noise)")
