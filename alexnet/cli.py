@@ -6,7 +6,8 @@ import argparse
 
 
 def check_at_least(ap: argparse.ArgumentParser, args: argparse.Namespace, lows: dict[str, int]) -> None:
-    """ap.error (exit 2, one line naming the flag) for any args.<name> below its bound; None is not checked."""
+    """ap.error (exit 2, one line naming the flag) for any args.<name> below its bound; None is not
+    checked."""
     for name, low in lows.items():
         v = getattr(args, name, None)
         if v is not None and v < low:

@@ -77,7 +77,8 @@ class LayerProbe:
         self.handles = [m.register_forward_hook(self._on_layer(name)) for name, m in self.layers.items()]
         dropouts = {f"t{i}.{n}": m for i, t in enumerate(net.towers) for n, m in t.named_children()
                     if isinstance(m, PaperDropout) and m.p > 0}
-        self.handles += [m.register_forward_hook(self._on_dropout(name, record_masks)) for name, m in dropouts.items()]
+        self.handles += [m.register_forward_hook(self._on_dropout(name, record_masks))
+                         for name, m in dropouts.items()]
 
     def _on_layer(self, name: str):
         def hook(module, inputs, out):
@@ -94,7 +95,8 @@ class LayerProbe:
                 return None
             if self.replay is not None:  # a twin's masks: the same units dropped
                 return inputs[0] * self.replay[name].to(inputs[0])
-            if record:  # where the input was 0 (ReLU) the mask cannot be read back: kept, which changes nothing
+            # where the input was 0 (ReLU) the mask cannot be read back: kept, which changes nothing
+            if record:
                 x = inputs[0].detach()
                 self.masks[name] = ((out.detach() != 0) | (x == 0)).to(torch.uint8)
             return None

@@ -100,9 +100,9 @@ def agree_on_start(d: Dist, step: int | None, path, run_dir) -> None:
     seen = "; ".join(f"node {e['node']} (rank {e['rank']} on {e['host']}): "
                      + (f"step {e['step']} ({e['where']})" if e["step"] is not None else e["where"])
                      for e in everyone)
-    raise RunDirNotShared(f"the ranks found different checkpoints ({seen}); every node must see the same "
-                          "--run-dir, on a file system they share, so that they resume one run. Stopped before "
-                          "training.")
+    raise RunDirNotShared(f"the ranks found different checkpoints ({seen}); every node must see the "
+                          "same --run-dir, on a file system they share, so that they resume one run. "
+                          "Stopped before training.")
 
 
 def sum_over_ranks(t: torch.Tensor, device) -> torch.Tensor:

@@ -271,7 +271,8 @@ class Trainer:
         # what a checkpoint needs to classify a new image (alexnet.predict, tools.export)
         self.dataset = {"mean": torch.from_numpy(cache.mean.astype(np.float32)), "classes": cache.classes}
         if cfg.batch_size % self.dist.world_size:
-            raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by {self.dist.world_size} processes")
+            raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by "
+                             f"{self.dist.world_size} processes")
         self.speed = Speed(fast=opts.fast, compile=opts.compile)
         self.speed.setup(self.devices)
         torch.manual_seed(cfg.seed)
@@ -283,8 +284,8 @@ class Trainer:
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
                             weight_decay=cfg.weight_decay)
         self.schedule = make_schedule(cfg)
-        workers = (cores_each(self.dist.local_world_size) if opts.workers is None
-                   else opts.workers)  # torchrun's replicas on one node would otherwise each start one per core
+        # torchrun's replicas on one node share the cores, or each would start one worker per core
+        workers = cores_each(self.dist.local_world_size) if opts.workers is None else opts.workers
         common = dict(seed=cfg.seed, device=self.devices[0], workers=workers, rank=self.dist.rank,
                       world_size=self.dist.world_size, resident=opts.resident, decoder=opts.decoder)
         self.train_loader = Loader(cache, "train", cfg, train=True, batch_size=cfg.batch_size,
@@ -299,7 +300,7 @@ class Trainer:
         self.epoch, self.step, self.history = 0, 0, []
         self.meters = self._new_meters()
         self.last_ckpt: Path | None = None
-        self.last_save = time.time()  # of the last checkpoint (or the start): checkpoint_minutes counts from it
+        self.last_save = time.time()  # the last checkpoint's time (or the start's): checkpoint_minutes
         self.stop_signal: int | None = None
         self.trained_longer: dict | None = None  # set by resume() for a finished run given more epochs
         self.tb = None
@@ -307,13 +308,14 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+                raise ValueError("--tensorboard needs the tensorboard package: "
+                                 "pip install tensorboard") from None
             self.tb = SummaryWriter(self.run_dir / "tb")
         # a fresh run's pre-trained weights (--init-from), checked before the run directory exists
-        self.init_path = (self.initialize_from(opts.init_from) if opts.init_from and not checkpoint.files(self.run_dir)
-                          else None)
+        fresh = opts.init_from and not checkpoint.files(self.run_dir)
+        self.init_path = self.initialize_from(opts.init_from) if fresh else None
         self.probe = LayerProbe(self.net) if opts.log_steps and self.dist.main else None
-        self.step_log: StepLog | None = None  # opened by fit() once the run directory is known to be this run's
+        self.step_log: StepLog | None = None  # opened by fit() once the run directory is this run's
 
     @staticmethod
     def _new_meters() -> dict:
@@ -359,13 +361,15 @@ class Trainer:
         if set(diff) == {"epochs"} and now["epochs"] >= ck["epoch"]:
             if same_course(was_cfg, self.cfg, ck["epoch"]):
                 if self.dist.main:
-                    print(f"{path}: a run of {was['epochs']} epochs, trained on to {now['epochs']} (its ε schedule "
-                          f"for the first {ck['epoch']} epochs is the same at both lengths)", file=sys.stderr)
+                    print(f"{path}: a run of {was['epochs']} epochs, trained on to {now['epochs']} "
+                          f"(its ε schedule for the first {ck['epoch']} epochs is the same at both lengths)",
+                          file=sys.stderr)
                 return {"from_epochs": was["epochs"], "to_epochs": now["epochs"], "at_epoch": ck["epoch"],
                         "code_version": checkpoint.code_version()}
-            raise ValueError(f"{path} holds a {was['epochs']}-epoch run whose ε schedule ({was['lr_schedule']}) "
-                             f"would have differed at {now['epochs']} epochs within its first {ck['epoch']}; "
-                             "train the longer run from the start in another --run-dir")
+            raise ValueError(f"{path} holds a {was['epochs']}-epoch run whose ε schedule "
+                             f"({was['lr_schedule']}) would have differed at {now['epochs']} "
+                             f"epochs within its first {ck['epoch']}; train the longer run from "
+                             "the start in another --run-dir")
         raise ValueError(f"{path} holds a run with another config (checkpoint vs now: {diff}); "
                          "use another --run-dir, or the same flags as that run")
 
@@ -376,8 +380,9 @@ class Trainer:
             return False
         self.trained_longer = self._check_same_run(path, ck)
         if ck.get("fast", False) != self.speed.fast:
-            raise ValueError(f"{self.run_dir} holds a run trained in mode {ck.get('mode', 'faithful')!r}; "
-                             f"resume it {'with' if ck.get('fast') else 'without'} --fast, or use another --run-dir")
+            raise ValueError(f"{self.run_dir} holds a run trained in mode "
+                             f"{ck.get('mode', 'faithful')!r}; resume it "
+                             f"{'with' if ck.get('fast') else 'without'} --fast, or use another --run-dir")
         self.net.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.schedule.load_state_dict(ck["schedule"])
@@ -404,9 +409,9 @@ class Trainer:
         wrong = [k for k in keep if k not in theirs or theirs[k].shape != own[k].shape]
         wrong += [k for k in theirs if not k.startswith("fc8.") and k not in own]  # layers this net lacks
         if wrong:
-            raise ValueError(f"--init-from {path}: its network differs from this one at {', '.join(wrong[:3])}"
-                             f"{' …' if len(wrong) > 3 else ''}; pre-train with the same layers (e.g. "
-                             "--extra-conv6 on both runs)")
+            raise ValueError(f"--init-from {path}: its network differs from this one at "
+                             f"{', '.join(wrong[:3])}{' …' if len(wrong) > 3 else ''}; pre-train with the "
+                             "same layers (e.g. --extra-conv6 on both runs)")
         self.net.load_state_dict({**own, **{k: theirs[k] for k in keep}})
         if self.dist.main:
             print(f"initialized from {path} (epoch {ck.get('epoch')}): every layer but fc8", file=sys.stderr)
@@ -503,7 +508,8 @@ class Trainer:
         loader = self.train_loader
         self.prepare_epoch()
         bar = progress_bar(total=len(loader), initial=loader.position, unit="batch", leave=False,
-                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}", enabled=self.dist.main and opts.progress)
+                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                           enabled=self.dist.main and opts.progress)
         t0 = time.perf_counter()
         pending: _StepStats | None = None
         recent: collections.deque = collections.deque(maxlen=8)  # (step, loss): what led up to a failure
@@ -518,10 +524,12 @@ class Trainer:
                 self.record_nonfinite(pending, loss_sum / n)
                 before = ", ".join(f"{s} {v:.3f}" for s, v in recent) or "none in this epoch"
                 x = pending_x.float()
-                batch = (f"finite, from {x.min().item():.1f} to {x.max().item():.1f}" if torch.isfinite(x).all()
-                         else f"{int((~torch.isfinite(x)).sum())} non-finite values")
-                raise NonFiniteLoss(f"loss is {loss_sum / n} at epoch {self.epoch + 1}, step {pending.step}; "
-                                    f"the steps before (step loss): {before}; that step's input batch: {batch}")
+                finite = torch.isfinite(x)
+                batch = (f"finite, from {x.min().item():.1f} to {x.max().item():.1f}" if finite.all()
+                         else f"{int((~finite).sum())} non-finite values")
+                raise NonFiniteLoss(f"loss is {loss_sum / n} at epoch {self.epoch + 1}, step "
+                                    f"{pending.step}; the steps before (step loss): {before}; that "
+                                    f"step's input batch: {batch}")
             recent.append((pending.step, loss_sum / n))
             m["loss"] += loss_sum
             m["wrong1"] += int(wrong1)
@@ -532,7 +540,8 @@ class Trainer:
             pending = None
 
         for x, y in loader:
-            stats = distributed.sum_over_ranks(train_step(self.forward, self.opt, x, y, self.speed), self.devices[0])
+            stats = train_step(self.forward, self.opt, x, y, self.speed)
+            stats = distributed.sum_over_ranks(stats, self.devices[0])
             self.step += 1
             batch = (loader.position or len(loader)) - 1  # the loader has moved past it
             settle()  # the previous step's numbers, while this one runs
@@ -541,12 +550,14 @@ class Trainer:
                 self.log_step(stats, batch)
                 settle()
             bar.update()
-            if opts.print_freq and self.step % opts.print_freq == 0 and self.dist.main and not sys.stderr.isatty():
-                print(f"epoch {self.epoch + 1}/{cfg.epochs} batch {loader.position or len(loader)}/{len(loader)} "
-                      f"step {self.step}: "
-                      f"train loss {m['loss'] / max(m['n'], 1):.4f} err {m['wrong1'] / max(m['n'], 1):.4f} "
-                      f"(this epoch, to the step before)", file=sys.stderr, flush=True)
-            due = (opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0) or self.checkpoint_overdue()
+            printing = opts.print_freq and self.dist.main and not sys.stderr.isatty()
+            if printing and self.step % opts.print_freq == 0:
+                print(f"epoch {self.epoch + 1}/{cfg.epochs} batch "
+                      f"{loader.position or len(loader)}/{len(loader)} step {self.step}: train loss "
+                      f"{m['loss'] / max(m['n'], 1):.4f} err {m['wrong1'] / max(m['n'], 1):.4f} (this epoch, "
+                      "to the step before)", file=sys.stderr, flush=True)
+            due = ((opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0)
+                   or self.checkpoint_overdue())
             if self.should_stop() or due:
                 settle()
                 m["seconds"] += time.perf_counter() - t0
@@ -576,7 +587,8 @@ class Trainer:
             m = self.meters
             self.history.append({
                 "epoch": self.epoch + 1, "step": self.step,
-                "train_loss": m["loss"] / m["n"], "train_top1": m["wrong1"] / m["n"], "train_top5": m["wrong5"] / m["n"],
+                "train_loss": m["loss"] / m["n"], "train_top1": m["wrong1"] / m["n"],
+                "train_top5": m["wrong5"] / m["n"],
                 "val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"],
                 "lr": lrs, "pca_lighting": self.train_loader.lighting is not False,
                 "images_per_s": round(m["n"] / max(m["seconds"], 1e-9), 2), "seconds": round(m["seconds"], 2),
@@ -596,7 +608,8 @@ class Trainer:
             self.epoch += 1
             self.meters = self._new_meters()
             self.save(weights=self.epoch % self.opts.checkpoint_epochs == 0 or self.epoch == cfg.epochs
-                      or self.stop_signal is not None or self.max_steps_reached() or self.checkpoint_overdue())
+                      or self.stop_signal is not None or self.max_steps_reached()
+                      or self.checkpoint_overdue())
             if self.stop_signal is not None:
                 return EXIT_INTERRUPTED
         return 0
@@ -644,9 +657,9 @@ def fit(cfg: AlexNetConfig, opts: TrainOptions, cache: Cache | None = None,
             except NonFiniteLoss as e:
                 where = trainer.last_ckpt or "none yet (the run diverged before its first checkpoint)"
                 raise NonFiniteLoss(f"{e}; stopped. Last good checkpoint: {where}. The batch is recorded in "
-                                    f"{trainer.run_dir / NONFINITE}: `python -m tools.replay {trainer.run_dir}` "
-                                    "replays it in float64 beside the run's own arithmetic. Lower --lr, or check "
-                                    "the data.")
+                                    f"{trainer.run_dir / NONFINITE}: `python -m tools.replay "
+                                    f"{trainer.run_dir}` replays it in float64 beside the run's own "
+                                    "arithmetic. Lower --lr, or check the data.")
             finally:
                 if trainer.step_log is not None:
                     trainer.step_log.close()

@@ -86,7 +86,8 @@ def save_features(cache: Cache, checkpoint_path, out, split: str = "val", device
 
 
 def save_errors(cache: Cache, checkpoints: list, out=None, split: str = "val", views=("center", "ten"),
-                devices=None, batch_size: int = 64, workers: int | None = None, root=None) -> tuple[dict, dict]:
+                devices=None, batch_size: int = 64, workers: int | None = None,
+                root=None) -> tuple[dict, dict]:
     """`engine.evaluate`, printed and written as JSON (with what produced it) to `out`;
     paths are recorded relative to `root` (see `shown`)."""
     t0 = time.time()
@@ -97,7 +98,8 @@ def save_errors(cache: Cache, checkpoints: list, out=None, split: str = "val", v
                 "code_version": checkpoint.code_version(), "date": time.strftime("%Y-%m-%d")})
     for v, e in res["ensemble"].items():
         label = "ensemble of %d" % len(checkpoints) if len(checkpoints) > 1 else "model"
-        print(f"{label}, {v} view(s): top-1 error {e['top1']:.4f}, top-5 error {e['top5']:.4f} ({e['n']} images)")
+        print(f"{label}, {v} view(s): top-1 error {e['top1']:.4f}, top-5 error "
+              f"{e['top5']:.4f} ({e['n']} images)")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_text(out, json.dumps(res, indent=1))

@@ -35,8 +35,9 @@ from torch import nn
 
 
 class GroupedAlexNet(nn.Module):
-    def __init__(self, num_classes: int = 1000, widths: tuple = (96, 256, 384, 384, 256), fc_width: int = 4096,
-                 groups: int = 2, conv6_width: int = 0, pool_kernel: int = 3, pool_stride: int = 2, activation: str = "relu",
+    def __init__(self, num_classes: int = 1000, widths: tuple = (96, 256, 384, 384, 256),
+                 fc_width: int = 4096, groups: int = 2, conv6_width: int = 0, pool_kernel: int = 3,
+                 pool_stride: int = 2, activation: str = "relu",
                  dropout: float = 0.5, lrn: dict | None = None, lrn1_before_relu: bool = False,
                  samemap: dict | None = None):
         """`lrn`: {"size", "alpha", "beta", "k"} with alpha as `F.local_response_norm` takes it
@@ -74,7 +75,8 @@ class GroupedAlexNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 4096-d last hidden layer (fc7 after ReLU)."""
-        pad = [(1 + math.ceil((s - 11) / 4) - 1) * 4 + 11 - s for s in x.shape[-2:]]  # the 2012 code's 224 → 55
+        # the 2012 code's 224 → 55
+        pad = [(1 + math.ceil((s - 11) / 4) - 1) * 4 + 11 - s for s in x.shape[-2:]]
         x = self.conv1(F.pad(x, (0, pad[1], 0, pad[0])))
         x = self.act(self.norm(x)) if self.lrn1_before_relu else self.norm(self.act(x))
         x = self.pool(x)

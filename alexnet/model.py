@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .config import AlexNetConfig, PROFILES
+from .config import PROFILES, AlexNetConfig
 from .layers import LocalResponseNorm, PadToCeil, PaperDropout, SameMapNorm
 from .placement import DeviceLike, exchange, resolve_devices
 
@@ -151,7 +151,8 @@ class AlexNet(nn.Module):
 
     def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
         """conv1 … fc7 (after ReLU, before dropout): one tensor per tower."""
-        h = self.per_tower(lambda t, xi: t.lower(xi), [x.to(t.device) for t in self.towers])  # T × N×128×13×13
+        h = self.per_tower(lambda t, xi: t.lower(xi),
+                           [x.to(t.device) for t in self.towers])  # T × N×128×13×13
         h = self.per_tower(lambda t, xi: t.upper(xi),  # T × N×128×6×6
                            [exchange(h, t.device, at="conv3") for t in self.towers])
         if self.config.extra_conv6:  # 1 CNN*: conv6 reads both towers' pool3
@@ -218,7 +219,8 @@ def summary(model: AlexNet, batch: int = 1) -> str:
     order = {name: i for i, (name, _) in enumerate(named + [("fc8", None)])}
     rows.sort(key=lambda r: order[r[0]])
     total = sum(p.numel() for p in model.parameters())
-    lines = [f"AlexNet, profile {cfg.profile}, {cfg.towers} tower(s), input 3×{cfg.crop_size}×{cfg.crop_size}",
+    lines = [f"AlexNet, profile {cfg.profile}, {cfg.towers} tower(s), "
+             f"input 3×{cfg.crop_size}×{cfg.crop_size}",
              f"{'layer':<14} {'output (per image)':<20} {'parameters':>12}  device"]
     lines += [f"{n:<14} {s:<20} {p:>12,}  {d}" for n, s, p, d in rows]
     lines.append(f"{'total':<14} {'':<20} {total:>12,}")

@@ -81,7 +81,8 @@ class PlateauSchedule:
         return None
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "bad_epochs": self.bad_epochs, "done": self.done, "improved": self.improved}
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "done": self.done,
+                "improved": self.improved}
 
     def load_state_dict(self, s: dict) -> None:
         self.best, self.bad_epochs, self.done = s["best"], s["bad_epochs"], s["done"]
@@ -165,7 +166,8 @@ def same_course(a: AlexNetConfig, b: AlexNetConfig, epochs: int) -> bool:
     sa, sb = make_schedule(a), make_schedule(b)
     if type(sa) is not type(sb):
         return False
-    if isinstance(sa, PlateauSchedule) and (sa.patience, sa.drops, sa.factor) != (sb.patience, sb.drops, sb.factor):
+    rule = lambda s: (s.patience, s.drops, s.factor)  # noqa: E731
+    if isinstance(sa, PlateauSchedule) and rule(sa) != rule(sb):
         return False
     return all(sa.factors(e) == sb.factors(e) and sa.lighting(e) == sb.lighting(e) for e in range(epochs))
 

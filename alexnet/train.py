@@ -39,7 +39,8 @@ from .engine import EXIT_DISK_FULL, EXIT_NONFINITE, NonFiniteLoss, TrainOptions,
 def add_config_args(ap: argparse.ArgumentParser) -> None:
     """Flags that mirror AlexNetConfig (defaults come from the profile)."""
     g = ap.add_argument_group("model and learning (default: the profile's value)")
-    g.add_argument("--config", metavar="JSON", help="a whole AlexNetConfig as JSON (config.json's \"config\", "
+    g.add_argument("--config",
+                   metavar="JSON", help="a whole AlexNetConfig as JSON (config.json's \"config\", "
                    "or what run_all writes for a torchrun job); the flags below still override it")
     g.add_argument("--profile", choices=PROFILES, default="paper",
                    help="'paper' (the text) or 'cuda-convnet' (the released 2012 code)")
@@ -47,7 +48,8 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("-b", "--batch-size", type=int, help="global batch (paper: 128)")
     g.add_argument("--lr", type=float, help="initial ε (paper: 0.01)")
     g.add_argument("--momentum", type=float, help="SGD momentum (paper: 0.9)")
-    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, help="weight decay (paper: 0.0005)")
+    g.add_argument("--wd", "--weight-decay",
+                   dest="weight_decay", type=float, help="weight decay (paper: 0.0005)")
     g.add_argument("--seed", type=int, help="seed for init, shuffling, augmentation, dropout")
     g.add_argument("--towers", type=int, choices=(1, 2), help="2, or 1 = footnote 2's one-GPU net")
     g.add_argument("--crop-size", type=int, choices=(224, 227), help="input crop (paper: 224)")
@@ -58,8 +60,9 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--no-pca-lighting", dest="pca_lighting", action="store_false", default=None,
                    help="ablation: no PCA colour augmentation (§4.1)")
     g.add_argument("--extra-conv6", action="store_true", default=None, help="1 CNN*: a sixth conv layer")
-    g.add_argument("--bias-init", type=float, help="the constant in the biases of conv2, conv4, conv5, fc6, fc7 "
-                   "(paper: 1; Caffe: 0.1; reproduce/PAPER.md, 'Stability')")
+    g.add_argument("--bias-init", type=float,
+                   help="the constant in the biases of conv2, conv4, conv5, fc6, fc7 (paper: 1; Caffe: 0.1; "
+                        "reproduce/PAPER.md, 'Stability')")
     g.add_argument("--num-classes", type=int, help="default: the dataset's class count")
     g.add_argument("--lr-schedule", choices=("plateau", "cuda-convnet", "finetune"),
                    help="plateau (§5), cuda-convnet (the recorded 2012 run) or finetune (1 CNN*'s recorded "
@@ -82,49 +85,59 @@ def parse_args(argv=None):
     ap.add_argument("--cache", required=True, help="a prepared dataset (python -m tools.prepare)")
     ap.add_argument("--run-dir", "--output-dir", dest="run_dir", required=True,
                     help="checkpoints and log.jsonl go here; rerun to resume")
-    ap.add_argument("--resume", metavar="PATH", help="start from this checkpoint (file or run directory) instead of "
-                    "the run directory's own; the newer of the two (by step) is used, so rerunning never loses work")
-    ap.add_argument("--init-from", metavar="CKPT", help="start a fresh run from this checkpoint's weights (file or "
-                    "run directory), all but fc8, which is new for this dataset: 1 CNN*'s fine-tuning (use with "
-                    "--lr-schedule finetune and the pre-trained run's layers, e.g. --extra-conv6)")
-    ap.add_argument("--devices", help="tower devices, e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: what exists)")
+    ap.add_argument("--resume",
+                    metavar="PATH",
+                    help="start from this checkpoint (file or run directory) instead of the run directory's "
+                         "own; the newer of the two (by step) is used, so rerunning never loses work")
+    ap.add_argument("--init-from",
+                    metavar="CKPT",
+                    help="start a fresh run from this checkpoint's weights (file or run directory), all but "
+                         "fc8, which is new for this dataset: 1 CNN*'s fine-tuning (use with --lr-schedule "
+                         "finetune and the pre-trained run's layers, e.g. --extra-conv6)")
+    ap.add_argument("--devices",
+                    help="tower devices, e.g. cuda:0,cuda:1 | cuda:0 | cpu (default: what exists)")
     ap.add_argument("-j", "--workers", type=int, default=None,
                     help="loader processes, which decode (and on a CPU augment) the images "
                          "(default: the cores, shared among this node's torchrun replicas)")
-    ap.add_argument("--checkpoint-minutes", type=float, default=15.0, help="also checkpoint mid-epoch this often")
+    ap.add_argument("--checkpoint-minutes", type=float, default=15.0,
+                    help="also checkpoint mid-epoch this often")
     ap.add_argument("--checkpoint-epochs", type=int, default=1,
                     help="checkpoint at the end of every N-th epoch (and of the last one, and whenever "
                          "--checkpoint-minutes have passed): N > 1 where an epoch takes seconds")
     ap.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
     ap.add_argument("--keep", type=int, default=3, help="checkpoints kept")
-    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps in total (0: no limit)")
+    ap.add_argument("--max-steps", type=int, default=0,
+                    help="stop after this many steps in total (0: no limit)")
     ap.add_argument("--train-batches", type=int, default=0,
                     help="short runs: use only the first N batches of each epoch's shuffled order (0: all)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("-p", "--print-freq", type=int, default=0, metavar="N",
-                    help="when stderr is not a terminal (a log file), a progress line every N steps (0: none)")
+                    help="when stderr is not a terminal (a log file), a progress line every N steps "
+                         "(0: none)")
     ap.add_argument("--fast", action="store_true",
-                    help="fast mode: bf16 autocast, channels-last, TF32, torch.compile; NOT bit-faithful, and "
-                         "labelled so in the log, checkpoints and evaluations (see alexnet/speed.py)")
+                    help="fast mode: bf16 autocast, channels-last, TF32, torch.compile; NOT bit-faithful, "
+                         "and labelled so in the log, checkpoints and evaluations (see alexnet/speed.py)")
     ap.add_argument("--no-compile", action="store_true", help="with --fast: skip torch.compile")
     ap.add_argument("--tower-streams", action="store_true",
-                    help="both towers on one GPU: one CUDA stream per tower, so they overlap (same arithmetic)")
+                    help="both towers on one GPU: one CUDA stream per tower, so they "
+                         "overlap (same arithmetic)")
     ap.add_argument("--resident", choices=("auto", "on", "off"), default="auto",
-                    help="decode each split once into the loader device's memory and gather every batch from it "
-                         "(the same batches as decoding them); auto: on a GPU when the decoded split fits in a "
-                         "quarter of its free memory (the embedded sets; never ILSVRC)")
+                    help="decode each split once into the loader device's memory and gather every batch from "
+                         "it (the same batches as decoding them); auto: on a GPU when the decoded split fits "
+                         "in a quarter of its free memory (the embedded sets; never ILSVRC)")
     ap.add_argument("--decoder", choices=("cpu", "gpu"), default="cpu",
-                    help="where a GPU run decodes its JPEGs: cpu (the loader's worker processes, libjpeg-turbo: "
-                         "decoding overlaps the step, and the pixels are a CPU run's) or gpu (nvJPEG in the "
-                         "training process; it waits for the GPU before each batch)")
+                    help="where a GPU run decodes its JPEGs: cpu (the loader's worker processes, "
+                         "libjpeg-turbo: decoding overlaps the step, and the pixels are a CPU run's) or gpu "
+                         "(nvJPEG in the training process; it waits for the GPU before each batch)")
     ap.add_argument("--log-steps", action="store_true",
-                    help="one JSON line per step in <run-dir>/steps.jsonl: loss, ε, fc8's input norm, and each "
-                         "layer's largest |output| and gradient norm (slower on a GPU: each step is waited for)")
+                    help="one JSON line per step in <run-dir>/steps.jsonl: loss, ε, fc8's input "
+                         "norm, and each layer's largest |output| and gradient norm (slower on a "
+                         "GPU: each step is waited for)")
     ap.add_argument("--tensorboard", action="store_true",
                     help="also write TensorBoard scalars to <run-dir>/tb (needs: pip install tensorboard)")
-    ap.add_argument("--options", metavar="JSON", help="the options above as one JSON object (config.json's "
-                    "\"options\", or what run_all writes for a job); a flag given with a value other than its "
-                    "default overrides it")
+    ap.add_argument("--options", metavar="JSON",
+                    help="the options above as one JSON object (config.json's \"options\", or what run_all "
+                         "writes for a job); a flag given with a value other than its default overrides it")
     add_config_args(ap)
     args = ap.parse_args(argv)
     check_at_least(ap, args, {"epochs": 1, "batch_size": 1, "workers": 0, "keep": 1, "num_classes": 2,
@@ -146,14 +159,12 @@ def _same(value):
 # argparse dest) and how the flag's value becomes the field's. Checked against TrainOptions below,
 # so a new option cannot be left out of the command line or of a job's --options.
 FLAG_OF = {
-    "cache": ("cache", _same), "run_dir": ("run_dir", _same), "workers": ("workers", _same),
-    "checkpoint_minutes": ("checkpoint_minutes", _same), "checkpoint_epochs": ("checkpoint_epochs", _same),
-    "checkpoint_steps": ("checkpoint_steps", _same), "keep": ("keep", _same), "max_steps": ("max_steps", _same),
-    "train_batches": ("train_batches", _same), "progress": ("no_progress", operator.not_),
-    "fast": ("fast", _same), "compile": ("no_compile", operator.not_), "tower_streams": ("tower_streams", _same),
-    "tensorboard": ("tensorboard", _same), "resume": ("resume", _same), "print_freq": ("print_freq", _same),
-    "init_from": ("init_from", _same), "resident": ("resident", {"auto": None, "on": True, "off": False}.get),
-    "decoder": ("decoder", _same), "log_steps": ("log_steps", _same),
+    **{field: (field, _same) for field in (
+        "cache", "run_dir", "workers", "checkpoint_minutes", "checkpoint_epochs", "checkpoint_steps", "keep",
+        "max_steps", "train_batches", "fast", "tower_streams", "tensorboard", "resume", "print_freq",
+        "init_from", "decoder", "log_steps")},
+    "progress": ("no_progress", operator.not_), "compile": ("no_compile", operator.not_),
+    "resident": ("resident", {"auto": None, "on": True, "off": False}.get),
 }
 _FIELDS = {f.name for f in dataclasses.fields(TrainOptions)} - {"devices"}
 assert set(FLAG_OF) == _FIELDS, f"TrainOptions fields without a flag: {sorted(_FIELDS - set(FLAG_OF))}"
@@ -162,7 +173,8 @@ assert set(FLAG_OF) == _FIELDS, f"TrainOptions fields without a flag: {sorted(_F
 def options_from_args(ap: argparse.ArgumentParser, args, devices) -> TrainOptions:
     """The flags as TrainOptions; with --options, that file's options with the flags given on top."""
     if not args.options:
-        return TrainOptions(devices=devices, **{f: conv(getattr(args, dest)) for f, (dest, conv) in FLAG_OF.items()})
+        return TrainOptions(devices=devices,
+                            **{f: conv(getattr(args, dest)) for f, (dest, conv) in FLAG_OF.items()})
     base = TrainOptions.from_dict(json.loads(Path(args.options).read_text()))
     given = {f: conv(getattr(args, dest)) for f, (dest, conv) in FLAG_OF.items()
              if getattr(args, dest) != ap.get_default(dest)}

@@ -34,7 +34,8 @@ from alexnet.placement import device_name
 FORWARD_SHARE = 1 / 3  # cost of a forward-only image relative to a training image, where none is measured
 FEATURE_BYTES = 4096 * 4  # one image's float32 last hidden layer (Figure 4)
 JPEG_BYTES = 26_000  # bytes per prepared 256×256 JPEG when no cache exists yet: the embedded set's cache
-SHARD_STATS_BYTES = 3 * 256 * 256 * 8  # each prepared shard's pixel sums (float64 3×256×256, alexnet/data/prepare.py)
+# each prepared shard's pixel sums (float64 3×256×256, alexnet/data/prepare.py)
+SHARD_STATS_BYTES = 3 * 256 * 256 * 8
 
 
 @dataclass
@@ -96,7 +97,8 @@ def _benchmarks(device: torch.device, root: Path) -> list[tuple[str, dict, str]]
     for path in (root / "results" / "benchmarks").glob("bench-*.json"):
         b = json.loads(path.read_text())
         if name in b.get("device", ""):
-            found.append((b.get("date", ""), b.get("img_s", {}), f"{path.name} ({b['device']}, batch {b.get('batch')})"))
+            found.append((b.get("date", ""), b.get("img_s", {}),
+                          f"{path.name} ({b['device']}, batch {b.get('batch')})"))
     return sorted(found, key=lambda f: (f[0], f[2]))
 
 
@@ -113,7 +115,8 @@ def benchmark_rate(device: torch.device, root: Path, resident: bool = True) -> t
 def forward_share(device: torch.device, root: Path) -> tuple[float, str]:
     """A forward-only image's cost relative to a training image's: from the newest benchmark of this
     kind of device that measured both (step/faithful ÷ step/forward), else FORWARD_SHARE."""
-    found = [(img_s["step/faithful"] / img_s["step/forward"], about) for _, img_s, about in _benchmarks(device, root)
+    found = [(img_s["step/faithful"] / img_s["step/forward"], about)
+             for _, img_s, about in _benchmarks(device, root)
              if img_s.get("step/forward") and img_s.get("step/faithful")]
     return found[-1] if found else (FORWARD_SHARE, "an estimate: no benchmark here measured step/forward")
 
@@ -177,8 +180,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     meta = plan.cache / "meta.json"
     cache_bytes = (sum(f.stat().st_size for f in plan.cache.iterdir()) if meta.exists()
                    else (train_n + val_n) * JPEG_BYTES + shard_count(plan, counts) * SHARD_STATS_BYTES)
-    lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on {', '.join(map(str, plan.devices))} "
-             f"({device_name(plan.devices[0])})",
+    lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on "
+             f"{', '.join(map(str, plan.devices))} ({device_name(plan.devices[0])})",
              f"  images: {train_n:,} train, {val_n:,} val (from {counted_from})",
              f"  recipe: {plan.size(runs[0][0]).recipe().replace('**', '')}"
              + (f" ({plan.override.why})" if plan.override.why else ""),
@@ -193,7 +196,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     pairs = len(plan.device_pairs)
     lines += [f"  total: {len(costs)} run(s), {hours:.2f} hours left on one device pair (evaluations"
               + (" and Figure 4's features" if features else "") + " included)"
-              + (f"; about {hours / pairs:.2f} hours on the {pairs} pairs given, runs in parallel" if pairs > 1 else ""),
+              + (f"; about {hours / pairs:.2f} hours on the {pairs} pairs given, runs in parallel"
+                 if pairs > 1 else ""),
               f"  disk: cache {cache_bytes / 1e9:.2f} GB"
               + ("" if meta.exists() else f" (estimate: {JPEG_BYTES // 1000} KB per image and "
                                               f"{SHARD_STATS_BYTES / 1e6:.1f} MB of pixel sums per shard)")

@@ -87,7 +87,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                scale="short", paper_reduction=(1.4, 1.2)),
     Experiment("pool-z2", "§3.4: non-overlapping pooling z = s = 2", (Run("pool-z2", {"pool_kernel": 2}),),
                scale="short", paper_reduction=(0.4, 0.3)),
-    Experiment("one-tower", "footnote 2: one GPU, half the kernels in conv1–4", (Run("one-tower", {"towers": 1}),),
+    Experiment("one-tower", "footnote 2: one GPU, half the kernels in conv1–4",
+               (Run("one-tower", {"towers": 1}),),
                scale="short", paper_reduction=(1.7, 1.2), paper_note="two towers vs one"),
     Experiment("no-pca", "§4.1: without PCA colour augmentation", (Run("no-pca", {"pca_lighting": False}),),
                scale="short", paper_reduction=(1.0, None), paper_note="top-1 'by over 1%'"),
@@ -135,14 +136,15 @@ class Stability:
         return cfg.replace(lr=lr, bias_init=self.bias_init)
 
     def describe(self, batch_size: int) -> str:
-        lr = f"ε × {batch_size}/{PAPER_BATCH} (the paper's ε per image)" if self.lr_per_image else "the paper's ε"
+        lr = (f"ε × {batch_size}/{PAPER_BATCH} (the paper's ε per image)" if self.lr_per_image
+              else "the paper's ε")
         return f"stability setting `{self.name}`: biases 1 → {self.bias_init:g}, {lr}; {self.why}"
 
 
 STABILITY: dict[str, Stability] = {s.name: s for s in [
     Stability("per-image-lr-bias0.1", bias_init=0.1, lr_per_image=True,
-              why="at 10 classes and batch 32 the paper's values diverged in 2 of 3 runs and no-dropout died in "
-                  "3 of 3; with this setting 0 of 15 diverged (results/stability/)"),
+              why="at 10 classes and batch 32 the paper's values diverged in 2 of 3 runs and no-dropout died "
+                  "in 3 of 3; with this setting 0 of 15 diverged (results/stability/)"),
 ]}
 
 
@@ -170,7 +172,8 @@ class Size:
     def tag(self) -> str:
         """'e14-b32' (and '-t6' for train_batches, '-per-image-lr-bias0.1' for a stability
         setting): the run directory level of this size."""
-        return (f"e{self.epochs}-b{self.batch_size}" + (f"-t{self.train_batches}" if self.train_batches else "")
+        return (f"e{self.epochs}-b{self.batch_size}"
+                + (f"-t{self.train_batches}" if self.train_batches else "")
                 + (f"-{self.stability}" if self.stability else ""))
 
     def describe(self) -> str:
@@ -203,7 +206,8 @@ class Override:
 
     def describe(self) -> str:
         """'--epochs 2, --batch-size 16: every run' ('' when nothing is changed)."""
-        given = [f"{flag} {v}" for flag, v in (("--epochs", self.epochs), ("--batch-size", self.batch_size)) if v]
+        flags = (("--epochs", self.epochs), ("--batch-size", self.batch_size))
+        given = [f"{flag} {v}" for flag, v in flags if v]
         return ", ".join(given) + ": every run" if given else ""
 
 
@@ -235,11 +239,16 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # Under §5's values no-dropout dies at both of these scales (results/synthetic-cpu-full-paper/,
     # results/stability/gpu-nodrop-2epochs/): they train under the stability setting. At batch 128
     # the setting's ε is the paper's, so at the gpu scale only the biases change.
-    Scale("cpu-full", Size(14, 32, stability="per-image-lr-bias0.1"), Size(14, 32, stability="per-image-lr-bias0.1"),
-          (10, 120, 20), 12, "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 6 ablations"),
-    Scale("gpu", Size(20, 128, stability="per-image-lr-bias0.1"), Size(20, 128, stability="per-image-lr-bias0.1"),
-          (100, 80, 20), 30, "100 classes, every row: 12 runs of 20 epochs; about 13 min of training on one H200"),
-    Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2, "a few steps (tests)"),
+    Scale("cpu-full", Size(14, 32,
+                           stability="per-image-lr-bias0.1"), Size(14, 32, stability="per-image-lr-bias0.1"),
+          (10, 120, 20), 12, "every row on a CPU: 1 CNN, the baseline, its 5 seed "
+                             "replicates and the 6 ablations"),
+    Scale("gpu", Size(20, 128,
+                      stability="per-image-lr-bias0.1"), Size(20, 128, stability="per-image-lr-bias0.1"),
+          (100, 80, 20), 30, "100 classes, every row: 12 runs of 20 epochs; about 13 min "
+                             "of training on one H200"),
+    Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2,
+          "a few steps (tests)"),
 ]}
 
 

@@ -10,8 +10,8 @@ round up as cuda-convnet does (32 → 16 → 8 → 4). Norm: scale 5e-5, pow 0.7
 training as fast as possible": each activation gets the fastest rate of a
 grid, which starts at 0.003, 0.01, 0.03 and grows a step of √10 (the 1–3
 ladder) past whichever end holds the fastest, until the fastest is inside it
-(a run that diverges counts as never reaching 25%). Training error is the running error over each epoch. Each step is
-`alexnet.engine.train_step`, the step AlexNet trains with, with §5's update rule.
+(a run that diverges counts as never reaching 25%). Training error is the running error over each
+epoch. Each step is `alexnet.engine.train_step`, the step AlexNet trains with, with §5's update rule.
 
 Data: CIFAR-10 from a torchvision folder (`--cifar DIR`, python pickle format,
 no download), or a prepared cache's training images shrunk to 32×32, at most
@@ -55,8 +55,10 @@ class FourLayerNet(nn.Module):
         super().__init__()
         act = nn.ReLU if activation == "relu" else nn.Tanh
         self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), act(), SameMapNorm(3, 5e-5, 0.75),
-            nn.Conv2d(32, 32, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True), SameMapNorm(3, 5e-5, 0.75),
+            nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), act(),
+            SameMapNorm(3, 5e-5, 0.75),
+            nn.Conv2d(32, 32, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True),
+            SameMapNorm(3, 5e-5, 0.75),
             nn.Conv2d(32, 64, 5, padding=2), act(), nn.AvgPool2d(3, 2, ceil_mode=True),
             nn.Flatten(), nn.Linear(64 * 4 * 4, num_classes))
         stds = iter((1e-4, 0.01, 0.01, 0.01))  # layers-18pct initW
@@ -101,7 +103,8 @@ def centred(x: torch.Tensor, device) -> torch.Tensor:
     return x - x.mean(dim=0)
 
 
-def train_curve(x, y, activation: str, lr: float, epochs: int, batch: int = 128, seed: int = 0) -> list[float]:
+def train_curve(x, y, activation: str, lr: float, epochs: int, batch: int = 128,
+                seed: int = 0) -> list[float]:
     """Running training error per epoch; x and y on the device to train on."""
     torch.manual_seed(seed)
     net = FourLayerNet(activation, int(y.max()) + 1).to(x.device)
@@ -110,7 +113,8 @@ def train_curve(x, y, activation: str, lr: float, epochs: int, batch: int = 128,
     curve = []
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=g).to(x.device)
-        stats = sum(train_step(net, opt, x[idx], y[idx]) for idx in order.split(batch))  # one host sync an epoch
+        # one host sync an epoch
+        stats = sum(train_step(net, opt, x[idx], y[idx]) for idx in order.split(batch))
         loss_sum, wrong1, _, _ = stats.tolist()
         if not math.isfinite(loss_sum):
             return curve + [1.0] * (epochs - len(curve))  # diverged: this lr is not a candidate
@@ -168,13 +172,14 @@ def verdict(res: dict) -> str:
         return (f"ReLU did not reach 25% training error in {n} epochs: no ratio, and the paper's "
                 f"{PAPER_RATIO}x is not tested at this scale (give Figure 1 more epochs)")
     if t is None:
-        return (f"ReLU reached 25% in {r} epoch(s), tanh not within {n}: tanh is more than {n / r:.1f}x slower "
-                f"here (paper: {PAPER_RATIO}x)")
+        return (f"ReLU reached 25% in {r} epoch(s), tanh not within {n}: tanh is more than {n / r:.1f}x "
+                f"slower here (paper: {PAPER_RATIO}x)")
     ratio = t / r
     if ratio >= 0.8 * PAPER_RATIO:
-        return f"ReLU reached 25% in {r} epoch(s), tanh in {t}: {ratio:.1f}x (paper: {PAPER_RATIO}x) - reproduced"
-    return (f"ReLU reached 25% in {r} epoch(s), tanh in {t}: {ratio:.1f}x, so the paper's {PAPER_RATIO}x is NOT "
-            f"reproduced on {res['data']}. Why, as far as we can tell: not CIFAR-10 but "
+        return (f"ReLU reached 25% in {r} epoch(s), tanh in {t}: {ratio:.1f}x (paper: {PAPER_RATIO}x) "
+                "- reproduced")
+    return (f"ReLU reached 25% in {r} epoch(s), tanh in {t}: {ratio:.1f}x, so the paper's {PAPER_RATIO}x is "
+            f"NOT reproduced on {res['data']}. Why, as far as we can tell: not CIFAR-10 but "
             f"{res['images']:,} images, and few steps per epoch (epochs-to-25% is coarse)")
 
 
@@ -221,7 +226,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--out", required=True, help="JSON with both curves")
     ap.add_argument("--max-images", type=int, default=CIFAR_SIZE,
-                    help=f"--cache: at most this many training images (default {CIFAR_SIZE:,}, CIFAR-10's size)")
+                    help="--cache: at most this many training images (default "
+                         f"{CIFAR_SIZE:,}, CIFAR-10's size)")
     args = ap.parse_args(argv)
     if args.epochs < 1 or args.max_images < 1:
         ap.error(f"--epochs={args.epochs}, --max-images={args.max_images}: both must be at least 1")

@@ -29,10 +29,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
-from matplotlib.ft2font import FT2Font  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+from matplotlib.ft2font import FT2Font  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from alexnet.atomic import atomic_write, write_text  # noqa: E402
@@ -102,12 +102,13 @@ def kernel_grid(weights, cols: int = 16, gap: int = 1, common: float | None = No
 # ---------------------------------------------------------------- Figure 3, measured
 
 STAT_DEFINITIONS = {
-    "low_frequency": "mean share of a kernel's power (each colour channel's spatial mean removed, summed over "
-                     "RGB) at 2-D DFT frequencies of radius 1 to 2 on the 11x11 grid; white noise ~0.10",
-    "orientedness": "|sum P(f) exp(2i theta_f)| / sum P(f) over the non-DC frequencies of the grey (RGB-mean) "
-                    "kernel's power spectrum; noise and blobs ~0.1-0.2, a clean edge or grating > 0.8",
-    "colour_share": "power of the kernel minus its grey mean over the kernel's total power; white noise ~0.67, "
-                    "a grey kernel 0",
+    "low_frequency": "mean share of a kernel's power (each colour channel's spatial mean removed, summed "
+                     "over RGB) at 2-D DFT frequencies of radius 1 to 2 on the 11x11 grid; white noise ~0.10",
+    "orientedness": "|sum P(f) exp(2i theta_f)| / sum P(f) over the non-DC frequencies of the "
+                    "grey (RGB-mean) kernel's power spectrum; noise and blobs ~0.1-0.2, a "
+                    "clean edge or grating > 0.8",
+    "colour_share": "power of the kernel minus its grey mean over the kernel's total power; white "
+                    "noise ~0.67, a grey kernel 0",
 }
 
 
@@ -126,7 +127,8 @@ def kernel_statistics(w: np.ndarray) -> dict[str, np.ndarray]:
     nz = radius > 0
     p = grey_power[:, nz]
     orient = np.abs((p * np.exp(2j * theta[nz])).sum(1)) / np.maximum(p.sum(1), 1e-30)
-    colour = ((w - w.mean(axis=1, keepdims=True)) ** 2).sum((1, 2, 3)) / np.maximum((w ** 2).sum((1, 2, 3)), 1e-30)
+    chroma = ((w - w.mean(axis=1, keepdims=True)) ** 2).sum((1, 2, 3))
+    colour = chroma / np.maximum((w ** 2).sum((1, 2, 3)), 1e-30)
     return {"low_frequency": low, "orientedness": orient, "colour_share": colour}
 
 
@@ -147,8 +149,8 @@ def kernel_summary(final: np.ndarray, init: np.ndarray | None, towers: int) -> d
     return out
 
 
-PAPER_FIGURE3 = ("§6.1: the kernels on GPU 1 (top) are largely colour-agnostic, those on GPU 2 (bottom) largely "
-                 "colour-specific")
+PAPER_FIGURE3 = ("§6.1: the kernels on GPU 1 (top) are largely colour-agnostic, those on GPU 2 (bottom) "
+                 "largely colour-specific")
 
 
 def conv1_kernels(final: np.ndarray, init: np.ndarray | None, towers: int, out_dir: Path, title: str) -> dict:
@@ -167,16 +169,18 @@ def conv1_kernels(final: np.ndarray, init: np.ndarray | None, towers: int, out_d
     if init is not None:
         panels.append(("what training changed, W − W₀, each stretched to its own range", final - init, None))
     common = float(np.abs(final).max())
-    panels.append((f"W on one common scale (grey = 0, full colour = ±{common:.3g}), as the 2012 code's viewer",
-                   final, common))
+    panels.append((f"W on one common scale (grey = 0, full colour = ±{common:.3g}), as the 2012 code's "
+                   "viewer", final, common))
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 5.4 * len(panels) + 1.2), squeeze=False)
     for ax, (label, w, scale) in zip(axes[:, 0], panels):
         grids = [kernel_grid(w[t * per:(t + 1) * per], common=scale) for t in range(towers)]
         sep = np.ones((SCALE * 2, grids[0].shape[1], 3))
         ax.imshow(np.concatenate([g for grid in grids for g in (grid, sep)][:-1]), interpolation="nearest")
-        ax.set_title(label + ("; tower 0 (GPU 1) on top, tower 1 (GPU 2) below" if towers == 2 else ""), fontsize=10)
+        ax.set_title(label + ("; tower 0 (GPU 1) on top, tower 1 (GPU 2) below" if towers == 2 else ""),
+                     fontsize=10)
         ax.axis("off")
-    colour = ", ".join(f"tower {t} {summary['towers'][str(t)]['final']['colour_share']:.2f}" for t in range(towers))
+    colour = ", ".join(f"tower {t} {summary['towers'][str(t)]['final']['colour_share']:.2f}"
+                       for t in range(towers))
     orient = summary["all"]["final"]["orientedness"]
     caption = (f"Paper {PAPER_FIGURE3}. Ours: colour share {colour}; mean orientedness {orient:.2f}"
                + (f" (initial {summary['all']['init']['orientedness']:.2f}, of W − W₀ "
@@ -218,8 +222,8 @@ def nearest(queries: torch.Tensor, rows: np.ndarray, k: int, chunk: int = 1024) 
     for start in range(0, len(rows), chunk):
         part = torch.from_numpy(_rows(rows, start, start + chunk)).to(queries.device)
         d = torch.cat([best_d, torch.cdist(queries, part)], dim=1)
-        i = torch.cat([best_i, torch.arange(start, start + len(part), device=queries.device).expand(len(queries), -1)],
-                      dim=1)
+        rows = torch.arange(start, start + len(part), device=queries.device)
+        i = torch.cat([best_i, rows.expand(len(queries), -1)], dim=1)
         best_d, at = d.topk(min(k, d.shape[1]), dim=1, largest=False)
         best_i = i.gather(1, at)
     return best_i.cpu().numpy()
@@ -239,7 +243,8 @@ def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: 
     perm = np.random.default_rng(0).permutation(len(val_labels))
     left = perm[:n_left]  # small validation sets: fewer images, and the right side may reuse them
     right = (perm[len(left):] if len(perm) > len(left) else perm)[:n_right]
-    images = torch.stack([torch.from_numpy(_image(cache, "val", int(i)).copy()).permute(2, 0, 1) for i in left])
+    images = torch.stack([torch.from_numpy(_image(cache, "val", int(i)).copy()).permute(2, 0, 1)
+                          for i in left])
     probs = classify(model, torch.from_numpy(cache.mean).float(), images, "center")
     queries = torch.from_numpy(np.asarray(val_feats[np.sort(right)])).to(model.devices[0]).float()
     order = np.argsort(np.argsort(right))  # val_feats rows are read in increasing order (fast on a memmap)
@@ -248,7 +253,8 @@ def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: 
 
     fig = plt.figure(figsize=(18, 9))
     sub = fig.subfigures(1, 2, width_ratios=[1, 1.25])
-    axl = sub[0].subplots(-(-len(left) // 2), 4, gridspec_kw={"width_ratios": [1, 1.3, 1, 1.3]}, squeeze=False)
+    axl = sub[0].subplots(-(-len(left) // 2), 4, gridspec_kw={"width_ratios": [1, 1.3, 1, 1.3]},
+                          squeeze=False)
     for ax in axl.flat[2 * len(left):]:
         ax.axis("off")
     for j, i in enumerate(left):
@@ -288,8 +294,9 @@ def figure1(fig1: dict, path: Path) -> None:
     for act, style, marker in (("relu", "-", "o"), ("tanh", "--", "s")):
         c = fig1[act]["curve"]
         reached = fig1[act]["epochs_to_25"]
+        when = f"25% at epoch {reached}" if reached else "never 25%"
         ax.plot(range(1, len(c) + 1), c, style, marker=marker, ms=4, color="k",
-                label=f"{act} (lr {fig1[act]['lr']}): " + (f"25% at epoch {reached}" if reached else "never 25%"))
+                label=f"{act} (lr {fig1[act]['lr']}): {when}")
     ax.axhline(TARGET_ERROR, color="tab:red", lw=0.9)
     ax.text(1, TARGET_ERROR + 0.01, "25% training error", color="tab:red", fontsize=8)
     ax.set_title(f"Figure 1 stand-in: the 2012 code's {fig1['net']}\non {fig1['data']}", fontsize=9)
@@ -320,7 +327,8 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
     groups = [(f"{name}: training and validation top-1 error", {name: logs[name]}, True)
               for name in logs if name not in replicates and name in ("1cnn",)]
     if replicates:
-        groups.append(("the baseline's seed replicates (baseline-short, 5cnns members): validation", replicates, False))
+        groups.append(("the baseline's seed replicates (baseline-short, 5cnns members): validation",
+                       replicates, False))
     ablations = {k: v for k, v in logs.items() if k not in replicates and k != "1cnn"}
     if ablations:
         groups.append(("ablations: validation top-1 (grey: the baseline's replicates)", ablations, False))
@@ -331,7 +339,8 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
                 ax.plot([h["epoch"] for h in log], [h["val_top1"] for h in log], "-", color="0.75", lw=1)
         for name, log in runs.items():
             ep = [h["epoch"] for h in log]
-            line, = ax.plot(ep, [h["val_top1"] for h in log], "o-", ms=4, label=f"{name} val" if with_train else name)
+            line, = ax.plot(ep, [h["val_top1"] for h in log],
+                            "o-", ms=4, label=f"{name} val" if with_train else name)
             if with_train:
                 ax.plot(ep, [h["train_top1"] for h in log], "s--", ms=3, color=line.get_color(), alpha=0.7,
                         label=f"{name} train (running, with dropout and augmentation)")
@@ -392,7 +401,8 @@ def _make_figures(results, cache: Cache, dataset: str, run, features, glyphs: Gl
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reproduce.figures", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", required=True, help="results/<dataset>: logs/, figure1.json; figures/ is written")
+    ap.add_argument("--results", required=True,
+                    help="results/<dataset>: logs/, figure1.json; figures/ is written")
     ap.add_argument("--cache", required=True)
     ap.add_argument("--run", help="the 1cnn run directory (for Figures 3 and 4)")
     ap.add_argument("--features", help="folder with train.npy and val.npy from `alexnet.evaluate --features`")

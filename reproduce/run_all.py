@@ -1,7 +1,7 @@
 """Regenerate the paper's tables and figures: data → train → evaluate → tables → figures.
 
     bash reproduce/run_all.sh                                  # embedded synthetic dataset; CPU: ~15 min
-    bash reproduce/run_all.sh --scale cpu-full                 # every row on a CPU (results/synthetic-cpu-full/)
+    bash reproduce/run_all.sh --scale cpu-full                 # every row on a CPU
     bash reproduce/run_all.sh --imagenet /data/ilsvrc2012      # the real reproduction (90 epochs per run)
     bash reproduce/run_all.sh --imagenet2010 /data/ilsvrc2010  # Table 1 (ImageFolder with train/ val/ test/)
     bash reproduce/run_all.sh --data /data/imagenette2 --experiments 1cnn,no-lrn --epochs 30
@@ -26,8 +26,10 @@ Exit status: 0 done; 2 bad arguments (nothing was written); 1 a stage failed
 
 from __future__ import annotations
 
-if not __package__:  # `python reproduce/run_all.py ...`: run as the module it is, whose imports are the package's
-    import pathlib, runpy, sys  # noqa: E401
+if not __package__:  # `python reproduce/run_all.py`: run as the module it is (its imports are the package's)
+    import pathlib
+    import runpy
+    import sys
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     sys.exit(runpy.run_module("reproduce.run_all", run_name="__main__"))
 
@@ -46,7 +48,6 @@ from pathlib import Path
 
 from alexnet import checkpoint
 from alexnet.atomic import write_text
-
 from alexnet.checkpoint import RunLock, RunLocked
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
@@ -60,8 +61,19 @@ from alexnet.placement import resolve_devices
 
 from . import figure1, figures, tables
 from .compute import compute_plan, image_counts
-from .experiments import (EXPERIMENTS, FEW_CLASSES, FEW_CLASSES_STABILITY, SCALES, STABILITY, Experiment, Override,
-                          Run, Size, run_config, select)
+from .experiments import (
+    EXPERIMENTS,
+    FEW_CLASSES,
+    FEW_CLASSES_STABILITY,
+    SCALES,
+    STABILITY,
+    Experiment,
+    Override,
+    Run,
+    Size,
+    run_config,
+    select,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DATASET = "embedded synthetic dataset (ILSVRC-2012 format, not ImageNet)"
@@ -72,36 +84,41 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="bash reproduce/run_all.sh", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group()
-    src.add_argument("--imagenet", default=env("IMAGENET"), help="ILSVRC-2012 folder (train/val tars + devkit)")
+    src.add_argument("--imagenet", default=env("IMAGENET"),
+                     help="ILSVRC-2012 folder (train/val tars + devkit)")
     src.add_argument("--imagenet2010", default=env("IMAGENET2010"),
                      help="ILSVRC-2010 as an ImageFolder with train/ val/ test/ (Table 1)")
     src.add_argument("--data", default=env("DATA"), help="any ImageFolder with train/ and val/")
     ap.add_argument("--pretrain-data", default=env("PRETRAIN_DATA"),
-                    help="ImageNet Fall 2011 as an ImageFolder (train/ and val/) for 1 CNN* and 7 CNNs*: two nets "
-                         "with a sixth conv layer pre-trained on it, then fine-tuned on the dataset (--init-from, "
-                         "the 2012 code's fine-tuning rates)")
+                    help="ImageNet Fall 2011 as an ImageFolder (train/ and val/) for 1 CNN* and 7 CNNs*: two "
+                         "nets with a sixth conv layer pre-trained on it, then fine-tuned on the dataset "
+                         "(--init-from, the 2012 code's fine-tuning rates)")
     ap.add_argument("--cifar", default=env("CIFAR"),
-                    help="CIFAR-10 folder (torchvision's python format: cifar-10-batches-py inside) for Figure 1; "
-                         "default: the dataset's training images shrunk to 32×32 (at most 50,000)")
+                    help="CIFAR-10 folder (torchvision's python format: cifar-10-batches-py inside) for "
+                         "Figure 1; default: the dataset's training images shrunk to 32×32 (at most 50,000)")
     ap.add_argument("--experiments", default=env("EXPERIMENTS"),
                     help=f"comma-separated, default all: {', '.join(EXPERIMENTS)}")
     ap.add_argument("--epochs", type=int, default=int(env("EPOCHS")) if env("EPOCHS") else None,
                     help="override every run's epochs")
-    ap.add_argument("-b", "--batch-size", type=int, default=int(env("BATCH_SIZE")) if env("BATCH_SIZE") else None,
+    ap.add_argument("-b", "--batch-size", type=int,
+                    default=int(env("BATCH_SIZE")) if env("BATCH_SIZE") else None,
                     help="override every run's batch size (default: the scale's; 128 at the imagenet scale). "
                          "A small dataset needs a smaller batch: an epoch drops its last, incomplete batch")
     ap.add_argument("--stability", choices=["paper", *STABILITY], default=env("STABILITY"),
-                    help="the scale's stability setting, or none ('paper': §5's values). A named deviation for "
-                         "small scales where the paper's recipe diverged (reproduce/PAPER.md, Stability): "
-                         + "; ".join(f"{s.name}: biases {s.bias_init:g}" + (", ε per image" if s.lr_per_image else "")
+                    help="the scale's stability setting, or none ('paper': §5's values). A named "
+                         "deviation for small scales where the paper's recipe diverged "
+                         "(reproduce/PAPER.md, Stability): "
+                         + "; ".join(f"{s.name}: biases {s.bias_init:g}"
+                                     + (", ε per image" if s.lr_per_image else "")
                                      for s in STABILITY.values())
-                         + ". Default: the scale's (" + ", ".join(f"{sc.name}: {sc.main.stability or 'paper'}"
-                                                                  for sc in SCALES.values()) + ")")
+                         + ". Default: the scale's ("
+                         + ", ".join(f"{sc.name}: {sc.main.stability or 'paper'}" for sc in SCALES.values())
+                         + ")")
     ap.add_argument("--devices", action="append", default=None,
                     help="tower devices, e.g. cuda:0,cuda:1 (default: what exists). Give it more than once "
                          "(--devices cuda:0,cuda:1 --devices cuda:2,cuda:3) to train that many runs at once, "
-                         "one per pair, each in its own process; the same pair twice trains two runs on it at once "
-                         "(DEVICES: pairs separated by ';')")
+                         "one per pair, each in its own process; the same pair twice trains two runs on it "
+                         "at once (DEVICES: pairs separated by ';')")
     ap.add_argument("--scale", choices=list(SCALES), default=env("SCALE"),
                     help="run sizes: " + "; ".join(f"{s.name}: {s.why}" for s in SCALES.values())
                     + " (default: imagenet for real data; for the embedded set gpu on a GPU, else cpu)")
@@ -112,8 +129,9 @@ def parse_args(argv=None):
     ap.add_argument("--work", default=env("WORK", str(ROOT)),
                     help="where data/ (generated archives), cache/ and runs/ go (default: the repository)")
     ap.add_argument("--nproc", type=int, default=int(env("NPROC", "1")),
-                    help="each training run as a torchrun job of N data-parallel replicas on this node (each "
-                         "replica the two-tower model on GPUs 2r, 2r+1; on a CPU, N gloo processes); default 1")
+                    help="each training run as a torchrun job of N data-parallel replicas on this "
+                         "node (each replica the two-tower model on GPUs 2r, 2r+1; on a CPU, N "
+                         "gloo processes); default 1")
     ap.add_argument("--dry-run", action="store_true",
                     help="print the compute plan (runs, epochs, images, projected hours from this device's "
                          "measured rate, disk) and stop; nothing is written")
@@ -176,13 +194,14 @@ class Plan:
     @property
     def pretrain_cache(self) -> Path | None:
         """Where --pretrain-data is prepared (1 CNN*)."""
-        return self.work / "cache" / f"pretrain-{Path(self.pretrain_data).resolve().name}" if self.pretrain_data \
-            else None
+        if not self.pretrain_data:
+            return None
+        return self.work / "cache" / f"pretrain-{Path(self.pretrain_data).resolve().name}"
 
     def main_run(self) -> Path | None:
         """The 1cnn run directory (Figures 3 and 4), when 1cnn is selected and did not stop short."""
-        return next((d for exp, r, d in self.runs_of() if exp.name == "1cnn" and r.name not in self.stopped()),
-                    None)
+        stopped = self.stopped()
+        return next((d for exp, r, d in self.runs_of() if exp.name == "1cnn" and r.name not in stopped), None)
 
     def stopped(self) -> dict[str, str]:
         """Runs whose training stopped on a non-finite loss, by run name: what happened
@@ -238,7 +257,8 @@ def make_plan(args) -> Plan:
         name = synthetic_name(*synthetic)
         # results/synthetic is the cpu scale's; other scales name themselves
         name = name if scale == "cpu" else f"{name}-{scale}"
-        data_name = f"{synthetic_name(*synthetic)}-g{GENERATOR_VERSION}"  # a new generator: new archives and cache
+        # a new generator: new archives and cache
+        data_name = f"{synthetic_name(*synthetic)}-g{GENERATOR_VERSION}"
         source = {"imagenet": str(work / "data" / data_name)}
     # a wrong folder is refused now, not after the first stage; listed once for every stage
     listed = open_source(**source) if synthetic is None else None
@@ -249,16 +269,17 @@ def make_plan(args) -> Plan:
                f"{len(listed.classes)}); --stability paper trains with §5's values")
     pretrain_listed = open_source(folder=args.pretrain_data) if args.pretrain_data else None
     if args.cifar and not (Path(args.cifar) / "cifar-10-batches-py").is_dir():
-        raise ValueError(f"--cifar {args.cifar}: no cifar-10-batches-py folder inside (CIFAR-10's python version, "
-                         "as torchvision unpacks it)")
+        raise ValueError(f"--cifar {args.cifar}: no cifar-10-batches-py folder inside (CIFAR-10's python "
+                         "version, as torchvision unpacks it)")
     return Plan(
         experiments=experiments, devices=devices, device_pairs=tuple(pairs), scale=scale,
-        dataset=EMBEDDED_DATASET if synthetic else {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(
-            name, name),
+        dataset=(EMBEDDED_DATASET if synthetic
+                 else {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(name, name)),
         source=source, listed=listed, pretrain_listed=pretrain_listed, synthetic=synthetic, work=work,
         cache=work / "cache" / data_name,
         runs=work / "runs" / data_name,
-        results=Path(args.results or ROOT / "results" / name), override=Override(args.epochs, args.batch_size, stability, why),
+        results=Path(args.results or ROOT / "results" / name),
+        override=Override(args.epochs, args.batch_size, stability, why),
         cifar=args.cifar,
         nproc=args.nproc,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
@@ -320,7 +341,8 @@ def prepare_data(plan: Plan) -> Cache:
     return Cache(plan.cache)
 
 
-CHECKPOINT_SECONDS = 60  # epochs of seconds (a fast GPU, a small set): a checkpoint about this often, not every epoch
+# epochs of seconds (a fast GPU, a small set): a checkpoint about this often, not every epoch
+CHECKPOINT_SECONDS = 60
 
 
 def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
@@ -350,8 +372,8 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
             continue
         print(f"train {run.name}: profile {run.profile}, seed {run.seed}, {size.describe()}"
               + (f", {run.overrides}" if run.overrides else "")
-              + (f", stability setting {size.stability} (ε {cfg.lr:g}, biases {cfg.bias_init:g})" if size.stability
-                 else "")
+              + (f", stability setting {size.stability} (ε {cfg.lr:g}, biases {cfg.bias_init:g})"
+                 if size.stability else "")
               + (f", on {plan.pretrain_data}" if run.data == "pretrain" else "")
               + (f", from {run.init_from}" if run.init_from else "") + f" → {run_dir}", flush=True)
         per_epoch = size.train_batches * size.batch_size or data.size("train")
@@ -394,7 +416,9 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
 def trained_with(run_dir: Path) -> dict | None:
     """The config a run directory's run was started with (its config.json), None if it has none."""
     path = run_dir / "config.json"
-    return AlexNetConfig.from_dict(json.loads(path.read_text())["config"]).to_dict() if path.exists() else None
+    if not path.exists():
+        return None
+    return AlexNetConfig.from_dict(json.loads(path.read_text())["config"]).to_dict()
 
 
 def shared_workers(jobs: int) -> int | None:
@@ -411,9 +435,10 @@ def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None)
     config, options = (run_dir.with_name(f"{run_dir.name}.{what}.json") for what in ("config", "options"))
     config.parent.mkdir(parents=True, exist_ok=True)
     write_text(config, json.dumps(cfg.to_dict(), indent=1))
-    write_text(options, json.dumps(dataclasses.replace(opts, devices=None, progress=False).to_dict(), indent=1))
-    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
-              if nproc > 1 else [sys.executable, "-m"])
+    whole = dataclasses.replace(opts, devices=None, progress=False)
+    write_text(options, json.dumps(whole.to_dict(), indent=1))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    launch = (torchrun if nproc > 1 else [sys.executable]) + ["-m"]
     cmd = launch + ["alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir),
                     "--config", str(config), "--options", str(options)]
     if nproc > 1:  # torchrun: each rank takes GPUs 2r, 2r+1 of the node, or the CPU
@@ -456,8 +481,8 @@ def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_o
         for slot, pair in enumerate(plan.device_pairs):  # by slot: a pair given twice trains two runs on it
             if slot in running or not pending:
                 continue
-            ready = next((j for j in pending if not j[0].init_from or j[0].init_from not in waiting_on - finished),
-                         None)
+            blocked = waiting_on - finished
+            ready = next((j for j in pending if not j[0].init_from or j[0].init_from not in blocked), None)
             if ready is None:
                 break
             pending.remove(ready)
@@ -472,7 +497,8 @@ def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_o
                 continue
             log.close()
             del running[slot]
-            print(f"finished {run.name} on {plan.device_pairs[slot]}: exit status {proc.returncode}", flush=True)
+            print(f"finished {run.name} on {plan.device_pairs[slot]}: exit status {proc.returncode}",
+                  flush=True)
             if proc.returncode == EXIT_INTERRUPTED:
                 raise KeyboardInterrupt
             if _job_stopped(plan, run.name, proc.returncode):  # and so do the runs fine-tuned from it
@@ -508,7 +534,8 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         if evaluated(out, dirs, plan.work):
             print(f"done already: {out.name}")
             continue
-        views = ("center", "ten") if EXPERIMENTS.get(name, EXPERIMENTS["1cnn"]).scale == "main" else ("center",)
+        main = EXPERIMENTS.get(name, EXPERIMENTS["1cnn"]).scale == "main"
+        views = ("center", "ten") if main else ("center",)
         save_errors(cache, dirs, out, "val", views, plan.devices, batch_size=50, root=plan.work)
         if name == "1cnn" and plan.ilsvrc2010 and "test" in cache.splits:
             save_errors(cache, dirs, plan.results / "eval" / "1cnn-test.json", "test", ("center", "ten"),
@@ -584,9 +611,10 @@ def fits_one_batch(plan: Plan, argv: list[str]) -> None:
             skip = not skip
         elif not a.startswith("--batch-size="):
             kept.append(a)
-    raise ValueError(f"{next(iter(plan.source.values()))}: {n} training images, fewer than one batch of {batch} (the {plan.scale} scale's): no "
-                     f"epoch would take a step. A batch of {fits} gives {n // fits} steps an epoch:\n"
-                     f"  bash reproduce/run_all.sh {shlex.join(kept + ['--batch-size', str(fits)])}")
+    raise ValueError(f"{next(iter(plan.source.values()))}: {n} training images, fewer than one batch of "
+                     f"{batch} (the {plan.scale} scale's): no epoch would take a step. A batch of {fits} "
+                     f"gives {n // fits} steps an epoch:\n  bash reproduce/run_all.sh "
+                     f"{shlex.join(kept + ['--batch-size', str(fits)])}")
 
 
 def main(argv=None) -> int:
@@ -617,7 +645,8 @@ def main(argv=None) -> int:
               "finished stages are skipped.", file=sys.stderr)
         return 1
     minutes = (time.time() - plan.started) / 60
-    print(f"\nall done in {minutes:.1f} min: tables in {plan.results / 'tables'}, figures in {plan.results / 'figures'}")
+    print(f"\nall done in {minutes:.1f} min: tables in {plan.results / 'tables'}, figures in "
+          f"{plan.results / 'figures'}")
     return 0
 
 

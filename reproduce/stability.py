@@ -52,8 +52,8 @@ class Cell:
     @property
     def name(self) -> str:
         return (f"c{self.classes}" + (f"x{self.per_class}" if self.per_class != IMAGES_PER_CLASS else "")
-                + f"-b{self.batch}-lr{self.lr:g}-bias{self.bias_init:g}-{'drop' if self.dropout else 'nodrop'}"
-                + ("-pool2" if self.pool_kernel == 2 else ""))
+                + f"-b{self.batch}-lr{self.lr:g}-bias{self.bias_init:g}"
+                + f"-{'drop' if self.dropout else 'nodrop'}" + ("-pool2" if self.pool_kernel == 2 else ""))
 
 
 def _both(**kw) -> list[Cell]:
@@ -95,8 +95,9 @@ FRAGILE: list[Cell] = [
     Cell(**GPU, seeds=(0, 2, 5)),  # the H200's NaN steps: 1 CNN 40; 5cnns-seed2 12; 5cnns-seed5 35 and 28
     Cell(**GPU, seeds=(0,), dropout=0.0),  # no-dropout: step 12
     Cell(**GPU, seeds=(0,), pool_kernel=2),  # pool-z2: step 19
-    # the gpu scale's setting since no-dropout died under the paper's values (results/stability/gpu-nodrop-2epochs/):
-    # biases 0.1 (ε at batch 128 is the paper's), two epochs, three seeds of each fragile configuration
+    # the gpu scale's setting since no-dropout died under the paper's values
+    # (results/stability/gpu-nodrop-2epochs/): biases 0.1 (ε at batch 128 is the paper's), two epochs,
+    # three seeds of each fragile configuration
     Cell(**GPU_STABLE, seeds=(0, 2, 5)),
     Cell(**GPU_STABLE, dropout=0.0),
     Cell(**GPU_STABLE, pool_kernel=2),
@@ -105,7 +106,8 @@ GRIDS = {"stability": GRID, "fragile": FRAGILE}
 
 
 def dataset(work: Path, classes: int, per_class: int = IMAGES_PER_CLASS) -> Path:
-    """The cache of the synthetic set with `classes` classes of `per_class` training images (made on first use)."""
+    """The cache of the synthetic set with `classes` classes of `per_class` training images (made on
+    first use)."""
     from alexnet.data.prepare import prepare
     from alexnet.data.sources import open_source
     from alexnet.data.synthetic import write_synthetic_ilsvrc
@@ -120,14 +122,13 @@ def dataset(work: Path, classes: int, per_class: int = IMAGES_PER_CLASS) -> Path
 
 def run(cell: Cell, seed: int, cache: Path) -> dict:
     """`cell.steps` steps of the paper profile from its initial weights: one probe row per step."""
-    import torch
 
     from alexnet.config import AlexNetConfig
     from alexnet.diagnostics import LayerProbe
-    from alexnet.engine import TrainOptions, Trainer, train_step
+    from alexnet.engine import Trainer, TrainOptions, train_step
     cfg = AlexNetConfig.from_profile("paper", num_classes=cell.classes, batch_size=cell.batch, lr=cell.lr,
-                                     dropout=cell.dropout, bias_init=cell.bias_init, pool_kernel=cell.pool_kernel,
-                                     seed=seed)
+                                     dropout=cell.dropout, bias_init=cell.bias_init,
+                                     pool_kernel=cell.pool_kernel, seed=seed)
     trainer = Trainer(cfg, TrainOptions(cache=cache, run_dir="unused", devices=("cpu", "cpu"), workers=0,
                                         progress=False))
     probe, loader, rows = LayerProbe(trainer.net), trainer.train_loader, []
@@ -141,8 +142,8 @@ def run(cell: Cell, seed: int, cache: Path) -> dict:
                 break
     probe.close()
     return {"cell": cell.name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
-            "stability_number": cell.lr * rows[0]["fc8_input_sq"] / cell.classes, **outcome(rows, cell.classes),
-            "steps": rows}
+            "stability_number": cell.lr * rows[0]["fc8_input_sq"] / cell.classes,
+            **outcome(rows, cell.classes), "steps": rows}
 
 
 def outcome(rows: list[dict], classes: int) -> dict:
@@ -163,7 +164,8 @@ def summarize(runs: list[dict], grid: list[Cell]) -> list[dict]:
             continue
         h2 = [r["steps"][0]["fc8_input_sq"] for r in mine]
         out.append({**asdict(cell), "cell": cell.name, "runs": len(mine), "seeds": [r["seed"] for r in mine],
-                    "diverged": sum(r["diverged"] for r in mine), "nonfinite": sum(r["nonfinite"] for r in mine),
+                    "diverged": sum(r["diverged"] for r in mine),
+                    "nonfinite": sum(r["nonfinite"] for r in mine),
                     "dead": sum(r["dead"] for r in mine),
                     "overshoot_median": float(np.median([r["overshoot"] for r in mine])),
                     "kick": kick(cell.lr, float(np.mean(h2)), cell.classes, cell.batch),
@@ -178,14 +180,14 @@ TITLES = {"stability": "Stability study: the paper profile's first steps on the 
 
 
 def markdown(summary: list[dict], meta: dict, grid: str = "stability") -> str:
-    head = ("| classes × images | batch | ε | bias init | dropout | pool | seeds | diverged | of them non-finite "
-            "| dead | overshoot above ln C (median) | kick (nats) | ε·‖h‖²/C | steps |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    rows = "".join(f"| {s['classes']} × {s['per_class']} | {s['batch']} | {s['lr']:g} | {s['bias_init']:g} | "
-                   f"{'0.5' if s['dropout'] else 'off'} | {s['pool_kernel']}/2 | "
+    head = ("| classes × images | batch | ε | bias init | dropout | pool | seeds | diverged | of them "
+            "non-finite | dead | overshoot above ln C (median) | kick (nats) | ε·‖h‖²/C | steps "
+            "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = "".join(f"| {s['classes']} × {s['per_class']} | {s['batch']} | {s['lr']:g} | "
+                   f"{s['bias_init']:g} | {'0.5' if s['dropout'] else 'off'} | {s['pool_kernel']}/2 | "
                    f"{', '.join(map(str, s['seeds']))} | {s['diverged']} | {s['nonfinite']} | "
-                   f"{s['dead']} | {s['overshoot_median']:+.2f} | {s['kick']:.2f} | {s['stability_number']:.2f} | "
-                   f"{s['steps']} |\n"
+                   f"{s['dead']} | {s['overshoot_median']:+.2f} | {s['kick']:.2f} | "
+                   f"{s['stability_number']:.2f} | {s['steps']} |\n"
                    for s in summary)
     return (f"# {TITLES[grid]}\n\n"
             f"Made by `python -m reproduce.stability` ({meta['commit']}, {meta['date']}, {meta['machine']}; "
@@ -206,12 +208,15 @@ def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
                              sharey=True)
     for ax, s in zip(axes.flat, summary):
         for r in (r for r in runs if r["cell"] == s["cell"]):
-            y = [v["loss"] / math.log(s["classes"]) if math.isfinite(v["loss"]) else np.nan for v in r["steps"]]
-            ax.plot(range(1, len(y) + 1), y, lw=1, label=f"seed {r['seed']}" + (" (NaN)" if r["nonfinite"] else ""))
+            y = [v["loss"] / math.log(s["classes"]) if math.isfinite(v["loss"]) else np.nan
+                 for v in r["steps"]]
+            ax.plot(range(1, len(y) + 1), y, lw=1,
+                    label=f"seed {r['seed']}" + (" (NaN)" if r["nonfinite"] else ""))
         ax.axhline(1, color="grey", lw=0.5)
         ax.axhline(2, color="red", lw=0.5, ls="--")
         ax.set_title(f"C {s['classes']}, b {s['batch']}, ε {s['lr']:g}, bias {s['bias_init']:g}, "
-                     f"{'drop' if s['dropout'] else 'no drop'}{', pool 2' if s['pool_kernel'] == 2 else ''}\nkick {s['kick']:.2f}, ε‖h‖²/C {s['stability_number']:.2f}",
+                     f"{'drop' if s['dropout'] else 'no drop'}{', pool 2' if s['pool_kernel'] == 2 else ''}"
+                     f"\nkick {s['kick']:.2f}, ε‖h‖²/C {s['stability_number']:.2f}",
                      fontsize=8)
         ax.set_ylim(0, 4)
         ax.legend(fontsize=6)
@@ -230,7 +235,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/stability", help="where the JSON, table and plot go")
     ap.add_argument("--work", default="cache/stability", help="where the synthetic sets are made")
     ap.add_argument("--grid", choices=GRIDS, default="stability",
-                    help="stability: the study; fragile: the fragile configurations under the chosen settings")
+                    help="stability: the study; fragile: the fragile configurations under the chosen "
+                         "settings")
     ap.add_argument("--only", help="run only cells whose name starts with this (e.g. c10-b32)")
     ap.add_argument("--seeds", type=int, help="seeds per cell instead of the grid's")
     ap.add_argument("--steps", type=int, help="steps per run instead of the grid's")
@@ -242,7 +248,8 @@ def main(argv=None) -> int:
     grid = [replace(c, steps=args.steps or c.steps) for c in GRIDS[args.grid]
             if not args.only or c.name.startswith(args.only)]
     if not grid:
-        ap.error(f"--only {args.only}: no cell's name starts with it; names look like {GRIDS[args.grid][0].name}")
+        ap.error(f"--only {args.only}: no cell's name starts with it; names look like "
+                 f"{GRIDS[args.grid][0].name}")
     path = out / f"{args.grid}.json"
     done = json.loads(path.read_text()) if path.exists() else {"runs": []}
     runs, t0, version = done["runs"], time.time(), code_version()  # the code this process runs
@@ -254,7 +261,8 @@ def main(argv=None) -> int:
             runs.append(r)
             print(f"{cell.name} seed {seed}: peak {r['peak_loss']:.2f} (ln C {math.log(cell.classes):.2f}), "
                   f"final {r['final_loss']:.2f}, ε‖h‖²/C {r['stability_number']:.2f}"
-                  f"{', DIVERGED' if r['diverged'] else ''}{', dead' if r['dead'] else ''} ({r['seconds']:.0f} s)",
+                  f"{', DIVERGED' if r['diverged'] else ''}{', dead' if r['dead'] else ''} "
+                  f"({r['seconds']:.0f} s)",
                   file=sys.stderr, flush=True)
             meta = {"commit": version, "date": time.strftime("%Y-%m-%d"), "machine": hardware(),
                     "minutes": (done.get("minutes", 0) * 60 + time.time() - t0) / 60}

@@ -12,8 +12,10 @@ of settings and not selected since, are named, not mixed in.
 
 from __future__ import annotations
 
-if not __package__:  # `python reproduce/tables.py ...`: run as the module it is, whose imports are the package's
-    import pathlib, runpy, sys  # noqa: E401
+if not __package__:  # `python reproduce/tables.py`: run as the module it is (its imports are the package's)
+    import pathlib
+    import runpy
+    import sys
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     sys.exit(runpy.run_module("reproduce.tables", run_name="__main__"))
 
@@ -34,9 +36,18 @@ from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version, epoch_of
 from alexnet.config import AlexNetConfig
 
-from .experiments import ABLATIONS, BASELINE, EXPERIMENTS, SCALES, STABILITY, TABLE1, TABLE2, Override, run_config
+from .experiments import (
+    ABLATIONS,
+    BASELINE,
+    EXPERIMENTS,
+    SCALES,
+    STABILITY,
+    TABLE1,
+    TABLE2,
+    Override,
+    run_config,
+)
 from .figure1 import verdict as figure1_verdict
-
 
 STOPPED = "stopped.json"  # run_all: {run: why} for runs whose training stopped on a non-finite loss
 
@@ -116,15 +127,18 @@ class Results:
         exp, e = EXPERIMENTS.get(run), self.eval(run)
         size = self.size(exp.scale) if exp else None
         short = [Path(c["path"]) for c in (e or {}).get("checkpoints", []) if _short(c, size)]
-        return (", ".join(f"{p.parent.name} stopped after epoch {epoch_of(p)} of {size.epochs}" for p in short)
-                + " (it did not finish: see its log)") if short else None
+        if not short:
+            return None
+        return (", ".join(f"{p.parent.name} stopped after epoch {epoch_of(p)} of {size.epochs}"
+                          for p in short) + " (it did not finish: see its log)")
 
     def other_settings(self, checkpoint: dict) -> str | None:
         """Why an evaluated checkpoint is no result of today's run: the config its run trained with
         (recorded in the evaluation) differs from what this code trains for that run at this scale,
         e.g. a run made before a schedule change, left in a results folder that later runs share.
         None when they agree, or when the evaluation predates recording the config."""
-        recorded, (exp, run) = checkpoint.get("config"), RUNS.get(Path(checkpoint["path"]).parent.name, (None, None))
+        recorded = checkpoint.get("config")
+        exp, run = RUNS.get(Path(checkpoint["path"]).parent.name, (None, None))
         size = self.size(exp.scale) if exp else None
         if recorded is None or size is None:
             return None
@@ -140,8 +154,8 @@ class Results:
 
     def learned(self, err: dict | None) -> bool:
         """The rule for every number the tables present: top-1 error below half of chance."""
-        return err is not None and round(err["top1"], 9) < round(self.chance()[0] / 2, 9)  # 6 of 18 at 3 classes:
-        # exactly half of chance, which 1 − 1/3 rounded in binary would otherwise put below it
+        # rounded: 6 of 18 at 3 classes is exactly half of chance, which 1 − 1/3 in binary would put below it
+        return err is not None and round(err["top1"], 9) < round(self.chance()[0] / 2, 9)
 
     def replicates(self) -> list[dict]:
         """The baseline configuration's seed replicates at the short size: baseline-short and the
@@ -213,7 +227,8 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available() else [])
     return (", ".join(gpus) + " + " if gpus else "no GPU, ") + f"{os.cpu_count()} CPU cores ({cpu})"
 
 
@@ -224,20 +239,23 @@ def header(title: str, dataset: str, res: Results) -> str:
     override = f"; {res.override.describe()}" if res.override.describe() else ""
     c = res.classes or 1000
     chance = (f"chance {100 * c1:.1f} / {100 * c5:.1f}" if res.top5_means_something else
-              f"chance {100 * c1:.1f} top-1; **no top-5 numbers**: with {c} classes five guesses cover every class")
+              f"chance {100 * c1:.1f} top-1; **no top-5 numbers**: with {c} classes five "
+              "guesses cover every class")
     if 5 < c <= 10:
-        chance += f"; **top-5 says little with {c} classes** (a guess is in the top 5 {5 / c:.0%} of the time)"
+        chance += (f"; **top-5 says little with {c} classes** (a guess is in the top 5 {5 / c:.0%} of the "
+                   "time)")
     return (f"# {title}\n\n"
             f"- dataset: {dataset}; {res.classes or '?'} classes; {chance}\n"
             f"- profile: paper (unless a row says otherwise; it decays the biases and divides their ε with "
             f"the weights', our reading of §5)\n"
             f"- scale `{scale.name}` ({scale.why}{override}): main runs {res.size('main').describe()}; "
             f"short runs {short}\n"
-            f"- recipe: {res.size('main').recipe()}" + (f" ({res.override.why})" if res.override.why else "") + "\n"
-            f"- hardware: {hardware()}\n- commit: {code_version()}\n- date: {time.strftime('%Y-%m-%d')}\n"
-            f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012. A number is shown only "
-            f"for a run whose top-1 error is below half of chance ({50 * c1:.1f}%); ± is the sample standard "
-            f"deviation over seed replicates at the same scale\n\n")
+            f"- recipe: {res.size('main').recipe()}" + (f" ({res.override.why})" if res.override.why else "")
+            + f"\n- hardware: {hardware()}\n- commit: {code_version()}\n"
+            f"- date: {time.strftime('%Y-%m-%d')}\n"
+            f"- numbers: top-1 / top-5 error in percent; paper from Krizhevsky et al. 2012. A number is "
+            f"shown only for a run whose top-1 error is below half of chance ({50 * c1:.1f}%); ± is the "
+            f"sample standard deviation over seed replicates at the same scale\n\n")
 
 
 def _write(tables: Path, name: str, md: str, rows: list[dict]) -> None:
@@ -286,12 +304,14 @@ def table1(res: Results, dataset: str, is_2010: bool) -> tuple[str, list[dict]]:
                          "ours_top1": _percent(err, "top1"), "ours_top5": _percent(err, "top5"),
                          "note": why})
         else:
-            rows.append({"model": model, "paper_top1": p1, "paper_top5": p5, "ours_top1": None, "ours_top5": None,
-                         "note": "not a CNN: outside this reproduction"})
-    md = header(f"Table 1 (paper: ILSVRC-2010 test; ours: {dataset}, {res.scale} scale)", dataset, res)
-    md += "| Model | paper top-1 | paper top-5 | ours top-1 | ours top-5 | note |\n|---|---|---|---|---|---|\n"
-    md += "".join(f"| {r['model']} | {_pct(r['paper_top1'])} | {_pct(r['paper_top5'])} | {_pct(r['ours_top1'])} | "
-                  f"{_pct(r['ours_top5'])} | {r['note']} |\n" for r in rows)
+            rows.append({"model": model, "paper_top1": p1, "paper_top5": p5, "ours_top1": None,
+                         "ours_top5": None, "note": "not a CNN: outside this reproduction"})
+    title = f"Table 1 (paper: ILSVRC-2010 test; ours: {dataset}, {res.scale} scale)"
+    md = header(title, dataset, res)
+    md += ("| Model | paper top-1 | paper top-5 | ours top-1 | ours top-5 | note |\n"
+           "|---|---|---|---|---|---|\n")
+    md += "".join(f"| {r['model']} | {_pct(r['paper_top1'])} | {_pct(r['paper_top5'])} | "
+                  f"{_pct(r['ours_top1'])} | {_pct(r['ours_top5'])} | {r['note']} |\n" for r in rows)
     return md, rows
 
 
@@ -314,8 +334,8 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
             note = (f"{views}; its seed replicates at its size (centre patch; {BASELINE.name} is this run's "
                     f"configuration and seed): top-1 {_pm(band['top1'], band['top1_sd'])}")
         elif err and run == "1cnn" and res.scale == "cpu":
-            note = (f"{views}; one run: no seed replicates at its size; --scale cpu-full measures their spread, "
-                    "which is what another machine type gives (results/synthetic/README.md)")
+            note = (f"{views}; one run: no seed replicates at its size; --scale cpu-full measures their "
+                    "spread, which is what another machine type gives (results/synthetic/README.md)")
         elif err and run == "1cnn":
             note = f"{views}; one run: no seed replicates at its size"
         elif err and run == "5cnns":
@@ -333,13 +353,13 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
     md += "".join(f"| {r['model']} | {_pct(r['paper_top1_val'])} | {_pct(r['paper_top5_val'])} | "
                   f"{_pct(r['paper_top5_test'])} | {_pct(r['ours_top1_val'])} | {_pct(r['ours_top5_val'])} | "
                   f"{_pct(r['ours_top5_test'])} | {r['note']} |\n" for r in rows)
-    md += ("\nThe paper's 1 CNN (40.7 / 18.2): the 2012 code's log has 40.66 / 18.21 for that run without saying "
-           "whether one or ten patches were used; its 1 CNN* (39.0 / 16.6) is tagged \"multiview\" "
+    md += ("\nThe paper's 1 CNN (40.7 / 18.2): the 2012 code's log has 40.66 / 18.21 for that run without "
+           "saying whether one or ten patches were used; its 1 CNN* (39.0 / 16.6) is tagged \"multiview\" "
            "(reproduce/PAPER.md).\n")
     if band:
-        md += (f"\nSeed-to-seed spread of one run of the baseline configuration at the short size "
-               f"({band['n']} replicates: {', '.join(band['runs'])}): top-1 {_pm(band['top1'], band['top1_sd'])}, "
-               f"top-5 {_pm(band['top5'], band['top5_sd'])}.\n")
+        md += ("\nSeed-to-seed spread of one run of the baseline configuration at the short size "
+               f"({band['n']} replicates: {', '.join(band['runs'])}): top-1 "
+               f"{_pm(band['top1'], band['top1_sd'])}, top-5 {_pm(band['top5'], band['top5_sd'])}.\n")
     return md, rows
 
 
@@ -366,7 +386,8 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
         elif err:
             verdict = "no baseline band to compare with (run baseline-short and 5cnns at this scale)"
         size = res.size(exp.scale)
-        rows.append({"ablation": name, "what": exp.what, "paper_reduction_top1": p1, "paper_reduction_top5": p5,
+        rows.append({"ablation": name, "what": exp.what,
+                     "paper_reduction_top1": p1, "paper_reduction_top5": p5,
                      "paper_note": exp.paper_note,
                      "ours_top1": _percent(err, "top1"), "ours_top5": _percent(err, "top5"),
                      "baseline_top1": band and band["top1"], "baseline_top1_sd": band and band["top1_sd"],
@@ -374,20 +395,23 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
                      "ours_reduction_top1": red[0], "ours_reduction_top5": red[1], "verdict": verdict,
                      "scale": f"{exp.scale}: {size.describe()}" if size else "not run at this scale",
                      "views": views})
-    md = header(f"Ablations from the text (paper: ILSVRC-2010/2012; ours: {dataset}, {res.scale} scale)", dataset, res)
-    md += ("Reduction = error without the feature − error with it, the latter being the mean of the baseline "
-           "configuration's seed replicates at the same size (baseline-short and the five 5cnns members). Positive: "
-           f"the feature helps. A reduction within {NOISE_RULE} standard deviations of those replicates is marked "
-           "within noise.\n\n")
-    md += ("| ablation | what | paper reduction top-1 / top-5 | ours: ablated top-1 / top-5 | baseline top-1 / top-5 "
-           "(mean ± sd) | our reduction top-1 / top-5 | verdict | size |\n|---|---|---|---|---|---|---|---|\n")
+    title = f"Ablations from the text (paper: ILSVRC-2010/2012; ours: {dataset}, {res.scale} scale)"
+    md = header(title, dataset, res)
+    md += ("Reduction = error without the feature − error with it, the latter being the mean of the "
+           "baseline configuration's seed replicates at the same size (baseline-short and the five 5cnns "
+           f"members). Positive: the feature helps. A reduction within {NOISE_RULE} standard deviations of "
+           "those replicates is marked within noise.\n\n")
+    md += ("| ablation | what | paper reduction top-1 / top-5 | ours: ablated top-1 / top-5 | baseline top-1 "
+           "/ top-5 (mean ± sd) | our reduction top-1 / top-5 | verdict | size "
+           "|\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         paper = f"{_pct(r['paper_reduction_top1'])} / {_pct(r['paper_reduction_top5'])}"
         if r["paper_note"]:
             paper += f" ({r['paper_note']})"
-        md += (f"| {r['ablation']} | {r['what']} | {paper} | {_pct(r['ours_top1'])} / {_pct(r['ours_top5'])} | "
-               f"{_pm(r['baseline_top1'], r['baseline_top1_sd'])} / {_pm(r['baseline_top5'], r['baseline_top5_sd'])} | "
-               f"{_pct(r['ours_reduction_top1'])} / {_pct(r['ours_reduction_top5'])} | {r['verdict']} | {r['scale']} |\n")
+        md += (f"| {r['ablation']} | {r['what']} | {paper} | {_pct(r['ours_top1'])} / {_pct(r['ours_top5'])} "
+               f"| {_pm(r['baseline_top1'], r['baseline_top1_sd'])} / "
+               f"{_pm(r['baseline_top5'], r['baseline_top5_sd'])} | {_pct(r['ours_reduction_top1'])} / "
+               f"{_pct(r['ours_reduction_top5'])} | {r['verdict']} | {r['scale']} |\n")
     fig1 = res.root / "figure1.json"
     if fig1.exists():
         f = json.loads(fig1.read_text())
@@ -416,9 +440,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ilsvrc2010", action="store_true", help="the 1cnn evaluation is on ILSVRC-2010")
     ap.add_argument("--test-note", default="this dataset has no test split")
     ap.add_argument("--epochs", type=int, help="the runs' epochs, when run_all was given --epochs")
-    ap.add_argument("--batch-size", type=int, help="the runs' batch size, when run_all was given --batch-size")
-    ap.add_argument("--stability", choices=["paper", *STABILITY], help="the runs' stability setting, when run_all "
-                    "was given --stability")
+    ap.add_argument("--batch-size", type=int,
+                    help="the runs' batch size, when run_all was given --batch-size")
+    ap.add_argument("--stability", choices=["paper", *STABILITY],
+                    help="the runs' stability setting, when run_all was given --stability")
     args = ap.parse_args(argv)
     out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note,
                        Override(args.epochs, args.batch_size, args.stability))

@@ -115,7 +115,8 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=ENV, **kw)
 
 
-# two epochs of 6 batches of 4 (of the tiny set's 12): checkpoints after steps 3, 6 (the end of epoch 1), 9, 12
+# two epochs of 6 batches of 4 (of the tiny set's 12): checkpoints after steps 3, 6 (the end of epoch
+# 1), 9, 12
 REFERENCE_ARGS = ("--epochs", "2", "--train-batches", "6", "--checkpoint-steps", "3", "--keep", "2")
 REFERENCE_STEPS = 12
 
@@ -146,7 +147,8 @@ def kill_after_checkpoint(cmd, run_dir: Path, step: int, delay: float) -> None:
     """Start `cmd`, and SIGKILL it `delay` seconds after `run_dir` holds a checkpoint
     of step ≥ `step` (or after it ended by itself)."""
     p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: p.poll() is not None or any(checkpoint.step_of(f) >= step for f in checkpoint.files(run_dir)))
+    wait_for(lambda: p.poll() is not None
+             or any(checkpoint.step_of(f) >= step for f in checkpoint.files(run_dir)))
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
     p.wait()

@@ -9,5 +9,6 @@ set -euo pipefail
 export ALEXNET_TESTS=1  # tools/env.sh: pytest and the test extra are needed too
 source "$(dirname "$0")/../tools/env.sh"
 cd "$ROOT"
+"$PY" -m ruff check --quiet .  # the style pyproject.toml sets ([tool.ruff]); a finding fails the suite
 if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
 exec "$PY" -m pytest -q -n 2 "$@"

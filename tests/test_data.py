@@ -20,12 +20,10 @@ from alexnet.data.augment import Normalizer, draw
 from alexnet.data.cache import Cache, CacheError
 from alexnet.data.loader import Loader
 from alexnet.data.prepare import format_report, prepare
-from alexnet.data.sources import DatasetError, ilsvrc2012, image_folder
-from alexnet.data.sources import DEVKIT, TRAIN_TAR, VAL_TAR
+from alexnet.data.sources import DEVKIT, TRAIN_TAR, VAL_TAR, DatasetError, ilsvrc2012, image_folder
 from alexnet.data.synthetic import class_spec, write_synthetic_ilsvrc
 
 from .conftest import TINY
-
 
 # ---------- ingestion ----------
 
@@ -77,7 +75,8 @@ def decoded(cache, split):
 def test_prepare_outputs_and_statistics(tiny_cache):
     cache = Cache(tiny_cache)
     n = TINY["classes"]
-    assert cache.size("train") == n * TINY["train_per_class"] and cache.size("val") == n * TINY["val_per_class"]
+    assert cache.size("train") == n * TINY["train_per_class"]
+    assert cache.size("val") == n * TINY["val_per_class"]
     px = decoded(cache, "train")  # N×256×256×3: the pixels the net will see
     assert px.shape[1:] == (256, 256, 3)
     assert cache.mean.shape == (3, 256, 256)
@@ -356,7 +355,8 @@ def test_prepare_resumes_after_a_kill(tiny_archives, tiny_cache, tmp_path):
     for f in ("train-00002.npz", "train-00002.bin", "val-00000.npz", "val.index.npz", "mean.npy"):
         (partial / f).unlink()
     (partial / "train-00002.bin.tmp").write_bytes(b"half a shard")
-    kept = {f: (partial / f).stat().st_mtime_ns for f in ("train-00000.npz", "train-00000.bin", "train-00003.bin")}
+    kept = {f: (partial / f).stat().st_mtime_ns
+            for f in ("train-00000.npz", "train-00000.bin", "train-00003.bin")}
     with pytest.raises(CacheError, match="unfinished prepare"):
         Cache(partial)
     report = prepare(ilsvrc2012(tiny_archives), partial, workers=2, progress=False)
@@ -403,8 +403,8 @@ def test_gpu_decoding_leaves_memory_that_queued_work_still_reads_alone(tiny_cach
     without = _rounds_corrupted(loader)
     monkeypatch.setattr(Loader, "wait_before_gpu_decode", True)
     with capsys.disabled():
-        print(f"\nnvJPEG race on {torch.cuda.get_device_name()}: {without} of 20 rounds corrupted without the "
-              "loader's wait", flush=True)
+        print(f"\nnvJPEG race on {torch.cuda.get_device_name()}: {without} of 20 rounds corrupted without "
+              "the loader's wait", flush=True)
     assert _rounds_corrupted(loader) == 0
 
 

@@ -26,13 +26,14 @@ def test_a_nonfinite_step_records_its_batch(diverged, tiny_cache):
     rec = json.loads((diverged / "nonfinite.json").read_text())
     steps = read_steps(diverged / "steps.jsonl")
     assert not math.isfinite(float(rec["loss"])) and rec["epoch"] == 1 and rec["last_good_checkpoint"] is None
-    assert [s["step"] for s in steps] == list(range(1, rec["step"] + 1))  # one line per step, up to the bad one
+    assert [s["step"] for s in steps] == list(range(1, rec["step"] + 1))  # a line per step, to the bad one
     assert not math.isfinite(steps[-1]["loss"]) and all(math.isfinite(s["loss"]) for s in steps[:-1])
     # the batch's sample ids are the loader's batch: its permutation of epoch 0, at the recorded index
     from alexnet.config import AlexNetConfig
     from alexnet.data.loader import Loader
     cfg = AlexNetConfig.from_dict(json.loads((diverged / "config.json").read_text())["config"])
-    loader = Loader(Cache(tiny_cache), "train", cfg, train=True, batch_size=4, workers=0, device="cpu", seed=cfg.seed)
+    loader = Loader(Cache(tiny_cache),
+                    "train", cfg, train=True, batch_size=4, workers=0, device="cpu", seed=cfg.seed)
     order = loader.order(0)
     assert rec["samples"] == order[rec["batch"] * 4:(rec["batch"] + 1) * 4].tolist()
     assert rec["names"] == [Cache(tiny_cache).names("train")[i] for i in rec["samples"]]
@@ -57,7 +58,8 @@ def test_replay_of_a_step_that_was_finite_when_replayed_says_not_reproduced(tiny
     race would leave): the verdict says so. Here the record is written by hand over a healthy run,
     after its first checkpoint, so the replay starts from that checkpoint."""
     run_dir = tmp_path / "run"
-    assert train_main(train_argv(tiny_cache, run_dir, "--epochs", "2", "--max-steps", "4", "--train-batches", "3")) == 0
+    assert train_main(train_argv(tiny_cache, run_dir,
+                                 "--epochs", "2", "--max-steps", "4", "--train-batches", "3")) == 0
     (run_dir / "nonfinite.json").write_text(json.dumps({"step": 4, "loss": "nan"}))
     report = replay(run_dir, 4, out=io.StringIO())
     assert report["start"].endswith("s000000003.pt")  # the end of epoch 1 (3 batches of 4)
@@ -88,7 +90,8 @@ def test_kick_and_curvature_number_follow_their_formulas():
 def test_the_study_counts_a_run_as_diverged_or_dead_by_its_steps():
     from reproduce.stability import outcome
     calm = [{"loss": v, "fc8_input_sq": 9.0} for v in (2.4, 3.0, 2.2)]
-    assert not outcome(calm, 10)["diverged"] and outcome(calm, 10)["overshoot"] == pytest.approx(3.0 - math.log(10))
+    assert not outcome(calm, 10)["diverged"]
+    assert outcome(calm, 10)["overshoot"] == pytest.approx(3.0 - math.log(10))
     high = [{"loss": v, "fc8_input_sq": 9.0} for v in (2.4, 4.7, 2.2)]  # 4.7 > 2 ln 10 = 4.61
     assert outcome(high, 10)["diverged"] and not outcome(high, 10)["nonfinite"]
     nan = [{"loss": 2.4, "fc8_input_sq": 9.0}, {"loss": math.nan, "fc8_input_sq": math.nan}]

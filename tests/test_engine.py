@@ -25,10 +25,18 @@ from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.schedule import CudaConvnetSchedule, PlateauSchedule, same_course
 
-from .conftest import (ENV, ROOT, REFERENCE_ARGS, assert_same_run, final_weights, kill_after_checkpoint, run,
-                       train_argv, train_cmd)
+from .conftest import (
+    ENV,
+    REFERENCE_ARGS,
+    ROOT,
+    assert_same_run,
+    final_weights,
+    kill_after_checkpoint,
+    run,
+    train_argv,
+    train_cmd,
+)
 from .test_reliability import exit_status
-
 
 # ---------- §5 update rule ----------
 
@@ -107,7 +115,8 @@ def test_param_groups_per_profile():
 
 def test_plateau_schedule_on_scripted_curve():
     s = PlateauSchedule(epochs=90, patience=2, drops=3)
-    curve = [0.9, 0.8, 0.7, 0.71, 0.72, 0.6, 0.65, 0.66, 0.5, 0.55, 0.55, 0.6, 0.5, 0.55, 0.55, 0.4, 0.45, 0.45]
+    curve = [0.9, 0.8, 0.7, 0.71, 0.72, 0.6, 0.65, 0.66, 0.5,
+             0.55, 0.55, 0.6, 0.5, 0.55, 0.55, 0.4, 0.45, 0.45]
     notes = [s.end_epoch(e, err) for e, err in enumerate(curve)]
     drops_at = [e for e, n in enumerate(notes) if n]
     # two epochs without a new best once improving at this ε (6 and 7 come before any improvement
@@ -197,7 +206,8 @@ def test_one_epoch_cuda_convnet_run_logs_the_initial_rates(tiny_cache, tmp_path,
                                  "--train-batches", "1", "--keep", "1"))
     assert code == 0, capsys.readouterr().err
     log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    assert log[0]["lr"] == pytest.approx({"conv1.weight": 0.01, "conv1.bias": 0.02, "weight": 0.01, "bias": 0.02})
+    want = {"conv1.weight": 0.01, "conv1.bias": 0.02, "weight": 0.01, "bias": 0.02}
+    assert log[0]["lr"] == pytest.approx(want)
 
 
 # ---------- checkpoints ----------
@@ -208,9 +218,11 @@ def test_checkpoint_epochs_spaces_the_checkpoints(tiny_cache, tmp_path, capsys):
     args = ("--epochs", "3", "--train-batches", "1", "--keep", "5")
     assert train.main(train_argv(tiny_cache, tmp_path / "spaced", *args, "--checkpoint-epochs", "2")) == 0
     assert [checkpoint.epoch_of(p) for p in checkpoint.files(tmp_path / "spaced")] == [2, 3]
-    assert [checkpoint.step_of(p) for p in checkpoint.files(tmp_path / "spaced")] == [2, 3]  # one batch an epoch
+    # one batch an epoch
+    assert [checkpoint.step_of(p) for p in checkpoint.files(tmp_path / "spaced")] == [2, 3]
     assert len((tmp_path / "spaced" / "log.jsonl").read_text().splitlines()) == 3
-    assert exit_status(train.main, train_argv(tiny_cache, tmp_path / "x", *args, "--checkpoint-epochs", "0")) == 2
+    assert exit_status(train.main, train_argv(tiny_cache, tmp_path / "x", *args,
+                                              "--checkpoint-epochs", "0")) == 2
     capsys.readouterr()
 
 
@@ -225,7 +237,8 @@ def test_checkpoint_epochs_leaves_the_training_alone(tiny_cache, tmp_path):
 
 def test_truncated_checkpoint_is_skipped(tmp_path):
     for step in (1, 2):
-        checkpoint.save(tmp_path, {"model": {"w": torch.full((1000,), float(step))}, "epoch": 0, "step": step})
+        weights = {"w": torch.full((1000,), float(step))}
+        checkpoint.save(tmp_path, {"model": weights, "epoch": 0, "step": step})
     newest = sorted(tmp_path.glob("ckpt-*.pt"))[-1]
     newest.write_bytes(newest.read_bytes()[:200])
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
@@ -277,7 +290,8 @@ def test_a_finished_run_trained_longer_is_the_longer_run(tiny_cache, tmp_path, c
     for k, v in whole["model"].items():
         assert torch.equal(v, got["model"][k]), k
     assert [h["val_top1"] for h in got["history"]] == [h["val_top1"] for h in whole["history"]]
-    recorded = json.loads((tmp_path / "longer" / "config.json").read_text())  # what run_all reads to call it done
+    # what run_all reads to call it done
+    recorded = json.loads((tmp_path / "longer" / "config.json").read_text())
     assert recorded["config"]["epochs"] == 2 and recorded["trained_longer"][0]["from_epochs"] == 1
 
 
@@ -362,7 +376,8 @@ def fast_mode_run(tiny_cache, run_dir, capsys, *extra):
 
 def test_fast_mode_is_labelled_and_not_mixed_with_faithful(tiny_cache, tmp_path, capsys):
     fast_mode_run(tiny_cache, tmp_path / "fast", capsys, "--no-compile")
-    code, err = train_here(capsys, *train_argv(tiny_cache, tmp_path / "fast", "--epochs", "2", "--train-batches", "2"))
+    code, err = train_here(capsys, *train_argv(tiny_cache, tmp_path / "fast",
+                                               "--epochs", "2", "--train-batches", "2"))
     assert code == 2 and "--fast" in err  # a fast run is not resumed as a faithful one
     code, err = train_here(capsys, *train_argv(tiny_cache, tmp_path / "faithful", "--epochs", "1",
                                                 "--train-batches", "2"))
@@ -397,7 +412,8 @@ def test_ten_patch_evaluation_matches_brute_force(tiny_cache):
     cache = Cache(tiny_cache)
     torch.manual_seed(0)
     model = AlexNet(AlexNetConfig.from_profile("paper", num_classes=4), devices="cpu").eval()
-    loader = Loader(cache, "val", model.config, train=False, views="ten", batch_size=5, workers=0, device="cpu")
+    loader = Loader(cache, "val", model.config, train=False,
+                    views="ten", batch_size=5, workers=0, device="cpu")
     probs, labels = predict(model, loader)
     mean = torch.as_tensor(cache.mean, dtype=torch.float32)
     for i in (0, 7, 15):
@@ -422,13 +438,15 @@ def test_ensemble_is_mean_softmax(tiny_cache, tmp_path):
         model = AlexNet(cfg, devices="cpu")
         run_dir = tmp_path / f"m{seed}"
         run_dir.mkdir()
-        checkpoint.save(run_dir, {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1, "step": 1})
+        checkpoint.save(run_dir, {"model": model.state_dict(), "config": cfg.to_dict(),
+                                  "epoch": 1, "step": 1})
         paths.append(run_dir)
         loader = Loader(cache, "val", cfg, train=False, views="center", batch_size=8, workers=0, device="cpu")
         single.append(predict(model.eval(), loader)[0])
     res, probs = evaluate(cache, paths, "val", views=("center",), devices="cpu", batch_size=8, workers=0)
     torch.testing.assert_close(probs["center"], (single[0] + single[1]) / 2)
-    assert res["ensemble"]["center"] == errors((single[0] + single[1]) / 2, torch.as_tensor(cache.labels("val")))
+    labels = torch.as_tensor(cache.labels("val"))
+    assert res["ensemble"]["center"] == errors((single[0] + single[1]) / 2, labels)
 
 
 def test_features_file_holds_every_row_in_order(tiny_cache, tmp_path):
@@ -439,7 +457,8 @@ def test_features_file_holds_every_row_in_order(tiny_cache, tmp_path):
     cfg = AlexNetConfig.from_profile("paper", num_classes=4, seed=3)
     model = AlexNet(cfg, devices="cpu")
     checkpoint.save(tmp_path, {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1, "step": 1})
-    shape = save_features(cache, tmp_path, tmp_path / "f.npy", "train", devices="cpu", batch_size=5, workers=0)
+    shape = save_features(cache, tmp_path, tmp_path / "f.npy",
+                          "train", devices="cpu", batch_size=5, workers=0)
     got, meta = np.load(tmp_path / "f.npy", mmap_mode="r"), np.load(tmp_path / "f.meta.npz")
     assert shape == got.shape == (cache.size("train"), 4096) and not (tmp_path / "f.npy.tmp").exists()
     # At the writer's batch size, so the same kernels sum in the same order: equal to the bit. (At another
@@ -448,7 +467,8 @@ def test_features_file_holds_every_row_in_order(tiny_cache, tmp_path):
     with torch.no_grad():
         want = torch.cat([model.eval().features(x) for x, _ in loader]).numpy()
     np.testing.assert_array_equal(got, want)
-    assert np.array_equal(meta["labels"], cache.labels("train")) and list(meta["names"]) == list(cache.names("train"))
+    assert np.array_equal(meta["labels"], cache.labels("train"))
+    assert list(meta["names"]) == list(cache.names("train"))
 
 
 # ---------- several processes ----------
@@ -520,7 +540,7 @@ def test_two_nodes_train_as_one_process_and_refuse_run_dirs_they_do_not_share(ti
         lines = [line for line in node.stderr.splitlines() if line.startswith("error: ")]
         assert len(lines) == 1, node.stderr[-3000:]
         assert "different checkpoints" in lines[0] and "must see the same --run-dir" in lines[0]
-        assert "step 2" in lines[0] and "no checkpoint in" in lines[0] and "node 0" in lines[0] and "node 1" in lines[0]
+        assert all(s in lines[0] for s in ("step 2", "no checkpoint in", "node 0", "node 1"))
     assert sorted(p.name for p in shared.iterdir()) == before  # nothing trained, nothing written
     assert not (tmp_path / "empty").exists() or not any(checkpoint.files(tmp_path / "empty"))
 
@@ -532,7 +552,8 @@ from alexnet.config import AlexNetConfig
 from alexnet.engine import Trainer, TrainOptions
 d, devices = distributed.init("cpu")
 cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=8)
-trainer = Trainer(cfg, TrainOptions(cache=sys.argv[1], run_dir=sys.argv[2], devices=devices, workers=0), dist=d)
+opts = TrainOptions(cache=sys.argv[1], run_dir=sys.argv[2], devices=devices, workers=0)
+trainer = Trainer(cfg, opts, dist=d)
 trainer.net.train()
 mask = trainer.net.towers[0].drop6(torch.ones(1, 256)).ne(0).int().tolist()[0]
 weights = trainer.net.towers[0].conv1.weight.flatten()[:8].tolist()
@@ -569,8 +590,8 @@ def test_finetune_schedule_is_the_recorded_2012_2011_run(profile):
     opt = PaperSGD(param_groups(AlexNet(cfg, devices=("cpu", "meta")), cfg), lr=cfg.lr)
     s = make_schedule(cfg)
     b = 0.01 * cfg.bias_lr_mult
-    expect = {0: (1e-4, b, 1e-3, 1e-2), 5: (1e-5, b, 1e-3, 1e-2), 7: (0, 0, 1e-3, 1e-2), 9: (0, 0, 1e-3, 1e-3),
-              22: (0, 0, 1e-4, 1e-4), 42: (0, 0, 1e-5, 1e-5)}
+    expect = {0: (1e-4, b, 1e-3, 1e-2), 5: (1e-5, b, 1e-3, 1e-2), 7: (0, 0, 1e-3, 1e-2),
+              9: (0, 0, 1e-3, 1e-3), 22: (0, 0, 1e-4, 1e-4), 42: (0, 0, 1e-5, 1e-5)}
     for epoch, (c1, c1b, w, fc8) in expect.items():
         assert apply(s, opt, cfg, epoch) == pytest.approx(
             {"conv1.weight": c1, "conv1.bias": c1b, "weight": w, "fc8.weight": fc8, "bias": b}), epoch

@@ -86,7 +86,8 @@ def test_samemap_norm_matches_loop():
     for y in range(6):
         for x in range(6):
             win = a[:, :, max(0, y - 2):y + 3, max(0, x - 2):x + 3]
-            expected[:, :, y, x] = a[:, :, y, x] / (1 + scale / size ** 2 * (win ** 2).sum(dim=(2, 3))) ** power
+            denominator = (1 + scale / size ** 2 * (win ** 2).sum(dim=(2, 3))) ** power
+            expected[:, :, y, x] = a[:, :, y, x] / denominator
     torch.testing.assert_close(SameMapNorm(size, scale, power)(a), expected, rtol=1e-12, atol=1e-12)
 
 

@@ -18,9 +18,19 @@ import torch
 from alexnet import checkpoint, train
 from alexnet.checkpoint import RunLock, RunLocked
 
-from .conftest import (ENV, REFERENCE_ARGS, REFERENCE_STEPS, ROOT, assert_same_run, final_weights,
-                       kill_after_checkpoint, run, train_argv, train_cmd, wait_for)
-
+from .conftest import (
+    ENV,
+    REFERENCE_ARGS,
+    REFERENCE_STEPS,
+    ROOT,
+    assert_same_run,
+    final_weights,
+    kill_after_checkpoint,
+    run,
+    train_argv,
+    train_cmd,
+    wait_for,
+)
 
 # ---------- two runs on one directory ----------
 
@@ -105,7 +115,8 @@ except checkpoint.DiskFull as e:
 
 def test_training_on_a_full_disk_stops_with_the_space_needed(tiny_cache, tmp_path):
     r = subprocess.run(train_cmd(tiny_cache, tmp_path / "full", "--epochs", "1", "--checkpoint-steps", "1"),
-                       cwd=ROOT, capture_output=True, text=True, env=ENV, preexec_fn=limit_file_size(50_000_000))
+                       cwd=ROOT, capture_output=True, text=True, env=ENV,
+                       preexec_fn=limit_file_size(50_000_000))
     assert r.returncode == 4, r.stderr[-2000:]
     assert "no space left" in r.stderr and "MiB" in r.stderr
     assert not list((tmp_path / "full").glob("*.tmp"))
@@ -113,8 +124,8 @@ def test_training_on_a_full_disk_stops_with_the_space_needed(tiny_cache, tmp_pat
 
 def test_prepare_on_a_full_disk_says_how_much_is_needed(messy_folder, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tools.prepare", "--data", str(messy_folder), "--cache",
-                        str(tmp_path / "cache"), "--no-progress", "--workers", "1"], cwd=ROOT, capture_output=True,
-                       text=True, env=ENV, preexec_fn=limit_file_size(20_000))
+                        str(tmp_path / "cache"), "--no-progress", "--workers", "1"], cwd=ROOT,
+                       capture_output=True, text=True, env=ENV, preexec_fn=limit_file_size(20_000))
     assert r.returncode == 2, r.stderr[-2000:]
     assert "no space left" in r.stderr and "MiB more are needed" in r.stderr
     assert not list((tmp_path / "cache").glob("*.tmp"))
@@ -159,11 +170,13 @@ BAD = [  # (module, argv, what the one-line error must name)
     ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--profile", "x"], "--profile"),
     ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--devices", "cuda:3"], "cuda:3"),
     ("alexnet.train", ["--cache", "{tmp}/empty", "--run-dir", "{tmp}/out"], "not a prepared cache"),
-    ("alexnet.evaluate", ["--cache", "{cache}", "--checkpoint", "{tmp}/none", "--out", "{tmp}/out"], "--checkpoint"),
-    ("alexnet.evaluate", ["--cache", "{cache}", "--checkpoint", "{tmp}", "--batch-size", "0", "--out", "{tmp}/out"],
+    ("alexnet.evaluate", ["--cache", "{cache}", "--checkpoint", "{tmp}/none", "--out", "{tmp}/out"],
+     "--checkpoint"),
+    ("alexnet.evaluate",
+     ["--cache", "{cache}", "--checkpoint", "{tmp}", "--batch-size", "0", "--out", "{tmp}/out"],
      "--batch-size"),
-    ("alexnet.evaluate", ["--cache", "{cache}", "--checkpoint", "{tmp}", "--split", "test", "--out", "{tmp}/out"],
-     "--split"),
+    ("alexnet.evaluate",
+     ["--cache", "{cache}", "--checkpoint", "{tmp}", "--split", "test", "--out", "{tmp}/out"], "--split"),
     ("reproduce.figure1", ["--cache", "{cache}", "--epochs", "0", "--out", "{tmp}/out"], "--epochs"),
     ("reproduce.tables", ["--results", "{tmp}/out", "--dataset", "x", "--scale", "huge"], "--scale"),
     ("reproduce.figures", ["--results", "{tmp}/out", "--cache", "{tmp}/empty"], "not a prepared cache"),
@@ -174,7 +187,8 @@ BAD = [  # (module, argv, what the one-line error must name)
 
 
 @pytest.mark.parametrize("module,argv,names", BAD, ids=[f"{m} {' '.join(a[-2:])}" for m, a, _ in BAD])
-def test_bad_arguments_exit_2_with_one_line_and_write_nothing(module, argv, names, tiny_cache, tmp_path, capsys):
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(module, argv, names, tiny_cache, tmp_path,
+                                                              capsys):
     """Each CLI's main(argv), in this process: exit 2, the last line of stderr an
     error naming the bad value, nothing written."""
     (tmp_path / "empty").mkdir()
@@ -188,7 +202,8 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(module, argv, name
 def test_a_cli_really_exits_2_from_the_shell(tmp_path):
     """The in-process checks above call main(argv); this one runs a real process."""
     r = subprocess.run([sys.executable, "-m", "alexnet.train", "--cache", str(tmp_path), "--run-dir",
-                        str(tmp_path / "out"), "--epochs", "0"], cwd=ROOT, capture_output=True, text=True, env=ENV)
+                        str(tmp_path / "out"), "--epochs", "0"], cwd=ROOT, capture_output=True, text=True,
+                       env=ENV)
     assert r.returncode == 2 and "--epochs=0: must be at least 1" in r.stderr.strip().splitlines()[-1]
 
 
@@ -227,7 +242,8 @@ def kill_anywhere_trials(tmp_path, trials, seed):
         got = final_weights(work / "runs" / "synthetic-3x8x4-g2" / "e1-b4-t2" / "1cnn")["model"]
         assert all(torch.equal(v, got[k]) for k, v in ref_w.items()), (t, at, stage)
         assert numbers(work / "results") == numbers(ref / "results"), (t, at, stage)
-        report.append(f"trial {t}: killed at {at:.1f}s in {stage[0]} → restart completed, same weights and tables")
+        report.append(f"trial {t}: killed at {at:.1f}s in {stage[0]} → restart completed, "
+                      "same weights and tables")
     print("\n".join(report))
 
 
@@ -266,7 +282,8 @@ def test_a_crafted_checkpoint_is_refused_and_its_code_never_runs(tiny_cache, tmp
     with pytest.warns(UserWarning, match="refused"):  # resuming skips it, naming it
         assert checkpoint.latest(run_dir) == (None, None)
     assert not marker.exists()
-    with open(tmp_path / "plain.pkl", "wb") as f:  # the same object through plain pickle does run: the test can fail
+    with open(tmp_path / "plain.pkl",
+              "wb") as f:  # the same object through plain pickle does run: the test can fail
         pickle.dump(_RunsCode(marker), f)
     with open(tmp_path / "plain.pkl", "rb") as f:
         pickle.load(f)

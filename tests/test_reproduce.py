@@ -16,10 +16,20 @@ from PIL import Image
 
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
-from alexnet.model import AlexNet
 from alexnet.engine import NonFiniteLoss, evaluate, load_model
+from alexnet.model import AlexNet
 from reproduce import run_all as run_all_module
-from reproduce.experiments import ABLATIONS, EXPERIMENTS, SCALES, TABLE1, TABLE2, Override, Run, run_config, select
+from reproduce.experiments import (
+    ABLATIONS,
+    EXPERIMENTS,
+    SCALES,
+    TABLE1,
+    TABLE2,
+    Override,
+    Run,
+    run_config,
+    select,
+)
 from reproduce.figures import SCALE, Glyphs, kernel_grid, kernel_statistics
 from reproduce.tables import Results, write_tables
 
@@ -44,8 +54,8 @@ def test_registry_has_every_row_and_ablation():
 
 def test_run_config_takes_any_config_field():
     """Overrides reach AlexNetConfig as fields, whether or not the CLI has a flag for them."""
-    cfg = run_config(Run("x", {"bias_weight_decay": False, "lr_patience": 3}, seed=4), SCALES["cpu-full"]["short"],
-                     num_classes=10)
+    cfg = run_config(Run("x", {"bias_weight_decay": False, "lr_patience": 3}, seed=4),
+                     SCALES["cpu-full"]["short"], num_classes=10)
     assert (cfg.bias_weight_decay, cfg.lr_patience, cfg.seed, cfg.num_classes) == (False, 3, 4, 10)
     assert (cfg.epochs, cfg.batch_size) == (14, 32)
 
@@ -71,7 +81,8 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
     assert code == 0, out[-3000:] + err[-3000:]
     made = tmp_path.joinpath(*RUNS[:3]) / "figure1-synthetic-4x12x4-g2-e2.json"
-    assert (res / "figure1.json").read_text() == made.read_text() and "verdict" in json.loads(made.read_text())
+    assert (res / "figure1.json").read_text() == made.read_text()
+    assert "verdict" in json.loads(made.read_text())
     for name in ("table1", "table2", "ablations"):
         for ext in ("md", "csv", "json"):
             assert (res / "tables" / f"{name}.{ext}").exists(), f"{name}.{ext}"
@@ -87,15 +98,18 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     assert "Table 2 (paper: ILSVRC-2012; ours: embedded synthetic" in t2 and "smoke scale)" in t2
     assert "**no top-5 numbers**: with 4 classes five guesses cover every class" in t2
     rows = json.loads((res / "tables" / "table2.json").read_text())
-    # two steps do not learn: the table says so with the run's own number (evaluated again here), and shows none
+    # two steps do not learn: the table says so with the run's own number (evaluated again here), and
+    # shows none
     run_dir = tmp_path.joinpath(*RUNS) / "1cnn"
     cache = Cache(tmp_path / "work" / "cache" / "synthetic-4x12x4-g2")
     again, _ = evaluate(cache, [run_dir], "val", ("ten",), "cpu", workers=0)
     assert again["ensemble"]["ten"]["top1"] >= 0.375  # not below half of chance (75%)
     assert rows[1]["model"] == "1 CNN" and rows[1]["ours_top1_val"] is None
-    assert f"did not learn at this scale (top-1 {100 * again['ensemble']['ten']['top1']:.1f}%" in rows[1]["note"]
+    top1 = 100 * again["ensemble"]["ten"]["top1"]
+    assert f"did not learn at this scale (top-1 {top1:.1f}%" in rows[1]["note"]
     ablation_rows = {r["ablation"]: r for r in json.loads((res / "tables" / "ablations.json").read_text())}
-    assert ablation_rows["no-lrn"]["ours_top1"] is None and "did not learn" in ablation_rows["no-lrn"]["verdict"]
+    no_lrn = ablation_rows["no-lrn"]
+    assert no_lrn["ours_top1"] is None and "did not learn" in no_lrn["verdict"]
     assert ablation_rows["pool-z2"]["scale"] == "short: 1 epoch(s) of 1 batches of 4"
     # Figure 3's numbers: the kernels, and statistics of the final and the initial weights
     kernels = np.load(res / "figures" / "conv1_kernels.npy")
@@ -148,7 +162,8 @@ def _run_all_with_no_lrn_diverging(tmp_path, capsys, monkeypatch):
 
     def fit(cfg, opts, data):
         if Path(opts.run_dir).name == "no-lrn":
-            raise NonFiniteLoss(f"loss is nan at epoch 1, step 1; stopped. Last good checkpoint: {opts.run_dir}")
+            raise NonFiniteLoss("loss is nan at epoch 1, step 1; stopped. Last good "
+                                f"checkpoint: {opts.run_dir}")
         return real_fit(cfg, opts, data)
     monkeypatch.setattr(run_all_module, "fit", fit)
     code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn")
@@ -166,7 +181,8 @@ def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys,
     assert (res / "eval" / "baseline-short.json").exists()  # the run after it was trained and evaluated
     row = json.loads((res / "tables" / "ablations.json").read_text())[0]
     assert row["ours_top1"] is None
-    assert row["verdict"] == "stopped on a non-finite loss (no-lrn: loss is nan at epoch 1, step 1): not a result"
+    assert row["verdict"] == ("stopped on a non-finite loss (no-lrn: loss is nan at epoch 1, step 1): "
+                              "not a result")
 
 
 def test_run_all_goes_on_past_a_torchrun_job_that_stopped_on_a_non_finite_loss(tmp_path, capsys, monkeypatch):
@@ -178,7 +194,8 @@ def test_run_all_goes_on_past_a_torchrun_job_that_stopped_on_a_non_finite_loss(t
     code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn", "--nproc", "2", "--devices", "cpu")
     assert code == 0 and len(ran) == 2, out[-3000:] + err[-3000:]
     why = "loss not finite (exit status 3; its output says where)"
-    assert json.loads((tmp_path / "results" / "stopped.json").read_text()) == {"baseline-short": why, "no-lrn": why}
+    stopped = json.loads((tmp_path / "results" / "stopped.json").read_text())
+    assert stopped == {"baseline-short": why, "no-lrn": why}
     row = json.loads((tmp_path / "results" / "tables" / "ablations.json").read_text())[0]
     assert row["verdict"] == f"stopped on a non-finite loss (no-lrn: {why}): not a result"
 
@@ -192,7 +209,8 @@ def test_a_stopped_1cnn_leaves_no_earlier_figure_3_or_4(tmp_path, capsys, monkey
     monkeypatch.setattr(run_all_module, "subprocess", fake)
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn", "--nproc", "2", "--devices", "cpu")
     assert code == 0, out[-3000:] + err[-3000:]
-    assert [p.name for p in figs.glob("*") if p.name.startswith(("conv1", "figure"))] == ["figure1_relu_tanh.png"]
+    made = [p.name for p in figs.glob("*") if p.name.startswith(("conv1", "figure"))]
+    assert made == ["figure1_relu_tanh.png"]
     assert "removed" in out and "1cnn stopped" in out
 
 
@@ -214,9 +232,12 @@ def test_an_evaluation_counts_as_done_only_for_the_checkpoints_it_records(tmp_pa
     ckpt = run / "ckpt-e0014-s000000518.pt"
     torch.save({"model": {}, "saved_at": "2026-11-27T09:00:00+0000"}, ckpt)
     out = tmp_path / "eval.json"
-    for recorded, done in ((("runs/x/e10-b32/no-lrn/ckpt-e0010-s000000370.pt", "2026-11-27T09:00:00+0000"), False),
-                           (("runs/x/e14-b32/no-lrn/ckpt-e0014-s000000518.pt", "2026-11-27T09:00:00+0000"), True),
-                           (("runs/x/e14-b32/no-lrn/ckpt-e0014-s000000518.pt", "2026-11-26T17:00:00+0000"), False)):
+    for recorded, done in ((("runs/x/e10-b32/no-lrn/ckpt-e0010-s000000370.pt",
+                             "2026-11-27T09:00:00+0000"), False),
+                           (("runs/x/e14-b32/no-lrn/ckpt-e0014-s000000518.pt",
+                             "2026-11-27T09:00:00+0000"), True),
+                           (("runs/x/e14-b32/no-lrn/ckpt-e0014-s000000518.pt",
+                             "2026-11-26T17:00:00+0000"), False)):
         # the last: the same name, but the run was trained again since
         out.write_text(json.dumps({"checkpoints": [{"path": recorded[0], "saved_at": recorded[1]}]}))
         assert run_all_module.evaluated(out, [run], tmp_path) is done, recorded
@@ -231,18 +252,22 @@ def test_run_all_dry_run_prints_the_plan_and_writes_nothing(tiny_archives, tmp_p
     inner tars included), hours from a rate, disk; no file written anywhere."""
     args = ("--imagenet", str(tiny_archives), "--dry-run", "--experiments", "1cnn,no-lrn", "--epochs", "3",
             "--scale", "imagenet", "-b", "100")
-    code, out, err = run_all(tmp_path, capsys, *args)  # 48 training images: no batch of 100, refused with one that fits
+    # 48 training images: no batch of 100, refused with one that fits
+    code, out, err = run_all(tmp_path, capsys, *args)
     assert code == 2 and "48 training images, fewer than one batch of 100 (the imagenet scale's)" in err, err
     works = err.split("bash reproduce/run_all.sh ")[-1].split()
     assert works[-2:] == ["--batch-size", "8"] and "100" not in works and "--dry-run" in works
-    code, out, err = run_all(tmp_path, capsys, *works[8:])  # the command that works, less run_all()'s own arguments
+    # the command that works, less run_all()'s own arguments
+    code, out, err = run_all(tmp_path, capsys, *works[8:])
     assert code == 0, err[-2000:]
     assert "images: 48 train, 16 val (from the archive headers" in out
     assert "training images/s, faithful (" in out and "hours left" in out
     # 64 JPEGs of 26 KB and 5 shards' pixel sums (4 classes' tars, one val chunk) of 1.6 MB: 9.5 MB
     assert "disk: cache 0.01 GB (estimate: 26 KB per image and 1.6 MB of pixel sums per shard)" in out
-    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("1cnn", "no-lrn", "baseline"))]
-    # both sizes are 3 epochs of 8: baseline-short is 1 CNN's configuration and seed, one run in 1cnn's directory
+    rows = [line.split() for line in out.splitlines()
+            if line.strip().startswith(("1cnn", "no-lrn", "baseline"))]
+    # both sizes are 3 epochs of 8: baseline-short is 1 CNN's configuration and seed, one run in 1cnn's
+    # directory
     assert [r[1:5] for r in rows] == [["1cnn", "3", "0", "8"], ["no-lrn", "3", "0", "8"],
                                       ["baseline-short", "the", "same", "run"]]
     assert "the same run as 1cnn (trained once)" in out and "total: 2 run(s)" in out
@@ -285,7 +310,8 @@ def test_compute_plan_prices_a_validation_image_at_the_measured_forward_share(tm
     cpu = torch.device("cpu")
     assert forward_share(cpu, tmp_path)[0] == FORWARD_SHARE  # nothing measured: the estimate, named so
     (bench / "bench-cpu-1.json").write_text(json.dumps(
-        {"device": device_name(cpu), "date": "2026-11-27 10:00", "img_s": {"step/faithful": 20.0, "step/forward": 50.0}}))
+        {"device": device_name(cpu), "date": "2026-11-27 10:00",
+         "img_s": {"step/faithful": 20.0, "step/forward": 50.0}}))
     (bench / "bench-cpu-2.json").write_text(json.dumps(  # newer, but predates step/forward
         {"device": device_name(cpu), "date": "2026-11-27 11:00", "img_s": {"step/faithful": 30.0}}))
     share, about = forward_share(cpu, tmp_path)
@@ -303,7 +329,8 @@ def test_the_package_scripts_run_as_files_too():
     option is refused with the module's message and exit status (one interpreter: about 6 s)."""
     r = subprocess.run([sys.executable, "reproduce/run_all.py", "--epochs", "0"], cwd=ROOT,
                        capture_output=True, text=True, env=ENV, timeout=300)
-    assert r.returncode == 2 and "run_all.sh: error: --epochs=0: must be at least 1" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "run_all.sh: error: --epochs=0: must be at least 1" in r.stderr
 
 
 @pytest.mark.slow  # two fresh interpreters importing torch (env.sh's check, then run_all): about 12 s
@@ -322,8 +349,9 @@ def test_gpu_session_stops_for_time_and_the_next_call_finishes(tmp_path):
     results.tgz holds the tables and every run's log."""
     env = {**ENV, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"),
            "RESULTS": str(tmp_path / "results"), "RUNALL_ARGS": "--scale smoke --synthetic-size 4,12,4"}
-    session = lambda budget: subprocess.run(["bash", "tools/gpu_session.sh"], cwd=ROOT, capture_output=True,  # noqa: E731
-                                            text=True, env={**env, "BUDGET": str(budget)}, timeout=budget + 120)
+    def session(budget):
+        return subprocess.run(["bash", "tools/gpu_session.sh"], cwd=ROOT, capture_output=True, text=True,
+                              env={**env, "BUDGET": str(budget)}, timeout=budget + 120)
     first = session(100)
     assert "end of call 1 (run_all exit 124" in first.stdout, first.stdout[-3000:]
     second = session(400)
@@ -343,7 +371,8 @@ def fake_eval(root, run, top1, top5=0.0, members=None, classes=10, epochs=None, 
     training config `configs` gives a member (none by default, as evaluations before it was recorded)."""
     entry = lambda t1, t5: {"top1": t1, "top5": t5, "n": 200}  # noqa: E731
     checkpoints = [{"path": f"runs/x/{name}/ckpt-e{(epochs or {}).get(name, 90):04d}-s000000296.pt",
-                    "center": entry(t1, 0.0), **({"config": configs[name]} if name in (configs or {}) else {})}
+                    "center": entry(t1, 0.0),
+                    **({"config": configs[name]} if name in (configs or {}) else {})}
                    for name, t1 in (members or {}).items()]
     (root / "eval").mkdir(parents=True, exist_ok=True)
     (root / "eval" / f"{run}.json").write_text(json.dumps(
@@ -374,17 +403,19 @@ def test_an_evaluation_of_a_run_trained_with_other_settings_is_no_result(tmp_pat
              for r in EXPERIMENTS[e].runs}
     before = {name: {k: v for k, v in c.items() if k != "lr_patience_min"} for name, c in today.items()}
     members = {f"5cnns-seed{s}": 0.2 for s in range(1, 6)}
-    fake_eval(tmp_path, "5cnns", 0.16, members=members, configs={**today, "5cnns-seed3": before["5cnns-seed3"]})
+    fake_eval(tmp_path, "5cnns", 0.16, members=members,
+              configs={**today, "5cnns-seed3": before["5cnns-seed3"]})
     fake_eval(tmp_path, "no-lrn", 0.30, members={"no-lrn": 0.30}, configs=before)
     fake_eval(tmp_path, "pool-z2", 0.21, members={"pool-z2": 0.21}, configs=today)
     write_tables(tmp_path, "synthetic", "cpu-full")
     res = Results(tmp_path, "cpu-full")
-    assert [r["run"] for r in res.replicates()] == ["5cnns-seed1", "5cnns-seed2", "5cnns-seed4", "5cnns-seed5"]
+    assert [r["run"] for r in res.replicates()] == [f"5cnns-seed{s}" for s in (1, 2, 4, 5)]
     t2 = {r["model"]: r for r in json.loads((tmp_path / "tables" / "table2.json").read_text())}
     assert t2["5 CNNs"]["ours_top1_val"] is None
     assert "5cnns-seed3 was trained with lr_patience_min 1 (now 2)" in t2["5 CNNs"]["note"]
     ab = {r["ablation"]: r for r in json.loads((tmp_path / "tables" / "ablations.json").read_text())}
-    assert ab["no-lrn"]["ours_top1"] is None and "no-lrn was trained with lr_patience_min 1" in ab["no-lrn"]["verdict"]
+    assert ab["no-lrn"]["ours_top1"] is None
+    assert "no-lrn was trained with lr_patience_min 1" in ab["no-lrn"]["verdict"]
     assert ab["pool-z2"]["ours_top1"] == 21.0  # today's settings: a result
 
 
@@ -401,9 +432,11 @@ def test_tables_show_learned_runs_only_with_the_replicates_noise_band(tmp_path):
     assert t2["1 CNN"]["ours_top1_val"] == 10.0 and t2["5 CNNs"]["ours_top1_val"] == 16.0
     tops = [20, 18, 22, 20, 25, 15]  # baseline-short and the five members
     mean, sd = sum(tops) / 6, float(np.std(tops, ddof=1))
-    assert f"its seed replicates at its size (centre patch; baseline-short is this run's configuration and seed): " \
-           f"top-1 {mean:.1f} ± {sd:.1f}" in t2["1 CNN"]["note"]  # cpu-full: short size = main size
-    assert f"one member alone: {np.mean(tops[1:]):.1f} ± {np.std(tops[1:], ddof=1):.1f}" in t2["5 CNNs"]["note"]
+    # cpu-full: short size = main size
+    assert (f"its seed replicates at its size (centre patch; baseline-short is this run's configuration and "
+            f"seed): top-1 {mean:.1f} ± {sd:.1f}") in t2["1 CNN"]["note"]
+    alone = f"one member alone: {np.mean(tops[1:]):.1f} ± {np.std(tops[1:], ddof=1):.1f}"
+    assert alone in t2["5 CNNs"]["note"]
     md = (tmp_path / "tables" / "table2.md").read_text()
     assert f"top-1 {mean:.1f} ± {sd:.1f}" in md and "6 replicates" in md
     ab = {r["ablation"]: r for r in json.loads((tmp_path / "tables" / "ablations.json").read_text())}
@@ -422,10 +455,11 @@ def test_tables_say_what_the_cpu_scale_did_not_run(tmp_path):
     write_tables(tmp_path, "synthetic", "cpu")
     t2 = {r["model"]: r for r in json.loads((tmp_path / "tables" / "table2.json").read_text())}
     minutes = 5 * SCALES["cpu-full"].short.epochs * 30 / 60  # 5 runs × epochs × (28 s + 2 s validation)
-    assert t2["5 CNNs"]["note"] == f"not run at this scale (needs --scale cpu-full, about {minutes:.0f} min here " \
-                                   "for its 5 run(s))"
+    assert t2["5 CNNs"]["note"] == (f"not run at this scale (needs --scale cpu-full, about {minutes:.0f} min "
+                                    "here for its 5 run(s))")
     assert t2["1 CNN"]["ours_top1_val"] == 12.0
-    assert "--scale cpu-full measures their spread, which is what another machine type gives" in t2["1 CNN"]["note"]
+    spread = "--scale cpu-full measures their spread, which is what another machine type gives"
+    assert spread in t2["1 CNN"]["note"]
 
 
 
@@ -461,8 +495,9 @@ def test_a_stability_setting_is_named_in_run_directories_configs_and_headers(tmp
     with pytest.raises(ValueError, match="unknown stability setting"):
         cpu_full.size("short", Override(stability="calm"))
     fake_eval(tmp_path, "1cnn", 0.12)
-    for setting, says in (("paper", "- recipe: the paper's"), (None, "- recipe: **not the paper's**: "
-                                                               "stability setting `per-image-lr-bias0.1`: biases 1 → 0.1, ε × 32/128")):
+    stable = ("- recipe: **not the paper's**: stability setting `per-image-lr-bias0.1`: biases 1 → 0.1, "
+              "ε × 32/128")
+    for setting, says in (("paper", "- recipe: the paper's"), (None, stable)):
         write_tables(tmp_path, "synthetic", "cpu-full", override=Override(stability=setting))
         assert says in (tmp_path / "tables" / "table2.md").read_text()
 
@@ -486,12 +521,13 @@ def test_tables_give_no_top5_numbers_where_five_guesses_cover_every_class(tmp_pa
     assert t2["1 CNN"]["ours_top1_val"] == 0.0 and t2["5 CNNs"]["ours_top1_val"] == 0.0
     ab = {r["ablation"]: r for r in rows if "ablation" in r}
     assert ab["no-lrn"]["ours_top1"] is None and "did not learn" in ab["no-lrn"]["verdict"]
-    fake_eval(tmp_path, "1cnn", 0.1, top5=0.02, classes=10)  # 10 classes: top-5 shown, and said to mean little
+    fake_eval(tmp_path, "1cnn", 0.1, top5=0.02, classes=10)  # 10 classes: top-5 shown, said to mean little
     for f in (tmp_path / "eval").glob("*.json"):
         f.unlink() if f.stem != "1cnn" else None
     write_tables(tmp_path, "own", "cpu-full")
     md = (tmp_path / "tables" / "table2.md").read_text()
-    assert "chance 90.0 / 50.0; **top-5 says little with 10 classes** (a guess is in the top 5 50% of the time)" in md
+    assert ("chance 90.0 / 50.0; **top-5 says little with 10 classes** (a guess is in the top 5 50% of the "
+            "time)") in md
     assert json.loads((tmp_path / "tables" / "table2.json").read_text())[1]["ours_top5_val"] == 2.0
 
 
@@ -533,7 +569,8 @@ def test_run_all_learns_a_small_imagefolder_of_any_class_names(tmp_path, capsys)
     with pytest.raises(SystemExit):
         run_all_module.main(args)
     err = capsys.readouterr().err
-    assert "72 training images, fewer than one batch of 128" in err and err.rstrip().endswith("--batch-size 16")
+    assert "72 training images, fewer than one batch of 128" in err
+    assert err.rstrip().endswith("--batch-size 16")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         code = run_all_module.main(args + ["--batch-size", "16"])
@@ -562,7 +599,8 @@ def test_kernel_statistics_tell_gratings_from_noise():
     grating = np.sin(2 * np.pi * (xx * np.cos(0.5) + yy * np.sin(0.5)) / 5)
     grey = kernel_statistics(np.repeat(grating[None, None], 3, axis=1))
     assert grey["orientedness"][0] > 0.9 and grey["colour_share"][0] < 1e-12
-    blob = np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / 8)[None, None] * np.array([1, .2, .1])[None, :, None, None]
+    hue = np.array([1, .2, .1])[None, :, None, None]
+    blob = np.exp(-((xx - 5) ** 2 + (yy - 5) ** 2) / 8)[None, None] * hue
     b = kernel_statistics(blob)
     assert b["orientedness"][0] < 0.05 and b["low_frequency"][0] > 0.9 and b["colour_share"][0] > 0.3
 
@@ -587,7 +625,7 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     checked = 0
     for path in sorted((ROOT / "results").glob("*/logs/*.jsonl")):
         lines = [json.loads(line) for line in path.read_text().splitlines()]
-        if lines[0]["lr"]["bias"] != lines[0]["lr"]["weight"]:  # cuda-convnet profile: milestones, not a plateau
+        if lines[0]["lr"]["bias"] != lines[0]["lr"]["weight"]:  # cuda-convnet: milestones, not a plateau
             continue
         floors = [f for f in (AlexNetConfig().lr_patience_min, 1) if follows(lines, f)]
         assert floors, f"{path}: its ε follows neither patience floor"
@@ -597,7 +635,8 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     assert checked >= 2
 
 
-@pytest.mark.parametrize("folder, scale, stability", [("synthetic", "cpu", None), ("synthetic-cpu-full", "cpu-full", None),
+@pytest.mark.parametrize("folder, scale, stability", [("synthetic", "cpu", None),
+                                                      ("synthetic-cpu-full", "cpu-full", None),
                                                       ("synthetic-cpu-full-paper", "cpu-full", "paper")])
 def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale, stability):
     """Every evaluation in the regenerated results folders records the training config of each
@@ -621,7 +660,8 @@ def test_streamed_nearest_neighbours_equal_a_full_search(tmp_path):
     rng = np.random.default_rng(0)
     rows, queries = rng.normal(size=(50, 16)).astype(np.float32), rng.normal(size=(3, 16)).astype(np.float32)
     want = NearestNeighbors(n_neighbors=6).fit(rows).kneighbors(queries)[1]
-    assert np.array_equal(nearest(torch.from_numpy(queries), rows, 6, chunk=7), want)  # 8 chunks, the last of 1
+    # 8 chunks, the last of 1
+    assert np.array_equal(nearest(torch.from_numpy(queries), rows, 6, chunk=7), want)
     np.save(tmp_path / "f.npy", rows)  # as Figure 4 reads them: memory-mapped, chunks read from the file
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
     assert np.array_equal(nearest(torch.from_numpy(queries), mapped, 6, chunk=7), want)
@@ -658,7 +698,8 @@ def test_figure1_searches_each_activations_rate_until_the_fastest_is_inside_the_
     fast_at = {0.1: [0.5, 0.2], 0.03: [0.5, 0.3], 0.01: [0.6, 0.4], 0.003: [0.7, 0.5], 0.3: [1.0, 1.0]}
     tried = search(lambda lr: fast_at.get(lr, [0.9, 0.9]), epochs=2)
     assert list(tried) == [0.003, 0.01, 0.03, 0.1, 0.3]  # up past 0.03, then 0.3 (diverged) closes it
-    slow_at = {0.0003: [0.2, 0.1], 0.001: [0.4, 0.3]}  # fastest below the grid: it walks down a step at a time
+    # fastest below the grid: it walks down a step at a time
+    slow_at = {0.0003: [0.2, 0.1], 0.001: [0.4, 0.3]}
     assert list(search(lambda lr: slow_at.get(lr, [0.6, 0.5]), epochs=2)) == [0.0001, 0.0003, 0.001, 0.003,
                                                                               0.01, 0.03]
     assert list(search(lambda lr: [0.1, 0.1] if lr == 0.01 else [0.5, 0.5], epochs=2)) == [0.003, 0.01, 0.03]
@@ -680,7 +721,8 @@ def test_run_all_pretrains_and_fine_tunes_1cnn_star(tmp_path, capsys):
     """1 CNN* and 7 CNNs* end to end at the smoke size: two nets with conv6 pre-trained on an
     ImageFolder of 3 classes, fine-tuned from it on the 4-class set, and the 7-net ensemble."""
     pre = _image_folder(tmp_path / "fall2011")
-    code, out, err = run_all(tmp_path, capsys, "--pretrain-data", str(pre), "--experiments", "1cnn-star,5cnns")
+    code, out, err = run_all(tmp_path, capsys,
+                             "--pretrain-data", str(pre), "--experiments", "1cnn-star,5cnns")
     assert code == 0, out[-3000:] + err[-3000:]
     runs = tmp_path.joinpath(*RUNS)
     for seed in ("", "-seed1"):
@@ -688,7 +730,8 @@ def test_run_all_pretrains_and_fine_tunes_1cnn_star(tmp_path, capsys):
         assert ft["init_from"].startswith(str(runs / f"1cnn-star-pretrain{seed}"))
         assert ft["config"]["lr_schedule"] == "finetune" and ft["config"]["extra_conv6"]
         assert ft["config"]["num_classes"] == 4
-        assert json.loads((runs / f"1cnn-star-pretrain{seed}" / "config.json").read_text())["config"]["num_classes"] == 3
+        pretrain = json.loads((runs / f"1cnn-star-pretrain{seed}" / "config.json").read_text())
+        assert pretrain["config"]["num_classes"] == 3
     res = tmp_path / "results" / "eval"
     assert len(json.loads((res / "1cnn-star.json").read_text())["checkpoints"]) == 1
     assert len(json.loads((res / "7cnns-star.json").read_text())["checkpoints"]) == 7
@@ -711,10 +754,12 @@ def test_run_all_nproc_runs_each_training_as_a_torchrun_job(tmp_path, capsys, mo
 @pytest.mark.slow  # three trainings in subprocesses
 def test_run_all_trains_runs_concurrently_one_per_device_pair(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn", "--devices", "cpu", "--devices", "cpu")
+    code, out, err = run_all(tmp_path, capsys,
+                             "--experiments", "1cnn,no-lrn", "--devices", "cpu", "--devices", "cpu")
     assert code == 0, out[-3000:] + err[-3000:]
     assert out.count("started ") == 3 and out.count("exit status 0") == 3
-    assert out.index("started ", out.index("started ") + 1) < out.index("finished ")  # two at once, on one pair given twice
+    # two at once, on one pair given twice
+    assert out.index("started ", out.index("started ") + 1) < out.index("finished ")
     runs = tmp_path.joinpath(*RUNS[:-1])
     for name, size in (("1cnn", "e1-b4-t2"), ("no-lrn", "e1-b4-t1"), ("baseline-short", "e1-b4-t1")):
         assert (runs / size / f"{name}.log").exists() and checkpoint_files(runs / size / name)
@@ -741,21 +786,25 @@ def test_a_job_gets_every_train_option_that_run_all_chose(tmp_path):
     not its default arrives as set, through the argv the job runs (one process or torchrun), and
     a flag added to that command still overrides the file."""
     import dataclasses
+
     from alexnet import train
     from alexnet.engine import TrainOptions
-    odd = TrainOptions(cache=str(tmp_path / "c"), run_dir=str(tmp_path / "r"), workers=3, checkpoint_minutes=2.5,
-                       checkpoint_epochs=4, checkpoint_steps=7, keep=5, max_steps=11, train_batches=6, progress=False,
-                       fast=True, compile=False, tower_streams=True, tensorboard=True, resume=str(tmp_path / "old"),
-                       print_freq=9, init_from=str(tmp_path / "pre"), resident=False, decoder="gpu", log_steps=True)
+    odd = TrainOptions(cache=str(tmp_path / "c"), run_dir=str(tmp_path / "r"), workers=3,
+                       checkpoint_minutes=2.5, checkpoint_epochs=4, checkpoint_steps=7, keep=5, max_steps=11,
+                       train_batches=6, progress=False, fast=True, compile=False, tower_streams=True,
+                       tensorboard=True, resume=str(tmp_path / "old"),
+                       print_freq=9, init_from=str(tmp_path / "pre"), resident=False,
+                       decoder="gpu", log_steps=True)
     default = TrainOptions(cache=str(tmp_path / "c"), run_dir=str(tmp_path / "r"))
-    fields = [f.name for f in dataclasses.fields(TrainOptions) if f.name not in ("cache", "run_dir", "devices")]
+    fields = [f.name for f in dataclasses.fields(TrainOptions)
+              if f.name not in ("cache", "run_dir", "devices")]
     assert [f for f in fields if getattr(odd, f) == getattr(default, f)] == []  # each one really is set
     devices = (torch.device("cpu"),) * 2
     for nproc in (1, 2):
-        cmd = run_all_module.job_command(AlexNetConfig(num_classes=4), dataclasses.replace(odd, devices=devices),
-                                         nproc, "cpu")
+        placed = dataclasses.replace(odd, devices=devices)
+        cmd = run_all_module.job_command(AlexNetConfig(num_classes=4), placed, nproc, "cpu")
         argv = cmd[cmd.index("alexnet.train") + 1:]
-        assert train.options_from_args(*train.parse_args(argv), devices) == dataclasses.replace(odd, devices=devices)
+        assert train.options_from_args(*train.parse_args(argv), devices) == placed
         later = train.options_from_args(*train.parse_args(argv + ["--keep", "2"]), devices)
         assert later == dataclasses.replace(odd, devices=devices, keep=2)
 

@@ -98,7 +98,8 @@ def test_grouped_export_loads_without_this_package(trained, tmp_path):
     with torch.no_grad():
         np.save(tmp_path / "x.npy", x.numpy())
         want = model(x).numpy()
-    script = ("import sys, json, numpy, torch; sys.modules['alexnet'] = None\n"  # importing alexnet would fail
+    # importing alexnet would fail
+    script = ("import sys, json, numpy, torch; sys.modules['alexnet'] = None\n"
               "from grouped import GroupedAlexNet\n"
               "net = GroupedAlexNet(**json.load(open('config.json')))\n"
               "net.load_state_dict(torch.load('weights.pt', weights_only=True)); net.eval()\n"
@@ -133,10 +134,11 @@ def test_grouped_module_computes_the_two_tower_function(overrides):
 
 def test_torchscript_export_round_trips(trained, tmp_path):
     info = export.export(trained, "torchscript", tmp_path / "ts")
-    assert info["checked_by"].startswith("torch.jit.load") and info["max_logit_difference"] <= export.TOLERANCE
+    assert info["checked_by"].startswith("torch.jit.load")
+    assert info["max_logit_difference"] <= export.TOLERANCE
 
 
-@pytest.mark.slow  # the dynamo ONNX exporter: about 10 s (CI time); CI keeps the grouped and TorchScript checks
+@pytest.mark.slow  # the dynamo ONNX exporter: about 10 s; CI keeps the grouped and TorchScript checks
 def test_onnx_export_round_trips_through_onnxruntime(trained, tmp_path):
     pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime (pip install -e '.[test]')")
     pytest.importorskip("onnxscript", reason="torch.onnx.export needs onnxscript (pip install -e '.[test]')")
@@ -148,7 +150,8 @@ def test_onnx_export_round_trips_through_onnxruntime(trained, tmp_path):
 # ---------- torch.hub ----------
 
 def test_hub_entry_loads_a_local_checkpoint(trained):
-    model = torch.hub.load(str(ROOT), "alexnet_towers", source="local", checkpoint=str(trained), devices="cpu")
+    model = torch.hub.load(str(ROOT),
+                           "alexnet_towers", source="local", checkpoint=str(trained), devices="cpu")
     _, ck = checkpoint.read(trained)
     assert not model.training and all(torch.equal(v, ck["model"][k]) for k, v in model.state_dict().items())
     # load_model keeps neither the weights (now the model's) nor the optimizer's state beside the model
@@ -185,8 +188,8 @@ def test_familiar_flag_spellings_are_aliases(tmp_path):
     assert (new.run_dir, new.batch_size, new.workers, new.weight_decay, new.momentum, new.print_freq) == \
         ("r", 8, 0, 0.001, 0.8, 5)
     assert train.config_from_args(new, 10).weight_decay == 0.001
-    assert bench.parser().parse_args(["--batch", "4"]).batch == bench.parser().parse_args(["--batch-size", "4"]).batch \
-        == bench.parser().parse_args(["-b", "4"]).batch == 4
+    spellings = (["--batch", "4"], ["--batch-size", "4"], ["-b", "4"])
+    assert [bench.parser().parse_args(s).batch for s in spellings] == [4, 4, 4]
     assert exit_status(train.main, [*common, "--run-dir", str(tmp_path / "x"), "--wd", "-1"]) == 2
 
 
@@ -205,9 +208,11 @@ def test_resume_from_a_given_checkpoint_and_print_freq(tiny_cache, tmp_path, cap
     assert train.main(train_argv(tiny_cache, first, *args, "--max-steps", "1")) == 0
     assert train.main(train_argv(tiny_cache, second, *args, "--resume", str(first), "-p", "1")) == 0
     err = capsys.readouterr().err
-    assert f"resumed from {first}" in err and "step 2:" in err and "step 3:" in err  # stderr is not a terminal
+    # stderr is not a terminal
+    assert f"resumed from {first}" in err and "step 2:" in err and "step 3:" in err
     log = json.loads((second / "log.jsonl").read_text().splitlines()[-1])
-    assert log["epoch"] == 1 and json.loads((second / "config.json").read_text())["resumed_from"].startswith(str(first))
+    assert log["epoch"] == 1
+    assert json.loads((second / "config.json").read_text())["resumed_from"].startswith(str(first))
     assert (second / "conv1_init.npy").read_bytes() == (first / "conv1_init.npy").read_bytes()
     # rerunning the same command continues from second's own, newer checkpoint
     assert train.main(train_argv(tiny_cache, second, *args, "--resume", str(first))) == 0
@@ -217,8 +222,8 @@ def test_resume_from_a_given_checkpoint_and_print_freq(tiny_cache, tmp_path, cap
 # ---------- setup ----------
 
 def _env_sh(python: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", 'source tools/env.sh && echo "PY=$PY"'], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PYTHON": python})
+    return subprocess.run(["bash", "-c", 'source tools/env.sh && echo "PY=$PY"'], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHON": python})
 
 
 def test_env_sh_refuses_an_old_python(tmp_path):
@@ -243,7 +248,8 @@ def test_env_sh_warns_of_a_chosen_python_with_another_torch(tmp_path):
     wrapper.chmod(0o755)
     r = _env_sh(str(wrapper))
     assert r.returncode == 0 and f"PY={wrapper}" in r.stdout
-    assert "warning" in r.stderr and "torch 2.0.0" in r.stderr and re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text())[1] in r.stderr
+    pinned = re.search(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text())[1]
+    assert "warning" in r.stderr and "torch 2.0.0" in r.stderr and pinned in r.stderr
     assert "using it as asked" in r.stderr
 
 
@@ -254,7 +260,8 @@ def test_init_from_starts_a_fine_tuning_run_from_every_layer_but_fc8(tiny_cache,
     pre, fine = tmp_path / "pre", tmp_path / "fine"
     common = ("--epochs", "1", "--train-batches", "1", "--keep", "1", "--extra-conv6")
     assert train.main(train_argv(tiny_cache, pre, *common)) == 0
-    assert train.main(train_argv(tiny_cache, fine, *common, "--init-from", str(pre), "--lr-schedule", "finetune",
+    assert train.main(train_argv(tiny_cache, fine, *common,
+                                 "--init-from", str(pre), "--lr-schedule", "finetune",
                                  "--seed", "5")) == 0
     assert "every layer but fc8" in capsys.readouterr().err
     _, p = checkpoint_of(pre)
@@ -266,7 +273,8 @@ def test_init_from_starts_a_fine_tuning_run_from_every_layer_but_fc8(tiny_cache,
     assert log["lr"] == pytest.approx({"conv1.weight": 1e-4, "conv1.bias": 0.01, "weight": 1e-3,
                                        "fc8.weight": 0.01, "bias": 0.01})
     # another network (no conv6) is refused before anything is written
-    assert exit_status(train.main, train_argv(tiny_cache, tmp_path / "x", "--epochs", "1", "--train-batches", "1",
+    assert exit_status(train.main, train_argv(tiny_cache, tmp_path / "x",
+                                              "--epochs", "1", "--train-batches", "1",
                                               "--init-from", str(pre))) == 2
     assert "differs from this one at" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
@@ -301,5 +309,6 @@ def test_benchmark_runs_to_its_json(tiny_cache, tmp_path):
                        "--out", str(tmp_path)]) == 0
     (out,) = tmp_path.glob("bench-cpu-*.json")
     res = json.loads(out.read_text())
-    assert res["img_s"]["step/faithful"] > 0 and res["img_s"]["step/forward"] > 0 and res["projection"]["hours"] > 0
+    assert res["img_s"]["step/faithful"] > 0 and res["img_s"]["step/forward"] > 0
+    assert res["projection"]["hours"] > 0
     assert res["device"] in res["projection"]["setup"]

@@ -233,7 +233,8 @@ def e2e_rate(batches, step, n_batches: int, device) -> float:
     return n / (time.perf_counter() - t)
 
 
-def train_rate(cache: str, device, batch: int, batches: int, extra: list[str], tmp: str, epochs: int = 2) -> float:
+def train_rate(cache: str, device, batch: int, batches: int, extra: list[str], tmp: str,
+               epochs: int = 2) -> float:
     """images/s of `alexnet.train` (log.jsonl), run as a subprocess: the median of its epochs
     after the first (compile and warm-up fall in the first)."""
     run_dir = Path(tmp) / f"train{len(list(Path(tmp).glob('train*')))}"
@@ -285,7 +286,8 @@ def main(argv=None) -> int:
         ap.error(f"--batch={args.batch}: must be at least 1")
     Speed(fast=False).setup([device])  # faithful: float32 without TF32, cuDNN autotuning
     res = {"device": device_name(device), "batch": batch, "repeats": repeats, "quick": args.quick,
-           "torch": torch.__version__, "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"), "img_s": {}}
+           "torch": torch.__version__, "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
+           "img_s": {}}
     r, name = res["img_s"], res["device"]
 
     def note(key, value):
@@ -308,8 +310,9 @@ def main(argv=None) -> int:
         note("e2e/train", train_rate(args.cache, device, batch, per_epoch, [], tmp, epochs=train_epochs))
         note("step/faithful-after", batch / timed(step, device, 0, loop_steps))
         del step
-        if gpu:  # e2e/train gathers from the decoded set in GPU memory (--resident auto); this decodes each batch
-            note("e2e/train-decode", train_rate(args.cache, device, batch, per_epoch, ["--resident", "off"], tmp))
+        if gpu:  # e2e/train gathers from the decoded set in GPU memory (--resident auto); this decodes
+            decoding = train_rate(args.cache, device, batch, per_epoch, ["--resident", "off"], tmp)
+            note("e2e/train-decode", decoding)
         if args.fast:
             fast = ["--fast"] + (["--no-compile"] if args.no_compile else [])
             note("e2e/train-fast", train_rate(args.cache, device, batch, per_epoch, fast, tmp))
@@ -348,7 +351,8 @@ def main(argv=None) -> int:
         "step faithful / faithful-plain": r["step/faithful"] / r["step/faithful-plain"],
         "step faithful / forward": r["step/faithful"] / r["step/forward"],
         "e2e ours / step ours": r["e2e/ours"] / r["step/faithful"],
-        "e2e train / step ours": r["e2e/train"] / statistics.mean([r["step/faithful"], r["step/faithful-after"]]),
+        "e2e train / step ours": r["e2e/train"]
+        / statistics.mean([r["step/faithful"], r["step/faithful-after"]]),
         "data ours-cpu / baseline": r["data/ours-cpu"] / r["data/baseline"],
         "e2e ours / e2e baseline": r["e2e/ours"] / r["e2e/baseline"],
     }
@@ -360,8 +364,9 @@ def main(argv=None) -> int:
         res["ratios"]["e2e train-fast / step fast"] = r["e2e/train-fast"] / r["step/fast"]
     res["ratios"] = {k: round(v, 3) for k, v in res["ratios"].items()}
     if gpu:
-        res["peak_memory_gib"] = {"both towers on " + str(device): peak_memory((device, device), batch),
-                                  f"towers on {device}, cpu": peak_memory((device, torch.device("cpu")), batch)}
+        res["peak_memory_gib"] = {
+            "both towers on " + str(device): peak_memory((device, device), batch),
+            f"towers on {device}, cpu": peak_memory((device, torch.device("cpu")), batch)}
         for setup, per_device in res["peak_memory_gib"].items():
             print(f"peak memory, faithful step b{batch}, {setup}: " +
                   ", ".join(f"{d} {gib:.2f} GiB" for d, gib in per_device.items()))

@@ -23,7 +23,7 @@ _alexnet_can_run() {  # imports the project (else 1), with torch and torchvision
 import re, sys
 import torch, torchvision, PIL, numpy, sklearn, scipy, tqdm, matplotlib, alexnet
 if sys.argv[1]:
-    import pytest, xdist
+    import pytest, xdist, ruff
 pins = dict(re.findall(r'"(torch|torchvision)==([^"]+)"', open("pyproject.toml").read()))
 have = {"torch": torch.__version__, "torchvision": torchvision.__version__}
 sys.exit(3 if any(have[k].split("+")[0] != v for k, v in pins.items()) else 0)

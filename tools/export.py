@@ -55,7 +55,8 @@ def grouped_config(model: AlexNet) -> dict:
     samemap = ({"size": cfg.samemap_size, "scale": cfg.samemap_scale, "power": cfg.samemap_pow}
                if cfg.lrn and cfg.samemap_norm else None)
     return {"num_classes": cfg.num_classes, "widths": [w * t for w in cfg.conv_widths[:5]],
-            "fc_width": cfg.fc_width * t, "groups": t, "conv6_width": cfg.conv_widths[5] * t if cfg.extra_conv6 else 0,
+            "fc_width": cfg.fc_width * t, "groups": t,
+            "conv6_width": cfg.conv_widths[5] * t if cfg.extra_conv6 else 0,
             "pool_kernel": cfg.pool_kernel, "pool_stride": cfg.pool_stride, "activation": cfg.activation,
             "dropout": cfg.dropout, "lrn": lrn, "lrn1_before_relu": cfg.lrn1_before_relu, "samemap": samemap}
 
@@ -76,8 +77,10 @@ def to_grouped(model: AlexNet) -> tuple[GroupedAlexNet, dict]:
     keep = 1.0 - model.config.dropout
     for name in layers:
         for part in ("weight", "bias"):
-            full = torch.cat([getattr(getattr(t, name), part).detach().float().cpu() for t in model.towers])
-            getattr(getattr(net, name), part).copy_(full * keep if (name, part) == ("fc7", "weight") else full)
+            full = torch.cat([getattr(getattr(t, name), part).detach().float().cpu()
+                              for t in model.towers])
+            scaled = (name, part) == ("fc7", "weight")  # the test-time dropout scaling, folded in
+            getattr(getattr(net, name), part).copy_(full * keep if scaled else full)
     net.fc8.weight.copy_(model.fc8.weight.detach().float().cpu() * keep)
     net.fc8.bias.copy_(model.fc8.bias.detach().float().cpu())
     return net.eval(), config
@@ -104,22 +107,25 @@ def export(checkpoint_path, to: str, out, cache: str | None = None, samples: int
     tmp.mkdir(parents=True)
     s = model.config.crop_size
     example = torch.zeros(1, 3, s, s)
-    inputs = torch.randn(samples, 3, s, s, generator=torch.Generator().manual_seed(0)) * 60  # 0–255 minus mean
+    # like 0–255 pixels minus the mean
+    inputs = torch.randn(samples, 3, s, s, generator=torch.Generator().manual_seed(0)) * 60
     if to == "grouped":
         shutil.copy(grouped.__file__, tmp / "grouped.py")
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         torch.save(net.state_dict(), tmp / "weights.pt")
         check, checked_by = net, "GroupedAlexNet in this process"
     elif to == "torchscript":
-        with warnings.catch_warnings():  # TorchScript is deprecated in favour of torch.export, but still works;
-            warnings.simplefilter("ignore", FutureWarning)  # the tracer's warning is about LRN's empty-input
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # check, which no real input takes
+        # TorchScript is deprecated in favour of torch.export, but still works; the tracer's warning is
+        # about LRN's empty-input check, which no real input takes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.jit.trace(net, example).save(str(tmp / "alexnet.pt"))
             check = torch.jit.load(str(tmp / "alexnet.pt"))
         checked_by = "torch.jit.load of the written file"
     else:
-        torch.onnx.export(net, (example,), str(tmp / "alexnet.onnx"), input_names=["patch"], output_names=["logits"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.onnx.export(net, (example,), str(tmp / "alexnet.onnx"), input_names=["patch"],
+                          output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
         check, checked_by = _onnx_runner(tmp / "alexnet.onnx")
     difference = max_difference(model, check, inputs)
     if difference > TOLERANCE:
@@ -129,7 +135,8 @@ def export(checkpoint_path, to: str, out, cache: str | None = None, samples: int
     (tmp / "classes.json").write_text(json.dumps(classes, indent=1))
     info = {"format": to, "checkpoint": str(path), "epoch": ck.get("epoch"), "step": ck.get("step"),
             "profile": model.config.profile, "input": f"3×{s}×{s}, 0–255 RGB minus mean.npy's patch",
-            "max_logit_difference": difference, "checked_on": f"{samples} random inputs", "checked_by": checked_by,
+            "max_logit_difference": difference, "checked_on": f"{samples} random inputs",
+            "checked_by": checked_by,
             "code_version": checkpoint.code_version(), "date": time.strftime("%Y-%m-%d")}
     (tmp / "export.json").write_text(json.dumps(info, indent=1))
     shutil.rmtree(out, ignore_errors=True)
@@ -138,7 +145,8 @@ def export(checkpoint_path, to: str, out, cache: str | None = None, samples: int
 
 
 def _onnx_runner(path: Path):
-    """A function running the ONNX file with onnxruntime, or the onnx checker's word when it is not installed."""
+    """A function running the ONNX file with onnxruntime, or the onnx checker's word when it is not
+    installed."""
     try:
         import onnxruntime
     except ImportError:

@@ -39,7 +39,7 @@ from alexnet import checkpoint
 from alexnet.atomic import write_text
 from alexnet.config import AlexNetConfig
 from alexnet.diagnostics import LayerProbe
-from alexnet.engine import NONFINITE, TrainOptions, Trainer, train_step
+from alexnet.engine import NONFINITE, Trainer, TrainOptions, train_step
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.schedule import apply
@@ -81,8 +81,9 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     start = start_checkpoint(run_dir, step)
     fast = "NOT bit-faithful" in info.get("mode", "")
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(cfg, TrainOptions(cache=info["cache"], run_dir=scratch, workers=0, progress=False,
-                                            devices=devices or tuple(info["devices"]), resume=start, fast=fast))
+        opts = TrainOptions(cache=info["cache"], run_dir=scratch, workers=0, progress=False,
+                            devices=devices or tuple(info["devices"]), resume=start, fast=fast)
+        trainer = Trainer(cfg, opts)
         if start is not None:
             trainer.resume()
     if step <= trainer.step:
@@ -90,9 +91,9 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     loader = trainer.train_loader
     trainer.prepare_epoch()
     if step > trainer.step + len(loader) - loader.position:
-        raise ValueError(f"step {step} is past the end of epoch {trainer.epoch + 1}, the epoch of the starting "
-                         f"point (step {trainer.step}); a replay stays within one epoch: give a step before "
-                         f"{trainer.step + len(loader) - loader.position + 1}")
+        raise ValueError(f"step {step} is past the end of epoch {trainer.epoch + 1}, the epoch of the "
+                         f"starting point (step {trainer.step}); a replay stays within one epoch: give a "
+                         f"step before {trainer.step + len(loader) - loader.position + 1}")
     apply(trainer.schedule, trainer.opt, cfg, trainer.epoch)
     net64, opt64 = float64_twin(trainer)
     own, twin = LayerProbe(trainer.net, record_masks=True), LayerProbe(net64)
@@ -105,7 +106,7 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
         trainer.step += 1
         s = train_step(trainer.forward, trainer.opt, x, y, trainer.speed).tolist()
         twin.replay = own.masks
-        with torch.random.fork_rng(devices=[]):  # the twin's dropout draws (replaced) leave the run's RNG alone
+        with torch.random.fork_rng(devices=[]):  # the twin's (replaced) dropout draws: not the run's RNG
             s64 = train_step(net64, opt64, x.detach().double().cpu(), y.cpu()).tolist()
         losses.append({"step": trainer.step, "run": s[0] / s[3], "float64": s64[0] / s64[3]})
         print(f"{trainer.step:>6} {losses[-1]['run']:>14.6g} {losses[-1]['float64']:>16.6g}", file=out)
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.json").exists():
-        ap.error(f"{run_dir}: no config.json; give a run directory made by python -m alexnet.train or run_all")
+        ap.error(f"{run_dir}: no config.json; give a run directory made by python -m alexnet.train or "
+                 "run_all")
     step = args.step
     if step is None:
         if not (run_dir / NONFINITE).exists():

@@ -1,7 +1,8 @@
 """Does memory stay flat as the dataset grows? The scale test for ImageNet size.
 
-    python -m tools.scale_test                                  # 1000 classes; 2 and 8 train, 1 and 2 val per class
-    python -m tools.scale_test --classes 64 --train 2,4 --val 1,2 --fig1-cap 100 --work /tmp/scale   # a quick look (3 min)
+    python -m tools.scale_test    # 1000 classes; 2 and 8 train, 1 and 2 val per class
+    python -m tools.scale_test --classes 64 --train 2,4 --val 1,2 --fig1-cap 100 --work /tmp/scale
+                                  # a quick look (3 min)
 
 Generates the embedded synthetic dataset (ILSVRC-2012 archive format, 1000
 classes like ILSVRC) at two sizes and runs every stage of `run_all` on each,
@@ -33,8 +34,10 @@ stage grows or fails.
 
 from __future__ import annotations
 
-if not __package__:  # `python tools/scale_test.py ...`: run as the module it is, whose imports are the package's
-    import pathlib, runpy, sys  # noqa: E401
+if not __package__:  # `python tools/scale_test.py`: run as the module it is (its imports are the package's)
+    import pathlib
+    import runpy
+    import sys
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     sys.exit(runpy.run_module("tools.scale_test", run_name="__main__"))
 
@@ -107,9 +110,11 @@ def stages(size: Size, work: Path, devices: str | None, fig1_cap: int) -> list[t
     res, feats = work / "results" / size.name, work / "runs" / size.name / "features"
     py, dev = [sys.executable, "-m"], (["--devices", devices] if devices else [])
     return [
-        ("prepare", "train+val", py + ["tools.prepare", "--imagenet", str(raw), "--cache", str(cache), "--no-progress"]),
-        ("train", "train+val", py + ["alexnet.train", "--cache", str(cache), "--run-dir", str(run), "--epochs", "1",
-                                     "--train-batches", "2", "--keep", "1", "--no-progress"] + dev),
+        ("prepare", "train+val", py + ["tools.prepare", "--imagenet", str(raw), "--cache", str(cache),
+                                       "--no-progress"]),
+        ("train", "train+val", py + ["alexnet.train", "--cache", str(cache), "--run-dir", str(run),
+                                     "--epochs", "1", "--train-batches", "2", "--keep", "1", "--no-progress"]
+         + dev),
         ("evaluate", "val", py + ["alexnet.evaluate", "--cache", str(cache), "--checkpoint", str(run),
                                   "--views", "center", "--out", str(res / "eval.json")] + dev),
         ("features:train", "train", py + ["alexnet.evaluate", "--cache", str(cache), "--checkpoint", str(run),
@@ -146,19 +151,20 @@ def project(n_small: int, small: int, n_large: int, large: int, n_target: int, f
 
 def markdown(report: dict) -> str:
     s, l = report["sizes"]
-    lines = [f"Scale test: peak resident memory per stage, synthetic ILSVRC-format sets of {s['classes']} classes "
-             f"({report['images'][0]['train']:,} and {report['images'][1]['train']:,} training images, "
-             f"{report['images'][0]['val']:,} and {report['images'][1]['val']:,} validation); "
+    lines = [f"Scale test: peak resident memory per stage, synthetic ILSVRC-format sets of {s['classes']} "
+             f"classes ({report['images'][0]['train']:,} and {report['images'][1]['train']:,} training "
+             f"images, {report['images'][0]['val']:,} and {report['images'][1]['val']:,} validation); "
              f"{report['machine']}, commit {report['commit']}, {report['date']}.", "",
              f"| stage | images it reads | {s['name']} | {l['name']} | growth | allowed | seconds | "
              "projected at ILSVRC-2012 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["stages"]:
-        lines.append(f"| {r['stage']} | {r['images'][0]:,} → {r['images'][1]:,} | {r['peak_mib'][0]:,.0f} MiB "
-                     f"| {r['peak_mib'][1]:,.0f} MiB | {r['peak_mib'][1] - r['peak_mib'][0]:+,.0f} MiB "
-                     f"| {r['allowed_mib']:,.0f} MiB | {r['seconds'][0]:,.0f} → {r['seconds'][1]:,.0f} "
-                     f"| {r['projected_mib']:,.0f} MiB{' (flat)' if r['flat'] else ' (GROWS: linear)'} |")
-    lines += ["", report["figure1_note"], "", report["below_resolution"], "", f"Verdict: {report['verdict']}", ""]
+        lines.append(f"| {r['stage']} | {r['images'][0]:,} → {r['images'][1]:,} | {r['peak_mib'][0]:,.0f} "
+                     f"MiB | {r['peak_mib'][1]:,.0f} MiB | {r['peak_mib'][1] - r['peak_mib'][0]:+,.0f} MiB | "
+                     f"{r['allowed_mib']:,.0f} MiB | {r['seconds'][0]:,.0f} → {r['seconds'][1]:,.0f} | "
+                     f"{r['projected_mib']:,.0f} MiB{' (flat)' if r['flat'] else ' (GROWS: linear)'} |")
+    lines += ["", report["figure1_note"], "", report["below_resolution"], "",
+              f"Verdict: {report['verdict']}", ""]
     return "\n".join(lines)
 
 
@@ -175,7 +181,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "scale-test")
     args = ap.parse_args(argv)
     try:
-        sizes = [Size(args.classes, int(t), int(v)) for t, v in zip(args.train.split(","), args.val.split(","))]
+        sizes = [Size(args.classes, int(t), int(v))
+                 for t, v in zip(args.train.split(","), args.val.split(","))]
     except ValueError:
         ap.error("--train and --val take two numbers each, like 2,8")
     if len(sizes) != 2 or sizes[0].images["train"] >= sizes[1].images["train"]:
@@ -186,7 +193,8 @@ def main(argv=None) -> int:
     (args.work / "logs").mkdir(parents=True, exist_ok=True)
     peaks: dict[str, list] = {}
     for size in sizes:
-        print(f"== {size.name}: {size.images['train']:,} train, {size.images['val']:,} val images", flush=True)
+        print(f"== {size.name}: {size.images['train']:,} train, {size.images['val']:,} val images",
+              flush=True)
         write_synthetic_ilsvrc(args.work / "data" / size.name, size.classes, size.train, size.val)
         for stage, scales_with, cmd in stages(size, args.work, args.devices, args.fig1_cap):
             try:
@@ -217,8 +225,9 @@ def main(argv=None) -> int:
                      "allowed_mib": allowed / MiB, "flat": ok, "projected_mib": projected / MiB})
     grown = [r["stage"] for r in rows if not r["flat"]]
     # Below the test's resolution, what grows with N by design (counted, not read off RSS).
-    index = {split: sum(a.nbytes for a in np.load(args.work / "cache" / large.name / f"{split}.index.npz").values())
-             / large.images[split] for split in ("train", "val")}
+    index_file = lambda split: args.work / "cache" / large.name / f"{split}.index.npz"  # noqa: E731
+    index = {split: sum(a.nbytes for a in np.load(index_file(split)).values()) / large.images[split]
+             for split in ("train", "val")}
     resolution = ALLOWANCE[0] / (large.images["train"] - small.images["train"])
     report = {
         "what": "peak resident memory (ru_maxrss of the stage's largest process) per run_all stage",
@@ -227,22 +236,24 @@ def main(argv=None) -> int:
         "images": [s.images for s in sizes], "imagenet": IMAGENET,
         "allowance": f"max({ALLOWANCE[0] // MiB} MiB, {ALLOWANCE[1]:.0%})",
         "stages": rows,
-        "figure1_note": (f"Figure 1 runs with its subset capped at {args.fig1_cap:,} images here (both sets above "
-                         f"it); uncapped on the {large.images['train']:,}-image set it peaked at "
-                         f"{fig1_full / MiB:,.0f} MiB, {per_image / 1024:,.1f} KiB per image, which puts it at "
-                         f"the default {CIFAR_SIZE:,}-image cap at the projected value."),
+        "figure1_note": (f"Figure 1 runs with its subset capped at {args.fig1_cap:,} images here (both sets "
+                         f"above it); uncapped on the {large.images['train']:,}-image set it peaked at "
+                         f"{fig1_full / MiB:,.0f} MiB, {per_image / 1024:,.1f} KiB per image, which puts it "
+                         f"at the default {CIFAR_SIZE:,}-image cap at the projected value."),
         "below_resolution": (
-            f"The check resolves growth down to about {resolution / 1024:,.0f} KiB per training image "
-            f"(64 MiB over {large.images['train'] - small.images['train']:,} images). Smaller, and linear by "
-            f"design: the cache index, {index['train']:.0f} bytes per training image and {index['val']:.0f} per "
-            f"validation image as measured here ({(index['train'] * IMAGENET['train'] + index['val'] * IMAGENET['val']) / MiB:,.0f} "
-            "MiB at ILSVRC-2012, in every process that opens the cache; forked loader workers share it), and "
+            f"The check resolves growth down to about {resolution / 1024:,.0f} KiB per training image (64 "
+            f"MiB over {large.images['train'] - small.images['train']:,} images). Smaller, and linear by "
+            f"design: the cache index, {index['train']:.0f} bytes per training image and {index['val']:.0f} "
+            "per validation image as measured here "
+            f"({(index['train'] * IMAGENET['train'] + index['val'] * IMAGENET['val']) / MiB:,.0f} MiB at "
+            "ILSVRC-2012, in every process that opens the cache; forked loader workers share it), and "
             f"evaluate's mean softmax, {large.classes} classes × 4 bytes per validation image and view "
             f"({IMAGENET['val'] * 1000 * 4 / MiB:,.0f} MiB per view at 50,000 × 1000)."),
         "verdict": ("every stage flat within the allowance" if not grown
                     else f"GROWS with the dataset: {', '.join(grown)}"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores", "commit": code_version(),
-        "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m tools.scale_test", *(argv or sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(["python -m tools.scale_test", *(argv or sys.argv[1:])]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "scale_test.json", json.dumps(report, indent=1))

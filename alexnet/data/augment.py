@@ -135,7 +135,10 @@ class Normalizer:
                 patch = patch.flip(-1)
             out[i].copy_(patch)  # uint8 → float32 (a mixed-dtype subtraction is 3× slower)
             if same:  # the mean patch at the crop's offset, mirrored with the image
-                out[i] -= self.mean_flipped[:, t:t + s, size - l - s:size - l] if f else self.mean[:, t:t + s, l:l + s]
+                if f:
+                    out[i] -= self.mean_flipped[:, t:t + s, size - l - s:size - l]
+                else:
+                    out[i] -= self.mean[:, t:t + s, l:l + s]
             self._finish(out[i], None if light is None else light[i])
         return out
 
@@ -150,7 +153,8 @@ class Normalizer:
         rows = d.top.to(dev)[:, None] + ar  # N×S
         cols = torch.where(d.flip.to(dev)[:, None], d.left.to(dev)[:, None] + s - 1 - ar,
                            d.left.to(dev)[:, None] + ar)  # N×S, reversed when flipped
-        x = x[torch.arange(n, device=dev)[:, None, None, None], torch.arange(3, device=dev)[None, :, None, None],
+        x = x[torch.arange(n, device=dev)[:, None, None, None],
+              torch.arange(3, device=dev)[None, :, None, None],
               rows[:, None, :, None], cols[:, None, None, :]]  # N×3×S×S
         return self._finish(x, light)
 

@@ -37,8 +37,8 @@ class Cache:
             raise CacheError(f"{self.root}: not a prepared cache (no meta.json); {hint}")
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format_version") != FORMAT_VERSION:
-            raise CacheError(f"{self.root}: cache format {self.meta.get('format_version')} but this code reads "
-                             f"{FORMAT_VERSION}; delete the folder and prepare again")
+            raise CacheError(f"{self.root}: cache format {self.meta.get('format_version')} but this code "
+                             f"reads {FORMAT_VERSION}; delete the folder and prepare again")
         self.classes = self.meta["classes"]
         self._index = {}
         for split, info in self.meta["splits"].items():

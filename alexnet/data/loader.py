@@ -167,7 +167,8 @@ class Loader:
         if self.device.type != "cuda":
             return False
         free, _ = torch.cuda.mem_get_info(self.device)
-        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)  # ours to reuse
+        # ours to reuse
+        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         return self.decoded_bytes() * RESIDENT_SHARE <= free + cached
 
     def __getstate__(self):
@@ -209,7 +210,8 @@ class Loader:
 
     # ---- one batch ----
     def _read(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8) for i in idx]
+        return [torch.frombuffer(bytearray(self.cache.read(self.split, int(i))), dtype=torch.uint8)
+                for i in idx]
 
     def _decode(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """Images idx as uint8 3×256×256 tensors: on the GPU (nvJPEG) or the CPU, as self.decoder says."""

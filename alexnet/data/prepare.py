@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..atomic import atomic_write as _atomic_write, is_disk_full
+from ..atomic import atomic_write as _atomic_write
+from ..atomic import is_disk_full
 from ..progress import bar as progress_bar
 from .cache import FORMAT_VERSION
 from .sources import Source, read_unit
@@ -144,8 +145,8 @@ def prepare(source: Source, out: str | os.PathLike, workers: int | None = None,
                 left = total - len(list(out.glob("*.npz")))
                 raise ValueError(f"no space left writing the cache in {out}: about "
                                  f"{per_shard * left / 2**20:.0f} MiB more are needed for {left} shard(s), "
-                                 f"{shutil.disk_usage(out).free / 2**20:.0f} MiB are free. Finished shards are "
-                                 "kept: free space and run the same command again.") from None
+                                 f"{shutil.disk_usage(out).free / 2**20:.0f} MiB are free. Finished shards "
+                                 "are kept: free space and run the same command again.") from None
     bar.close()
     report = _finish(source, out, fingerprint)
     report["seconds_this_run"] = round(time.time() - t0, 1)
@@ -155,8 +156,9 @@ def prepare(source: Source, out: str | os.PathLike, workers: int | None = None,
 
 def _finish(source: Source, out: Path, fingerprint: str) -> dict:
     """Merge shard indexes and statistics; write mean.npy, pca.npz, meta.json."""
-    meta = {"format_version": FORMAT_VERSION, "kind": source.kind, "source": source.root, "fingerprint": fingerprint,
-            "image_size": SIZE, "jpeg_quality": QUALITY, "classes": source.classes, "splits": {}}
+    meta = {"format_version": FORMAT_VERSION, "kind": source.kind, "source": source.root,
+            "fingerprint": fingerprint, "image_size": SIZE, "jpeg_quality": QUALITY,
+            "classes": source.classes, "splits": {}}
     report = {"images": {}, "converted": {}, "skipped": [], "converted_examples": []}
     pix_sum = np.zeros((SIZE, SIZE, 3), np.float64)
     rgb_sum, rgb_outer = np.zeros(3, np.float64), np.zeros((3, 3), np.float64)
@@ -209,7 +211,8 @@ def check_space(source: Source, cache: str | os.PathLike) -> None:
     free = shutil.disk_usage(cache.parent if cache.parent.exists() else ".").free
     if free < need:
         raise ValueError(f"{cache.parent}: {free / 2**30:.1f} GiB free, the cache needs about "
-                         f"{need / 2**30:.1f} GiB (a third of the source); free space or choose --cache elsewhere")
+                         f"{need / 2**30:.1f} GiB (a third of the source); free space or "
+                         "choose --cache elsewhere")
 
 
 def format_report(report: dict) -> str:

@@ -74,7 +74,8 @@ def ilsvrc2012(root: str | os.PathLike) -> Source:
             leaves = [s for s in synsets if int(s["num_children"]) == 0]
             idx_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in leaves}
             wnid_to_classes = {str(s["WNID"]): str(s["words"]) for s in leaves}
-            val_ids = [int(line) for line in (data / "ILSVRC2012_validation_ground_truth.txt").read_text().split()]
+            truth = (data / "ILSVRC2012_validation_ground_truth.txt").read_text()
+            val_ids = [int(line) for line in truth.split()]
         except (OSError, tarfile.TarError, KeyError, ValueError) as e:
             raise DatasetError(f"{root / DEVKIT}: not a usable ILSVRC-2012 devkit "
                                f"(needs data/meta.mat and data/ILSVRC2012_validation_ground_truth.txt): {e}; "
@@ -90,9 +91,10 @@ def ilsvrc2012(root: str | os.PathLike) -> Source:
             for m in tar:
                 wnid = Path(m.name).stem
                 if not m.isfile() or wnid not in label_of:
-                    raise DatasetError(f"{root / TRAIN_TAR}: unexpected member {m.name!r} "
-                                       "(expected one <wnid>.tar per class); is this the ILSVRC-2012 train archive?")
-                units["train"].append(("inner_tar", str(root / TRAIN_TAR), m.offset_data, m.size, label_of[wnid]))
+                    raise DatasetError(f"{root / TRAIN_TAR}: unexpected member {m.name!r} (expected one "
+                                       "<wnid>.tar per class); is this the ILSVRC-2012 train archive?")
+                units["train"].append(("inner_tar", str(root / TRAIN_TAR), m.offset_data, m.size,
+                                       label_of[wnid]))
         with tarfile.open(root / VAL_TAR) as tar:
             members = sorted((m for m in tar if m.isfile()), key=lambda m: m.name)
     except tarfile.TarError as e:
@@ -146,7 +148,8 @@ def image_folder(root: str | os.PathLike, splits: tuple[str, ...] = ("train", "v
 
 def open_source(imagenet: str | None = None, folder: str | None = None) -> Source:
     if (imagenet is None) == (folder is None):
-        raise DatasetError("give exactly one of --imagenet DIR (ILSVRC-2012 archives) or --data DIR (ImageFolder)")
+        raise DatasetError("give exactly one of --imagenet DIR (ILSVRC-2012 archives) or "
+                           "--data DIR (ImageFolder)")
     return ilsvrc2012(imagenet) if imagenet is not None else image_folder(folder)
 
 

@@ -86,7 +86,8 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> li
     if shape == "triangle":
         return [poly([(0, -1), (.95, .75), (-.95, .75)])]
     if shape == "cross":
-        return [poly([(-1, -.3), (1, -.3), (1, .3), (-1, .3)]), poly([(-.3, -1), (.3, -1), (.3, 1), (-.3, 1)])]
+        return [poly([(-1, -.3), (1, -.3), (1, .3), (-1, .3)]),
+                poly([(-.3, -1), (.3, -1), (.3, 1), (-.3, 1)])]
     if shape == "star":
         ang = np.arange(10) * np.pi / 5 - np.pi / 2
         rad = np.where(np.arange(10) % 2 == 0, 1.0, 0.42)
@@ -237,11 +238,13 @@ def write_synthetic_ilsvrc(out: str | os.PathLike, classes: int = 10, train_per_
     marker = out / "SYNTHETIC"
     stamp = (f"generator={GENERATOR_VERSION} classes={classes} train_per_class={train_per_class} "
              f"val_per_class={val_per_class} seed={seed}\n")
-    if marker.exists() and marker.read_text() == stamp and all((out / f).exists() for f in (TRAIN_TAR, VAL_TAR, DEVKIT)):
+    written = all((out / f).exists() for f in (TRAIN_TAR, VAL_TAR, DEVKIT))
+    if marker.exists() and marker.read_text() == stamp and written:
         return out
     marker.unlink(missing_ok=True)
     specs = [class_spec(k) for k in range(classes)]
-    val_labels = np.random.default_rng([seed, 2]).permutation(np.repeat(np.arange(classes), val_per_class)).tolist()
+    val_labels = np.random.default_rng([seed, 2]).permutation(
+        np.repeat(np.arange(classes), val_per_class)).tolist()
     bar = progress_bar(total=classes * train_per_class + len(val_labels), unit="img",
                        desc="synthetic ILSVRC", enabled=progress)
     ctx = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
