@@ -534,8 +534,8 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         if evaluated(out, dirs, plan.work):
             print(f"done already: {out.name}")
             continue
-        main = EXPERIMENTS.get(name, EXPERIMENTS["1cnn"]).scale == "main"
-        views = ("center", "ten") if main else ("center",)
+        is_main = EXPERIMENTS.get(name, EXPERIMENTS["1cnn"]).scale == "main"
+        views = ("center", "ten") if is_main else ("center",)
         save_errors(cache, dirs, out, "val", views, plan.devices, batch_size=50, root=plan.work)
         if name == "1cnn" and plan.ilsvrc2010 and "test" in cache.splits:
             save_errors(cache, dirs, plan.results / "eval" / "1cnn-test.json", "test", ("center", "ten"),
