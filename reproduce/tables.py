@@ -218,6 +218,16 @@ def _pm(mean, sd) -> str:
     return "—" if mean is None else f"{mean:.1f} ± {sd:.1f}"
 
 
+def markdown(rows: list[dict], columns: list[tuple[str, object]]) -> str:
+    """A markdown table: one (header, cell) pair a column, where a cell is a row's key (a number in
+    percent, shown by _pct) or a function of the row that returns the cell's text."""
+    def cell(row, how):
+        return how(row) if callable(how) else _pct(row[how])
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r, how) for _, how in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def hardware() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -307,11 +317,9 @@ def table1(res: Results, dataset: str, is_2010: bool) -> tuple[str, list[dict]]:
             rows.append({"model": model, "paper_top1": p1, "paper_top5": p5, "ours_top1": None,
                          "ours_top5": None, "note": "not a CNN: outside this reproduction"})
     title = f"Table 1 (paper: ILSVRC-2010 test; ours: {dataset}, {res.scale} scale)"
-    md = header(title, dataset, res)
-    md += ("| Model | paper top-1 | paper top-5 | ours top-1 | ours top-5 | note |\n"
-           "|---|---|---|---|---|---|\n")
-    md += "".join(f"| {r['model']} | {_pct(r['paper_top1'])} | {_pct(r['paper_top5'])} | "
-                  f"{_pct(r['ours_top1'])} | {_pct(r['ours_top5'])} | {r['note']} |\n" for r in rows)
+    md = header(title, dataset, res) + markdown(rows, [
+        ("Model", lambda r: r["model"]), ("paper top-1", "paper_top1"), ("paper top-5", "paper_top5"),
+        ("ours top-1", "ours_top1"), ("ours top-5", "ours_top5"), ("note", lambda r: r["note"])])
     return md, rows
 
 
@@ -348,11 +356,11 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
                      "ours_top5_val": _percent(err, "top5"),
                      "ours_top5_test": None, "note": note + (f"; test: {test_note}" if err else "")})
     md = header(f"Table 2 (paper: ILSVRC-2012; ours: {dataset}, {res.scale} scale)", dataset, res)
-    md += ("| Model | paper top-1 (val) | paper top-5 (val) | paper top-5 (test) | ours top-1 (val) | "
-           "ours top-5 (val) | ours top-5 (test) | note |\n|---|---|---|---|---|---|---|---|\n")
-    md += "".join(f"| {r['model']} | {_pct(r['paper_top1_val'])} | {_pct(r['paper_top5_val'])} | "
-                  f"{_pct(r['paper_top5_test'])} | {_pct(r['ours_top1_val'])} | {_pct(r['ours_top5_val'])} | "
-                  f"{_pct(r['ours_top5_test'])} | {r['note']} |\n" for r in rows)
+    md += markdown(rows, [
+        ("Model", lambda r: r["model"]), ("paper top-1 (val)", "paper_top1_val"),
+        ("paper top-5 (val)", "paper_top5_val"), ("paper top-5 (test)", "paper_top5_test"),
+        ("ours top-1 (val)", "ours_top1_val"), ("ours top-5 (val)", "ours_top5_val"),
+        ("ours top-5 (test)", "ours_top5_test"), ("note", lambda r: r["note"])])
     md += ("\nThe paper's 1 CNN (40.7 / 18.2): the 2012 code's log has 40.66 / 18.21 for that run without "
            "saying whether one or ten patches were used; its 1 CNN* (39.0 / 16.6) is tagged \"multiview\" "
            "(reproduce/PAPER.md).\n")
@@ -401,17 +409,18 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
            "baseline configuration's seed replicates at the same size (baseline-short and the five 5cnns "
            f"members). Positive: the feature helps. A reduction within {NOISE_RULE} standard deviations of "
            "those replicates is marked within noise.\n\n")
-    md += ("| ablation | what | paper reduction top-1 / top-5 | ours: ablated top-1 / top-5 | baseline top-1 "
-           "/ top-5 (mean ± sd) | our reduction top-1 / top-5 | verdict | size "
-           "|\n|---|---|---|---|---|---|---|---|\n")
-    for r in rows:
-        paper = f"{_pct(r['paper_reduction_top1'])} / {_pct(r['paper_reduction_top5'])}"
-        if r["paper_note"]:
-            paper += f" ({r['paper_note']})"
-        md += (f"| {r['ablation']} | {r['what']} | {paper} | {_pct(r['ours_top1'])} / {_pct(r['ours_top5'])} "
-               f"| {_pm(r['baseline_top1'], r['baseline_top1_sd'])} / "
-               f"{_pm(r['baseline_top5'], r['baseline_top5_sd'])} | {_pct(r['ours_reduction_top1'])} / "
-               f"{_pct(r['ours_reduction_top5'])} | {r['verdict']} | {r['scale']} |\n")
+    def pair(a, b, show=_pct):
+        return lambda r: f"{show(r[a])} / {show(r[b])}"
+    md += markdown(rows, [
+        ("ablation", lambda r: r["ablation"]), ("what", lambda r: r["what"]),
+        ("paper reduction top-1 / top-5", lambda r: pair("paper_reduction_top1", "paper_reduction_top5")(r)
+         + (f" ({r['paper_note']})" if r["paper_note"] else "")),
+        ("ours: ablated top-1 / top-5", pair("ours_top1", "ours_top5")),
+        ("baseline top-1 / top-5 (mean ± sd)",
+         lambda r: f"{_pm(r['baseline_top1'], r['baseline_top1_sd'])} / "
+                   f"{_pm(r['baseline_top5'], r['baseline_top5_sd'])}"),
+        ("our reduction top-1 / top-5", pair("ours_reduction_top1", "ours_reduction_top5")),
+        ("verdict", lambda r: r["verdict"]), ("size", lambda r: r["scale"])])
     fig1 = res.root / "figure1.json"
     if fig1.exists():
         f = json.loads(fig1.read_text())
