@@ -104,6 +104,40 @@ ABLATIONS = ("no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "cuda-con
 DEFAULT = ("1cnn", "5cnns", "1cnn-star", "baseline-short", *ABLATIONS, "fig1")
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """eval/<name>.json: the runs whose softmax is averaged (one run, or an ensemble), §4.1's
+    views for them, the scale that trains them, and the Table 2 row the number fills."""
+    name: str
+    runs: tuple[str, ...]  # run names; all must be trained
+    scale: str = "short"
+    views: tuple[str, ...] = ("center",)
+    row: str | None = None  # Table 2's model
+    note: str = ""  # how the number was made, after its views
+
+    @property
+    def test_name(self) -> str:
+        """Its evaluation on a test split (Table 1 on ILSVRC-2010)."""
+        return f"{self.name}-test"
+
+
+_SEEDS = tuple(r.name for r in EXPERIMENTS["5cnns"].runs)
+_FINE_TUNED = tuple(r.name for r in EXPERIMENTS["1cnn-star"].runs if r.init_from)
+EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in [
+    Evaluation("1cnn", ("1cnn",), "main", ("center", "ten"), row="1 CNN"),
+    Evaluation("5cnns", _SEEDS, row="5 CNNs", note="5 runs of seeds 1–5, softmax averaged"),
+    Evaluation("1cnn-star", _FINE_TUNED[:1], "main", ("center", "ten"), row="1 CNN*",
+               note="pre-trained on the --pretrain-data set, then fine-tuned (reproduce/PAPER.md)"),
+    Evaluation(BASELINE.name, (BASELINE.name,)),
+    *(Evaluation(name, (name,)) for name in ABLATIONS),
+    Evaluation("7cnns-star", _SEEDS + _FINE_TUNED, "short", ("center", "ten"), row="7 CNNs*",
+               note="the 5 CNNs and two pre-trained, fine-tuned nets, softmax averaged"),
+]}
+MAIN = EVALUATIONS["1cnn"]  # Table 1's CNN and Table 2's 1 CNN; its run draws Figures 3 and 4
+FIGURE1 = EXPERIMENTS["fig1"]  # not a training run of AlexNet: reproduce/figure1.py
+SEED_REPLICATES = EVALUATIONS["5cnns"]  # with baseline-short, the baseline configuration's seed replicates
+
+
 def select(names: str | None) -> list[Experiment]:
     """Experiments from a comma-separated list (None: all); unknown names are an error.
     Ablations bring their short-scale baseline with them."""

@@ -19,6 +19,13 @@
 
 from __future__ import annotations
 
+if not __package__:  # `python reproduce/figures.py`: run as the module it is (its imports are the package's)
+    import pathlib
+    import runpy
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    sys.exit(runpy.run_module("reproduce.figures", run_name="__main__"))
+
 import argparse
 import io
 import json
@@ -39,6 +46,8 @@ from alexnet.atomic import atomic_write, write_text  # noqa: E402
 from alexnet.data.cache import Cache  # noqa: E402
 from alexnet.engine import CONV1_INIT, load_model  # noqa: E402
 from alexnet.predict import classify  # noqa: E402
+
+from .experiments import BASELINE, MAIN, SEED_REPLICATES  # noqa: E402
 
 SCALE = 6  # each 11×11 kernel drawn as 66×66 pixels
 
@@ -323,13 +332,13 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
     logs = {k: v for k, v in logs.items() if v}
     if not logs:
         return
-    replicates = {k: v for k, v in logs.items() if k == "baseline-short" or k.startswith("5cnns-")}
+    replicates = {k: v for k, v in logs.items() if k in (BASELINE.name, *SEED_REPLICATES.runs)}
     groups = [(f"{name}: training and validation top-1 error", {name: logs[name]}, True)
-              for name in logs if name not in replicates and name in ("1cnn",)]
+              for name in logs if name not in replicates and name in MAIN.runs]
     if replicates:
-        groups.append(("the baseline's seed replicates (baseline-short, 5cnns members): validation",
-                       replicates, False))
-    ablations = {k: v for k, v in logs.items() if k not in replicates and k != "1cnn"}
+        groups.append((f"the baseline's seed replicates ({BASELINE.name}, {SEED_REPLICATES.name} members): "
+                       "validation", replicates, False))
+    ablations = {k: v for k, v in logs.items() if k not in replicates and k not in MAIN.runs}
     if ablations:
         groups.append(("ablations: validation top-1 (grey: the baseline's replicates)", ablations, False))
     fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.6), squeeze=False)

@@ -62,9 +62,12 @@ from alexnet.placement import resolve_devices
 from . import figure1, figures, tables
 from .compute import compute_plan, image_counts
 from .experiments import (
+    EVALUATIONS,
     EXPERIMENTS,
     FEW_CLASSES,
     FEW_CLASSES_STABILITY,
+    FIGURE1,
+    MAIN,
     SCALES,
     STABILITY,
     Experiment,
@@ -201,7 +204,7 @@ class Plan:
     def main_run(self) -> Path | None:
         """The 1cnn run directory (Figures 3 and 4), when 1cnn is selected and did not stop short."""
         stopped = self.stopped()
-        return next((d for exp, r, d in self.runs_of() if exp.name == "1cnn" and r.name not in stopped), None)
+        return next((d for _, r, d in self.runs_of() if r.name in MAIN.runs and r.name not in stopped), None)
 
     def stopped(self) -> dict[str, str]:
         """Runs whose training stopped on a non-finite loss, by run name: what happened
@@ -515,17 +518,14 @@ def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_o
 def evaluate(plan: Plan, cache: Cache) -> None:
     title("3. evaluate (§4.1: centre patch and ten patches)")
     (plan.results / "logs").mkdir(parents=True, exist_ok=True)
-    by_exp: dict[str, list[Path]] = {}
-    for exp, run, run_dir in plan.runs_of():
-        if run.data == "main" and not (exp.name == "1cnn-star" and run.seed):  # 1 CNN*: one fine-tuned net
-            by_exp.setdefault(exp.name, []).append(run_dir)
+    dir_of = {}
+    for _, run, run_dir in plan.runs_of():
+        dir_of[run.name] = run_dir
         if (run_dir / "log.jsonl").exists():
             shutil.copy(run_dir / "log.jsonl", plan.results / "logs" / f"{run.name}.jsonl")
-    if "1cnn-star" in by_exp and "5cnns" in by_exp:  # 7 CNNs*: the five and two pre-trained, fine-tuned nets
-        by_exp["7cnns-star"] = by_exp["5cnns"] + [d for _, r, d in plan.runs_of()
-                                                  if r.init_from and r.name.startswith("1cnn-star")]
     stopped_dirs = {d for _, r, d in plan.runs_of() if r.name in plan.stopped()}
-    for name, dirs in by_exp.items():
+    for ev in (ev for ev in EVALUATIONS.values() if all(r in dir_of for r in ev.runs)):
+        name, dirs = ev.name, [dir_of[r] for r in ev.runs]
         out = plan.results / "eval" / f"{name}.json"
         if stopped_dirs & set(dirs):  # no result: the tables say why (stopped.json)
             print(f"not evaluated: {name} (a run of it stopped on a non-finite loss)")
@@ -534,11 +534,9 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         if evaluated(out, dirs, plan.work):
             print(f"done already: {out.name}")
             continue
-        is_main = EXPERIMENTS.get(name, EXPERIMENTS["1cnn"]).scale == "main"
-        views = ("center", "ten") if is_main else ("center",)
-        save_errors(cache, dirs, out, "val", views, plan.devices, batch_size=50, root=plan.work)
-        if name == "1cnn" and plan.ilsvrc2010 and "test" in cache.splits:
-            save_errors(cache, dirs, plan.results / "eval" / "1cnn-test.json", "test", ("center", "ten"),
+        save_errors(cache, dirs, out, "val", ev.views, plan.devices, batch_size=50, root=plan.work)
+        if ev is MAIN and plan.ilsvrc2010 and "test" in cache.splits:  # Table 1 is ILSVRC-2010's test set
+            save_errors(cache, dirs, plan.results / "eval" / f"{ev.test_name}.json", "test", ev.views,
                         plan.devices, root=plan.work)
 
 
@@ -578,12 +576,12 @@ def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
     out = tables.write_tables(plan.results, plan.dataset, plan.scale, plan.ilsvrc2010, plan.test_note,
                               plan.override)
     print(f"tables → {out}")
-    why = plan.stopped().get("1cnn")
+    why = plan.stopped().get(MAIN.runs[0])
     if why:  # no Figure 3 or 4 now; an earlier 1 CNN's would pass for this one's
         for stale in (plan.results / "figures" / name for name in figures.MAIN_RUN_FIGURES):
             if stale.exists():
                 stale.unlink()
-                print(f"removed {stale}: 1cnn stopped ({why}), so there is no Figure 3 or 4")
+                print(f"removed {stale}: {MAIN.runs[0]} stopped ({why}), so there is no Figure 3 or 4")
     figures.make_figures(plan.results, cache, plan.dataset, run=plan.main_run(), features=features)
 
 
@@ -592,7 +590,7 @@ def stages(plan: Plan, rate: float | None = None) -> None:
     train(plan, cache, rate)
     evaluate(plan, cache)
     features = extract_features(plan, cache, plan.main_run()) if plan.main_run() else None
-    if "fig1" in {e.name for e in plan.experiments}:
+    if FIGURE1.name in {e.name for e in plan.experiments}:
         relu_vs_tanh(plan)
     tables_and_figures(plan, cache, features)
 

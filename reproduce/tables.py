@@ -39,11 +39,15 @@ from alexnet.config import AlexNetConfig
 from .experiments import (
     ABLATIONS,
     BASELINE,
+    EVALUATIONS,
     EXPERIMENTS,
+    MAIN,
     SCALES,
+    SEED_REPLICATES,
     STABILITY,
     TABLE1,
     TABLE2,
+    Evaluation,
     Override,
     run_config,
 )
@@ -114,23 +118,26 @@ class Results:
     def stopped(self) -> dict[str, str]:
         return stopped_runs(self.root)
 
-    def stopped_note(self, exp_name: str) -> str | None:
-        """Which of an experiment's runs stopped on a non-finite loss, and where; None: none did."""
-        names = [r.name for r in EXPERIMENTS[exp_name].runs] if exp_name in EXPERIMENTS else [exp_name]
-        stopped = self.stopped()
+    def stopped_note(self, ev: Evaluation) -> str | None:
+        """Which of an evaluation's runs stopped on a non-finite loss, and where; None: none did."""
+        names, stopped = ev.runs, self.stopped()
         hits = [f"{n}: {stopped[n]}" for n in names if n in stopped]
         return "stopped on a non-finite loss (" + "; ".join(hits) + ")" if hits else None
 
-    def short_of(self, run: str) -> str | None:
-        """Why a run's evaluation is no result of its size: a checkpoint it evaluated is from
+    def run_size(self, checkpoint: dict):
+        """The size an evaluated checkpoint's run trains at here (None: not a registered run)."""
+        exp, _ = RUNS.get(Path(checkpoint["path"]).parent.name, (None, None))
+        return self.size(exp.scale) if exp else None
+
+    def short_of(self, name: str) -> str | None:
+        """Why an evaluation is no result of its runs' size: a checkpoint it evaluated is from
         before the size's last epoch (the run did not finish)."""
-        exp, e = EXPERIMENTS.get(run), self.eval(run)
-        size = self.size(exp.scale) if exp else None
-        short = [Path(c["path"]) for c in (e or {}).get("checkpoints", []) if _short(c, size)]
+        short = [(Path(c["path"]), self.run_size(c)) for c in (self.eval(name) or {}).get("checkpoints", [])
+                 if _short(c, self.run_size(c))]
         if not short:
             return None
         return (", ".join(f"{p.parent.name} stopped after epoch {epoch_of(p)} of {size.epochs}"
-                          for p in short) + " (it did not finish: see its log)")
+                          for p, size in short) + " (it did not finish: see its log)")
 
     def other_settings(self, checkpoint: dict) -> str | None:
         """Why an evaluated checkpoint is no result of today's run: the config its run trained with
@@ -165,7 +172,7 @@ class Results:
         base, _ = self.errors(BASELINE.name)
         if base and BASELINE.name not in stopped and not self.stale(BASELINE.name):
             out.append({"run": BASELINE.name, "top1": _percent(base, "top1"), "top5": _percent(base, "top5")})
-        members = self.eval("5cnns")
+        members = self.eval(SEED_REPLICATES.name)
         size = self.size("short")
         for m in (members or {}).get("checkpoints", []):
             if _short(m, size) or Path(m["path"]).parent.name in stopped or self.other_settings(m):
@@ -189,16 +196,17 @@ class Results:
         return out
 
     def minutes_for_short_runs(self, runs: int) -> float | None:
-        """What `runs` short runs at the cpu-full size would take here, from 1cnn's measured epoch time."""
-        log = self.root / "logs" / "1cnn.jsonl"
+        """What `runs` short runs at the cpu-full size would take here, from the main run's measured
+        epoch time."""
+        log = self.root / "logs" / f"{MAIN.runs[0]}.jsonl"
         if not log.exists():
             return None
         epochs = [json.loads(line) for line in log.read_text().splitlines()]
         per_epoch = statistics.median(h["seconds"] for h in epochs) + 2  # + validation
         return runs * SCALES["cpu-full"].short.epochs * per_epoch / 60
 
-    def not_run_note(self, exp_name: str) -> str:
-        runs = len(EXPERIMENTS[exp_name].runs)
+    def not_run_note(self, ev: Evaluation) -> str:
+        runs = len(ev.runs)
         minutes = self.minutes_for_short_runs(runs)
         return ("not run at this scale (needs --scale cpu-full" +
                 (f", about {minutes:.0f} min here for its {runs} run(s))" if minutes else ")"))
@@ -279,15 +287,16 @@ def _write(tables: Path, name: str, md: str, rows: list[dict]) -> None:
     write_text(tables / f"{name}.csv", out.getvalue())
 
 
-def _ours(res: Results, run: str) -> tuple[dict | None, str, str]:
-    """A run's errors if they are a result, the views, and a note saying why not otherwise."""
+def _ours(res: Results, ev: Evaluation, name: str | None = None) -> tuple[dict | None, str, str]:
+    """An evaluation's errors if they are a result, the views, and a note saying why not
+    otherwise. `name`: its file, when not ev.name (its test-split evaluation)."""
+    run = name or ev.name
     err, views = res.errors(run)
-    exp = EXPERIMENTS.get(run)
-    if stopped := res.stopped_note(run):
+    if stopped := res.stopped_note(ev):
         return None, "", f"{stopped}: not a result"
     if err is None:
-        if exp is not None and res.size(exp.scale) is None:
-            return None, "", res.not_run_note(run)
+        if res.size(ev.scale) is None:
+            return None, "", res.not_run_note(ev)
         return None, "", f"not run: run the {run} experiment"
     if short := res.short_of(run):
         return None, views, f"{short}: not a result"
@@ -300,8 +309,8 @@ def _ours(res: Results, run: str) -> tuple[dict | None, str, str]:
 
 
 def table1(res: Results, dataset: str, is_2010: bool) -> tuple[str, list[dict]]:
-    on_test = is_2010 and res.eval("1cnn-test") is not None  # Table 1 is ILSVRC-2010's test set
-    err, views, why = _ours(res, "1cnn-test" if on_test else "1cnn")
+    on_test = is_2010 and res.eval(MAIN.test_name) is not None  # Table 1 is ILSVRC-2010's test set
+    err, views, why = _ours(res, MAIN, MAIN.test_name if on_test else None)
     rows = []
     for model, p1, p5 in TABLE1:
         if model == "CNN":
@@ -326,31 +335,34 @@ def table1(res: Results, dataset: str, is_2010: bool) -> tuple[str, list[dict]]:
 def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]:
     rows = []
     band = res.band()
+    by_row = {ev.row: ev for ev in EVALUATIONS.values() if ev.row}
     for model, p1, p5, p5t in TABLE2:
-        run = {"1 CNN": "1cnn", "5 CNNs": "5cnns", "1 CNN*": "1cnn-star", "7 CNNs*": "7cnns-star"}.get(model)
-        err, views, note = _ours(res, run) if run else (None, "", "")
-        if model.startswith("SIFT"):
+        ev = by_row.get(model)
+        err, views, note = _ours(res, ev) if ev else (None, "", "")
+        # the experiments it combines, in order
+        combined = [EXPERIMENTS[n] for n in dict.fromkeys(RUNS[r][0].name for r in ev.runs)] if ev else []
+        needed = [exp for exp in combined if exp.needs]
+        if ev is None:
             note = "not a CNN: outside this reproduction"
-        elif "*" in model and res.eval(run) is None:
-            note = (EXPERIMENTS["1cnn-star"].needs if res.eval("1cnn-star") is None
-                    else "needs the 5cnns experiment too (run both)")
-        elif err and run == "1cnn-star":
-            note = f"{views}; pre-trained on the --pretrain-data set, then fine-tuned (reproduce/PAPER.md)"
-        elif err and run == "7cnns-star":
-            note = f"{views}; the 5 CNNs and two pre-trained, fine-tuned nets, softmax averaged"
-        elif err and run == "1cnn" and band and res.size("short") == res.size("main"):
+        elif needed and res.eval(ev.name) is None:  # other data first, then the experiments it combines
+            missing = [exp.name for exp in combined if res.eval(exp.name) is None]
+            note = (needed[0].needs if needed[0].name in missing
+                    else f"needs the {', '.join(missing)} experiment too (run both)")
+        elif err and ev is MAIN and band and res.size("short") == res.size("main"):
             note = (f"{views}; its seed replicates at its size (centre patch; {BASELINE.name} is this run's "
                     f"configuration and seed): top-1 {_pm(band['top1'], band['top1_sd'])}")
-        elif err and run == "1cnn" and res.scale == "cpu":
+        elif err and ev is MAIN and res.scale == "cpu":
             note = (f"{views}; one run: no seed replicates at its size; --scale cpu-full measures their "
                     "spread, which is what another machine type gives (results/synthetic/README.md)")
-        elif err and run == "1cnn":
+        elif err and ev is MAIN:
             note = f"{views}; one run: no seed replicates at its size"
-        elif err and run == "5cnns":
+        elif err and ev is SEED_REPLICATES:
             members = [r["top1"] for r in res.replicates() if r["run"] != BASELINE.name]
             alone = (f"; one member alone: {_pm(statistics.mean(members), statistics.stdev(members))} top-1"
                      if len(members) > 1 else "")
-            note = f"{views}; 5 runs of seeds 1–5, softmax averaged{alone}"
+            note = f"{views}; {ev.note}{alone}"
+        elif err:
+            note = f"{views}; {ev.note}"
         rows.append({"model": model, "paper_top1_val": p1, "paper_top5_val": p5, "paper_top5_test": p5t,
                      "ours_top1_val": _percent(err, "top1"),
                      "ours_top5_val": _percent(err, "top5"),
@@ -380,7 +392,7 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
     rows = []
     for name in ABLATIONS:
         exp = EXPERIMENTS[name]
-        err, views, note = _ours(res, exp.runs[0].name)
+        err, views, note = _ours(res, EVALUATIONS[name])
         p1, p5 = exp.paper_reduction or (None, None)
         red = (None, None)
         verdict = note

@@ -52,6 +52,20 @@ def test_registry_has_every_row_and_ablation():
         select("1cnn,alexnet-v2")
 
 
+def test_only_the_registry_names_experiments():
+    """reproduce/experiments.py declares each experiment's runs, evaluations and table rows; the
+    stages (run_all, tables, figures, compute) loop over that and test no experiment by name."""
+    import re
+
+    from reproduce.experiments import EVALUATIONS, MAIN
+    names = sorted({*EXPERIMENTS, *EVALUATIONS, MAIN.test_name}, key=len, reverse=True)
+    literal = re.compile(r"[\"'](" + "|".join(map(re.escape, names)) + r")")
+    hits = [f"{f}:{i}: {line.strip()}" for f in ("run_all.py", "tables.py", "figures.py", "compute.py")
+            for i, line in enumerate((ROOT / "reproduce" / f).read_text().splitlines(), 1)
+            if literal.search(line)]
+    assert hits == []
+
+
 def test_run_config_takes_any_config_field():
     """Overrides reach AlexNetConfig as fields, whether or not the CLI has a flag for them."""
     cfg = run_config(Run("x", {"bias_weight_decay": False, "lr_patience": 3}, seed=4),
