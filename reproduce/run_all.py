@@ -44,6 +44,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from alexnet import checkpoint
@@ -181,7 +182,11 @@ class Plan:
         Runs that differ only in name (same profile, overrides, seed, data and size:
         baseline-short and 1cnn wherever the short size is the main size, as at the
         imagenet and cpu-full scales) share one directory, a main run's where there is
-        one, so the run is trained once."""
+        one, so the run is trained once. Worked out once."""
+        return self._runs
+
+    @cached_property
+    def _runs(self) -> list[tuple[Experiment, Run, Path]]:
         chosen = [(exp, run) for exp in self.experiments
                   if (not exp.needs or self.pretrain_data) and self.size(exp) is not None for run in exp.runs]
         same = lambda exp, run: (self.size(exp), repr(dataclasses.replace(run, name="")))  # noqa: E731
@@ -348,6 +353,20 @@ def prepare_data(plan: Plan) -> Cache:
 CHECKPOINT_SECONDS = 60
 
 
+@dataclass(frozen=True, eq=False)
+class Job:
+    """One training run as run_all carries it out: what it learns, how, and on which data."""
+    run: Run
+    config: AlexNetConfig
+    options: TrainOptions
+    data: Cache
+
+    @property
+    def depends_on(self) -> str | None:
+        """The run whose final weights it starts from (its pre-training), which must finish first."""
+        return self.run.init_from
+
+
 def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
     """Every selected run, one after another (or one per device pair). `rate`: the compute
     plan's training images/s, which sets how many epochs go between checkpoints."""
@@ -388,11 +407,12 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
                             train_batches=size.train_batches, keep=2 if exp.scale == "main" else 1,
                             checkpoint_epochs=every, init_from=dirs[run.init_from] if run.init_from else None,
                             workers=shared_workers(len(plan.device_pairs)))
-        jobs.append((run, cfg, opts, data))
+        jobs.append(Job(run, cfg, opts, data))
     if len(plan.device_pairs) > 1:
         return train_concurrently(plan, jobs)
     diverged = []
-    for run, cfg, opts, data in jobs:
+    for job in jobs:
+        run, cfg, opts = job.run, job.config, job.options
         if plan.nproc > 1:
             code = subprocess.run(job_command(cfg, opts, plan.nproc), cwd=ROOT).returncode
             if _job_stopped(plan, run.name, code):
@@ -401,7 +421,7 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
             _check_job(opts, code)
         else:
             try:
-                code = fit(cfg, opts, data)
+                code = fit(cfg, opts, job.data)
             except NonFiniteLoss as e:  # one run's divergence does not stop the others; the tables say so
                 diverged.append(run.name)
                 plan.record_stopped(run.name, str(e).split(";")[0])  # without the checkpoint's path
@@ -465,11 +485,11 @@ def _check_job(opts: TrainOptions, code: int) -> None:
                          "(its output is above, or in its .log beside the run directory)")
 
 
-def train_concurrently(plan: Plan, jobs: list) -> None:
+def train_concurrently(plan: Plan, jobs: list[Job]) -> None:
     """Several runs at once, one per device pair (--devices given more than once): each in its
     own process, its output in <run-dir>.log; a fine-tuning run waits for its pre-training."""
     pending, running, finished = list(jobs), {}, set()
-    waiting_on = {run.name for run, *_ in jobs}
+    waiting_on = {job.run.name for job in jobs}
     try:
         _schedule(plan, pending, running, finished, waiting_on)
     finally:
@@ -479,23 +499,25 @@ def train_concurrently(plan: Plan, jobs: list) -> None:
             log.close()
 
 
-def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_on: set) -> None:
+def _schedule(plan: Plan, pending: list[Job], running: dict, finished: set, waiting_on: set) -> None:
     while pending or running:
         for slot, pair in enumerate(plan.device_pairs):  # by slot: a pair given twice trains two runs on it
             if slot in running or not pending:
                 continue
             blocked = waiting_on - finished
-            ready = next((j for j in pending if not j[0].init_from or j[0].init_from not in blocked), None)
+            ready = next((j for j in pending if j.depends_on not in blocked), None)
             if ready is None:
                 break
             pending.remove(ready)
-            run, cfg, opts, _ = ready
-            Path(opts.run_dir).parent.mkdir(parents=True, exist_ok=True)
-            log = open(Path(opts.run_dir).with_name(Path(opts.run_dir).name + ".log"), "w")
-            running[slot] = (subprocess.Popen(job_command(cfg, opts, plan.nproc, pair), cwd=ROOT, stdout=log,
-                                              stderr=subprocess.STDOUT), ready, log)
-            print(f"started {run.name} on {pair} (log: {log.name})", flush=True)
-        for slot, (proc, (run, cfg, opts, _), log) in list(running.items()):
+            run_dir = Path(ready.options.run_dir)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir.with_name(run_dir.name + ".log"), "w")
+            command = job_command(ready.config, ready.options, plan.nproc, pair)
+            running[slot] = (subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
+                             ready, log)
+            print(f"started {ready.run.name} on {pair} (log: {log.name})", flush=True)
+        for slot, (proc, job, log) in list(running.items()):
+            run, opts = job.run, job.options
             if proc.poll() is None:
                 continue
             log.close()
@@ -505,9 +527,10 @@ def _schedule(plan: Plan, pending: list, running: dict, finished: set, waiting_o
             if proc.returncode == EXIT_INTERRUPTED:
                 raise KeyboardInterrupt
             if _job_stopped(plan, run.name, proc.returncode):  # and so do the runs fine-tuned from it
-                for job in [j for j in pending if j[0].init_from == run.name]:
-                    pending.remove(job)
-                    plan.record_stopped(job[0].name, f"not trained: {run.name}, its pre-training, stopped")
+                for waiting in [j for j in pending if j.depends_on == run.name]:
+                    pending.remove(waiting)
+                    plan.record_stopped(waiting.run.name,
+                                        f"not trained: {run.name}, its pre-training, stopped")
                 continue
             _check_job(opts, proc.returncode)
             plan.record_stopped(run.name, None)
@@ -523,7 +546,8 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         dir_of[run.name] = run_dir
         if (run_dir / "log.jsonl").exists():
             shutil.copy(run_dir / "log.jsonl", plan.results / "logs" / f"{run.name}.jsonl")
-    stopped_dirs = {d for _, r, d in plan.runs_of() if r.name in plan.stopped()}
+    stopped = plan.stopped()
+    stopped_dirs = {d for _, r, d in plan.runs_of() if r.name in stopped}
     for ev in (ev for ev in EVALUATIONS.values() if all(r in dir_of for r in ev.runs)):
         name, dirs = ev.name, [dir_of[r] for r in ev.runs]
         out = plan.results / "eval" / f"{name}.json"

@@ -28,6 +28,7 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
@@ -65,6 +66,15 @@ def stopped_runs(results: str | Path) -> dict[str, str]:
 RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Whether an evaluation's number is a result: its errors if so (else None), the views they
+    come from, and why it is not one otherwise."""
+    errors: dict | None
+    views: str
+    why: str
+
+
 def _short(checkpoint: dict, size) -> bool:
     """An evaluated checkpoint from before its size's last epoch: a run that did not finish."""
     return size is not None and epoch_of(Path(checkpoint["path"])) < size.epochs
@@ -75,6 +85,8 @@ class Results:
 
     def __init__(self, root: Path, scale: str, override: Override = Override()):
         self.root, self.scale, self.override = Path(root), scale, override  # override: run_all's
+        self._evals: dict[str, dict | None] = {}  # each eval file read once
+        self._verdicts: dict[str, Verdict] = {}  # and judged once
 
     def size(self, kind: str):
         """The size the `main` or `short` runs trained at: the scale's, with run_all's --epochs,
@@ -82,8 +94,35 @@ class Results:
         return SCALES[self.scale].size(kind, self.override)
 
     def eval(self, run: str) -> dict | None:
-        p = self.root / "eval" / f"{run}.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        if run not in self._evals:
+            p = self.root / "eval" / f"{run}.json"
+            self._evals[run] = json.loads(p.read_text()) if p.exists() else None
+        return self._evals[run]
+
+    def verdict(self, ev: Evaluation, name: str | None = None) -> Verdict:
+        """Whether an evaluation's number is a result (`name`: its file, when not ev.name, as for
+        its test-split evaluation). Judged once; every table formats it."""
+        name = name or ev.name
+        if name not in self._verdicts:
+            self._verdicts[name] = self._judge(ev, name)
+        return self._verdicts[name]
+
+    def _judge(self, ev: Evaluation, name: str) -> Verdict:
+        err, views = self.errors(name)
+        if stopped := self.stopped_note(ev):
+            return Verdict(None, "", f"{stopped}: not a result")
+        if err is None:
+            if self.size(ev.scale) is None:
+                return Verdict(None, "", self.not_run_note(ev))
+            return Verdict(None, "", f"not run: run the {name} experiment")
+        if short := self.short_of(name):
+            return Verdict(None, views, f"{short}: not a result")
+        if stale := self.stale(name):
+            return Verdict(None, views, f"{stale}: not a result of this code")
+        if not self.learned(err):
+            return Verdict(None, views, f"did not learn at this scale (top-1 {100 * err['top1']:.1f}%, "
+                                        f"chance {100 * self.chance()[0]:.1f}%): not a result")
+        return Verdict(err, views, "")
 
     def errors(self, run: str) -> tuple[dict | None, str]:
         """The best view mode evaluated for a run (ten patches, else centre) and its name."""
@@ -287,30 +326,11 @@ def _write(tables: Path, name: str, md: str, rows: list[dict]) -> None:
     write_text(tables / f"{name}.csv", out.getvalue())
 
 
-def _ours(res: Results, ev: Evaluation, name: str | None = None) -> tuple[dict | None, str, str]:
-    """An evaluation's errors if they are a result, the views, and a note saying why not
-    otherwise. `name`: its file, when not ev.name (its test-split evaluation)."""
-    run = name or ev.name
-    err, views = res.errors(run)
-    if stopped := res.stopped_note(ev):
-        return None, "", f"{stopped}: not a result"
-    if err is None:
-        if res.size(ev.scale) is None:
-            return None, "", res.not_run_note(ev)
-        return None, "", f"not run: run the {run} experiment"
-    if short := res.short_of(run):
-        return None, views, f"{short}: not a result"
-    if stale := res.stale(run):
-        return None, views, f"{stale}: not a result of this code"
-    if not res.learned(err):
-        return None, views, (f"did not learn at this scale (top-1 {100 * err['top1']:.1f}%, chance "
-                             f"{100 * res.chance()[0]:.1f}%): not a result")
-    return err, views, ""
 
 
 def table1(res: Results, dataset: str, is_2010: bool) -> tuple[str, list[dict]]:
     on_test = is_2010 and res.eval(MAIN.test_name) is not None  # Table 1 is ILSVRC-2010's test set
-    err, views, why = _ours(res, MAIN, MAIN.test_name if on_test else None)
+    err, views, why = astuple(res.verdict(MAIN, MAIN.test_name if on_test else None))
     rows = []
     for model, p1, p5 in TABLE1:
         if model == "CNN":
@@ -338,7 +358,7 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
     by_row = {ev.row: ev for ev in EVALUATIONS.values() if ev.row}
     for model, p1, p5, p5t in TABLE2:
         ev = by_row.get(model)
-        err, views, note = _ours(res, ev) if ev else (None, "", "")
+        err, views, note = astuple(res.verdict(ev)) if ev else (None, "", "")
         # the experiments it combines, in order
         combined = [EXPERIMENTS[n] for n in dict.fromkeys(RUNS[r][0].name for r in ev.runs)] if ev else []
         needed = [exp for exp in combined if exp.needs]
@@ -392,7 +412,7 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
     rows = []
     for name in ABLATIONS:
         exp = EXPERIMENTS[name]
-        err, views, note = _ours(res, EVALUATIONS[name])
+        err, views, note = astuple(res.verdict(EVALUATIONS[name]))
         p1, p5 = exp.paper_reduction or (None, None)
         red = (None, None)
         verdict = note
