@@ -39,17 +39,17 @@ from .engine import EXIT_DISK_FULL, EXIT_NONFINITE, NonFiniteLoss, TrainOptions,
 def add_config_args(ap: argparse.ArgumentParser) -> None:
     """Flags that mirror AlexNetConfig (defaults come from the profile)."""
     g = ap.add_argument_group("model and learning (default: the profile's value)")
-    g.add_argument("--config",
-                   metavar="JSON", help="a whole AlexNetConfig as JSON (config.json's \"config\", "
-                   "or what run_all writes for a torchrun job); the flags below still override it")
+    g.add_argument("--config", metavar="JSON",
+                   help="a whole AlexNetConfig as JSON (config.json's \"config\", or what run_all writes for "
+                        "a torchrun job); the flags below still override it")
     g.add_argument("--profile", choices=PROFILES, default="paper",
                    help="'paper' (the text) or 'cuda-convnet' (the released 2012 code)")
     g.add_argument("--epochs", type=int, help="epochs (paper: 90); schedules scale to shorter runs")
     g.add_argument("-b", "--batch-size", type=int, help="global batch (paper: 128)")
     g.add_argument("--lr", type=float, help="initial ε (paper: 0.01)")
     g.add_argument("--momentum", type=float, help="SGD momentum (paper: 0.9)")
-    g.add_argument("--wd", "--weight-decay",
-                   dest="weight_decay", type=float, help="weight decay (paper: 0.0005)")
+    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float,
+                   help="weight decay (paper: 0.0005)")
     g.add_argument("--seed", type=int, help="seed for init, shuffling, augmentation, dropout")
     g.add_argument("--towers", type=int, choices=(1, 2), help="2, or 1 = footnote 2's one-GPU net")
     g.add_argument("--crop-size", type=int, choices=(224, 227), help="input crop (paper: 224)")
@@ -85,12 +85,10 @@ def parse_args(argv=None):
     ap.add_argument("--cache", required=True, help="a prepared dataset (python -m tools.prepare)")
     ap.add_argument("--run-dir", "--output-dir", dest="run_dir", required=True,
                     help="checkpoints and log.jsonl go here; rerun to resume")
-    ap.add_argument("--resume",
-                    metavar="PATH",
+    ap.add_argument("--resume", metavar="PATH",
                     help="start from this checkpoint (file or run directory) instead of the run directory's "
                          "own; the newer of the two (by step) is used, so rerunning never loses work")
-    ap.add_argument("--init-from",
-                    metavar="CKPT",
+    ap.add_argument("--init-from", metavar="CKPT",
                     help="start a fresh run from this checkpoint's weights (file or run directory), all but "
                          "fc8, which is new for this dataset: 1 CNN*'s fine-tuning (use with --lr-schedule "
                          "finetune and the pre-trained run's layers, e.g. --extra-conv6)")

@@ -146,7 +146,7 @@ def checkpoint_bytes(num_classes: int, extra_conv6: bool = False) -> int:
 
 def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, dict]:
     """The plan as printable lines and as a dict."""
-    counts, counted_from = image_counts(plan)
+    counts, counted_from = plan.counts  # image_counts(plan), once per plan
     train_n, val_n = counts.get("train", 0), counts.get("val", 0)
     runs = plan.runs_of()
     if not runs:

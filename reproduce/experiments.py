@@ -185,7 +185,8 @@ STABILITY: dict[str, Stability] = {s.name: s for s in [
 # An ImageFolder of your own with at most this many classes trains under this setting unless
 # --stability says otherwise: under §5's values the study's 10- and 100-class sets diverged or
 # died (results/stability/). ImageNet's 1,000 classes keep the paper's values.
-FEW_CLASSES, FEW_CLASSES_STABILITY = 100, "per-image-lr-bias0.1"
+STABLE = "per-image-lr-bias0.1"  # the stability setting the scales below and small ImageFolders use
+FEW_CLASSES, FEW_CLASSES_STABILITY = 100, STABLE
 
 
 @dataclass(frozen=True)
@@ -273,14 +274,10 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # Under §5's values no-dropout dies at both of these scales (results/synthetic-cpu-full-paper/,
     # results/stability/gpu-nodrop-2epochs/): they train under the stability setting. At batch 128
     # the setting's ε is the paper's, so at the gpu scale only the biases change.
-    Scale("cpu-full", Size(14, 32,
-                           stability="per-image-lr-bias0.1"), Size(14, 32, stability="per-image-lr-bias0.1"),
-          (10, 120, 20), 12, "every row on a CPU: 1 CNN, the baseline, its 5 seed "
-                             "replicates and the 6 ablations"),
-    Scale("gpu", Size(20, 128,
-                      stability="per-image-lr-bias0.1"), Size(20, 128, stability="per-image-lr-bias0.1"),
-          (100, 80, 20), 30, "100 classes, every row: 12 runs of 20 epochs; about 13 min "
-                             "of training on one H200"),
+    Scale("cpu-full", Size(14, 32, stability=STABLE), Size(14, 32, stability=STABLE), (10, 120, 20), 12,
+          "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 6 ablations"),
+    Scale("gpu", Size(20, 128, stability=STABLE), Size(20, 128, stability=STABLE), (100, 80, 20), 30,
+          "100 classes, every row: 12 runs of 20 epochs; about 13 min of training on one H200"),
     Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2,
           "a few steps (tests)"),
 ]}

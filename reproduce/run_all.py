@@ -199,6 +199,12 @@ class Plan:
         """{run: the run whose directory it shares} (see runs_of)."""
         return {run.name: run_dir.name for _, run, run_dir in self.runs_of() if run_dir.name != run.name}
 
+    @cached_property
+    def counts(self) -> tuple[dict[str, int], str]:
+        """Images per split and where the counts come from (reproduce/compute.py), counted once:
+        for ILSVRC-2012 that reads every class's tar headers."""
+        return image_counts(self)
+
     @property
     def pretrain_cache(self) -> Path | None:
         """Where --pretrain-data is prepared (1 CNN*)."""
@@ -622,7 +628,7 @@ def stages(plan: Plan, rate: float | None = None) -> None:
 def fits_one_batch(plan: Plan, argv: list[str]) -> None:
     """ValueError, with the command that works, when the training set is smaller than a run's
     batch: an epoch drops its last incomplete batch, so it would take no step at all."""
-    n = image_counts(plan)[0].get("train", 0)
+    n = plan.counts[0].get("train", 0)
     batch = max((plan.size(exp).batch_size for exp, _, _ in plan.runs_of()), default=0)
     if not n or n >= batch:
         return

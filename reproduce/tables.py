@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from dataclasses import astuple, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -143,7 +144,7 @@ class Results:
         """False with 5 classes or fewer: five guesses cover every class, so top-5 error is 0."""
         return (self.classes or 1000) > 5
 
-    @property
+    @cached_property
     def classes(self) -> int | None:
         for f in sorted((self.root / "eval").glob("*.json")):
             return json.loads(f.read_text()).get("classes")

@@ -32,10 +32,10 @@ def main(argv=None) -> int:
     src.add_argument("--synthetic", action="store_true",
                      help="generate the embedded synthetic dataset (ILSVRC-2012 "
                           "archive format) and prepare it")
-    src.add_argument("--imagenet",
-                     metavar="DIR", help="folder with the ILSVRC-2012 train/val tars and devkit")
-    src.add_argument("--data",
-                     metavar="DIR", help="an ImageFolder tree with train/ and val/ (and optional test/)")
+    src.add_argument("--imagenet", metavar="DIR",
+                     help="folder with the ILSVRC-2012 train/val tars and devkit")
+    src.add_argument("--data", metavar="DIR",
+                     help="an ImageFolder tree with train/ and val/ (and optional test/)")
     ap.add_argument("--cache", metavar="DIR", help="where the cache goes (default: cache/<dataset name>)")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     ap.add_argument("--classes", type=int, default=DEFAULT_SYNTHETIC["classes"], help="synthetic: classes")
