@@ -623,7 +623,7 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     """Every committed paper-profile log's ε sequence is what alexnet.schedule gives for its own
     validation curve, with today's patience floor (two epochs) or, in folders made before it
     existed, the earlier floor of one epoch (each folder's README says which); results/synthetic/,
-    results/synthetic-cpu-full-paper/ and -stable/, made with the floor, follow today's. Runs reused across a
+    results/synthetic-cpu-full/ and -paper/, made with the floor, follow today's. Runs reused across a
     schedule change are valid only so."""
     from alexnet.schedule import PlateauSchedule
 
@@ -643,14 +643,14 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
             continue
         floors = [f for f in (AlexNetConfig().lr_patience_min, 1) if follows(lines, f)]
         assert floors, f"{path}: its ε follows neither patience floor"
-        if path.parent.parent.name in ("synthetic", "synthetic-cpu-full-paper", "synthetic-cpu-full-stable"):
+        if path.parent.parent.name in ("synthetic", "synthetic-cpu-full", "synthetic-cpu-full-paper"):
             assert AlexNetConfig().lr_patience_min in floors, f"{path}: made before today's patience floor"
         checked += 1
     assert checked >= 2
 
 
 @pytest.mark.parametrize("folder, scale, stability", [("synthetic", "cpu", None),
-                                                      ("synthetic-cpu-full-stable", "cpu-full", None),
+                                                      ("synthetic-cpu-full", "cpu-full", None),
                                                       ("synthetic-cpu-full-paper", "cpu-full", "paper")])
 def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale, stability):
     """Every evaluation in the regenerated results folders records the training config of each
