@@ -85,6 +85,11 @@ class AlexNetConfig:
     lr_patience_min: int = 2  # the scaled patience's floor: one epoch cannot tell a plateau from noise
     epochs: int = 90  # §5 "roughly 90 cycles"
     seed: int = 0
+    # The name of the deviation from §5 whose values the fields above hold ("": none, §5's own), set by
+    # whoever applies it (reproduce/experiments.py, STABILITY): a label, recorded with every run so that
+    # runs of two settings are never taken for one another. None: recorded before names were (2026-12-04);
+    # such a config is known by its values alone (`differences`).
+    stability: str | None = ""
 
     def __post_init__(self):
         checks = {
@@ -124,6 +129,14 @@ class AlexNetConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def differences(self, other: "AlexNetConfig") -> dict[str, tuple]:
+        """{field: (self's, other's)} for every field that differs: the one test of "the same run"
+        (resuming, run_all's done-already, the tables' trained-as-today). A stability name that one
+        side never recorded (None) is no difference: its values are compared as every field is."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a
+                if a[k] != b[k] and not (k == "stability" and None in (a[k], b[k]))}
+
     @classmethod
     def from_dict(cls, d: dict) -> "AlexNetConfig":
         known = {f.name for f in dataclasses.fields(cls)}
@@ -135,6 +148,7 @@ class AlexNetConfig:
         # A config recorded before the patience floor existed trained with a floor of one epoch:
         # loaded as such, its run resumes by its own rule and is never taken for a run of today's.
         d.setdefault("lr_patience_min", 1)
+        d.setdefault("stability", None)  # recorded before the setting's name was: known by its values
         if "bias_one_layers" in d:
             d["bias_one_layers"] = tuple(d["bias_one_layers"])
         return cls(**d)

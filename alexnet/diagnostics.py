@@ -9,19 +9,22 @@
 <run_dir>/steps.jsonl, with the step's loss and ε; `python -m tools.replay`
 uses the same probe to replay a step in float64 beside the run's own dtype.
 
-Two numbers read off fc8's input h (fc7's output after dropout) at the first
-step predict whether the first steps are stable (`reproduce/PAPER.md`,
-"Stability"). §5's biases of 1 in fc6 and fc7 make h nearly the same vector
-for every image at the start (‖h‖² ≈ 3,000 with dropout, 7,500 without), so
-the first steps can only learn class frequencies:
+Two numbers are read off fc8's input h (fc7's output after dropout) at the first
+step (`reproduce/PAPER.md`, "Stability"). §5's biases of 1 in fc6 and fc7 make h
+nearly the same vector for every image at the start (‖h‖² ≈ 3,000 with dropout,
+7,500 without), so the first steps can only learn class frequencies:
 
 - the kick, ε·‖h‖²·√(p(1−p)/B) with p = 1/C: the step moves class c's logit
   by ε·‖h‖²·(f_c − p̄_c), where f_c, class c's share of a batch of B, varies
-  from batch to batch by √(p(1−p)/B). Momentum adds up the kicks. Measured:
-  a kick near 1 nat or more diverges (`results/stability/`);
+  from batch to batch by √(p(1−p)/B). Momentum adds up the kicks. This is the
+  one that predicts: in the study every cell with a kick of 1 nat or more
+  diverged in two or three runs of three, none at 0.8 or less in its first 40
+  steps (`results/stability/`);
 - the curvature number, ε·‖h‖²/C: fc8's curvature along its weights is
   ‖h‖²/C while the softmax is uniform, and heavy-ball SGD with momentum μ is
-  stable along a direction of curvature λ only while ε·λ < 2(1 + μ) = 3.8.
+  stable on a quadratic only while ε·λ < 2(1 + μ) = 3.8. Measured, it does not
+  predict: runs diverged at 0.71 and 1.9, far under 3.8. It is kept as the
+  study's record of that refuted hypothesis.
 
 `fc8_input_sq` records ‖h‖² (mean over the batch) on every step.
 """
@@ -46,7 +49,8 @@ def kick(lr: float, fc8_input_sq: float, classes: int, batch: int) -> float:
 
 
 def curvature_number(lr: float, fc8_input_sq: float, classes: int) -> float:
-    """ε·‖h‖²/C: ε times fc8's curvature while the softmax is uniform; unstable above momentum_limit."""
+    """ε·‖h‖²/C: ε times fc8's curvature while the softmax is uniform. Heavy-ball SGD on a quadratic is
+    unstable above momentum_limit; the study refuted it as the predictor of divergence (see above)."""
     return lr * fc8_input_sq / classes
 
 

@@ -355,7 +355,7 @@ class Trainer:
         same run, and for a run trained longer what config.json records of it."""
         was_cfg = AlexNetConfig.from_dict(ck["config"])
         was, now = was_cfg.to_dict(), self.cfg.to_dict()
-        diff = {k: (was.get(k), now.get(k)) for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)}
+        diff = was_cfg.differences(self.cfg)
         if not diff:
             return None
         if set(diff) == {"epochs"} and now["epochs"] >= ck["epoch"]:
@@ -590,7 +590,8 @@ class Trainer:
                 "train_loss": m["loss"] / m["n"], "train_top1": m["wrong1"] / m["n"],
                 "train_top5": m["wrong5"] / m["n"],
                 "val_top1": val["top1"], "val_top5": val["top5"], "val_images": val["n"],
-                "lr": lrs, "pca_lighting": self.train_loader.lighting is not False,
+                "lr": lrs, "stability": cfg.stability,
+                "pca_lighting": self.train_loader.lighting is not False,
                 "images_per_s": round(m["n"] / max(m["seconds"], 1e-9), 2), "seconds": round(m["seconds"], 2),
                 "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
                 "mode": self.speed.label, "schedule_note": note})

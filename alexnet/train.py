@@ -165,7 +165,9 @@ FLAG_OF = {
     "resident": ("resident", {"auto": None, "on": True, "off": False}.get),
 }
 _FIELDS = {f.name for f in dataclasses.fields(TrainOptions)} - {"devices"}
-assert set(FLAG_OF) == _FIELDS, f"TrainOptions fields without a flag: {sorted(_FIELDS - set(FLAG_OF))}"
+if set(FLAG_OF) != _FIELDS:  # not an assert: `python -O` would drop it
+    raise ImportError(f"alexnet.train: TrainOptions fields without a flag: {sorted(_FIELDS - set(FLAG_OF))}; "
+                      f"flags without a field: {sorted(set(FLAG_OF) - _FIELDS)}")
 
 
 def options_from_args(ap: argparse.ArgumentParser, args, devices) -> TrainOptions:

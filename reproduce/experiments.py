@@ -28,9 +28,13 @@ Sources of the paper's numbers: reproduce/PAPER.md ("Reported results").
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from dataclasses import dataclass, field, replace
 
 from alexnet.config import AlexNetConfig
+from alexnet.diagnostics import kick
 
 # Paper numbers (percent). Table 1: ILSVRC-2010 test. Table 2: ILSVRC-2012.
 TABLE1 = [  # model, top-1, top-5
@@ -151,15 +155,17 @@ def select(names: str | None) -> list[Experiment]:
 
 
 PAPER_BATCH = 128  # §5: "a batch size of 128 examples"
+PAPER_CLASSES = 1000  # ILSVRC: the classes §5's values were made for
 
 
 @dataclass(frozen=True)
 class Stability:
     """A named deviation from §5's recipe, for a scale where that recipe was measured to
     diverge or die (reproduce/PAPER.md, "Stability"; results/stability/): the biases the
-    paper sets to 1 start at `bias_init` (Caffe's bvlc_alexnet uses 0.1), and ε is the
-    paper's per image, ε × batch / 128, at a batch smaller than the paper's. Every run of a
-    scale uses it or none does; run directories and table headers name it."""
+    paper sets to 1 (and 1 CNN*'s conv6, which the 2012 code sets to 1) start at `bias_init`
+    (Caffe's bvlc_alexnet uses 0.1), and ε is the paper's per image, ε × batch / 128, at a
+    batch smaller than the paper's. Every run of a scale uses it or none does; configs, logs,
+    run directories, stopped.json, evaluations, table headers and figures name it."""
     name: str
     bias_init: float
     lr_per_image: bool
@@ -167,7 +173,8 @@ class Stability:
 
     def apply(self, cfg: AlexNetConfig) -> AlexNetConfig:
         lr = cfg.lr * cfg.batch_size / PAPER_BATCH if self.lr_per_image else cfg.lr
-        return cfg.replace(lr=lr, bias_init=self.bias_init)
+        conv6 = self.bias_init if cfg.extra_conv6 else cfg.conv6_init_bias  # 1 CNN*'s sixth layer
+        return cfg.replace(lr=lr, bias_init=self.bias_init, conv6_init_bias=conv6, stability=self.name)
 
     def describe(self, batch_size: int) -> str:
         lr = (f"ε × {batch_size}/{PAPER_BATCH} (the paper's ε per image)" if self.lr_per_image
@@ -180,23 +187,59 @@ STABILITY: dict[str, Stability] = {s.name: s for s in [
               why="at 10 classes and batch 32 the paper's values diverged in 2 of 3 runs and no-dropout died "
                   "in 3 of 3; with this setting 0 of 15 diverged (results/stability/)"),
 ]}
+STABLE = "per-image-lr-bias0.1"  # the stability setting of the cpu-full and gpu scales and of small data sets
 
 
-# An ImageFolder of your own with at most this many classes trains under this setting unless
-# --stability says otherwise: under §5's values the study's 10- and 100-class sets diverged or
-# died (results/stability/). ImageNet's 1,000 classes keep the paper's values.
-STABLE = "per-image-lr-bias0.1"  # the stability setting the scales below and small ImageFolders use
-FEW_CLASSES, FEW_CLASSES_STABILITY = 100, STABLE
+def class_mix(classes: int, batch: int) -> float:
+    """√(p(1−p)/B), p = 1/C: how much a class's share of a batch varies from batch to batch. The
+    first steps' kick, ε·‖h‖²·class_mix (alexnet.diagnostics.kick), is this times what the recipe sets."""
+    return kick(1.0, 1.0, classes, batch)
+
+
+# §5's values are known to train at ImageNet's 1,000 classes and batch 128. Where the class mix makes
+# their kick at least this many times ImageNet's, the stability setting applies unless --stability says
+# otherwise. Measured (results/stability/): 1× trains (the paper); at 3.2× (100 classes, batch 128: the
+# gpu scale) no-dropout died under §5's values; at 19× (10 classes, batch 32) 2 of 3 runs diverged. The
+# limit sits between 1× and 3.2×: ILSVRC at batch 32 (2×) takes the setting, at batch 64 (1.4×) not.
+KICK_LIMIT = 2.0
+
+
+def choose_stability(classes: int | None, batch: int, scale: str, asked: str | None) -> tuple[str, str]:
+    """The one rule for which stability setting a set of runs trains under: (its STABILITY name, or ""
+    for §5's values; why). `asked`: --stability ("paper": §5's values; None: not given). Not asked, a
+    scale that declares a setting (cpu, cpu-full, gpu, smoke) has it; on other data (the imagenet
+    scale) the class mix of `classes` at `batch` decides (KICK_LIMIT). run_all, the tables, the compute
+    plan, the figures and tools/gpu_session.sh all ask this function, and nothing else decides."""
+    if asked is not None:
+        name = "" if asked == "paper" else asked
+        if name and name not in STABILITY:
+            raise ValueError(f"unknown stability setting {asked!r}: choose from 'paper', "
+                             f"{', '.join(map(repr, STABILITY))}")
+        return name, f"--stability {asked}"
+    declared = SCALES[scale].main.stability
+    if declared is not None:
+        return declared, f"the {scale} scale's"
+    if classes is None:
+        return "", "the class count is not known yet: §5's values"
+    ratio = round(class_mix(classes, batch) / class_mix(PAPER_CLASSES, PAPER_BATCH), 6)  # 2× is 2×, not 1.99…
+    if ratio >= KICK_LIMIT:
+        return STABLE, (f"{classes} classes at batch {batch}: under §5's values the first steps' "
+                        f"class-mix kick would be {ratio:.1f}× ImageNet's at batch 128, at least "
+                        f"{KICK_LIMIT:g}× (reproduce/experiments.py, KICK_LIMIT); --stability paper trains "
+                        "with §5's values")
+    return "", (f"{classes} classes at batch {batch}: the class-mix kick is {ratio:.1f}× ImageNet's at batch "
+                f"128, under {KICK_LIMIT:g}×")
 
 
 @dataclass(frozen=True)
 class Size:
     """How long the runs of one scale train: config fields (epochs, batch_size) and train_batches;
-    and `stability`, a STABILITY setting's name ("": the paper's recipe)."""
+    and `stability`, a STABILITY setting's name ("": the paper's recipe; None: choose_stability's
+    rule decides from the data, as at the imagenet scale)."""
     epochs: int
     batch_size: int
     train_batches: int = 0  # only the first N batches of each epoch (0: all)
-    stability: str = ""
+    stability: str | None = ""
 
     def __post_init__(self):
         if self.stability and self.stability not in STABILITY:
@@ -231,13 +274,22 @@ class Override:
     epochs: int | None = None
     batch_size: int | None = None
     stability: str | None = None
-    why: str = ""  # why the stability setting applies when nobody gave --stability (tables and plan say it)
+    why: str = ""  # why this stability setting (choose_stability): the tables and the plan say it
 
     def apply(self, size: Size) -> Size:
         changed = {k: v for k, v in (("epochs", self.epochs), ("batch_size", self.batch_size)) if v}
         if self.stability is not None:
             changed["stability"] = "" if self.stability == "paper" else self.stability
         return replace(size, **changed)
+
+    def resolved(self, classes: int | None, scale: str) -> Override:
+        """This override with its stability setting chosen (choose_stability) when none was given:
+        what run_all's plan, the tables and the figures all train or read under."""
+        if self.stability is not None and self.why:
+            return self
+        batch = self.batch_size or SCALES[scale].main.batch_size
+        name, why = choose_stability(classes, batch, scale, self.stability)
+        return replace(self, stability=name or "paper", why=why)
 
     def describe(self) -> str:
         """'--epochs 2, --batch-size 16: every run' ('' when nothing is changed)."""
@@ -268,7 +320,9 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {s.name: s for s in [
-    Scale("imagenet", Size(90, 128), Size(90, 128), None, 30, "the paper's 90 epochs at batch 128"),
+    # real data: the class mix at the batch decides the recipe (choose_stability): §5's on ILSVRC at 128
+    Scale("imagenet", Size(90, 128, stability=None), Size(90, 128, stability=None), None, 30,
+          "the paper's 90 epochs at batch 128"),
     Scale("cpu", Size(14, 32), None, (10, 120, 20), 12,
           "about 15 min on 2 CPU cores: 1 CNN and Figure 1; the short experiments need --scale cpu-full"),
     # Under §5's values no-dropout dies at both of these scales (results/synthetic-cpu-full-paper/,
@@ -288,3 +342,32 @@ def run_config(run: Run, size: Size, num_classes: int) -> AlexNetConfig:
     cfg = AlexNetConfig.from_profile(run.profile, num_classes=num_classes, seed=run.seed, epochs=size.epochs,
                                      batch_size=size.batch_size, **run.overrides)
     return STABILITY[size.stability].apply(cfg) if size.stability else cfg
+
+
+def main(argv=None) -> int:
+    """`python -m reproduce.experiments`: print one run's AlexNetConfig as JSON, as run_all trains it
+    at a scale (its stability setting chosen by choose_stability), for `alexnet.train --config`."""
+    ap = argparse.ArgumentParser(prog="python -m reproduce.experiments", description=main.__doc__)
+    ap.add_argument("--scale", choices=list(SCALES), required=True)
+    ap.add_argument("--classes", type=int, required=True, help="the data set's class count")
+    ap.add_argument("--run", default=MAIN.runs[0], help=f"a run name (default {MAIN.runs[0]})")
+    ap.add_argument("-b", "--batch-size", type=int, help="instead of the scale's")
+    ap.add_argument("--stability", choices=["paper", *STABILITY], help="instead of the rule's choice")
+    args = ap.parse_args(argv)
+    runs = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}
+    if args.run not in runs:
+        ap.error(f"--run {args.run}: choose from {', '.join(runs)}")
+    exp, run = runs[args.run]
+    asked = Override(batch_size=args.batch_size, stability=args.stability)
+    override = asked.resolved(args.classes, args.scale)
+    size = SCALES[args.scale].size(exp.scale, override)
+    if size is None:
+        ap.error(f"{args.run} is not run at the {args.scale} scale")
+    print(json.dumps(run_config(run, size, args.classes).to_dict(), indent=1))
+    print(f"{args.run} at the {args.scale} scale: {size.recipe().replace('**', '')} ({override.why})",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

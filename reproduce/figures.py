@@ -162,15 +162,17 @@ PAPER_FIGURE3 = ("§6.1: the kernels on GPU 1 (top) are largely colour-agnostic,
                  "largely colour-specific")
 
 
-def conv1_kernels(final: np.ndarray, init: np.ndarray | None, towers: int, out_dir: Path, title: str) -> dict:
+def conv1_kernels(final: np.ndarray, init: np.ndarray | None, towers: int, out_dir: Path, title: str,
+                  stability: str | None = None) -> dict:
     """Figure 3 (`conv1_kernels.png`) in the paper's layout, tower 0's kernels on top,
     with W − W₀ and a common-scale panel; and `conv1_kernels.npy` (K×3×11×11 float32,
-    tower 0 first) and `conv1_kernels.json` (kernel_summary). Returns the summary."""
+    tower 0 first) and `conv1_kernels.json` (kernel_summary, and the run's stability setting).
+    Returns the summary."""
     out_dir = Path(out_dir)
     write_npy(out_dir / "conv1_kernels.npy", final.astype(np.float32))
     summary = kernel_summary(final, init, towers)
     summary.update({"kernels": int(len(final)), "towers_top_to_bottom": list(range(towers)), "title": title,
-                    "paper": PAPER_FIGURE3})
+                    "paper": PAPER_FIGURE3, "stability": stability})
     write_text(out_dir / "conv1_kernels.json", json.dumps(summary, indent=1))
 
     per = len(final) // towers
@@ -326,10 +328,44 @@ def _lr_drops(log: list[dict]) -> list[float]:
     return [log[i]["epoch"] + 0.5 for i in range(len(lrs) - 1) if lrs[i + 1] != lrs[i]]
 
 
-def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | None = None) -> None:
+def setting_label(stability: str | None) -> str:
+    """How a figure names the stability setting its runs trained under ("" or "paper": none)."""
+    if stability is None:
+        return "stability setting not recorded"
+    return "§5's ε and biases" if stability in ("", "paper") else f"stability setting {stability}"
+
+
+def log_setting(log: list[dict]) -> str | None:
+    """The stability setting a run's log records ("paper": §5's values; None: not recorded, a log from
+    before 2026-12-04)."""
+    names = {h["stability"] or "paper" for h in log if h.get("stability") is not None}
+    return names.pop() if len(names) == 1 else (None if not names else "mixed: " + ", ".join(sorted(names)))
+
+
+def one_setting(logs: dict[str, list[dict]], stability: str | None) -> tuple[dict, str | None, dict]:
+    """The logs of one stability setting: (kept, its name, {left out: its setting}). `stability`: the
+    folder's ("paper" or a name); None: the logs' own, which must then be one (ValueError otherwise).
+    A log that records none is kept: it cannot be told apart."""
+    recorded = {name: s for name, log in logs.items() if (s := log_setting(log)) is not None}
+    if stability is None:
+        found = set(recorded.values())
+        if len(found) > 1:
+            raise ValueError(f"the logs are of {len(found)} stability settings ({', '.join(sorted(found))}): "
+                             "curves of one setting only; give --stability")
+        stability = found.pop() if found else None
+    out = {name: s for name, s in recorded.items() if s != stability}
+    return {k: v for k, v in logs.items() if k not in out}, stability, out
+
+
+def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | None = None,
+                    stability: str | None = None) -> None:
     """Top-1 error per epoch: the main run (train and validation, ε drops marked),
-    the baseline's seed replicates, and the ablations against them."""
-    logs = {k: v for k, v in logs.items() if v}
+    the baseline's seed replicates, and the ablations against them; runs of one stability
+    setting only (`stability`, or the logs' own: one_setting), named in the title."""
+    logs, stability, left_out = one_setting({k: v for k, v in logs.items() if v}, stability)
+    for name, other in left_out.items():
+        print(f"training curves: left out {name}, trained under {setting_label(other)}, not "
+              f"{setting_label(stability)}")
     if not logs:
         return
     replicates = {k: v for k, v in logs.items() if k in (BASELINE.name, *SEED_REPLICATES.runs)}
@@ -364,6 +400,8 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=7, loc="upper right")
         ax.grid(alpha=0.3)
+    fig.suptitle(f"Training curves ({setting_label(stability)})"
+                 + (f"; left out, of other settings: {', '.join(left_out)}" if left_out else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -373,19 +411,21 @@ MAIN_RUN_FIGURES = ("conv1_kernels.png", "conv1_kernels.npy", "conv1_kernels.jso
                     "figure4.json")  # of 1 CNN
 
 
-def make_figures(results, cache: Cache, dataset: str = "", run=None, features=None) -> Path:
-    """Every figure the results folder has the inputs for, into <results>/figures."""
+def make_figures(results, cache: Cache, dataset: str = "", run=None, features=None,
+                 stability: str | None = None) -> Path:
+    """Every figure the results folder has the inputs for, into <results>/figures. `stability`: the
+    folder's setting ("paper" or a name; None: the logs'), named in the titles."""
     out = Path(results) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     glyphs = Glyphs([c["words"] for c in cache.classes] + [dataset])
     dataset = glyphs.or_else(dataset, dataset.encode("ascii", "replace").decode())  # titles: '?' for the rest
     with glyphs.context():
-        _make_figures(results, cache, dataset, run, features, glyphs)
+        _make_figures(results, cache, dataset, run, features, glyphs, stability)
     print(f"figures → {out}")
     return out
 
 
-def _make_figures(results, cache: Cache, dataset: str, run, features, glyphs: Glyphs) -> None:
+def _make_figures(results, cache: Cache, dataset: str, run, features, glyphs: Glyphs, stability) -> None:
     out = Path(results) / "figures"
     if run:
         model, ck, path = load_model(run, "cpu")
@@ -394,7 +434,7 @@ def _make_figures(results, cache: Cache, dataset: str, run, features, glyphs: Gl
         init = np.load(Path(run) / CONV1_INIT) if (Path(run) / CONV1_INIT).exists() else None
         conv1_kernels(final, init, len(model.towers), out,
                       f"Figure 3: the {len(final)} conv1 kernels of {path.parent.name} on {dataset} "
-                      f"(epoch {epoch})")
+                      f"(epoch {epoch}; {setting_label(model.config.stability)})", model.config.stability)
         if features:
             tr, va = (np.load(Path(features) / f"{s}.npy", mmap_mode="r") for s in ("train", "val"))
             figure4(model, cache, tr, va, out / "figure4.png",
@@ -404,7 +444,7 @@ def _make_figures(results, cache: Cache, dataset: str, run, features, glyphs: Gl
         figure1(json.loads(fig1.read_text()), out / "figure1_relu_tanh.png")
     logs = {p.stem: [json.loads(x) for x in p.read_text().splitlines()]
             for p in sorted((Path(results) / "logs").glob("*.jsonl"))}
-    training_curves(logs, out / "training_curves.png", chance=1 - 1 / len(cache.classes))
+    training_curves(logs, out / "training_curves.png", chance=1 - 1 / len(cache.classes), stability=stability)
 
 
 def main(argv=None) -> int:
@@ -416,12 +456,14 @@ def main(argv=None) -> int:
     ap.add_argument("--run", help="the 1cnn run directory (for Figures 3 and 4)")
     ap.add_argument("--features", help="folder with train.npy and val.npy from `alexnet.evaluate --features`")
     ap.add_argument("--dataset", default="", help="dataset name for the titles")
+    ap.add_argument("--stability", help="the folder's stability setting ('paper': §5's values): the training "
+                                        "curves leave out runs of others (default: the logs' one setting)")
     args = ap.parse_args(argv)
     try:
         cache = Cache(args.cache)
+        make_figures(args.results, cache, args.dataset, args.run, args.features, args.stability)
     except ValueError as e:
         ap.error(str(e))
-    make_figures(args.results, cache, args.dataset, args.run, args.features)
     return 0
 
 

@@ -56,7 +56,7 @@ from alexnet.data.loader import cores_each
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
 from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
-from alexnet.engine import EXIT_INTERRUPTED, EXIT_NONFINITE, NonFiniteLoss, TrainOptions, fit
+from alexnet.engine import EXIT_INTERRUPTED, EXIT_NONFINITE, NONFINITE, NonFiniteLoss, TrainOptions, fit
 from alexnet.evaluate import save_errors, save_features, shown
 from alexnet.placement import resolve_devices
 
@@ -65,9 +65,8 @@ from .compute import compute_plan, image_counts
 from .experiments import (
     EVALUATIONS,
     EXPERIMENTS,
-    FEW_CLASSES,
-    FEW_CLASSES_STABILITY,
     FIGURE1,
+    KICK_LIMIT,
     MAIN,
     SCALES,
     STABILITY,
@@ -109,15 +108,17 @@ def parse_args(argv=None):
                     help="override every run's batch size (default: the scale's; 128 at the imagenet scale). "
                          "A small dataset needs a smaller batch: an epoch drops its last, incomplete batch")
     ap.add_argument("--stability", choices=["paper", *STABILITY], default=env("STABILITY"),
-                    help="the scale's stability setting, or none ('paper': §5's values). A named "
-                         "deviation for small scales where the paper's recipe diverged "
-                         "(reproduce/PAPER.md, Stability): "
+                    help="a named deviation from §5's ε and biases for data where the paper's recipe "
+                         "diverged (reproduce/PAPER.md, Stability), or 'paper' for §5's values: "
                          + "; ".join(f"{s.name}: biases {s.bias_init:g}"
                                      + (", ε per image" if s.lr_per_image else "")
                                      for s in STABILITY.values())
                          + ". Default: the scale's ("
-                         + ", ".join(f"{sc.name}: {sc.main.stability or 'paper'}" for sc in SCALES.values())
-                         + ")")
+                         + ", ".join(f"{sc.name}: {sc.main.stability or 'paper'}" for sc in SCALES.values()
+                                     if sc.main.stability is not None)
+                         + "); on your own data or ImageNet, the setting where the classes and batch make "
+                           f"§5's first steps kick at least {KICK_LIMIT:g}× harder than ImageNet's at batch "
+                           "128. A choice other than the default writes to results/<dataset>-<setting>")
     ap.add_argument("--devices", action="append", default=None,
                     help="tower devices, e.g. cuda:0,cuda:1 (default: what exists). Give it more than once "
                          "(--devices cuda:0,cuda:1 --devices cuda:2,cuda:3) to train that many runs at once, "
@@ -165,7 +166,7 @@ class Plan:
     cache: Path
     runs: Path
     results: Path
-    override: Override  # --epochs, --batch-size, --stability: every run's (None: the scale's)
+    override: Override  # --epochs, --batch-size and the stability setting (choose_stability), resolved
     cifar: str | None  # --cifar: CIFAR-10 for Figure 1 (else the dataset at 32×32)
     nproc: int  # --nproc: replicas per training run (torchrun)
     pretrain_data: str | None
@@ -218,19 +219,20 @@ class Plan:
         return next((d for _, r, d in self.runs_of() if r.name in MAIN.runs and r.name not in stopped), None)
 
     def stopped(self) -> dict[str, str]:
-        """Runs whose training stopped on a non-finite loss, by run name: what happened
+        """Runs of this plan's stability setting that stopped, by run name: what happened
         (results/<dataset>/stopped.json, which the tables read)."""
-        return tables.stopped_runs(self.results)
+        return tables.stopped_runs(self.results, self.override.stability)
 
     def record_stopped(self, name: str, why: str | None) -> None:
-        """Record (or, with None, clear) a run's stop, under every name sharing its directory."""
-        before = self.stopped()
+        """Record (or, with None, clear) a run's stop, under every name sharing its directory, with
+        the stability setting it trained under."""
+        before = tables.stopped_records(self.results)
         stopped = dict(before)
         for n in [name] + [sharer for sharer, owner in self.shared().items() if owner == name]:
             if why is None:
                 stopped.pop(n, None)
             else:
-                stopped[n] = why
+                stopped[n] = {"why": why, "stability": self.override.stability}
         if stopped == before:
             return
         f = self.results / tables.STOPPED
@@ -276,11 +278,11 @@ def make_plan(args) -> Plan:
         source = {"imagenet": str(work / "data" / data_name)}
     # a wrong folder is refused now, not after the first stage; listed once for every stage
     listed = open_source(**source) if synthetic is None else None
-    stability, why = args.stability, ""
-    if stability is None and args.data and len(listed.classes) <= FEW_CLASSES:
-        stability = FEW_CLASSES_STABILITY
-        why = (f"the default for an ImageFolder of at most {FEW_CLASSES} classes (this one has "
-               f"{len(listed.classes)}); --stability paper trains with §5's values")
+    classes = synthetic[0] if synthetic else len(listed.classes)
+    override = Override(args.epochs, args.batch_size, args.stability).resolved(classes, scale)
+    default = Override(args.epochs, args.batch_size).resolved(classes, scale)
+    if override.stability != default.stability:  # results/<name>-paper: not where the default's results are
+        name = f"{name}-{override.stability}"
     pretrain_listed = open_source(folder=args.pretrain_data) if args.pretrain_data else None
     if args.cifar and not (Path(args.cifar) / "cifar-10-batches-py").is_dir():
         raise ValueError(f"--cifar {args.cifar}: no cifar-10-batches-py folder inside (CIFAR-10's python "
@@ -293,7 +295,7 @@ def make_plan(args) -> Plan:
         cache=work / "cache" / data_name,
         runs=work / "runs" / data_name,
         results=Path(args.results or ROOT / "results" / name),
-        override=Override(args.epochs, args.batch_size, stability, why),
+        override=override,
         cifar=args.cifar,
         nproc=args.nproc,
         pretrain_data=args.pretrain_data, ilsvrc2010=bool(args.imagenet2010),
@@ -393,8 +395,9 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
         size = plan.size(exp)
         data = Cache(plan.pretrain_cache) if run.data == "pretrain" else cache
         cfg = run_config(run, size, num_classes=len(data.classes))
+        was = trained_with(run_dir)
         if any(checkpoint.epoch_of(p) == size.epochs for p in checkpoint.files(run_dir)) and \
-                trained_with(run_dir) in (None, cfg.to_dict()):  # another config: training says so
+                (was is None or not was.differences(cfg)):  # another config: training says so
             print(f"done already: {run.name}")
             plan.record_stopped(run.name, None)
             continue
@@ -416,38 +419,39 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
         jobs.append(Job(run, cfg, opts, data))
     if len(plan.device_pairs) > 1:
         return train_concurrently(plan, jobs)
-    diverged = []
+    stopped = []
     for job in jobs:
         run, cfg, opts = job.run, job.config, job.options
+        if job.depends_on in stopped:
+            stopped.append(_not_trained(plan, job))
+            continue
+        before = nonfinite_mark(opts.run_dir)
         if plan.nproc > 1:
             code = subprocess.run(job_command(cfg, opts, plan.nproc), cwd=ROOT).returncode
-            if _job_stopped(plan, run.name, code):
-                diverged.append(run.name)
-                continue
-            _check_job(opts, code)
         else:
             try:
                 code = fit(cfg, opts, job.data)
             except NonFiniteLoss as e:  # one run's divergence does not stop the others; the tables say so
-                diverged.append(run.name)
-                plan.record_stopped(run.name, str(e).split(";")[0])  # without the checkpoint's path
-                print(f"{run.name}: {e}\n{run.name}: going on with the other runs; its rows will say "
-                      "it stopped (not a result)", flush=True)
-                continue
+                print(f"{run.name}: {e}", flush=True)
+                code = EXIT_NONFINITE
+        if _job_stopped(plan, job, code, before):
+            stopped.append(run.name)
+            continue
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
+        _check_job(opts, code)
         plan.record_stopped(run.name, None)
-    if diverged:
-        print(f"stopped on a non-finite loss: {', '.join(diverged)} (run the same command again to retry "
-              "from their last good checkpoints)")
+    if stopped:
+        print(f"stopped: {', '.join(stopped)} (run the same command again to retry from their last good "
+              "checkpoints)")
 
 
-def trained_with(run_dir: Path) -> dict | None:
+def trained_with(run_dir: Path) -> AlexNetConfig | None:
     """The config a run directory's run was started with (its config.json), None if it has none."""
     path = run_dir / "config.json"
     if not path.exists():
         return None
-    return AlexNetConfig.from_dict(json.loads(path.read_text())["config"]).to_dict()
+    return AlexNetConfig.from_dict(json.loads(path.read_text())["config"])
 
 
 def shared_workers(jobs: int) -> int | None:
@@ -475,14 +479,56 @@ def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None)
     return cmd + ["--devices", devices or ",".join(str(d) for d in opts.devices)]
 
 
-def _job_stopped(plan: Plan, name: str, code: int) -> bool:
-    """A training process that stopped on a non-finite loss (its exit status): recorded, and
-    run_all goes on, as for a run trained in this process."""
-    if code != EXIT_NONFINITE:
+def nonfinite_mark(run_dir) -> tuple | None:
+    """Which nonfinite.json a run directory holds now (inode and time: a new record is a new file),
+    None for none: a job that ends with a record other than this one stopped on a non-finite loss."""
+    try:
+        st = (Path(run_dir) / NONFINITE).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def diverged(run_dir, before: tuple | None, code: int) -> str | None:
+    """Why a training job stopped on a non-finite loss, from the nonfinite.json it wrote into its run
+    directory (`before`: nonfinite_mark at its start); None when it did not. Known by the run directory,
+    not the exit status: a torchrun job whose rank stopped exits 1, as for any other failure."""
+    if code == 0 or nonfinite_mark(run_dir) in (None, before):
+        return None
+    r = json.loads((Path(run_dir) / NONFINITE).read_text())
+    return f"loss is {r['loss']} at epoch {r['epoch']}, step {r['step']}"
+
+
+def _job_stopped(plan: Plan, job: Job, code: int, before: tuple | None) -> bool:
+    """A training job that stopped on a non-finite loss: recorded, and run_all goes on. The same rule
+    on every path: one process, a torchrun job, concurrent pairs."""
+    why = diverged(job.options.run_dir, before, code)
+    if why is None:
         return False
-    plan.record_stopped(name, f"loss not finite (exit status {code}; its output says where)")
-    print(f"{name}: stopped on a non-finite loss; going on with the other runs", flush=True)
+    plan.record_stopped(job.run.name, why)
+    print(f"{job.run.name}: stopped ({why}); going on with the other runs; its rows will say it stopped "
+          f"(not a result); `python -m tools.replay {job.options.run_dir}` replays the step", flush=True)
     return True
+
+
+def _not_trained(plan: Plan, job: Job) -> str:
+    """The one dependency rule: a run fine-tuned from a pre-training that stopped is not trained
+    (nor tabled); its rows say why."""
+    why = f"{tables.NOT_TRAINED} {job.depends_on}, its pre-training, stopped"
+    plan.record_stopped(job.run.name, why)
+    print(f"{job.run.name}: {why}", flush=True)
+    return job.run.name
+
+
+def open_log(run_dir, command: list[str]):
+    """<run-dir>.log, appended to (a retry keeps the output of the attempt a stop points to), with a
+    line that says when this attempt started and what it ran."""
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir.with_name(run_dir.name + ".log"), "a")
+    log.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(command)}\n")
+    log.flush()
+    return log
 
 
 def _check_job(opts: TrainOptions, code: int) -> None:
@@ -499,14 +545,18 @@ def train_concurrently(plan: Plan, jobs: list[Job]) -> None:
     try:
         _schedule(plan, pending, running, finished, waiting_on)
     finally:
-        for proc, _, log in running.values():  # an error or Ctrl-C: the others checkpoint and stop too
+        for proc, _, log, _ in running.values():  # an error or Ctrl-C: the others checkpoint and stop too
             proc.send_signal(signal.SIGINT)
             proc.wait()
             log.close()
 
 
 def _schedule(plan: Plan, pending: list[Job], running: dict, finished: set, waiting_on: set) -> None:
+    stopped = []
     while pending or running:
+        for waiting in [j for j in pending if j.depends_on in stopped]:  # the one dependency rule
+            pending.remove(waiting)
+            stopped.append(_not_trained(plan, waiting))
         for slot, pair in enumerate(plan.device_pairs):  # by slot: a pair given twice trains two runs on it
             if slot in running or not pending:
                 continue
@@ -515,14 +565,12 @@ def _schedule(plan: Plan, pending: list[Job], running: dict, finished: set, wait
             if ready is None:
                 break
             pending.remove(ready)
-            run_dir = Path(ready.options.run_dir)
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            log = open(run_dir.with_name(run_dir.name + ".log"), "w")
             command = job_command(ready.config, ready.options, plan.nproc, pair)
+            log = open_log(ready.options.run_dir, command)
             running[slot] = (subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
-                             ready, log)
+                             ready, log, nonfinite_mark(ready.options.run_dir))
             print(f"started {ready.run.name} on {pair} (log: {log.name})", flush=True)
-        for slot, (proc, job, log) in list(running.items()):
+        for slot, (proc, job, log, before) in list(running.items()):
             run, opts = job.run, job.options
             if proc.poll() is None:
                 continue
@@ -530,14 +578,11 @@ def _schedule(plan: Plan, pending: list[Job], running: dict, finished: set, wait
             del running[slot]
             print(f"finished {run.name} on {plan.device_pairs[slot]}: exit status {proc.returncode}",
                   flush=True)
+            if _job_stopped(plan, job, proc.returncode, before):  # and so do the runs fine-tuned from it
+                stopped.append(run.name)
+                continue
             if proc.returncode == EXIT_INTERRUPTED:
                 raise KeyboardInterrupt
-            if _job_stopped(plan, run.name, proc.returncode):  # and so do the runs fine-tuned from it
-                for waiting in [j for j in pending if j.depends_on == run.name]:
-                    pending.remove(waiting)
-                    plan.record_stopped(waiting.run.name,
-                                        f"not trained: {run.name}, its pre-training, stopped")
-                continue
             _check_job(opts, proc.returncode)
             plan.record_stopped(run.name, None)
             finished.add(run.name)
@@ -612,7 +657,8 @@ def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
             if stale.exists():
                 stale.unlink()
                 print(f"removed {stale}: {MAIN.runs[0]} stopped ({why}), so there is no Figure 3 or 4")
-    figures.make_figures(plan.results, cache, plan.dataset, run=plan.main_run(), features=features)
+    figures.make_figures(plan.results, cache, plan.dataset, run=plan.main_run(), features=features,
+                         stability=plan.override.stability)
 
 
 def stages(plan: Plan, rate: float | None = None) -> None:
@@ -639,8 +685,9 @@ def fits_one_batch(plan: Plan, argv: list[str]) -> None:
             skip = not skip
         elif not a.startswith("--batch-size="):
             kept.append(a)
+    whose = f"--batch-size {batch}" if plan.override.batch_size else f"the {plan.scale} scale's"
     raise ValueError(f"{next(iter(plan.source.values()))}: {n} training images, fewer than one batch of "
-                     f"{batch} (the {plan.scale} scale's): no epoch would take a step. A batch of {fits} "
+                     f"{batch} ({whose}): no epoch would take a step. A batch of {fits} "
                      f"gives {n // fits} steps an epoch:\n  bash reproduce/run_all.sh "
                      f"{shlex.join(kept + ['--batch-size', str(fits)])}")
 

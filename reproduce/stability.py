@@ -30,7 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet.atomic import write_text
+from alexnet.config import AlexNetConfig
 from alexnet.diagnostics import curvature_number, kick, momentum_limit
+
+from .experiments import STABILITY, STABLE
 
 IMAGES_PER_CLASS = 40  # training images per class, the same for every class count
 MOMENTUM_LIMIT = momentum_limit(0.9)  # 2(1 + μ) = 3.8 for §5's μ = 0.9
@@ -54,6 +58,19 @@ class Cell:
         return (f"c{self.classes}" + (f"x{self.per_class}" if self.per_class != IMAGES_PER_CLASS else "")
                 + f"-b{self.batch}-lr{self.lr:g}-bias{self.bias_init:g}"
                 + f"-{'drop' if self.dropout else 'nodrop'}" + ("-pool2" if self.pool_kernel == 2 else ""))
+
+    @property
+    def key(self) -> str:
+        """What a run of this cell is filed under: its name and its step count (every field but the
+        seeds), so a quick --steps look is never taken for the grid's runs."""
+        return f"{self.name}-{self.steps}steps"
+
+
+def setting(name: str, batch: int) -> dict:
+    """A STABILITY setting's ε and bias init at a batch, as Cell fields (the setting applied, not
+    restated)."""
+    cfg = STABILITY[name].apply(AlexNetConfig.from_profile("paper", batch_size=batch))
+    return {"batch": batch, "lr": cfg.lr, "bias_init": cfg.bias_init}
 
 
 def _both(**kw) -> list[Cell]:
@@ -85,9 +102,9 @@ GRID: list[Cell] = [
 # an epoch) under the paper's values to step 40 (on the CPU a step takes 6 s), past the steps at which
 # the H200 run went non-finite with these seeds (results/gpu-h200-20261127: steps 12–40), and under its
 # setting for two epochs.
-CPU_FULL = dict(classes=10, per_class=120, lr=0.0025, bias_init=0.1, steps=74)
+CPU_FULL = dict(classes=10, per_class=120, steps=74, **setting(STABLE, batch=32))
 GPU = dict(classes=100, per_class=80, batch=128, steps=40)
-GPU_STABLE = dict(GPU, bias_init=0.1, steps=124)
+GPU_STABLE = dict(GPU, steps=124, **setting(STABLE, batch=128))
 FRAGILE: list[Cell] = [
     Cell(**CPU_FULL),  # 1 CNN (seed 0) and two of the 5 CNNs (seeds 1, 2)
     Cell(**CPU_FULL, dropout=0.0),
@@ -107,11 +124,12 @@ GRIDS = {"stability": GRID, "fragile": FRAGILE}
 
 def dataset(work: Path, classes: int, per_class: int = IMAGES_PER_CLASS) -> Path:
     """The cache of the synthetic set with `classes` classes of `per_class` training images (made on
-    first use)."""
+    first use; a new generator version makes a new one)."""
     from alexnet.data.prepare import prepare
     from alexnet.data.sources import open_source
-    from alexnet.data.synthetic import write_synthetic_ilsvrc
-    name = f"c{classes}" + (f"x{per_class}" if per_class != IMAGES_PER_CLASS else "")
+    from alexnet.data.synthetic import GENERATOR_VERSION, write_synthetic_ilsvrc
+    name = (f"c{classes}" + (f"x{per_class}" if per_class != IMAGES_PER_CLASS else "")
+            + f"-g{GENERATOR_VERSION}")
     cache = work / "cache" / name
     if not (cache / "meta.json").exists():
         raw = work / "data" / name
@@ -141,8 +159,8 @@ def run(cell: Cell, seed: int, cache: Path) -> dict:
             if len(rows) == cell.steps or not math.isfinite(rows[-1]["loss"]):
                 break
     probe.close()
-    return {"cell": cell.name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
-            "stability_number": cell.lr * rows[0]["fc8_input_sq"] / cell.classes,
+    return {"cell": cell.name, "key": cell.key, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
+            "curvature_number": curvature_number(cell.lr, rows[0]["fc8_input_sq"], cell.classes),
             **outcome(rows, cell.classes), "steps": rows}
 
 
@@ -156,20 +174,31 @@ def outcome(rows: list[dict], classes: int) -> dict:
             "dead": finite and rows[-1]["fc8_input_sq"] == 0.0, "final_loss": losses[-1]}
 
 
+def filed_under(run: dict, recorded_grid: list[dict]) -> str:
+    """A run's cell key; a run recorded before keys were (2026-12-04) is filed under its cell's name and
+    the step count of the grid its JSON records (those studies ran at their grid's steps)."""
+    if "key" in run:
+        return run["key"]
+    steps = next(c["steps"] for c in recorded_grid
+                 if Cell(**{**c, "seeds": tuple(c["seeds"])}).name == run["cell"])
+    return f"{run['cell']}-{steps}steps"
+
+
 def summarize(runs: list[dict], grid: list[Cell]) -> list[dict]:
     out = []
     for cell in grid:
-        mine = [r for r in runs if r["cell"] == cell.name]
+        mine = [r for r in runs if r["key"] == cell.key]
         if not mine:
             continue
         h2 = [r["steps"][0]["fc8_input_sq"] for r in mine]
-        out.append({**asdict(cell), "cell": cell.name, "runs": len(mine), "seeds": [r["seed"] for r in mine],
+        out.append({**asdict(cell), "cell": cell.name, "key": cell.key, "runs": len(mine),
+                    "seeds": [r["seed"] for r in mine],
                     "diverged": sum(r["diverged"] for r in mine),
                     "nonfinite": sum(r["nonfinite"] for r in mine),
                     "dead": sum(r["dead"] for r in mine),
                     "overshoot_median": float(np.median([r["overshoot"] for r in mine])),
                     "kick": kick(cell.lr, float(np.mean(h2)), cell.classes, cell.batch),
-                    "stability_number": curvature_number(cell.lr, float(np.mean(h2)), cell.classes),
+                    "curvature_number": curvature_number(cell.lr, float(np.mean(h2)), cell.classes),
                     "seconds": sum(r["seconds"] for r in mine),
                     "steps": max(len(r["steps"]) for r in mine)})  # as run (--steps), not the grid's
     return out
@@ -187,7 +216,7 @@ def markdown(summary: list[dict], meta: dict, grid: str = "stability") -> str:
                    f"{s['bias_init']:g} | {'0.5' if s['dropout'] else 'off'} | {s['pool_kernel']}/2 | "
                    f"{', '.join(map(str, s['seeds']))} | {s['diverged']} | {s['nonfinite']} | "
                    f"{s['dead']} | {s['overshoot_median']:+.2f} | {s['kick']:.2f} | "
-                   f"{s['stability_number']:.2f} | {s['steps']} |\n"
+                   f"{s['curvature_number']:.2f} | {s['steps']} |\n"
                    for s in summary)
     return (f"# {TITLES[grid]}\n\n"
             f"Made by `python -m reproduce.stability` ({meta['commit']}, {meta['date']}, {meta['machine']}; "
@@ -207,7 +236,7 @@ def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(-(-n // cols), cols, figsize=(4 * cols, 2.6 * -(-n // cols)), squeeze=False,
                              sharey=True)
     for ax, s in zip(axes.flat, summary):
-        for r in (r for r in runs if r["cell"] == s["cell"]):
+        for r in (r for r in runs if r["key"] == s["key"]):
             y = [v["loss"] / math.log(s["classes"]) if math.isfinite(v["loss"]) else np.nan
                  for v in r["steps"]]
             ax.plot(range(1, len(y) + 1), y, lw=1,
@@ -216,7 +245,7 @@ def plot(runs: list[dict], summary: list[dict], path: Path) -> None:
         ax.axhline(2, color="red", lw=0.5, ls="--")
         ax.set_title(f"C {s['classes']}, b {s['batch']}, ε {s['lr']:g}, bias {s['bias_init']:g}, "
                      f"{'drop' if s['dropout'] else 'no drop'}{', pool 2' if s['pool_kernel'] == 2 else ''}"
-                     f"\nkick {s['kick']:.2f}, ε‖h‖²/C {s['stability_number']:.2f}",
+                     f"\nkick {s['kick']:.2f}, ε‖h‖²/C {s['curvature_number']:.2f}",
                      fontsize=8)
         ax.set_ylim(0, 4)
         ax.legend(fontsize=6)
@@ -251,25 +280,28 @@ def main(argv=None) -> int:
         ap.error(f"--only {args.only}: no cell's name starts with it; names look like "
                  f"{GRIDS[args.grid][0].name}")
     path = out / f"{args.grid}.json"
-    done = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    done = json.loads(path.read_text()) if path.exists() else {"runs": [], "grid": []}
     runs, t0, version = done["runs"], time.time(), code_version()  # the code this process runs
+    for r in runs:
+        r["key"] = filed_under(r, done["grid"])
     for cell in grid:
         for seed in range(args.seeds) if args.seeds else cell.seeds:
-            if any(r["cell"] == cell.name and r["seed"] == seed for r in runs):
+            if any(r["key"] == cell.key and r["seed"] == seed for r in runs):
                 continue
             r = run(cell, seed, dataset(work, cell.classes, cell.per_class))
             runs.append(r)
             print(f"{cell.name} seed {seed}: peak {r['peak_loss']:.2f} (ln C {math.log(cell.classes):.2f}), "
-                  f"final {r['final_loss']:.2f}, ε‖h‖²/C {r['stability_number']:.2f}"
+                  f"final {r['final_loss']:.2f}, ε‖h‖²/C {r['curvature_number']:.2f}"
                   f"{', DIVERGED' if r['diverged'] else ''}{', dead' if r['dead'] else ''} "
                   f"({r['seconds']:.0f} s)",
                   file=sys.stderr, flush=True)
             meta = {"commit": version, "date": time.strftime("%Y-%m-%d"), "machine": hardware(),
                     "minutes": (done.get("minutes", 0) * 60 + time.time() - t0) / 60}
-            path.write_text(json.dumps({**meta, "grid": [asdict(c) for c in GRIDS[args.grid]], "runs": runs}))
+            cells = {c.key: asdict(c) for c in [*GRIDS[args.grid], *grid]}  # the grid and this call's --steps
+            write_text(path, json.dumps({**meta, "grid": list(cells.values()), "runs": runs}))
     meta = json.loads(path.read_text())
-    summary = summarize(runs, GRIDS[args.grid])  # every cell with runs in the JSON, not only this call's
-    (out / f"{args.grid}.md").write_text(markdown(summary, meta, args.grid))
+    summary = summarize(runs, [*GRIDS[args.grid], *(c for c in grid if c not in GRIDS[args.grid])])
+    write_text(out / f"{args.grid}.md", markdown(summary, meta, args.grid))
     plot(runs, summary, out / f"{args.grid}.png")
     print(f"wrote {out}/{args.grid}.json, .md, .png", file=sys.stderr)
     return 0

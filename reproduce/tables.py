@@ -55,13 +55,26 @@ from .experiments import (
 )
 from .figure1 import verdict as figure1_verdict
 
-STOPPED = "stopped.json"  # run_all: {run: why} for runs whose training stopped on a non-finite loss
+STOPPED = "stopped.json"  # run_all: {run: {"why", "stability"}} for runs whose training stopped
 
 
-def stopped_runs(results: str | Path) -> dict[str, str]:
-    """A results folder's stopped.json: {run: why}; {} when no run stopped."""
+NOT_TRAINED = "not trained:"  # how a stop record of a run whose pre-training stopped begins (run_all)
+
+
+def stopped_records(results: str | Path) -> dict[str, dict]:
+    """A results folder's stopped.json: {run: {"why": what happened, "stability": the setting it
+    trained under ("paper": §5's values; None: recorded before settings were)}}; {} when none stopped."""
     f = Path(results) / STOPPED
-    return json.loads(f.read_text()) if f.exists() else {}
+    raw = json.loads(f.read_text()) if f.exists() else {}
+    return {run: rec if isinstance(rec, dict) else {"why": rec, "stability": None}
+            for run, rec in raw.items()}
+
+
+def stopped_runs(results: str | Path, stability: str | None = None) -> dict[str, str]:
+    """{run: why} for the runs of a results folder that stopped (a non-finite loss, or a pre-training
+    that did), under `stability` ("paper" or a setting's name; None: under any)."""
+    return {run: rec["why"] for run, rec in stopped_records(results).items()
+            if stability is None or rec["stability"] in (None, stability)}
 
 
 RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}
@@ -85,9 +98,15 @@ class Results:
     """The result files of one results folder, and the rules that decide what counts as a result."""
 
     def __init__(self, root: Path, scale: str, override: Override = Override()):
-        self.root, self.scale, self.override = Path(root), scale, override  # override: run_all's
+        self.root, self.scale, self._asked = Path(root), scale, override  # run_all's --epochs, ...
         self._evals: dict[str, dict | None] = {}  # each eval file read once
         self._verdicts: dict[str, Verdict] = {}  # and judged once
+
+    @cached_property
+    def override(self) -> Override:
+        """run_all's --epochs, --batch-size and --stability, the stability setting chosen by the same
+        rule as run_all's (choose_stability) when --stability was not given."""
+        return self._asked.resolved(self.classes, self.scale)
 
     def size(self, kind: str):
         """The size the `main` or `short` runs trained at: the scale's, with run_all's --epochs,
@@ -156,13 +175,18 @@ class Results:
         return 1 - 1 / c, max(0.0, 1 - 5 / c)
 
     def stopped(self) -> dict[str, str]:
-        return stopped_runs(self.root)
+        """The runs of this setting that stopped (stopped.json)."""
+        return stopped_runs(self.root, self.override.stability)
 
     def stopped_note(self, ev: Evaluation) -> str | None:
         """Which of an evaluation's runs stopped on a non-finite loss, and where; None: none did."""
         names, stopped = ev.runs, self.stopped()
         hits = [f"{n}: {stopped[n]}" for n in names if n in stopped]
-        return "stopped on a non-finite loss (" + "; ".join(hits) + ")" if hits else None
+        if not hits:
+            return None
+        if all(stopped[n].startswith(NOT_TRAINED) for n in names if n in stopped):  # a dependant's
+            return "; ".join(hits)
+        return "stopped on a non-finite loss (" + "; ".join(hits) + ")"
 
     def run_size(self, checkpoint: dict):
         """The size an evaluated checkpoint's run trains at here (None: not a registered run)."""
@@ -183,16 +207,20 @@ class Results:
         """Why an evaluated checkpoint is no result of today's run: the config its run trained with
         (recorded in the evaluation) differs from what this code trains for that run at this scale,
         e.g. a run made before a schedule change, left in a results folder that later runs share.
-        None when they agree, or when the evaluation predates recording the config."""
+        None when they agree (or for a run this scale does not train)."""
         recorded = checkpoint.get("config")
-        exp, run = RUNS.get(Path(checkpoint["path"]).parent.name, (None, None))
+        name = Path(checkpoint["path"]).parent.name
+        exp, run = RUNS.get(name, (None, None))
         size = self.size(exp.scale) if exp else None
-        if recorded is None or size is None:
+        if size is None:
             return None
-        was = AlexNetConfig.from_dict(recorded).to_dict()
-        now = run_config(run, size, was["num_classes"]).to_dict()
-        diff = [f"{k} {was[k]!r} (now {now[k]!r})" for k in now if was.get(k) != now[k]]
-        return f"{Path(checkpoint['path']).parent.name} was trained with " + ", ".join(diff) if diff else None
+        if recorded is None:  # nothing says what it trained with: never taken for today's run
+            return (f"{name}'s evaluation records no config it trained with (made before evaluations "
+                    "recorded one)")
+        was = AlexNetConfig.from_dict(recorded)
+        diff = was.differences(run_config(run, size, was.num_classes))
+        changed = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items())
+        return f"{name} was trained with {changed}" if diff else None
 
     def stale(self, run: str) -> str | None:
         """Why a run's evaluation is no result of today's code (other_settings of its checkpoints)."""
@@ -204,30 +232,33 @@ class Results:
         # rounded: 6 of 18 at 3 classes is exactly half of chance, which 1 − 1/3 in binary would put below it
         return err is not None and round(err["top1"], 9) < round(self.chance()[0] / 2, 9)
 
-    def replicates(self) -> list[dict]:
+    def replicates(self, learned_only: bool = True) -> list[dict]:
         """The baseline configuration's seed replicates at the short size: baseline-short and the
-        5cnns members (centre patch), each {"run", "top1", "top5"} in percent."""
-        out = []
+        5cnns members (centre patch), each {"run", "top1", "top5"} in percent. Only runs that finished,
+        trained as today and (with learned_only) learned: a run at chance is a failure, not a sample
+        of the seed-to-seed spread."""
+        candidates = []
         stopped = self.stopped()
         base, _ = self.errors(BASELINE.name)
-        if base and BASELINE.name not in stopped and not self.stale(BASELINE.name):
-            out.append({"run": BASELINE.name, "top1": _percent(base, "top1"), "top5": _percent(base, "top5")})
+        if base and BASELINE.name not in stopped and not self.stale(BASELINE.name) \
+                and not self.short_of(BASELINE.name):
+            candidates.append((BASELINE.name, base))
         members = self.eval(SEED_REPLICATES.name)
         size = self.size("short")
         for m in (members or {}).get("checkpoints", []):
             if _short(m, size) or Path(m["path"]).parent.name in stopped or self.other_settings(m):
                 continue  # stopped short, or trained with other settings: not a replicate
-            center = self.shown(m["center"])
-            out.append({"run": Path(m["path"]).parent.name, "top1": _percent(center, "top1"),
-                        "top5": _percent(center, "top5")})
-        return out
+            candidates.append((Path(m["path"]).parent.name, self.shown(m["center"])))
+        return [{"run": run, "top1": _percent(err, "top1"), "top5": _percent(err, "top5")}
+                for run, err in candidates if self.learned(err) or not learned_only]
 
     def band(self) -> dict | None:
         """Mean and sample standard deviation (n − 1) of the replicates, when there are two or more."""
         reps = self.replicates()
         if len(reps) < 2:
             return None
-        out = {"n": len(reps), "runs": [r["run"] for r in reps]}
+        out = {"n": len(reps), "of": len(self.replicates(learned_only=False)),
+               "runs": [r["run"] for r in reps]}
         for k in ("top1", "top5"):
             values = [r[k] for r in reps]
             shown = None not in values
@@ -250,6 +281,13 @@ class Results:
         minutes = self.minutes_for_short_runs(runs)
         return ("not run at this scale (needs --scale cpu-full" +
                 (f", about {minutes:.0f} min here for its {runs} run(s))" if minutes else ")"))
+
+
+def _replicates_note(band: dict) -> str:
+    """'6 replicates: a, b, …', or '4 of 6 replicates, the ones that learned: a, b, …'."""
+    which = (f"{band['n']} replicates" if band["n"] == band["of"] else
+             f"{band['n']} of {band['of']} replicates, the ones that learned")
+    return f"{which}: {', '.join(band['runs'])}"
 
 
 def _percent(err: dict | None, k: str) -> float | None:
@@ -363,7 +401,7 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
         needed = [exp for exp in combined if exp.needs]
         if ev is None:
             note = "not a CNN: outside this reproduction"
-        elif needed and res.eval(ev.name) is None:  # other data first, then the experiments it combines
+        elif needed and res.eval(ev.name) is None and not res.stopped_note(ev):  # other data, then its parts
             missing = [exp.name for exp in combined if res.eval(exp.name) is None]
             note = (needed[0].needs if needed[0].name in missing
                     else f"needs the {', '.join(missing)} experiment too (run both)")
@@ -397,7 +435,7 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
            "(reproduce/PAPER.md).\n")
     if band:
         md += ("\nSeed-to-seed spread of one run of the baseline configuration at the short size "
-               f"({band['n']} replicates: {', '.join(band['runs'])}): top-1 "
+               f"({_replicates_note(band)}): top-1 "
                f"{_pm(band['top1'], band['top1_sd'])}, top-5 {_pm(band['top5'], band['top5_sd'])}.\n")
     return md, rows
 
@@ -438,7 +476,9 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
     md = header(title, dataset, res)
     md += ("Reduction = error without the feature − error with it, the latter being the mean of the "
            "baseline configuration's seed replicates at the same size (baseline-short and the five 5cnns "
-           f"members). Positive: the feature helps. A reduction within {NOISE_RULE} standard deviations of "
+           "members, those that finished and learned"
+           + (f"; here {_replicates_note(band)}" if band else "")
+           + f"). Positive: the feature helps. A reduction within {NOISE_RULE} standard deviations of "
            "those replicates is marked within noise.\n\n")
     def pair(a, b, show=_pct):
         return lambda r: f"{show(r[a])} / {show(r[b])}"

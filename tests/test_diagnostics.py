@@ -98,3 +98,40 @@ def test_the_study_counts_a_run_as_diverged_or_dead_by_its_steps():
     assert outcome(nan, 10)["nonfinite"] and outcome(nan, 10)["diverged"]
     dead = [{"loss": 25.0, "fc8_input_sq": 9.0}, {"loss": math.log(10), "fc8_input_sq": 0.0}]
     assert outcome(dead, 10)["dead"]
+
+
+def test_replay_crosses_epochs_and_takes_the_runs_own_options(tiny_cache, tmp_path):
+    """A run of two epochs of 2 batches, checkpointed only at its end: a step of epoch 2 is replayed
+    from the initial weights across the epoch boundary, with the run's own --train-batches, and
+    gives the logged losses bit for bit (before: 'a replay stays within one epoch', and the options
+    were the defaults)."""
+    run_dir = tmp_path / "run"
+    assert train_main(train_argv(tiny_cache, run_dir, "--epochs", "2", "--train-batches", "2",
+                                 "--checkpoint-epochs", "2", "--log-steps")) == 0
+    report = replay(run_dir, 3, out=io.StringIO())
+    assert report["start"] is None and [r["epoch"] for r in report["losses"]] == [1, 1, 2]
+    logged = [s["loss"] for s in read_steps(run_dir / "steps.jsonl")]
+    assert [r["run"] for r in report["losses"]] == logged[:3]
+    assert report["verdict"].startswith("finite")
+
+
+def test_replay_options_are_the_runs_own():
+    from tools.replay import run_options
+    info = {"cache": "c", "devices": ["cpu", "cpu"], "options": {
+        "cache": "c", "run_dir": "r", "devices": None, "decoder": "gpu", "compile": False, "fast": True,
+        "init_from": "runs/pretrain", "train_batches": 3, "workers": 8, "log_steps": True}}
+    opts = run_options(info, "scratch", None, None)
+    assert (opts.decoder, opts.compile, opts.fast, str(opts.init_from), opts.train_batches) == \
+        ("gpu", False, True, "runs/pretrain", 3)
+    assert (str(opts.run_dir), opts.devices, opts.workers, opts.log_steps) == \
+        ("scratch", ("cpu", "cpu"), 0, False)
+    assert run_options(info, "scratch", None, "cuda:0,cuda:0".split(",")).devices == ("cuda:0", "cuda:0")
+
+
+def test_replay_verdicts_do_not_contradict_themselves():
+    from tools.replay import verdict
+    v = verdict(1.0, 1.0, math.nan, 10)  # float64 alone non-finite
+    assert v.startswith("dynamics, at the edge") and "neither replay is non-finite" not in v
+    assert verdict(math.nan, 1.0, 1.0, 10).startswith("not reproduced")
+    assert verdict(math.nan, math.nan, 1.0, 10).startswith("arithmetic")
+    assert verdict(1.0, 1.0, 30.0, 10).startswith("finite") and "diverging" in verdict(1.0, 1.0, 30.0, 10)

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from PIL import Image
 
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
-from alexnet.engine import NonFiniteLoss, evaluate, load_model
+from alexnet.engine import evaluate, load_model
 from alexnet.model import AlexNet
 from reproduce import run_all as run_all_module
 from reproduce.experiments import (
@@ -86,13 +85,16 @@ def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
 
 
 RUNS = ("work", "runs", "synthetic-4x12x4-g2", "e1-b4-t2")  # runs/<data>-g<generator>/<size>/<run>
+STABLE = "per-image-lr-bias0.1"
 
 
 def test_run_all_tiny_end_to_end(tmp_path, capsys):
+    """Every stage, under a stability setting: each output names it (config.json, each log line, the
+    evaluation's recorded config, Figure 3's JSON and title, the tables' header)."""
     res = tmp_path / "results"
     res.mkdir()
     (res / "figure1.json").write_text('{"committed": "by another machine"}')  # an output, not this run's
-    code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1", "--stability", STABLE)
     assert code == 0, out[-3000:] + err[-3000:]
     made = tmp_path.joinpath(*RUNS[:3]) / "figure1-synthetic-4x12x4-g2-e2.json"
     assert (res / "figure1.json").read_text() == made.read_text()
@@ -114,7 +116,12 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     rows = json.loads((res / "tables" / "table2.json").read_text())
     # two steps do not learn: the table says so with the run's own number (evaluated again here), and
     # shows none
-    run_dir = tmp_path.joinpath(*RUNS) / "1cnn"
+    run_dir = tmp_path.joinpath(*RUNS[:-1], f"{RUNS[-1]}-{STABLE}") / "1cnn"
+    assert json.loads((run_dir / "config.json").read_text())["config"]["stability"] == STABLE
+    logged = {json.loads(x)["stability"] for x in (res / "logs" / "1cnn.jsonl").read_text().splitlines()}
+    evaluated = json.loads((res / "eval" / "1cnn.json").read_text())["checkpoints"][0]["config"]
+    assert logged == {STABLE} and evaluated["stability"] == STABLE
+    assert f"stability setting `{STABLE}`" in t2
     cache = Cache(tmp_path / "work" / "cache" / "synthetic-4x12x4-g2")
     again, _ = evaluate(cache, [run_dir], "val", ("ten",), "cpu", workers=0)
     assert again["ensemble"]["ten"]["top1"] >= 0.375  # not below half of chance (75%)
@@ -133,6 +140,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     fresh = AlexNet(AlexNetConfig.from_profile("paper", num_classes=4), "cpu")
     assert np.array_equal(init, torch.cat([t.conv1.weight for t in fresh.towers]).detach().numpy())
     stats = json.loads((res / "figures" / "conv1_kernels.json").read_text())
+    assert stats["stability"] == STABLE and f"stability setting {STABLE}" in stats["title"]
     for t in ("0", "1"):
         assert set(stats["towers"][t]) == {"final", "init", "change"}
         assert set(stats["towers"][t]["init"]) == {"low_frequency", "orientedness", "colour_share"}
@@ -152,7 +160,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
 
     # idempotent: a second run skips every finished stage
     weights = {k: v.clone() for k, v in model.state_dict().items()}
-    code, again, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1")
+    code, again, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1", "--stability", STABLE)
     assert code == 0, err[-2000:]
     assert "\ntrain " not in again and again.count("done already") >= 6, again
     model, _, _ = load_model(run_dir, "cpu")
@@ -170,18 +178,22 @@ def test_run_all_does_not_take_a_finished_run_of_another_config_as_done(tmp_path
     assert code == 1 and "done already: 1cnn" not in again and "another config" in err, again + err
 
 
-def _run_all_with_no_lrn_diverging(tmp_path, capsys, monkeypatch):
-    """run_all --experiments no-lrn with no-lrn's training raising NonFiniteLoss at once."""
-    real_fit = run_all_module.fit
+def diverging(monkeypatch, *names):
+    """run_all trains the named runs with weights of N(0, 10^30): their first loss is not finite,
+    a real divergence (nonfinite.json and all), on every job path."""
+    planned = run_all_module.run_config
 
-    def fit(cfg, opts, data):
-        if Path(opts.run_dir).name == "no-lrn":
-            raise NonFiniteLoss("loss is nan at epoch 1, step 1; stopped. Last good "
-                                f"checkpoint: {opts.run_dir}")
-        return real_fit(cfg, opts, data)
-    monkeypatch.setattr(run_all_module, "fit", fit)
+    def run_config(run, size, num_classes):
+        cfg = planned(run, size, num_classes)
+        return cfg.replace(init_std=1e30, init_std_conv345=1e30) if run.name in names else cfg
+    monkeypatch.setattr(run_all_module, "run_config", run_config)
+
+
+def _run_all_with_no_lrn_diverging(tmp_path, capsys, monkeypatch):
+    """run_all --experiments no-lrn with no-lrn's loss non-finite at its first step."""
+    diverging(monkeypatch, "no-lrn")
     code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn")
-    monkeypatch.setattr(run_all_module, "fit", real_fit)
+    monkeypatch.undo()
     return code, out, err
 
 
@@ -190,27 +202,12 @@ def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys,
     code, out, err = _run_all_with_no_lrn_diverging(tmp_path, capsys, monkeypatch)
     assert code == 0, out[-3000:] + err[-3000:]
     res = tmp_path / "results"
-    assert json.loads((res / "stopped.json").read_text()) == {"no-lrn": "loss is nan at epoch 1, step 1"}
+    why = "loss is nan at epoch 1, step 1"
+    assert json.loads((res / "stopped.json").read_text()) == {"no-lrn": {"why": why, "stability": "paper"}}
     assert "not evaluated: no-lrn" in out and not (res / "eval" / "no-lrn.json").exists()
     assert (res / "eval" / "baseline-short.json").exists()  # the run after it was trained and evaluated
     row = json.loads((res / "tables" / "ablations.json").read_text())[0]
     assert row["ours_top1"] is None
-    assert row["verdict"] == ("stopped on a non-finite loss (no-lrn: loss is nan at epoch 1, step 1): "
-                              "not a result")
-
-
-def test_run_all_goes_on_past_a_torchrun_job_that_stopped_on_a_non_finite_loss(tmp_path, capsys, monkeypatch):
-    """--nproc: each run is a torchrun job; exit status 3 (non-finite loss) is recorded and the
-    others go on (here every job stops, so nothing is trained or evaluated)."""
-    ran = []
-    fake = types.SimpleNamespace(run=lambda cmd, **kw: ran.append(cmd) or subprocess.CompletedProcess(cmd, 3))
-    monkeypatch.setattr(run_all_module, "subprocess", fake)  # run_all's own name only
-    code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn", "--nproc", "2", "--devices", "cpu")
-    assert code == 0 and len(ran) == 2, out[-3000:] + err[-3000:]
-    why = "loss not finite (exit status 3; its output says where)"
-    stopped = json.loads((tmp_path / "results" / "stopped.json").read_text())
-    assert stopped == {"baseline-short": why, "no-lrn": why}
-    row = json.loads((tmp_path / "results" / "tables" / "ablations.json").read_text())[0]
     assert row["verdict"] == f"stopped on a non-finite loss (no-lrn: {why}): not a result"
 
 
@@ -219,9 +216,8 @@ def test_a_stopped_1cnn_leaves_no_earlier_figure_3_or_4(tmp_path, capsys, monkey
     figs.mkdir(parents=True)
     for name in ("conv1_kernels.png", "conv1_kernels.json", "figure4.png", "figure1_relu_tanh.png"):
         (figs / name).write_text("from an earlier run")
-    fake = types.SimpleNamespace(run=lambda cmd, **kw: subprocess.CompletedProcess(cmd, 3))  # every job stops
-    monkeypatch.setattr(run_all_module, "subprocess", fake)
-    code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn", "--nproc", "2", "--devices", "cpu")
+    diverging(monkeypatch, "1cnn")
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn")
     assert code == 0, out[-3000:] + err[-3000:]
     made = [p.name for p in figs.glob("*") if p.name.startswith(("conv1", "figure"))]
     assert made == ["figure1_relu_tanh.png"]
@@ -268,7 +264,7 @@ def test_run_all_dry_run_prints_the_plan_and_writes_nothing(tiny_archives, tmp_p
             "--scale", "imagenet", "-b", "100")
     # 48 training images: no batch of 100, refused with one that fits
     code, out, err = run_all(tmp_path, capsys, *args)
-    assert code == 2 and "48 training images, fewer than one batch of 100 (the imagenet scale's)" in err, err
+    assert code == 2 and "48 training images, fewer than one batch of 100 (--batch-size 100)" in err, err
     works = err.split("bash reproduce/run_all.sh ")[-1].split()
     assert works[-2:] == ["--batch-size", "8"] and "100" not in works and "--dry-run" in works
     # the command that works, less run_all()'s own arguments
@@ -379,18 +375,30 @@ def test_gpu_session_stops_for_time_and_the_next_call_finishes(tmp_path):
 
 # ---------- what the tables count as a result ----------
 
-def fake_eval(root, run, top1, top5=0.0, members=None, classes=10, epochs=None, configs=None):
+def fake_eval(root, run, top1, top5=0.0, members=None, classes=10, epochs=None, configs=None,
+              scale="cpu-full"):
     """An eval/<run>.json as alexnet.evaluate writes it (centre patch); members' checkpoints
-    after `epochs` (a dict by member; default 90, the end of every scale's runs), with the
-    training config `configs` gives a member (none by default, as evaluations before it was recorded)."""
+    after `epochs` (a dict by member; default 90, the end of every scale's runs), each with the
+    training config `configs` gives it (default: the one this code trains it with at `scale`; {}: none,
+    as evaluations before configs were recorded)."""
+    if configs is None:
+        configs = {name: today(name, scale, classes) for name in members or {}}
     entry = lambda t1, t5: {"top1": t1, "top5": t5, "n": 200}  # noqa: E731
     checkpoints = [{"path": f"runs/x/{name}/ckpt-e{(epochs or {}).get(name, 90):04d}-s000000296.pt",
                     "center": entry(t1, 0.0),
-                    **({"config": configs[name]} if name in (configs or {}) else {})}
+                    **({"config": configs[name]} if configs.get(name) else {})}
                    for name, t1 in (members or {}).items()]
     (root / "eval").mkdir(parents=True, exist_ok=True)
     (root / "eval" / f"{run}.json").write_text(json.dumps(
         {"classes": classes, "checkpoints": checkpoints, "ensemble": {"center": entry(top1, top5)}}))
+
+
+def today(name: str, scale: str, classes: int, override: Override = Override()) -> dict | None:
+    """The config this code trains run `name` with at `scale` (None: not run there)."""
+    exp = next(e for e in EXPERIMENTS.values() if any(r.name == name for r in e.runs))
+    size = SCALES[scale].size(exp.scale, override.resolved(classes, scale))
+    run = next(r for r in exp.runs if r.name == name)
+    return run_config(run, size, classes).to_dict() if size else None
 
 
 def test_a_run_that_stopped_short_is_no_result(tmp_path):
@@ -505,7 +513,8 @@ def test_a_stability_setting_is_named_in_run_directories_configs_and_headers(tmp
     before, after = run_config(run, paper, 10), run_config(run, stable, 10)
     assert (before.lr, before.bias_init) == (0.01, 1.0)
     assert (after.lr, after.bias_init) == (0.01 * 32 / 128, 0.1)
-    assert after.replace(lr=before.lr, bias_init=before.bias_init) == before  # nothing else changes
+    assert after.stability == "per-image-lr-bias0.1"  # named
+    assert after.replace(lr=before.lr, bias_init=before.bias_init, stability="") == before  # nothing else
     with pytest.raises(ValueError, match="unknown stability setting"):
         cpu_full.size("short", Override(stability="calm"))
     fake_eval(tmp_path, "1cnn", 0.12)
@@ -826,3 +835,68 @@ def test_a_job_gets_every_train_option_that_run_all_chose(tmp_path):
 def checkpoint_files(run_dir):
     from alexnet import checkpoint
     return checkpoint.files(run_dir)
+
+
+def test_the_noise_band_counts_only_replicates_that_finished_and_learned(tmp_path):
+    """A replicate at chance is a failed run, not a sample of the seed-to-seed spread; a
+    baseline-short that stopped short is none either. The notes say how many of how many."""
+    members = {f"5cnns-seed{s}": t for s, t in zip(range(1, 6), (0.18, 0.22, 0.20, 0.90, 0.15))}
+    fake_eval(tmp_path, "5cnns", 0.16, members=members)
+    fake_eval(tmp_path, "baseline-short", 0.20, members={"baseline-short": 0.20},
+              epochs={"baseline-short": 3})
+    res = Results(tmp_path, "cpu-full")
+    band = res.band()
+    assert band["runs"] == ["5cnns-seed1", "5cnns-seed2", "5cnns-seed3", "5cnns-seed5"]
+    assert (band["n"], band["of"]) == (4, 5) and band["top1_sd"] < 3
+    write_tables(tmp_path, "synthetic", "cpu-full")
+    assert "4 of 5 replicates, the ones that learned" in (tmp_path / "tables" / "ablations.md").read_text()
+
+
+def test_the_stability_study_keys_cells_by_their_steps_and_writes_whole(tmp_path, monkeypatch):
+    """A quick --steps look is filed apart from the grid's runs (it was taken for them), and the
+    resumable JSON is written atomically: a study stopped in the middle of writing it keeps the
+    last one whole."""
+    from reproduce import stability as st
+    calls = []
+
+    def fake_run(cell, seed, cache):
+        calls.append((cell.key, seed))
+        rows = [{"step": i + 1, "loss": 2.0, "fc8_input_sq": 100.0} for i in range(cell.steps)]
+        return {"cell": cell.name, "key": cell.key, "seed": seed, "seconds": 0.0, "curvature_number": 0.0,
+                **st.outcome(rows, cell.classes), "steps": rows}
+    monkeypatch.setattr(st, "run", fake_run)
+    monkeypatch.setattr(st, "dataset", lambda work, classes, per_class=40: work)
+    monkeypatch.setattr(st, "plot", lambda *a: None)
+    cell = st.FRAGILE[1]  # cpu-full's no-dropout: no other cell's name starts with its
+    args = ["--grid", "fragile", "--only", cell.name, "--out", str(tmp_path), "--work", str(tmp_path)]
+    assert st.main(args + ["--seeds", "1", "--steps", "2"]) == 0 and st.main(args + ["--seeds", "1"]) == 0
+    assert calls == [(f"{cell.name}-2steps", 0), (cell.key, 0)]
+    whole = (tmp_path / "fragile.json").read_text()
+
+    def stopped(fd):
+        raise KeyboardInterrupt  # the study stopped while its JSON was being written
+    monkeypatch.setattr(os, "fsync", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        st.main(args + ["--seeds", "2"])
+    assert (tmp_path / "fragile.json").read_text() == whole
+
+
+def test_the_stability_studys_data_and_settings_come_from_their_sources(tmp_path, monkeypatch):
+    """Its synthetic sets are keyed by the generator's version (a new generator, a new set), and the
+    fragile grid's ε and bias are the STABILITY setting's, applied, not restated."""
+    import alexnet.data.prepare
+    import alexnet.data.sources
+    import alexnet.data.synthetic
+    from alexnet.data.synthetic import GENERATOR_VERSION
+    from reproduce import stability as st
+    from reproduce.experiments import STABILITY
+    made = []
+    monkeypatch.setattr(alexnet.data.synthetic, "write_synthetic_ilsvrc",
+                        lambda raw, *a, **k: made.append(raw))
+    monkeypatch.setattr(alexnet.data.prepare, "prepare", lambda *a, **k: None)
+    monkeypatch.setattr(alexnet.data.sources, "open_source", lambda **k: None)
+    assert st.dataset(tmp_path, 10, 120).name == f"c10x120-g{GENERATOR_VERSION}" and len(made) == 1
+    stable = STABILITY["per-image-lr-bias0.1"].apply(AlexNetConfig.from_profile("paper", batch_size=32))
+    cell = st.FRAGILE[0]
+    assert (cell.lr, cell.bias_init, cell.batch) == (stable.lr, stable.bias_init, 32)
+    assert cell.name == "c10x120-b32-lr0.0025-bias0.1-drop"  # the committed study's name for it

@@ -67,16 +67,20 @@ else
 fi
 
 # Stability probes (the stability issue): 200 steps of the fragile configurations at the gpu scale,
-# decoded on the CPU and by nvJPEG, cuDNN deterministic, every step logged; a non-finite loss is
-# replayed at once (tools.replay: the run's arithmetic beside float64), before anything else.
-probe() {  # name decoder [alexnet.train flags]
-    local name=$1 decoder=$2; shift 2
-    local dir="$work/probes/$name-$decoder"
+# each run's config as run_all trains it there (its stability setting chosen by
+# reproduce.experiments.choose_stability, as everywhere), decoded on the CPU and by nvJPEG, cuDNN
+# deterministic, every step logged; a non-finite loss is replayed at once (tools.replay: the run's
+# arithmetic beside float64, with the run's own decoder), before anything else.
+probe() {  # run decoder: a run of reproduce/experiments.py at the gpu scale
+    local name=$1 decoder=$2
+    local dir="$work/probes/$name-$decoder" config="$work/probes/$name.config.json"
     [ -e "$dir/.done" ] && return 0
     if [ "$(left)" -lt 120 ]; then echo "(no time left for probe $name-$decoder)"; return 124; fi
+    mkdir -p "$work/probes"
+    "$PY" -m reproduce.experiments --scale gpu --classes 100 --run "$name" > "$config" || return 0
     "$PY" -c 'import sys, torch; torch.backends.cudnn.deterministic = True
 from alexnet.train import main; sys.exit(main(sys.argv[1:]))' --cache "$work/probe-cache" --run-dir "$dir" \
-        --decoder "$decoder" --max-steps 200 --epochs 20 --log-steps --no-progress "$@"
+        --config "$config" --decoder "$decoder" --max-steps 200 --log-steps --no-progress
     local rc=$?
     stamp "probe $name-$decoder: exit $rc; its last step:"
     tail -n 1 "$dir/steps.jsonl" 2>/dev/null | cut -c 1-120
@@ -91,11 +95,7 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
     [ -e "$work/probe-cache/meta.json" ] || "$PY" -m tools.prepare --synthetic --classes 100 --train-per-class 80 \
         --val-per-class 20 --raw "$work/probe-data" --cache "$work/probe-cache" --no-progress
     for decoder in cpu gpu; do
-        probe 1cnn "$decoder"
-        probe no-dropout "$decoder" --dropout 0
-        probe pool-z2 "$decoder" --pool-kernel 2
-        probe seed2 "$decoder" --seed 2
-        probe seed5 "$decoder" --seed 5
+        for run in 1cnn no-dropout pool-z2 5cnns-seed2 5cnns-seed5; do probe "$run" "$decoder"; done
     done
     stamp "stability probes: done"
 else

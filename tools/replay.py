@@ -5,10 +5,13 @@
     python -m tools.replay runs/1cnn --devices cpu   # the run's arithmetic on another device
 
 It starts from the run's last checkpoint before step N (or from its initial
-weights, rebuilt from the seed, when there is none), rebuilds every batch from
-the seed, epoch and batch index (the loader's draws are a pure function of
-them), and takes each step twice in lockstep: once as the run did (its devices,
-dtype and mode), once in float64 on the CPU with the same dropout masks. It
+weights, rebuilt from the seed or its --init-from, when there is none), with
+the run's own options (config.json: decoder, mode, compile, train_batches),
+rebuilds every batch from the seed, epoch and batch index (the loader's draws
+are a pure function of them), crosses epochs as the run did (the schedule sees
+each finished epoch's validation error from log.jsonl), and takes each step
+twice in lockstep: once as the run did (its devices, dtype and mode), once in
+float64 on the CPU with the same dropout masks. It
 prints each step's loss in both, then every layer's largest |output| and
 gradient norm at step N side by side, and a verdict:
 
@@ -16,6 +19,7 @@ gradient norm at step N side by side, and a verdict:
   ε, the data or the init, not the arithmetic;
 - arithmetic: only the run's own replay is non-finite, float64 stays below 2·ln C: its
   dtype or device (float32 overflow, a kernel);
+- dynamics, at the edge: float64 alone is non-finite, the run's own arithmetic is not;
 - not reproduced: the run's loss was non-finite, neither replay's is: a fault outside the
   computation (corrupted input, a race), or nondeterminism;
 - finite: no record of a non-finite loss at step N, and neither replay has one.
@@ -27,6 +31,7 @@ weights_only=True. Exit status: 0 replayed, 2 bad arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -68,6 +73,10 @@ def verdict(run_loss: float, own: float, f64: float, classes: int) -> str:
         if f64_diverges:
             return "dynamics: the float64 replay diverges too (ε, data or init, not the arithmetic)"
         return "arithmetic: only the run's own dtype/device is non-finite; float64 stays below 2·ln C"
+    if not math.isfinite(f64):
+        recorded = "; the run's recorded loss was non-finite" if not math.isfinite(run_loss) else ""
+        return ("dynamics, at the edge: float64 alone is non-finite at this step, the run's own arithmetic "
+                f"is not{recorded}")
     if not math.isfinite(run_loss):
         return ("not reproduced: both replays stay finite at this step though the run's loss was not; "
                 "a fault outside the computation (corrupted input, a race) or nondeterminism")
@@ -75,43 +84,70 @@ def verdict(run_loss: float, own: float, f64: float, classes: int) -> str:
         f" (float64's loss {f64:.3g} is above 2·ln C: diverging)" if f64_diverges else "")
 
 
+def run_options(info: dict, scratch: str, start: Path | None, devices) -> TrainOptions:
+    """The run's own options (config.json's: its decoder, mode, compile, init_from, train_batches ...)
+    as a replay into `scratch` needs them: from `start` (None: the initial weights, or init_from's),
+    no loader processes, no progress bar, no logs of its own. `devices`: the run's unless given."""
+    if "options" in info:
+        recorded = TrainOptions.from_dict(info["options"])
+    else:  # a run directory from before config.json recorded the options: its mode alone
+        recorded = TrainOptions(cache=info["cache"], run_dir=scratch,
+                                fast="NOT bit-faithful" in info.get("mode", ""))
+    return dataclasses.replace(recorded, run_dir=scratch, devices=tuple(devices or info["devices"]),
+                               resume=start, workers=0, progress=False, log_steps=False, tensorboard=False,
+                               max_steps=0, print_freq=0)
+
+
 def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     info = json.loads((run_dir / "config.json").read_text())
     cfg = AlexNetConfig.from_dict(info["config"])
     start = start_checkpoint(run_dir, step)
-    fast = "NOT bit-faithful" in info.get("mode", "")
     with tempfile.TemporaryDirectory() as scratch:
-        opts = TrainOptions(cache=info["cache"], run_dir=scratch, workers=0, progress=False,
-                            devices=devices or tuple(info["devices"]), resume=start, fast=fast)
+        opts = run_options(info, scratch, start, devices)
         trainer = Trainer(cfg, opts)
         if start is not None:
             trainer.resume()
     if step <= trainer.step:
         raise ValueError(f"step {step}: the replay starts after step {trainer.step}")
+    ended = {h["epoch"]: h for h in read_log(run_dir)}  # the epochs the run finished: their validation error
     loader = trainer.train_loader
-    trainer.prepare_epoch()
-    if step > trainer.step + len(loader) - loader.position:
-        raise ValueError(f"step {step} is past the end of epoch {trainer.epoch + 1}, the epoch of the "
-                         f"starting point (step {trainer.step}); a replay stays within one epoch: give a "
-                         f"step before {trainer.step + len(loader) - loader.position + 1}")
-    apply(trainer.schedule, trainer.opt, cfg, trainer.epoch)
-    net64, opt64 = float64_twin(trainer)
-    own, twin = LayerProbe(trainer.net, record_masks=True), LayerProbe(net64)
-    print(f"{run_dir}: replaying steps {trainer.step + 1}–{step} (epoch {trainer.epoch + 1}) from "
-          f"{start or 'the initial weights'}; the run's arithmetic on {', '.join(map(str, trainer.devices))} "
-          f"({trainer.speed.label}) beside float64 on the CPU", file=out)
-    print(f"{'step':>6} {'loss (run)':>14} {'loss (float64)':>16}", file=out)
-    losses = []
-    for x, y in loader:
-        trainer.step += 1
-        s = train_step(trainer.forward, trainer.opt, x, y, trainer.speed).tolist()
-        twin.replay = own.masks
-        with torch.random.fork_rng(devices=[]):  # the twin's (replaced) dropout draws: not the run's RNG
-            s64 = train_step(net64, opt64, x.detach().double().cpu(), y.cpu()).tolist()
-        losses.append({"step": trainer.step, "run": s[0] / s[3], "float64": s64[0] / s64[3]})
-        print(f"{trainer.step:>6} {losses[-1]['run']:>14.6g} {losses[-1]['float64']:>16.6g}", file=out)
-        if trainer.step == step:
-            break
+    net64 = opt64 = None
+    own = None
+    losses, first = [], trainer.step
+    while trainer.step < step:
+        if losses and loader.position == 0:  # an epoch ended: the schedule sees its validation error
+            if trainer.epoch + 1 not in ended:
+                raise ValueError(f"step {step}: past epoch {trainer.epoch + 1}, which the run's log does not "
+                                 "record (the run never finished it)")
+            trainer.schedule.end_epoch(trainer.epoch, ended[trainer.epoch + 1]["val_top1"])
+            trainer.epoch += 1
+        trainer.prepare_epoch()
+        lrs = apply(trainer.schedule, trainer.opt, cfg, trainer.epoch)
+        logged = ended.get(trainer.epoch + 1, {}).get("lr")
+        if logged and any(abs(lrs[g] - logged[g]) > 1e-12 * logged[g] for g in logged):
+            print(f"warning: epoch {trainer.epoch + 1}: ε {lrs} here, {logged} in the run's log", file=out)
+        if net64 is None:
+            net64, opt64 = float64_twin(trainer)
+            own, twin = LayerProbe(trainer.net, record_masks=True), LayerProbe(net64)
+            print(f"{run_dir}: replaying steps {first + 1}–{step} (from epoch {trainer.epoch + 1}) from "
+                  f"{start or 'the initial weights'}; the run's arithmetic on "
+                  f"{', '.join(map(str, trainer.devices))} ({trainer.speed.label}) beside float64 on the CPU",
+                  file=out)
+            print(f"{'step':>6} {'epoch':>5} {'loss (run)':>14} {'loss (float64)':>16}", file=out)
+        for g in opt64.param_groups:  # the twin takes each epoch's ε with the run
+            g["lr"] = lrs[g["name"]]
+        for x, y in loader:
+            trainer.step += 1
+            s = train_step(trainer.forward, trainer.opt, x, y, trainer.speed).tolist()
+            twin.replay = own.masks
+            with torch.random.fork_rng(devices=[]):  # the twin's (replaced) dropout draws: not the run's RNG
+                s64 = train_step(net64, opt64, x.detach().double().cpu(), y.cpu()).tolist()
+            losses.append({"step": trainer.step, "epoch": trainer.epoch + 1, "run": s[0] / s[3],
+                           "float64": s64[0] / s64[3]})
+            print(f"{trainer.step:>6} {trainer.epoch + 1:>5} {losses[-1]['run']:>14.6g} "
+                  f"{losses[-1]['float64']:>16.6g}", file=out)
+            if trainer.step == step:
+                break
     rows = {"run": own.row(), "float64": twin.row()}
     own.close()
     twin.close()
@@ -131,10 +167,16 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     print(f"verdict: {v}", file=out)
     report = {"run_dir": str(run_dir), "step": step, "start": str(start) if start else None,
               "devices": [str(d) for d in trainer.devices], "mode": trainer.speed.label,
-              "recorded_loss": run_loss, "losses": losses, "layers": rows, "verdict": v,
-              "code_version": checkpoint.code_version()}
+              "decoder": opts.decoder, "recorded_loss": run_loss, "losses": losses, "layers": rows,
+              "verdict": v, "code_version": checkpoint.code_version()}
     write_text(run_dir / f"replay-step{step}.json", json.dumps(report, indent=1))
     return report
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    """The run's log.jsonl: one line per epoch it finished."""
+    path = run_dir / "log.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
 
 
 def main(argv=None) -> int:
