@@ -53,20 +53,26 @@ def test_replay_retraces_the_run_and_finds_the_dynamics(diverged):
     assert (diverged / f"replay-step{report['step']}.json").exists()
 
 
-def test_replay_of_a_step_that_was_finite_when_replayed_says_not_reproduced(tiny_cache, tmp_path):
-    """A loss that went non-finite in the run but not in either replay (what a corrupted input or a
-    race would leave): the verdict says so. Here the record is written by hand over a healthy run,
-    after its first checkpoint, so the replay starts from that checkpoint."""
+def test_replay_crosses_epochs_with_the_runs_options_and_says_not_reproduced(tiny_cache, tmp_path):
+    """A run of two epochs of 2 batches (its own --train-batches), checkpointed only at its end:
+    a step of epoch 2 is replayed from the initial weights across the epoch boundary and gives the
+    logged losses bit for bit (before: 'a replay stays within one epoch', and the options were the
+    defaults). Then a loss that went non-finite in the run but not in either replay (what a
+    corrupted input or a race would leave; the record written by hand): the verdict says so."""
     run_dir = tmp_path / "run"
-    assert train_main(train_argv(tiny_cache, run_dir,
-                                 "--epochs", "2", "--max-steps", "4", "--train-batches", "3")) == 0
+    assert train_main(train_argv(tiny_cache, run_dir, "--epochs", "2", "--train-batches", "2",
+                                 "--checkpoint-epochs", "2", "--log-steps")) == 0
+    report = replay(run_dir, 3, out=io.StringIO())
+    assert report["start"] is None and [r["epoch"] for r in report["losses"]] == [1, 1, 2]
+    logged = [s["loss"] for s in read_steps(run_dir / "steps.jsonl")]
+    assert [r["run"] for r in report["losses"]] == logged[:3]
+    assert report["verdict"].startswith("finite")
     (run_dir / "nonfinite.json").write_text(json.dumps({"step": 4, "loss": "nan"}))
     report = replay(run_dir, 4, out=io.StringIO())
-    assert report["start"].endswith("s000000003.pt")  # the end of epoch 1 (3 batches of 4)
-    assert [r["step"] for r in report["losses"]] == [4]
+    assert [r["step"] for r in report["losses"]] == [1, 2, 3, 4]
     assert report["verdict"].startswith("not reproduced")
     steps = sorted(torch.load(p, weights_only=True)["step"] for p in run_dir.glob("ckpt-*.pt"))
-    assert steps == [3, 4]  # the replay wrote no checkpoint into the run
+    assert steps == [4]  # the replays wrote no checkpoint into the run
 
 
 def test_step_log_keeps_the_lines_up_to_the_resumed_step(tmp_path):
@@ -98,21 +104,6 @@ def test_the_study_counts_a_run_as_diverged_or_dead_by_its_steps():
     assert outcome(nan, 10)["nonfinite"] and outcome(nan, 10)["diverged"]
     dead = [{"loss": 25.0, "fc8_input_sq": 9.0}, {"loss": math.log(10), "fc8_input_sq": 0.0}]
     assert outcome(dead, 10)["dead"]
-
-
-def test_replay_crosses_epochs_and_takes_the_runs_own_options(tiny_cache, tmp_path):
-    """A run of two epochs of 2 batches, checkpointed only at its end: a step of epoch 2 is replayed
-    from the initial weights across the epoch boundary, with the run's own --train-batches, and
-    gives the logged losses bit for bit (before: 'a replay stays within one epoch', and the options
-    were the defaults)."""
-    run_dir = tmp_path / "run"
-    assert train_main(train_argv(tiny_cache, run_dir, "--epochs", "2", "--train-batches", "2",
-                                 "--checkpoint-epochs", "2", "--log-steps")) == 0
-    report = replay(run_dir, 3, out=io.StringIO())
-    assert report["start"] is None and [r["epoch"] for r in report["losses"]] == [1, 1, 2]
-    logged = [s["loss"] for s in read_steps(run_dir / "steps.jsonl")]
-    assert [r["run"] for r in report["losses"]] == logged[:3]
-    assert report["verdict"].startswith("finite")
 
 
 def test_replay_options_are_the_runs_own():

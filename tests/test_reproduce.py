@@ -600,7 +600,7 @@ def test_run_all_learns_a_small_imagefolder_of_any_class_names(tmp_path, capsys)
     out, err = capsys.readouterr()
     assert code == 0, out[-3000:] + err[-3000:]
     assert "recipe: not the paper's: stability setting `per-image-lr-bias0.1`" in out
-    assert "the default for an ImageFolder of at most 100 classes (this one has 3)" in out
+    assert "3 classes at batch 16: under §5's values the first steps' class-mix kick would be" in out
     assert not [w for w in seen if "Glyph" in str(w.message)], [str(w.message) for w in seen]
     res = tmp_path / "results"
     top1 = json.loads((res / "eval" / "1cnn.json").read_text())["ensemble"]["ten"]["top1"]

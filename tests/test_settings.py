@@ -134,7 +134,8 @@ def test_1cnn_stars_conv6_starts_at_the_settings_bias():
 
 
 @pytest.mark.parametrize("jobs, runs", [(("--nproc", "2", "--devices", "cpu"), "1cnn"),
-                                        (("--devices", "cpu", "--devices", "cpu"), "no-lrn")],
+                                        pytest.param(("--devices", "cpu", "--devices", "cpu"), "no-lrn",
+                                                     marks=pytest.mark.slow)],  # about 30 s
                          ids=["torchrun", "concurrent-pairs"])
 def test_a_diverged_job_is_known_by_its_run_directory(jobs, runs, tmp_path, capsys, monkeypatch):
     """A real job whose loss goes non-finite: a torchrun job (which exits 1, not 3) or one of two
