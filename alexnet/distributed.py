@@ -10,10 +10,12 @@ global batch stays `cfg.batch_size` and K processes see exactly the images,
 crops, flips and PCA lighting of one process (those are drawn per global
 batch from (seed, epoch, batch) and sliced). What differs from one process:
 dropout. Every replica starts from the same weights, then seeds its own
-generator from (seed, rank), so the replicas' masks differ from each other
-(tested with two gloo processes) but are not the masks one process would
-have drawn for the same rows; their statistics are the same (each unit is
-kept with probability 1 − p, independently), which is what §4.2 asks. The
+generator from (seed, rank), and before each step from (seed, rank, step),
+so a resumed replica draws the masks it would have drawn uninterrupted.
+The replicas' masks differ from each other (tested with two gloo processes)
+but are not the masks one process would have drawn for the same rows; their
+statistics are the same (each unit is kept with probability 1 − p,
+independently), which is what §4.2 asks. The
 gradient is the mean over the global batch, as in one process (DDP
 averages), up to float32 summation order. The log's training loss and error
 are the global batch's (each step's counts are summed over ranks).
@@ -22,15 +24,19 @@ Several machines: the same command on every node, with torchrun's c10d
 rendezvous. Every rank resumes from the checkpoint it finds in --run-dir,
 so that directory must be one that all nodes share; the ranks compare the
 checkpoint step they found (`agree_on_start`) and all stop, naming each
-node, when they differ. Tested as two "nodes" on 127.0.0.1
+node, when they differ. A signal (SLURM's SIGTERM to every task, forwarded by
+torchrun) stops every rank after the same step: each step's all-reduced
+numbers carry every rank's stop flag (engine.Trainer.stop_requested). Tested as two "nodes" on 127.0.0.1
 (tests/test_engine.py::test_two_nodes_train_as_one_process_and_refuse_run_dirs_they_do_not_share).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -62,7 +68,7 @@ def init(devices_arg: str | None = None) -> tuple[Dist, tuple[torch.device, torc
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     use_cuda = torch.cuda.is_available() and devices_arg != "cpu"
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     if devices_arg and devices_arg != "cpu":
         raise ValueError("--devices is chosen per rank under torchrun (GPUs 2r, 2r+1); leave it out")
     if not use_cuda:
@@ -121,6 +127,26 @@ def all_sum(values: list[float], device) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()):
         return values
     return sum_over_ranks(torch.tensor(values, dtype=torch.float64, device=device), device).tolist()
+
+
+# The longest one rank waits for the others in one collective before it gives up (a node that
+# vanished without closing its connections; a killed process closes them, and its peers learn it at
+# once). The longest legitimate wait is rank 0 writing a checkpoint (435 MB; on network storage up to
+# a minute) while the others wait in the next step's all-reduce: ten minutes leaves room for that.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+_LOST = re.compile(r"Connection closed by peer|Connection reset by peer|Socket closed|[Tt]imed out waiting")
+_PEER = re.compile(r"\[([0-9a-fA-F.:]+)\]:(\d+)")  # gloo's "[127.0.0.1]:8108"
+
+
+def lost_rank(error: BaseException, d: Dist) -> str | None:
+    """When a collective failed because another rank is gone (its process killed, its node lost):
+    which one, as far as the error tells ('rank 1 at 127.0.0.1:8108'); None for any other error."""
+    text = str(error)
+    if not d.active or not _LOST.search(text):
+        return None
+    who = f"rank {1 - d.rank}" if d.world_size == 2 else "another rank"
+    peer = _PEER.search(text)
+    return who + (f" at {peer.group(1)}:{peer.group(2)}" if peer else "")
 
 
 def shutdown() -> None:

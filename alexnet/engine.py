@@ -45,7 +45,7 @@ from .progress import bar as progress_bar
 from .schedule import apply, make_schedule, same_course
 from .speed import FAITHFUL_LABEL, Speed
 
-EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_INTERRUPTED = 3, 4, 130
+EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_RANK_LOST, EXIT_INTERRUPTED = 3, 4, 5, 130
 CONV1_INIT = "conv1_init.npy"  # in a run directory: conv1's kernels before the first step
 NONFINITE = "nonfinite.json"  # in a run directory: the step whose loss was not finite, and its batch
 
@@ -301,7 +301,8 @@ class Trainer:
         self.meters = self._new_meters()
         self.last_ckpt: Path | None = None
         self.last_save = time.time()  # the last checkpoint's time (or the start's): checkpoint_minutes
-        self.stop_signal: int | None = None
+        self.stop_signal: int | None = None  # this process's SIGINT/SIGTERM
+        self.stop_agreed = False  # several processes: some rank had a signal, known to all at the same step
         self.trained_longer: dict | None = None  # set by resume() for a finished run given more epochs
         self.tb = None
         if opts.tensorboard and self.dist.main:
@@ -389,9 +390,7 @@ class Trainer:
         self.train_loader.load_state_dict(ck["loader"])
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
         self.meters = ck["meters"]
-        checkpoint.set_rng_state(ck["rng"])  # rank 0's: every other replica takes its own again
-        if self.dist.active:
-            torch.manual_seed(seed_of(self.cfg.seed, DROPOUT_STREAM, self.dist.rank, self.step))
+        checkpoint.set_rng_state(ck["rng"])  # rank 0's; under torchrun each step seeds its rank's dropout
         self.last_ckpt = path
         if self.dist.main:
             print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
@@ -463,9 +462,15 @@ class Trainer:
     def max_steps_reached(self) -> bool:
         return bool(self.opts.max_steps) and self.step >= self.opts.max_steps
 
+    def stop_requested(self) -> bool:
+        """A signal arrived: in one process, this one's; under torchrun, any rank's, as the ranks agree
+        (each step's all-reduced numbers carry every rank's flag, and the epoch's end asks them all), so
+        every rank stops after the same step and none waits in a collective that the others left."""
+        return self.stop_agreed if self.dist.active else self.stop_signal is not None
+
     def should_stop(self) -> bool:
         """A signal arrived or max_steps is reached: checkpoint and leave the loop."""
-        return self.stop_signal is not None or self.max_steps_reached()
+        return self.stop_requested() or self.max_steps_reached()
 
     def validate(self) -> dict:
         probs, labels = predict(self.net, self.val_loader)
@@ -519,7 +524,8 @@ class Trainer:
             nonlocal pending
             if pending is None:
                 return
-            loss_sum, wrong1, wrong5, n = pending.read()
+            loss_sum, wrong1, wrong5, n, *stop = pending.read()
+            self.stop_agreed |= bool(stop and stop[0] > 0)
             if not math.isfinite(loss_sum):
                 self.record_nonfinite(pending, loss_sum / n)
                 before = ", ".join(f"{s} {v:.3f}" for s, v in recent) or "none in this epoch"
@@ -540,7 +546,11 @@ class Trainer:
             pending = None
 
         for x, y in loader:
+            if self.dist.active:  # each replica's masks: a function of (seed, rank, step), resumed or not
+                torch.manual_seed(seed_of(cfg.seed, DROPOUT_STREAM, self.dist.rank, self.step))
             stats = train_step(self.forward, self.opt, x, y, self.speed)
+            if self.dist.active:  # and this rank's stop flag, summed with the numbers
+                stats = torch.cat([stats, stats.new_tensor([float(self.stop_signal is not None)])])
             stats = distributed.sum_over_ranks(stats, self.devices[0])
             self.step += 1
             batch = (loader.position or len(loader)) - 1  # the loader has moved past it
@@ -558,13 +568,14 @@ class Trainer:
                       "to the step before)", file=sys.stderr, flush=True)
             due = ((opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0)
                    or self.checkpoint_overdue())
-            if self.should_stop() or due:
+            stop = self.should_stop()  # decided before this step's numbers are read: the same on every rank
+            if stop or due:
                 settle()
                 m["seconds"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if loader.position != 0:  # mid-epoch; the epoch end saves on its own
                     self.save()
-                if self.should_stop():
+                if stop:
                     bar.close()
                     return
         settle()
@@ -581,8 +592,11 @@ class Trainer:
             lrs = apply(self.schedule, self.opt, cfg, self.epoch)
             self.train_one_epoch()
             if self.train_loader.position != 0:  # stopped mid-epoch (signal or max_steps)
-                return EXIT_INTERRUPTED if self.stop_signal is not None else 0
+                return EXIT_INTERRUPTED if self.stop_requested() else 0
             val = self.validate()
+            if self.dist.active:  # a signal during the epoch's last step or its validation: every rank's
+                flags = distributed.all_sum([float(self.stop_signal is not None)], self.devices[0])
+                self.stop_agreed |= flags[0] > 0
             note = self.schedule.end_epoch(self.epoch, val["top1"])
             m = self.meters
             self.history.append({
@@ -609,9 +623,9 @@ class Trainer:
             self.epoch += 1
             self.meters = self._new_meters()
             self.save(weights=self.epoch % self.opts.checkpoint_epochs == 0 or self.epoch == cfg.epochs
-                      or self.stop_signal is not None or self.max_steps_reached()
+                      or self.stop_requested() or self.max_steps_reached()
                       or self.checkpoint_overdue())
-            if self.stop_signal is not None:
+            if self.stop_requested():
                 return EXIT_INTERRUPTED
         return 0
 

@@ -15,8 +15,10 @@ Log: <run-dir>/log.jsonl, one line per epoch (train loss, top-1/top-5 error,
 validation 1-crop top-1/top-5, ε per group, images/s, seconds, devices).
 Exit status: 0 done; 2 bad arguments, or the run directory is in use by
 another process; 3 non-finite loss; 4 disk full (the previous checkpoint is
-intact; the message says how much space is needed); 130 interrupted (a
-checkpoint was written first).
+intact; the message says how much space is needed); 5 another torchrun rank
+is gone (a node lost: the message names it; run every node's command again);
+130 interrupted (a checkpoint was written first; under torchrun every rank
+stops after the same step).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from . import checkpoint, distributed
 from .cli import check_at_least
 from .config import PROFILES, AlexNetConfig
 from .data.cache import Cache
-from .engine import EXIT_DISK_FULL, EXIT_NONFINITE, NonFiniteLoss, TrainOptions, fit
+from .engine import EXIT_DISK_FULL, EXIT_NONFINITE, EXIT_RANK_LOST, NonFiniteLoss, TrainOptions, fit
 
 
 def add_config_args(ap: argparse.ArgumentParser) -> None:
@@ -199,6 +201,15 @@ def main(argv=None) -> int:
     except checkpoint.DiskFull as e:
         print(f"error: {e.strerror}", file=sys.stderr)
         return EXIT_DISK_FULL
+    except RuntimeError as e:  # under torchrun: another rank gone mid-collective
+        who = distributed.lost_rank(e, dist) if "dist" in locals() else None
+        if who is None:
+            raise
+        print(f"error: rank {dist.rank}: {who} is gone (its process killed, or its node lost): "
+              f"{str(e).splitlines()[0][:300]}. The newest checkpoint in {args.run_dir} is whole (rank 0 "
+              "writes it, atomically): run every node's command again to resume from it, or give torchrun "
+              "--max-restarts N to do so by itself", file=sys.stderr)
+        return EXIT_RANK_LOST
     finally:
         distributed.shutdown()
 

@@ -523,7 +523,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int,
                     help="the runs' batch size, when run_all was given --batch-size")
     ap.add_argument("--stability", choices=["paper", *STABILITY],
-                    help="the runs' stability setting, when run_all was given --stability")
+                    help="the runs' stability setting, when run_all was given --stability (default: "
+                         "the one run_all chooses for these classes, batch and scale: "
+                         "reproduce.experiments.choose_stability)")
     args = ap.parse_args(argv)
     out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note,
                        Override(args.epochs, args.batch_size, args.stability))

@@ -6,10 +6,13 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,8 +38,9 @@ from .conftest import (
     run,
     train_argv,
     train_cmd,
+    wait_for,
 )
-from .test_reliability import exit_status
+from .test_reliability import alive, descendants, exit_status
 
 # ---------- §5 update rule ----------
 
@@ -479,19 +483,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def node_cmd(port: int, run_id: str) -> list[str]:
+# README, "Several machines": without it, torchrun's restarts hang (pytorch/pytorch#135712: the nodes'
+# restart counts differ, and with them the store keys their processes meet at)
+TORCHRUN_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+def node_cmd(port: int, run_id: str, restarts: int = 0) -> list[str]:
     """One node of a two-node torchrun job (one process, gloo) rendezvousing on 127.0.0.1 (c10d)."""
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", run_id]
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", run_id,
+            "--max-restarts", str(restarts)]
 
 
-def two_nodes(cache, run_dirs, *extra) -> list[subprocess.CompletedProcess]:
+def two_nodes(cache, run_dirs, *extra, until=None, restarts=0) -> list[subprocess.CompletedProcess]:
     """Both nodes at once. Their output goes to files, not pipes: a node blocked on a full pipe
-    while the test waits on the other would stall both (they wait for each other)."""
+    while the test waits on the other would stall both (they wait for each other). `until`: a
+    function called with the nodes' processes once they run (to signal them, say)."""
     port, run_id = free_port(), f"test-{random.Random().randint(0, 10**9)}"
     outs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in run_dirs]
-    nodes = [subprocess.Popen(node_cmd(port, run_id) + train_cmd(cache, d, *extra)[1:], cwd=ROOT, env=ENV,
-                              stdout=out, stderr=err, text=True) for d, (out, err) in zip(run_dirs, outs)]
+    nodes = [subprocess.Popen(node_cmd(port, run_id, restarts) + train_cmd(cache, d, *extra)[1:], cwd=ROOT,
+                              env={**ENV, **TORCHRUN_ENV}, stdout=out, stderr=err, text=True)
+             for d, (out, err) in zip(run_dirs, outs)]
+    if until:
+        until(nodes)
     done = []
     for p, files in zip(nodes, outs):
         code = p.wait(timeout=300)
@@ -543,6 +557,100 @@ def test_two_nodes_train_as_one_process_and_refuse_run_dirs_they_do_not_share(ti
         assert all(s in lines[0] for s in ("step 2", "no checkpoint in", "node 0", "node 1"))
     assert sorted(p.name for p in shared.iterdir()) == before  # nothing trained, nothing written
     assert not (tmp_path / "empty").exists() or not any(checkpoint.files(tmp_path / "empty"))
+
+
+PREEMPTED = ("--epochs", "2", "--train-batches", "3", "--checkpoint-steps", "1", "--keep", "2",
+             "--devices", "cpu", "--batch-size", "8")  # 6 steps, with dropout
+
+
+@pytest.fixture(scope="module")
+def two_node_reference(tiny_cache, tmp_path_factory) -> dict:
+    """The final checkpoint of an uninterrupted two-node run of PREEMPTED's 6 steps."""
+    ref = tmp_path_factory.mktemp("two-nodes") / "uninterrupted"
+    for node in two_nodes(tiny_cache, [ref, ref], *PREEMPTED):
+        assert node.returncode == 0, node.stderr[-3000:]
+    return final_weights(ref)
+
+
+@pytest.mark.slow  # two two-node runs (and once the reference): 30–60 s each on 2 cores
+@pytest.mark.parametrize("signalled", [(0, 1), (0,)], ids=["every-node", "one-node"])
+def test_a_preempted_two_node_run_continues_bit_for_bit(signalled, tiny_cache, tmp_path, two_node_reference):
+    """SLURM's preemption: SIGTERM to every node's torchrun agent mid-epoch (or to one: a signal that
+    reaches the ranks a step apart). Every rank stops after the same step with exit status 130 (the
+    one not signalled too, where it used to be left in a collective the other had left), one
+    checkpoint is written, and the same two commands run again continue the run: the final weights
+    equal an uninterrupted two-node run's, bit for bit (they differed in every tensor: a resumed
+    rank drew other dropout masks)."""
+    run_dir = tmp_path / "preempted"
+
+    def preempt(nodes):
+        assert wait_for(lambda: any(checkpoint.step_of(f) >= 2 for f in checkpoint.files(run_dir))
+                        or any(n.poll() is not None for n in nodes))
+        for i in signalled:
+            nodes[i].send_signal(signal.SIGTERM)
+    stopped = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED, until=preempt)
+    for i, node in enumerate(stopped):
+        assert node.returncode != 0, "the run ended before the signal"
+        if i in signalled:
+            assert "finishing this step and writing a checkpoint" in node.stderr, node.stderr[-3000:]
+        else:  # its agent reports the worker's status: it stopped as asked, not on a lost peer
+            assert "exitcode: 130" in node.stderr and "is gone" not in node.stderr, node.stderr[-3000:]
+    at = final_weights(run_dir)["step"]
+    assert 2 <= at < 6
+    again = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED)
+    assert [n.returncode for n in again] == [0, 0], again[0].stderr[-3000:] + again[1].stderr[-3000:]
+    assert any(f"(epoch {at // 3}, step {at})" in n.stderr for n in again)  # rank 0 says; the others agree
+    assert_same_run(final_weights(run_dir), two_node_reference, "preempted and run again")
+
+
+def kill_a_worker(run_dir):
+    """`until` for two_nodes: SIGKILL node 1's training process (not its agent) once the run has a
+    checkpoint of step 2; returns the kill's time in a list."""
+    killed = []
+
+    def until(nodes):
+        assert wait_for(lambda: any(checkpoint.step_of(f) >= 2 for f in checkpoint.files(run_dir))
+                        or any(n.poll() is not None for n in nodes))
+        worker = next(pid for pid in descendants(nodes[1].pid)
+                      if b"alexnet.train" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        loaders = descendants(worker)  # its loader's forkserver and worker, if it has them
+        os.kill(worker, signal.SIGKILL)
+        killed.append(time.time())
+        killed.append(loaders)
+    return until, killed
+
+
+@pytest.mark.slow  # two two-node runs
+def test_a_node_lost_mid_epoch_stops_the_other_and_the_run_resumes_bit_for_bit(tiny_cache, tmp_path,
+                                                                               two_node_reference):
+    """One node's training process (with a loader worker) is SIGKILLed mid-epoch: the other does
+    not hang in its collective but exits at once, naming the rank that is gone; the killed one's
+    loader processes go with it; the two commands run again resume from the newest checkpoint (only
+    rank 0 writes one, atomically), and the run ends equal to an uninterrupted one, bit for bit
+    (the loader's workers give the batches of --workers 0)."""
+    run_dir = tmp_path / "lost"
+    until, killed = kill_a_worker(run_dir)
+    lost = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED, "--workers", "1", until=until)
+    ended = time.time()
+    assert all(n.returncode != 0 for n in lost) and ended - killed[0] < 60, ended - killed[0]
+    assert len(killed[1]) >= 2 and not any(alive(q) for q in killed[1])  # nothing left behind
+    said = [line for line in lost[0].stderr.splitlines() if "error: rank" in line]
+    assert said and re.search(r"rank \d at 127\.0\.0\.1:\d+ is gone", said[0]), lost[0].stderr[-3000:]
+    again = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED)
+    assert [n.returncode for n in again] == [0, 0], again[0].stderr[-3000:] + again[1].stderr[-3000:]
+    assert_same_run(final_weights(run_dir), two_node_reference, "a node lost, then run again")
+
+
+@pytest.mark.slow  # a two-node run restarted once
+def test_torchrun_restarts_the_group_and_the_run_ends_bit_for_bit(tiny_cache, tmp_path, two_node_reference):
+    """torchrun --max-restarts 1: the same SIGKILL makes torchrun restart both nodes' processes by
+    itself; they resume from the newest checkpoint and the run ends equal to an uninterrupted one."""
+    run_dir = tmp_path / "restarted"
+    until, _ = kill_a_worker(run_dir)
+    done = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED, until=until, restarts=1)
+    assert [n.returncode for n in done] == [0, 0], done[0].stderr[-3000:] + done[1].stderr[-3000:]
+    assert any("resumed from" in n.stderr for n in done)
+    assert_same_run(final_weights(run_dir), two_node_reference, "restarted by torchrun")
 
 
 _MASKS = """

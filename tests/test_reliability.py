@@ -92,6 +92,48 @@ def limit_file_size(nbytes):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, theirs, ...), from /proc."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        above = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == above]
+        found.update(kids)
+        todo += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_killed_trainer_leaves_no_loader_process_behind(tiny_cache, tmp_path):
+    """SIGKILL to a trainer with a loader worker: its forkserver and worker go within seconds (they
+    lived on for hours: PyTorch's worker watches its parent, the forkserver, not the trainer)."""
+    run_dir = tmp_path / "run"
+    cmd = train_cmd(tiny_cache, run_dir, "--epochs", "1", "--checkpoint-steps", "2", "--workers", "1")
+    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: p.poll() is not None or any(checkpoint.files(run_dir)))
+    loaders = descendants(p.pid)
+    assert p.poll() is None and len(loaders) >= 2, loaders  # the forkserver and its worker, at least
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert wait_for(lambda: not any(alive(q) for q in loaders), timeout=10), \
+        [q for q in loaders if alive(q)]
+
+
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path):
     """Checkpoint 1 (small) fits, checkpoint 2 (20 MB) does not: the error says how
     much is needed, checkpoint 1 still loads, no temporary file is left."""
