@@ -144,6 +144,12 @@ def checkpoint_bytes(num_classes: int, extra_conv6: bool = False) -> int:
     return 2 * 4 * sum(p.numel() for p in model.parameters())
 
 
+def shown_path(path: Path, root: Path) -> str:
+    """A path as the plan prints it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else str(path)
+
+
 def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, dict]:
     """The plan as printable lines and as a dict."""
     counts, counted_from = plan.counts  # image_counts(plan), once per plan
@@ -183,6 +189,8 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     lines = [f"compute plan: scale {plan.scale}, {plan.dataset}; towers on "
              f"{', '.join(map(str, plan.devices))} ({device_name(plan.devices[0])})",
              f"  images: {train_n:,} train, {val_n:,} val (from {counted_from})",
+             f"  results: {shown_path(plan.results, root)} (tables, figures); "
+             f"runs: {shown_path(plan.runs, root)}",
              f"  recipe: {plan.size(runs[0][0]).recipe().replace('**', '')}"
              + (f" ({plan.override.why})" if plan.override.why else ""),
              f"  rate: {rate:,.1f} training images/s, faithful ({rate_from}); a validation image costs "

@@ -57,6 +57,13 @@ def test_a_setting_other_than_the_default_has_its_own_results_folder(tmp_path):
     assert paper.override.stability == "paper" and default.override.stability == STABLE
 
 
+def test_the_dry_run_names_the_results_folder(tmp_path, capsys):
+    """`bash reproduce/run_all.sh --scale cpu-full --stability paper --dry-run` says where it would write."""
+    assert run_all_module.main(["--scale", "cpu-full", "--stability", "paper", "--dry-run",
+                                "--work", str(tmp_path)]) == 0
+    assert "  results: results/synthetic-cpu-full-paper (tables, figures)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("folder", ["synthetic", "synthetic-cpu-full", "synthetic-cpu-full-paper",
                                     "synthetic-gpu-scale-cpu"])
 def test_each_committed_folders_readme_regenerates_it_in_place(folder, tmp_path):
