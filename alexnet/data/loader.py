@@ -82,7 +82,8 @@ def die_with_parent() -> None:
     """Linux: this process is sent SIGKILL when its parent ends, however it ends (a SIGKILL too).
     The loader's forkserver (whose parent is the trainer) and each worker (whose parent is the
     forkserver) call it: PyTorch's workers watch only their parent, the forkserver, which nothing
-    else stops, so a killed trainer would leave both behind (about 1.4 GB, for good)."""
+    else stops, so a killed trainer would leave both behind (about 1.4 GB, for good). Linux sends
+    the signal when the parent *thread* ends: this code starts its loaders from the main thread."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
