@@ -142,7 +142,7 @@ class StepLog:
 
 
 def read_steps(path: Path) -> list[dict]:
-    """The rows of a steps.jsonl (none if it does not exist)."""
+    """The rows of a JSON-lines file: a steps.jsonl, or a run's log.jsonl (none if it does not exist)."""
     path = Path(path)
     if not path.exists():
         return []

@@ -43,7 +43,7 @@ import torch
 from alexnet import checkpoint
 from alexnet.atomic import write_text
 from alexnet.config import AlexNetConfig
-from alexnet.diagnostics import LayerProbe
+from alexnet.diagnostics import LayerProbe, read_steps
 from alexnet.engine import NONFINITE, Trainer, TrainOptions, train_step
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
@@ -109,33 +109,27 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
             trainer.resume()
     if step <= trainer.step:
         raise ValueError(f"step {step}: the replay starts after step {trainer.step}")
-    ended = {h["epoch"]: h for h in read_log(run_dir)}  # the epochs the run finished: their validation error
+    ended = {h["epoch"]: h for h in read_steps(run_dir / "log.jsonl")}  # the epochs the run finished
     loader = trainer.train_loader
-    net64 = opt64 = None
-    own = None
-    losses, first = [], trainer.step
-    while trainer.step < step:
-        if losses and loader.position == 0:  # an epoch ended: the schedule sees its validation error
-            if trainer.epoch + 1 not in ended:
-                raise ValueError(f"step {step}: past epoch {trainer.epoch + 1}, which the run's log does not "
-                                 "record (the run never finished it)")
-            trainer.schedule.end_epoch(trainer.epoch, ended[trainer.epoch + 1]["val_top1"])
-            trainer.epoch += 1
+
+    def enter_epoch() -> dict:
+        """The run's ε for trainer.epoch, as the schedule gave it after the finished epochs."""
         trainer.prepare_epoch()
         lrs = apply(trainer.schedule, trainer.opt, cfg, trainer.epoch)
         logged = ended.get(trainer.epoch + 1, {}).get("lr")
         if logged and any(abs(lrs[g] - logged[g]) > 1e-12 * logged[g] for g in logged):
             print(f"warning: epoch {trainer.epoch + 1}: ε {lrs} here, {logged} in the run's log", file=out)
-        if net64 is None:
-            net64, opt64 = float64_twin(trainer)
-            own, twin = LayerProbe(trainer.net, record_masks=True), LayerProbe(net64)
-            print(f"{run_dir}: replaying steps {first + 1}–{step} (from epoch {trainer.epoch + 1}) from "
-                  f"{start or 'the initial weights'}; the run's arithmetic on "
-                  f"{', '.join(map(str, trainer.devices))} ({trainer.speed.label}) beside float64 on the CPU",
-                  file=out)
-            print(f"{'step':>6} {'epoch':>5} {'loss (run)':>14} {'loss (float64)':>16}", file=out)
-        for g in opt64.param_groups:  # the twin takes each epoch's ε with the run
-            g["lr"] = lrs[g["name"]]
+        return lrs
+
+    enter_epoch()
+    net64, opt64 = float64_twin(trainer)  # with the epoch's ε
+    own, twin = LayerProbe(trainer.net, record_masks=True), LayerProbe(net64)
+    print(f"{run_dir}: replaying steps {trainer.step + 1}–{step} (from epoch {trainer.epoch + 1}) from "
+          f"{start or 'the initial weights'}; the run's arithmetic on {', '.join(map(str, trainer.devices))} "
+          f"({trainer.speed.label}) beside float64 on the CPU", file=out)
+    print(f"{'step':>6} {'epoch':>5} {'loss (run)':>14} {'loss (float64)':>16}", file=out)
+    losses = []
+    while trainer.step < step:
         for x, y in loader:
             trainer.step += 1
             s = train_step(trainer.forward, trainer.opt, x, y, trainer.speed).tolist()
@@ -148,6 +142,15 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
                   f"{losses[-1]['float64']:>16.6g}", file=out)
             if trainer.step == step:
                 break
+        else:  # the epoch ended first: the schedule sees its validation error, as the run's did
+            if trainer.epoch + 1 not in ended:
+                raise ValueError(f"step {step}: past epoch {trainer.epoch + 1}, which the run's log does not "
+                                 "record (the run never finished it)")
+            trainer.schedule.end_epoch(trainer.epoch, ended[trainer.epoch + 1]["val_top1"])
+            trainer.epoch += 1
+            lrs = enter_epoch()
+            for g in opt64.param_groups:  # the twin takes each epoch's ε with the run
+                g["lr"] = lrs[g["name"]]
     rows = {"run": own.row(), "float64": twin.row()}
     own.close()
     twin.close()
@@ -171,12 +174,6 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
               "verdict": v, "code_version": checkpoint.code_version()}
     write_text(run_dir / f"replay-step{step}.json", json.dumps(report, indent=1))
     return report
-
-
-def read_log(run_dir: Path) -> list[dict]:
-    """The run's log.jsonl: one line per epoch it finished."""
-    path = run_dir / "log.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
 
 
 def main(argv=None) -> int:
