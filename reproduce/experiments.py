@@ -104,6 +104,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fig1", "Figure 1: four-layer CIFAR-10 convnet, ReLU vs tanh", (), scale="short"),
 ]}
 
+RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}  # by run name
+
 ABLATIONS = ("no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "cuda-convnet")
 DEFAULT = ("1cnn", "5cnns", "1cnn-star", "baseline-short", *ABLATIONS, "fig1")
 
@@ -354,10 +356,9 @@ def main(argv=None) -> int:
     ap.add_argument("-b", "--batch-size", type=int, help="instead of the scale's")
     ap.add_argument("--stability", choices=["paper", *STABILITY], help="instead of the rule's choice")
     args = ap.parse_args(argv)
-    runs = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}
-    if args.run not in runs:
-        ap.error(f"--run {args.run}: choose from {', '.join(runs)}")
-    exp, run = runs[args.run]
+    if args.run not in RUNS:
+        ap.error(f"--run {args.run}: choose from {', '.join(RUNS)}")
+    exp, run = RUNS[args.run]
     asked = Override(batch_size=args.batch_size, stability=args.stability)
     override = asked.resolved(args.classes, args.scale)
     size = SCALES[args.scale].size(exp.scale, override)

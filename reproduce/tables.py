@@ -44,6 +44,7 @@ from .experiments import (
     EVALUATIONS,
     EXPERIMENTS,
     MAIN,
+    RUNS,
     SCALES,
     SEED_REPLICATES,
     STABILITY,
@@ -75,9 +76,6 @@ def stopped_runs(results: str | Path, stability: str | None = None) -> dict[str,
     that did), under `stability` ("paper" or a setting's name; None: under any)."""
     return {run: rec["why"] for run, rec in stopped_records(results).items()
             if stability is None or rec["stability"] in (None, stability)}
-
-
-RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}
 
 
 @dataclass(frozen=True)
@@ -232,33 +230,36 @@ class Results:
         # rounded: 6 of 18 at 3 classes is exactly half of chance, which 1 − 1/3 in binary would put below it
         return err is not None and round(err["top1"], 9) < round(self.chance()[0] / 2, 9)
 
-    def replicates(self, learned_only: bool = True) -> list[dict]:
-        """The baseline configuration's seed replicates at the short size: baseline-short and the
-        5cnns members (centre patch), each {"run", "top1", "top5"} in percent. Only runs that finished,
-        trained as today and (with learned_only) learned: a run at chance is a failure, not a sample
-        of the seed-to-seed spread."""
-        candidates = []
+    @cached_property
+    def finished_replicates(self) -> list[tuple[str, dict]]:
+        """The baseline configuration's seed replicates at the short size that finished and trained as
+        today: baseline-short and the 5cnns members (centre patch), each (run, errors). Worked out once."""
+        out = []
         stopped = self.stopped()
         base, _ = self.errors(BASELINE.name)
         if base and BASELINE.name not in stopped and not self.stale(BASELINE.name) \
                 and not self.short_of(BASELINE.name):
-            candidates.append((BASELINE.name, base))
+            out.append((BASELINE.name, base))
         members = self.eval(SEED_REPLICATES.name)
         size = self.size("short")
         for m in (members or {}).get("checkpoints", []):
             if _short(m, size) or Path(m["path"]).parent.name in stopped or self.other_settings(m):
                 continue  # stopped short, or trained with other settings: not a replicate
-            candidates.append((Path(m["path"]).parent.name, self.shown(m["center"])))
+            out.append((Path(m["path"]).parent.name, self.shown(m["center"])))
+        return out
+
+    def replicates(self) -> list[dict]:
+        """Of the finished replicates, those that learned, each {"run", "top1", "top5"} in percent: a
+        run at chance is a failure, not a sample of the seed-to-seed spread."""
         return [{"run": run, "top1": _percent(err, "top1"), "top5": _percent(err, "top5")}
-                for run, err in candidates if self.learned(err) or not learned_only]
+                for run, err in self.finished_replicates if self.learned(err)]
 
     def band(self) -> dict | None:
         """Mean and sample standard deviation (n − 1) of the replicates, when there are two or more."""
         reps = self.replicates()
         if len(reps) < 2:
             return None
-        out = {"n": len(reps), "of": len(self.replicates(learned_only=False)),
-               "runs": [r["run"] for r in reps]}
+        out = {"n": len(reps), "of": len(self.finished_replicates), "runs": [r["run"] for r in reps]}
         for k in ("top1", "top5"):
             values = [r[k] for r in reps]
             shown = None not in values

@@ -21,6 +21,7 @@ from reproduce import run_all as run_all_module
 from reproduce.experiments import (
     ABLATIONS,
     EXPERIMENTS,
+    RUNS,
     SCALES,
     TABLE1,
     TABLE2,
@@ -84,7 +85,7 @@ def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-RUNS = ("work", "runs", "synthetic-4x12x4-g2", "e1-b4-t2")  # runs/<data>-g<generator>/<size>/<run>
+RUN_DIRS = ("work", "runs", "synthetic-4x12x4-g2", "e1-b4-t2")  # runs/<data>-g<generator>/<size>/<run>
 STABLE = "per-image-lr-bias0.1"
 
 
@@ -96,7 +97,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     (res / "figure1.json").write_text('{"committed": "by another machine"}')  # an output, not this run's
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1", "--stability", STABLE)
     assert code == 0, out[-3000:] + err[-3000:]
-    made = tmp_path.joinpath(*RUNS[:3]) / "figure1-synthetic-4x12x4-g2-e2.json"
+    made = tmp_path.joinpath(*RUN_DIRS[:3]) / "figure1-synthetic-4x12x4-g2-e2.json"
     assert (res / "figure1.json").read_text() == made.read_text()
     assert "verdict" in json.loads(made.read_text())
     for name in ("table1", "table2", "ablations"):
@@ -116,7 +117,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     rows = json.loads((res / "tables" / "table2.json").read_text())
     # two steps do not learn: the table says so with the run's own number (evaluated again here), and
     # shows none
-    run_dir = tmp_path.joinpath(*RUNS[:-1], f"{RUNS[-1]}-{STABLE}") / "1cnn"
+    run_dir = tmp_path.joinpath(*RUN_DIRS[:-1], f"{RUN_DIRS[-1]}-{STABLE}") / "1cnn"
     assert json.loads((run_dir / "config.json").read_text())["config"]["stability"] == STABLE
     logged = {json.loads(x)["stability"] for x in (res / "logs" / "1cnn.jsonl").read_text().splitlines()}
     evaluated = json.loads((res / "eval" / "1cnn.json").read_text())["checkpoints"][0]["config"]
@@ -395,9 +396,8 @@ def fake_eval(root, run, top1, top5=0.0, members=None, classes=10, epochs=None, 
 
 def today(name: str, scale: str, classes: int, override: Override = Override()) -> dict | None:
     """The config this code trains run `name` with at `scale` (None: not run there)."""
-    exp = next(e for e in EXPERIMENTS.values() if any(r.name == name for r in e.runs))
+    exp, run = RUNS[name]
     size = SCALES[scale].size(exp.scale, override.resolved(classes, scale))
-    run = next(r for r in exp.runs if r.name == name)
     return run_config(run, size, classes).to_dict() if size else None
 
 
@@ -747,7 +747,7 @@ def test_run_all_pretrains_and_fine_tunes_1cnn_star(tmp_path, capsys):
     code, out, err = run_all(tmp_path, capsys,
                              "--pretrain-data", str(pre), "--experiments", "1cnn-star,5cnns")
     assert code == 0, out[-3000:] + err[-3000:]
-    runs = tmp_path.joinpath(*RUNS)
+    runs = tmp_path.joinpath(*RUN_DIRS)
     for seed in ("", "-seed1"):
         ft = json.loads((runs / f"1cnn-star{seed}" / "config.json").read_text())
         assert ft["init_from"].startswith(str(runs / f"1cnn-star-pretrain{seed}"))
@@ -768,7 +768,7 @@ def test_run_all_nproc_runs_each_training_as_a_torchrun_job(tmp_path, capsys, mo
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn", "--nproc", "2", "--devices", "cpu")
     assert code == 0, out[-3000:] + err[-3000:]
-    run_dir = tmp_path.joinpath(*RUNS) / "1cnn"
+    run_dir = tmp_path.joinpath(*RUN_DIRS) / "1cnn"
     assert json.loads((run_dir / "config.json").read_text())["world_size"] == 2
     assert json.loads(run_dir.with_name("1cnn.config.json").read_text())["batch_size"] == 4
     assert (tmp_path / "results" / "eval" / "1cnn.json").exists()
@@ -783,7 +783,7 @@ def test_run_all_trains_runs_concurrently_one_per_device_pair(tmp_path, capsys, 
     assert out.count("started ") == 3 and out.count("exit status 0") == 3
     # two at once, on one pair given twice
     assert out.index("started ", out.index("started ") + 1) < out.index("finished ")
-    runs = tmp_path.joinpath(*RUNS[:-1])
+    runs = tmp_path.joinpath(*RUN_DIRS[:-1])
     for name, size in (("1cnn", "e1-b4-t2"), ("no-lrn", "e1-b4-t1"), ("baseline-short", "e1-b4-t1")):
         assert (runs / size / f"{name}.log").exists() and checkpoint_files(runs / size / name)
     ablations = json.loads((tmp_path / "results" / "tables" / "ablations.json").read_text())
