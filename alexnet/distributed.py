@@ -26,7 +26,8 @@ so that directory must be one that all nodes share; the ranks compare the
 checkpoint step they found (`agree_on_start`) and all stop, naming each
 node, when they differ. A signal (SLURM's SIGTERM to every task, forwarded by
 torchrun) stops every rank after the same step: each step's all-reduced
-numbers carry every rank's stop flag (engine.Trainer.stop_requested). Tested as two "nodes" on 127.0.0.1
+numbers carry every rank's stop flag (engine.Trainer.stop_requested). Tested
+as two "nodes" on 127.0.0.1
 (tests/test_engine.py::test_two_nodes_train_as_one_process_and_refuse_run_dirs_they_do_not_share).
 """
 

@@ -185,6 +185,7 @@ def options_from_args(ap: argparse.ArgumentParser, args, devices) -> TrainOption
 
 def main(argv=None) -> int:
     ap, args = parse_args(argv)
+    dist = distributed.Dist()  # one process until init says otherwise
     try:
         dist, devices = distributed.init(args.devices)
         cache = Cache(args.cache)
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
         print(f"error: {e.strerror}", file=sys.stderr)
         return EXIT_DISK_FULL
     except RuntimeError as e:  # under torchrun: another rank gone mid-collective
-        who = distributed.lost_rank(e, dist) if "dist" in locals() else None
+        who = distributed.lost_rank(e, dist)
         if who is None:
             raise
         print(f"error: rank {dist.rank}: {who} is gone (its process killed, or its node lost): "

@@ -605,8 +605,9 @@ def test_a_preempted_two_node_run_continues_bit_for_bit(signalled, tiny_cache, t
 
 def kill_a_worker(run_dir):
     """`until` for two_nodes: SIGKILL node 1's training process (not its agent) once the run has a
-    checkpoint of step 2; returns the kill's time in a list."""
-    killed = []
+    checkpoint of step 2; and a dict that then holds the kill's time ("at") and the process's loader
+    processes at the kill ("loaders")."""
+    killed = {}
 
     def until(nodes):
         assert wait_for(lambda: any(checkpoint.step_of(f) >= 2 for f in checkpoint.files(run_dir))
@@ -615,8 +616,7 @@ def kill_a_worker(run_dir):
                       if b"alexnet.train" in Path(f"/proc/{pid}/cmdline").read_bytes())
         loaders = descendants(worker)  # its loader's forkserver and worker, if it has them
         os.kill(worker, signal.SIGKILL)
-        killed.append(time.time())
-        killed.append(loaders)
+        killed.update(at=time.time(), loaders=loaders)
     return until, killed
 
 
@@ -632,8 +632,8 @@ def test_a_node_lost_mid_epoch_stops_the_other_and_the_run_resumes_bit_for_bit(t
     until, killed = kill_a_worker(run_dir)
     lost = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED, "--workers", "1", until=until)
     ended = time.time()
-    assert all(n.returncode != 0 for n in lost) and ended - killed[0] < 60, ended - killed[0]
-    assert len(killed[1]) >= 2 and not any(alive(q) for q in killed[1])  # nothing left behind
+    assert all(n.returncode != 0 for n in lost) and ended - killed["at"] < 60, ended - killed["at"]
+    assert len(killed["loaders"]) >= 2 and not any(alive(q) for q in killed["loaders"])  # nothing left behind
     said = [line for line in lost[0].stderr.splitlines() if "error: rank" in line]
     assert said and re.search(r"rank \d at 127\.0\.0\.1:\d+ is gone", said[0]), lost[0].stderr[-3000:]
     again = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED)
