@@ -35,6 +35,7 @@ class AlexNetConfig:
     activation: str = "relu"  # §3.1 ReLU; "tanh" for Figure 1's comparison
     crop_size: int = 224  # §3.5 "224×224×3"; 227 is Caffe's choice (reproduce/PAPER.md)
     extra_conv6: bool = False  # Table 2 "1 CNN*": a sixth conv layer after pool3, reading both towers
+    conv4: bool = True  # §7 "removing any of the middle layers": False removes conv4 (the ablation no-conv4)
     conv6_init_std: float = 0.03  # 2012 code, layers-146-2012-2011 conv6a/b initW (the paper gives nothing)
     conv6_init_bias: float = 1.0  # 2012 code, layers-146-2012-2011 conv6a/b initB
 
@@ -61,8 +62,10 @@ class AlexNetConfig:
     init_std_conv345: float = 0.01  # 2012 code: initW=0.03 for conv3–conv5
     bias_one_layers: tuple[str, ...] = ("conv2", "conv4", "conv5", "fc6", "fc7")  # §5
     bias_init: float = 1.0  # §5 "with the constant 1" in bias_one_layers; Caffe's bvlc_alexnet: 0.1
+    fc_bias_init: float | None = None  # fc6 and fc7's bias alone (None: bias_init, as §5); a recipe setting
 
     # ---- data (§2, §4.1) ----
+    random_crops: bool = True  # §4.1 random 224 patches and their reflections; False: the centre patch
     pca_lighting: bool = True  # §4.1 "altering the intensities of RGB channels"
     pca_std: float = 0.1  # §4.1 α_i ~ N(0, 0.1)
     pca_noise: str = "paper"  # "paper": P·(α∘λ); "cuda-convnet": P·(α∘√λ), then ÷(1+0.1)
@@ -83,6 +86,9 @@ class AlexNetConfig:
     lr_drops: int = 3  # §5 "reduced three times prior to termination"
     lr_patience: int = 5  # our reading of §5: epochs without a new best val error (of 90; scaled)
     lr_patience_min: int = 2  # the scaled patience's floor: one epoch cannot tell a plateau from noise
+    # Two deviations from §5's rule, off in both profiles (recipe settings, reproduce/experiments.py):
+    lr_warmup_epochs: float = 0.0  # ε rises linearly over the first N epochs' steps (Goyal et al. 2017)
+    velocity_rescale: bool = False  # a change of ε scales the velocity by new/old (torch.optim.SGD's form)
     epochs: int = 90  # §5 "roughly 90 cycles"
     seed: int = 0
     # The name of the deviation from §5 whose values the fields above hold ("": none, §5's own), set by
@@ -107,6 +113,7 @@ class AlexNetConfig:
             "batch_size": (self.batch_size >= 1, "at least 1"),
             "epochs": (self.epochs >= 1, "at least 1"),
             "crop_chunk": (self.crop_chunk >= 1, "at least 1"),
+            "lr_warmup_epochs": (self.lr_warmup_epochs >= 0, "at least 0"),
         }
         for name, (ok, allowed) in checks.items():
             if not ok:

@@ -42,7 +42,7 @@ from .model import AlexNet
 from .optim import PaperSGD, param_groups
 from .placement import resolve_devices
 from .progress import bar as progress_bar
-from .schedule import apply, make_schedule, same_course
+from .schedule import apply, make_schedule, same_course, warmup
 from .speed import FAITHFUL_LABEL, Speed
 
 EXIT_NONFINITE, EXIT_DISK_FULL, EXIT_RANK_LOST, EXIT_INTERRUPTED = 3, 4, 5, 130
@@ -384,6 +384,16 @@ class Trainer:
             raise ValueError(f"{self.run_dir} holds a run trained in mode "
                              f"{ck.get('mode', 'faithful')!r}; resume it "
                              f"{'with' if ck.get('fast') else 'without'} --fast, or use another --run-dir")
+        self.load_state(ck)
+        self.last_ckpt = path
+        if self.dist.main:
+            print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
+        return True
+
+    def load_state(self, ck: dict) -> None:
+        """A checkpoint's weights, velocities, schedule, loader position, counters and RNG: where its run
+        was. resume() checks first that the checkpoint is this config's run; a study that continues a run
+        under a changed config (reproduce/recipe.py) calls this alone."""
         self.net.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.schedule.load_state_dict(ck["schedule"])
@@ -391,10 +401,6 @@ class Trainer:
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
         self.meters = ck["meters"]
         checkpoint.set_rng_state(ck["rng"])  # rank 0's; under torchrun each step seeds its rank's dropout
-        self.last_ckpt = path
-        if self.dist.main:
-            print(f"resumed from {path} (epoch {self.epoch}, step {self.step})", file=sys.stderr)
-        return True
 
     def initialize_from(self, source) -> Path:
         """A fresh run's weights from another run's checkpoint (file or run directory), every
@@ -499,6 +505,12 @@ class Trainer:
             "devices": [str(d) for d in self.devices], "mode": self.speed.label,
             "code_version": checkpoint.code_version()}, indent=1))
 
+    def warm_up(self) -> None:
+        """This step's ε while `lr_warmup_epochs` ramps it up (a function of the step: resumed or not)."""
+        steps = len(self.train_loader)
+        if self.cfg.lr_warmup_epochs and self.step <= round(self.cfg.lr_warmup_epochs * steps):  # then 1×
+            apply(self.schedule, self.opt, self.cfg, self.epoch, warmup(self.cfg, self.step, steps))
+
     def log_step(self, stats: torch.Tensor, batch: int) -> None:
         """One line of steps.jsonl (--log-steps): read now, so on a GPU the host waits for this step."""
         loss_sum, _, _, n = stats.tolist()
@@ -548,6 +560,7 @@ class Trainer:
         for x, y in loader:
             if self.dist.active:  # each replica's masks: a function of (seed, rank, step), resumed or not
                 torch.manual_seed(seed_of(cfg.seed, DROPOUT_STREAM, self.dist.rank, self.step))
+            self.warm_up()
             stats = train_step(self.forward, self.opt, x, y, self.speed)
             if self.dist.active:  # and this rank's stop flag, summed with the numbers
                 stats = torch.cat([stats, stats.new_tensor([float(self.stop_signal is not None)])])

@@ -49,7 +49,8 @@ class Tower(nn.Module):
         self.conv1 = nn.Conv2d(3, w[0], 11, stride=4)
         self.conv2 = nn.Conv2d(w[0], w[1], 5, padding=2)  # own tower only
         self.conv3 = nn.Conv2d(w[1] * t, w[2], 3, padding=1)  # both towers
-        self.conv4 = nn.Conv2d(w[2], w[3], 3, padding=1)  # own tower only
+        # own tower only; without conv4 (§7's ablation) conv5 reads conv3's maps, as many (192) as conv4's
+        self.conv4 = nn.Conv2d(w[2], w[3], 3, padding=1) if cfg.conv4 else None
         self.conv5 = nn.Conv2d(w[3], w[4], 3, padding=1)  # own tower only
         self.conv6 = nn.Conv2d(w[4] * t, w[5], 3, padding=1) if cfg.extra_conv6 else None  # both towers
         self.fc6 = nn.Linear(w[-1] * POOL3_SIZE ** 2 * t, cfg.fc_width)  # both towers
@@ -80,7 +81,8 @@ class Tower(nn.Module):
     def upper(self, x: torch.Tensor) -> torch.Tensor:
         """conv3 (x: both towers' pool2 maps) → pool3."""
         x = self.act(self.conv3(x))  # N×192×13×13
-        x = self.act(self.conv4(x))  # N×192×13×13
+        if self.conv4 is not None:
+            x = self.act(self.conv4(x))  # N×192×13×13
         x = self.act(self.conv5(x))  # N×128×13×13
         return self.pool(x)  # N×128×6×6
 
@@ -133,7 +135,8 @@ class AlexNet(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """§5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6 and fc7
-        (`bias_init`), 0 elsewhere. The 2012 code draws conv3–conv5 from N(0, 0.03). The paper
+        (`bias_init`; fc6 and fc7 take `fc_bias_init` where a recipe setting gives one), 0
+        elsewhere. The 2012 code draws conv3–conv5 from N(0, 0.03). The paper
         gives nothing for 1 CNN*'s conv6; both profiles follow the 2012 code
         (initW 0.03, initB 1: `conv6_init_std`, `conv6_init_bias`)."""
         cfg = self.config
@@ -145,7 +148,9 @@ class AlexNet(nn.Module):
                     continue
                 std = cfg.init_std_conv345 if name in ("conv3", "conv4", "conv5") else cfg.init_std
                 nn.init.normal_(layer.weight, 0.0, std)
-                nn.init.constant_(layer.bias, cfg.bias_init if name in cfg.bias_one_layers else 0.0)
+                fc = name in ("fc6", "fc7") and cfg.fc_bias_init is not None
+                one = cfg.fc_bias_init if fc else cfg.bias_init
+                nn.init.constant_(layer.bias, one if name in cfg.bias_one_layers else 0.0)
         nn.init.normal_(self.fc8.weight, 0.0, cfg.init_std)
         nn.init.zeros_(self.fc8.bias)
 

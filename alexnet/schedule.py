@@ -172,9 +172,27 @@ def same_course(a: AlexNetConfig, b: AlexNetConfig, epochs: int) -> bool:
     return all(sa.factors(e) == sb.factors(e) and sa.lighting(e) == sb.lighting(e) for e in range(epochs))
 
 
-def apply(schedule, optimizer, cfg: AlexNetConfig, epoch: int) -> dict[str, float]:
-    """Set every group's ε for `epoch`; returns {group: ε}."""
+def warmup(cfg: AlexNetConfig, step: int, steps_per_epoch: int) -> float:
+    """The ε factor of step `step` (counted from 0) under `lr_warmup_epochs` W, a deviation from §5
+    (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): (step + 1)/n over the first n = W × steps per
+    epoch steps, then 1. §5 has none: 1 throughout."""
+    n = round(cfg.lr_warmup_epochs * steps_per_epoch)
+    return (step + 1) / n if step < n else 1.0
+
+
+def apply(schedule, optimizer, cfg: AlexNetConfig, epoch: int, factor: float = 1.0) -> dict[str, float]:
+    """Set every group's ε for `epoch` (times `factor`: the warmup's); returns {group: ε}.
+
+    §5 keeps ε inside the velocity, so a new ε reaches the velocity one gradient at a time (after
+    ε ÷ 10 the steps built at the old ε carry on: reproduce/PAPER.md, §5). With `velocity_rescale`, a
+    deviation, each group's velocity is scaled by new/old ε when ε changes, which is torch.optim.SGD's
+    rule (ε outside the velocity)."""
     factors = schedule.factors(epoch)
     for g in optimizer.param_groups:
-        g["lr"] = cfg.lr * g["lr_mult"] * factors[g["name"]]
+        new = cfg.lr * g["lr_mult"] * factors[g["name"]] * factor
+        if cfg.velocity_rescale and g["lr"] > 0 and new != g["lr"]:
+            for p in g["params"]:
+                if "velocity" in optimizer.state[p]:
+                    optimizer.state[p]["velocity"].mul_(new / g["lr"])
+        g["lr"] = new
     return {g["name"]: g["lr"] for g in optimizer.param_groups}

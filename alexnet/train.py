@@ -61,10 +61,20 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--dropout", type=float, help="dropout p on fc6/fc7 (paper: 0.5; 0 = ablation)")
     g.add_argument("--no-pca-lighting", dest="pca_lighting", action="store_false", default=None,
                    help="ablation: no PCA colour augmentation (§4.1)")
+    g.add_argument("--no-random-crops", dest="random_crops", action="store_false", default=None,
+                   help="ablation: train on the centre patch, unflipped (§4.1's crops and reflections off)")
+    g.add_argument("--no-conv4", dest="conv4", action="store_false", default=None,
+                   help="ablation: without conv4, a middle conv layer (§7)")
     g.add_argument("--extra-conv6", action="store_true", default=None, help="1 CNN*: a sixth conv layer")
     g.add_argument("--bias-init", type=float,
                    help="the constant in the biases of conv2, conv4, conv5, fc6, fc7 (paper: 1; Caffe: 0.1; "
                         "reproduce/PAPER.md, 'Stability')")
+    g.add_argument("--fc-bias-init", type=float,
+                   help="fc6 and fc7's bias alone (default: --bias-init's); a recipe setting's")
+    g.add_argument("--lr-warmup-epochs", type=float,
+                   help="ε rises linearly over the first N epochs (not in the paper; default 0)")
+    g.add_argument("--velocity-rescale", action="store_true", default=None,
+                   help="scale the velocity with each change of ε (not the paper's rule: torch.optim.SGD's)")
     g.add_argument("--num-classes", type=int, help="default: the dataset's class count")
     g.add_argument("--lr-schedule", choices=("plateau", "cuda-convnet", "finetune"),
                    help="plateau (§5), cuda-convnet (the recorded 2012 run) or finetune (1 CNN*'s recorded "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass, field, replace
 
@@ -98,6 +99,15 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                scale="short", paper_reduction=(1.0, None), paper_note="top-1 'by over 1%'"),
     Experiment("no-dropout", "§4.2: without dropout", (Run("no-dropout", {"dropout": 0.0}),),
                scale="short", paper_note="'substantial overfitting'; no number given"),
+    Experiment("no-crop", "§4.1: without random crops and reflections (the centre patch, unflipped)",
+               (Run("no-crop", {"random_crops": False}),), scale="short",
+               paper_note="'substantial overfitting'; no number given"),
+    Experiment("no-wd", "§5: without weight decay", (Run("no-wd", {"weight_decay": 0.0}),), scale="short",
+               paper_note="'reduces the model's training error'; no number given"),
+    # conv4, of the three middle layers: conv5 then reads conv3's 192 maps per tower, as many as conv4
+    # gave it, so nothing else changes (without conv3, conv4 would read conv2's 128, and no crossing)
+    Experiment("no-conv4", "§7: without a middle conv layer (conv4)", (Run("no-conv4", {"conv4": False}),),
+               scale="short", paper_reduction=(2.0, None), paper_note="'about 2%' top-1, any middle layer"),
     Experiment("cuda-convnet", "the released 2012 code's profile instead of the text's",
                (Run("cuda-convnet", profile="cuda-convnet"),), scale="short",
                paper_note="not in the paper: text vs code"),
@@ -106,7 +116,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
 
 RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}  # by run name
 
-ABLATIONS = ("no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "cuda-convnet")
+ABLATIONS = ("no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "no-crop", "no-wd", "no-conv4",
+             "cuda-convnet")
 DEFAULT = ("1cnn", "5cnns", "1cnn-star", "baseline-short", *ABLATIONS, "fig1")
 
 
@@ -126,6 +137,11 @@ class Evaluation:
         """Its evaluation on a test split (Table 1 on ILSVRC-2010)."""
         return f"{self.name}-test"
 
+    @property
+    def train_name(self) -> str:
+        """Its evaluation on the training split (centre patch, no dropout): the overfitting claims' gap."""
+        return f"{self.name}-train"
+
 
 _SEEDS = tuple(r.name for r in EXPERIMENTS["5cnns"].runs)
 _FINE_TUNED = tuple(r.name for r in EXPERIMENTS["1cnn-star"].runs if r.init_from)
@@ -144,6 +160,51 @@ FIGURE1 = EXPERIMENTS["fig1"]  # not a training run of AlexNet: reproduce/figure
 SEED_REPLICATES = EVALUATIONS["5cnns"]  # with baseline-short, the baseline configuration's seed replicates
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One checkable claim of the paper beyond its tables (reproduce/claims.py measures each, from the
+    runs of `experiments`, and computes its verdict)."""
+    name: str  # reproduce/claims.py's MEASURES key
+    section: str
+    claim: str  # in a few words
+    paper: str  # the paper's figure
+    experiments: tuple[str, ...] = ()  # whose runs it reads (EXPERIMENTS names)
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("relu", "§3.1, Fig. 1", "ReLU reaches 25% training error several times faster than tanh",
+          "6× (CIFAR-10, a four-layer net)", ("fig1",)),
+    Claim("two-towers", "§3.2", "two towers beat one", "1.7 / 1.2 points lower top-1 / top-5",
+          ("one-tower",)),
+    Claim("two-towers-time", "§3.2", "two towers take slightly less time to train than one",
+          "\"slightly less time\"", ("one-tower",)),
+    Claim("lrn", "§3.3", "local response normalization lowers the error", "1.4 / 1.2 points lower",
+          ("no-lrn",)),
+    Claim("lrn-cifar", "§3.3", "on CIFAR-10, the four-layer net's test error without normalization, and with",
+          "13% without, 11% with", ("fig1",)),
+    Claim("pool", "§3.4", "overlapping pooling lowers the error", "0.4 / 0.3 points lower", ("pool-z2",)),
+    Claim("pool-overfit", "§3.4", "with overlapping pooling the net is slightly harder to overfit",
+          "\"slightly more difficult to overfit\"", ("pool-z2",)),
+    Claim("crop-overfit", "§4.1", "without random crops and reflections the net overfits substantially",
+          "\"substantial overfitting\"", ("no-crop",)),
+    Claim("pca", "§4.1", "PCA lighting lowers top-1 error by over 1%", "> 1 point top-1", ("no-pca",)),
+    Claim("dropout-overfit", "§4.2", "without dropout the net overfits substantially",
+          "\"substantial overfitting\"", ("no-dropout",)),
+    Claim("dropout-slower", "§4.2", "dropout roughly doubles the iterations needed to converge", "about 2×",
+          ("no-dropout",)),
+    Claim("wd-train", "§5", "weight decay lowers the training error, not only the validation error",
+          "\"reduces the model's training error\"", ("no-wd",)),
+    Claim("ensemble", "§6", "averaging 5 CNNs beats one", "38.1 against 40.7 top-1", ("5cnns",)),
+    Claim("towers-colour", "§6.1, Fig. 3", "one tower's conv1 kernels are colour-agnostic, the other's "
+          "colour-specific, in every run", "\"during every run\"", ("1cnn", "5cnns", *ABLATIONS)),
+    Claim("neighbours", "§6.1, Fig. 4", "images near in the last hidden layer share a class without being "
+          "near in pixels", "Figure 4's rows", ("1cnn",)),
+    Claim("depth", "§7", "removing a middle conv layer costs about 2% top-1", "about 2 points top-1",
+          ("no-conv4",)),
+    Claim("time", "§5", "90 epochs of ImageNet took five to six days on two GTX 580 3GB", "5–6 days"),
+)
+
+
 def select(names: str | None) -> list[Experiment]:
     """Experiments from a comma-separated list (None: all); unknown names are an error.
     Ablations bring their short-scale baseline with them."""
@@ -160,36 +221,119 @@ PAPER_BATCH = 128  # §5: "a batch size of 128 examples"
 PAPER_CLASSES = 1000  # ILSVRC: the classes §5's values were made for
 
 
+# ‖h‖² of fc8's input h at the first step, against the bias b of fc6 and fc7 with every other bias at §5's
+# 1 and dropout on: H(b) = a·b² + c·b + h0, a least-squares fit to 42 first steps (the cpu-full and gpu
+# scales' sets, seeds 0–2, b from 0.03 to 1; results/recipe/fc8_input.json, `python -m reproduce.recipe
+# --measure`). At b = 0 the conv layers' own biases of 1 still give ‖h‖² ≈ 150.
+FC8_INPUT_SQ = (2171.3, 593.1, 145.9)  # a, c, h0
+
+
+def fc8_input_sq(fc_bias: float) -> float:
+    """‖h‖² at the first step for fc6 and fc7's bias `fc_bias` (FC8_INPUT_SQ's fit, dropout on)."""
+    a, c, h0 = FC8_INPUT_SQ
+    return a * fc_bias ** 2 + c * fc_bias + h0
+
+
+def kick_matched_bias(classes: int, batch: int) -> float:
+    """fc6 and fc7's bias b at which the first steps' class-mix kick ε·‖h‖²(b)·√(p(1−p)/B) equals
+    ImageNet's under §5's values (bias 1, 1,000 classes, batch 128: 0.08 nats with dropout), at the same ε:
+    ‖h‖²(b) = ‖h‖²(1) × class_mix(1000, 128) / class_mix(C, B), solved on FC8_INPUT_SQ's fit. Clipped to
+    [0, 1]: where even b = 0 kicks harder (10 classes at batch 32: 0.08 at b = 0), 0; where the class mix
+    is ImageNet's or calmer, §5's 1. Rounded to 0.01."""
+    a, c, h0 = FC8_INPUT_SQ
+    target = fc8_input_sq(1.0) * class_mix(PAPER_CLASSES, PAPER_BATCH) / class_mix(classes, batch)
+    if target <= h0:
+        return 0.0
+    b = (-c + math.sqrt(c * c + 4 * a * (target - h0))) / (2 * a)
+    return round(min(b, 1.0), 2)
+
+
+KICK_MATCHED = "kick-matched"  # Stability.fc_bias: kick_matched_bias of the run's classes and batch
+
+
 @dataclass(frozen=True)
 class Stability:
-    """A named deviation from §5's recipe, for a scale where that recipe was measured to
-    diverge or die (reproduce/PAPER.md, "Stability"; results/stability/): the biases the
-    paper sets to 1 (and 1 CNN*'s conv6, which the 2012 code sets to 1) start at `bias_init`
-    (Caffe's bvlc_alexnet uses 0.1), and ε is the paper's per image, ε × batch / 128, at a
-    batch smaller than the paper's. Every run of a scale uses it or none does; configs, logs,
-    run directories, stopped.json, evaluations, table headers and figures name it."""
+    """A named recipe setting: a deviation from §5's ε and bias initialization for data where §5's values
+    were measured to diverge or die (reproduce/PAPER.md, "Stability" and "Recipe"; results/stability/,
+    results/recipe/). Each field left at its default keeps §5's:
+    - `bias_init`: every bias §5 sets to 1 (conv2, conv4, conv5, fc6, fc7; and 1 CNN*'s conv6, which the
+      2012 code sets to 1) starts here instead (Caffe's bvlc_alexnet: 0.1);
+    - `fc_bias`: fc6 and fc7's alone, a value or KICK_MATCHED (kick_matched_bias);
+    - `lr_per_image`: ε × batch / 128, the paper's ε per image at a batch smaller than 128;
+    - `warmup_epochs`: ε rises linearly over the first epochs' steps (alexnet/schedule.py, warmup);
+    - `velocity_rescale`: a change of ε scales the velocity by new/old (alexnet/schedule.py, apply).
+    Every run of a scale uses one setting or none; configs, logs, run directories, stopped.json,
+    evaluations, table headers and figures name it."""
     name: str
-    bias_init: float
-    lr_per_image: bool
     why: str
+    bias_init: float | None = None
+    fc_bias: float | str | None = None
+    lr_per_image: bool = False
+    warmup_epochs: float = 0.0
+    velocity_rescale: bool = False
 
     def apply(self, cfg: AlexNetConfig) -> AlexNetConfig:
-        lr = cfg.lr * cfg.batch_size / PAPER_BATCH if self.lr_per_image else cfg.lr
-        conv6 = self.bias_init if cfg.extra_conv6 else cfg.conv6_init_bias  # 1 CNN*'s sixth layer
-        return cfg.replace(lr=lr, bias_init=self.bias_init, conv6_init_bias=conv6, stability=self.name)
+        changed = {"stability": self.name}
+        if self.lr_per_image:
+            changed["lr"] = cfg.lr * cfg.batch_size / PAPER_BATCH
+        if self.bias_init is not None:
+            changed["bias_init"] = self.bias_init
+            if cfg.extra_conv6:  # 1 CNN*'s sixth layer
+                changed["conv6_init_bias"] = self.bias_init
+        if self.fc_bias is not None:
+            changed["fc_bias_init"] = (kick_matched_bias(cfg.num_classes, cfg.batch_size)
+                                       if self.fc_bias == KICK_MATCHED else self.fc_bias)
+        if self.warmup_epochs:
+            changed["lr_warmup_epochs"] = self.warmup_epochs
+        if self.velocity_rescale:
+            changed["velocity_rescale"] = True
+        return cfg.replace(**changed)
+
+    def changes(self, batch_size: int | None = None) -> str:
+        """'biases 1 → 0.1, ε × 32/128': what it changes, in a few words."""
+        said = []
+        if self.bias_init is not None:
+            said.append(f"biases 1 → {self.bias_init:g}")
+        if self.fc_bias == KICK_MATCHED:
+            said.append("fc6 and fc7's biases kick-matched (ImageNet's first-step kick at these classes "
+                        "and batch; the value is in each run's config)")
+        elif self.fc_bias is not None:
+            said.append(f"fc6 and fc7's biases 1 → {self.fc_bias:g}")
+        if self.lr_per_image:
+            said.append(f"ε × {batch_size}/{PAPER_BATCH} (the paper's ε per image)" if batch_size
+                        else "ε per image (ε × batch/128)")
+        if self.warmup_epochs:
+            said.append(f"ε warmed up linearly over the first {self.warmup_epochs:g} epoch(s)")
+        if self.velocity_rescale:
+            said.append("the velocity rescaled with each change of ε")
+        return ", ".join(said)
 
     def describe(self, batch_size: int) -> str:
-        lr = (f"ε × {batch_size}/{PAPER_BATCH} (the paper's ε per image)" if self.lr_per_image
-              else "the paper's ε")
-        return f"stability setting `{self.name}`: biases 1 → {self.bias_init:g}, {lr}; {self.why}"
+        return f"stability setting `{self.name}`: {self.changes(batch_size)}; {self.why}"
 
 
 STABILITY: dict[str, Stability] = {s.name: s for s in [
     Stability("per-image-lr-bias0.1", bias_init=0.1, lr_per_image=True,
               why="at 10 classes and batch 32 the paper's values diverged in 2 of 3 runs and no-dropout died "
                   "in 3 of 3; with this setting 0 of 15 diverged (results/stability/)"),
+    # the recipe study's candidates (results/recipe/)
+    Stability("bias0.1", bias_init=0.1, why="Caffe's bvlc_alexnet biases at the paper's ε"),
+    Stability("fc-bias0.1", fc_bias=0.1,
+              why="the kick lives in fc8's input, which fc6 and fc7's biases make a constant vector; the "
+                  "conv biases keep §5's 1"),
+    Stability("fc-bias-kick-matched", fc_bias=KICK_MATCHED,
+              why="fc6 and fc7's biases set so that the first steps kick as hard as ImageNet's under §5"),
+    Stability("warmup1", warmup_epochs=1.0,
+              why="Goyal et al. 2017's linear warmup of ε over the first epoch, §5's biases"),
+    Stability("velocity-rescale", velocity_rescale=True,
+              why="the velocity follows ε ÷ 10 at once, instead of carrying the old ε's steps on"),
 ]}
-STABLE = "per-image-lr-bias0.1"  # the stability setting of the cpu-full and gpu scales and of small data sets
+STABLE = "per-image-lr-bias0.1"  # the stability setting of the cpu-full and gpu scales
+# Data sets whose class mix passes KICK_LIMIT (your own ImageFolder, ILSVRC at a small batch): fc6 and fc7's
+# biases kick-matched, everything else §5's. A 3-class ImageFolder at batch 16 ended right and confident
+# (validation error 0, last training loss 0.0000) where STABLE ended right but unsure (0.965, ln 3 = 1.10):
+# reproduce/PAPER.md, "Recipe".
+SMALL_DATA = "fc-bias-kick-matched"
 
 
 def class_mix(classes: int, batch: int) -> float:
@@ -225,7 +369,7 @@ def choose_stability(classes: int | None, batch: int, scale: str, asked: str | N
         return "", "the class count is not known yet: §5's values"
     ratio = round(class_mix(classes, batch) / class_mix(PAPER_CLASSES, PAPER_BATCH), 6)  # 2× is 2×, not 1.99…
     if ratio >= KICK_LIMIT:
-        return STABLE, (f"{classes} classes at batch {batch}: under §5's values the first steps' "
+        return SMALL_DATA, (f"{classes} classes at batch {batch}: under §5's values the first steps' "
                         f"class-mix kick would be {ratio:.1f}× ImageNet's at batch 128, at least "
                         f"{KICK_LIMIT:g}× (reproduce/experiments.py, KICK_LIMIT); --stability paper trains "
                         "with §5's values")
@@ -331,9 +475,9 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # results/stability/gpu-nodrop-2epochs/): they train under the stability setting. At batch 128
     # the setting's ε is the paper's, so at the gpu scale only the biases change.
     Scale("cpu-full", Size(14, 32, stability=STABLE), Size(14, 32, stability=STABLE), (10, 120, 20), 12,
-          "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 6 ablations"),
+          "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 9 ablations"),
     Scale("gpu", Size(20, 128, stability=STABLE), Size(20, 128, stability=STABLE), (100, 80, 20), 30,
-          "100 classes, every row: 12 runs of 20 epochs; about 13 min of training on one H200"),
+          "100 classes, every row: 15 runs of 20 epochs (12 of them: about 13 min of training on one H200)"),
     Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2,
           "a few steps (tests)"),
 ]}

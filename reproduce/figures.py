@@ -299,6 +299,45 @@ def figure4(model, cache, train_feats: np.ndarray, val_feats: np.ndarray, path: 
     plt.close(fig)
 
 
+NEIGHBOUR_IMAGES = 2000  # images per split that neighbours() compares (all up to this; evenly spaced past it)
+
+
+def _spread(n: int, most: int) -> np.ndarray:
+    """Up to `most` indices of range(n), evenly spaced (a class-sorted split is sampled across classes)."""
+    return np.arange(n) if n <= most else np.linspace(0, n - 1, most).round().astype(int)
+
+
+def neighbours(cache, train_feats: np.ndarray, val_feats: np.ndarray, path: Path, k: int = 5) -> dict:
+    """§6.1 and Figure 4's claim, measured (reproduce/claims.py): for each validation image, its k nearest
+    training images by Euclidean distance in the last hidden layer and in pixels (the centre 224 patch,
+    0–255); the share of them in the query's class each way; and where the feature neighbours fall in
+    pixel distance, as the median percentile of their distances among all the training images'
+    (50: unrelated to pixels; near 0: near in pixels). Up to NEIGHBOUR_IMAGES images of each split."""
+    tr, va = _spread(len(train_feats), NEIGHBOUR_IMAGES), _spread(len(val_feats), NEIGHBOUR_IMAGES)
+    train_labels, val_labels = cache.labels("train")[tr], cache.labels("val")[va]
+    off, s = (cache.mean.shape[-1] - 224) // 2, 224
+
+    def pixels(split: str, rows: np.ndarray) -> torch.Tensor:
+        crops = [_image(cache, split, int(i))[off:off + s, off:off + s] for i in rows]
+        return torch.from_numpy(np.stack(crops).reshape(len(rows), -1)).float()
+
+    px_train, px_val = pixels("train", tr), pixels("val", va)
+    f_train = torch.from_numpy(np.asarray(train_feats[tr], dtype=np.float32))  # a memmap reads these rows
+    f_val = torch.from_numpy(np.asarray(val_feats[va], dtype=np.float32))
+    d_px = torch.cdist(px_val, px_train)  # queries × training images
+    by_feature = torch.cdist(f_val, f_train).topk(k, largest=False).indices
+    by_pixel = d_px.topk(k, largest=False).indices
+    same = torch.from_numpy(train_labels)[None, :] == torch.from_numpy(val_labels)[:, None]
+    agree = lambda idx: float(same.gather(1, idx).float().mean())  # noqa: E731
+    # each feature neighbour's pixel distance: the share of the training images nearer the query in pixels
+    ranks = (d_px[:, None, :] < d_px.gather(1, by_feature)[:, :, None]).float().mean(-1)
+    out = {"k": k, "queries": len(va), "training_images": len(tr), "feature_agreement": agree(by_feature),
+           "pixel_agreement": agree(by_pixel), "chance": float(np.mean(val_labels[:, None] == train_labels)),
+           "pixel_percentile": 100 * float(ranks.median())}
+    write_text(path, json.dumps(out, indent=1))
+    return out
+
+
 def figure1(fig1: dict, path: Path) -> None:
     from .figure1 import TARGET_ERROR, verdict
     fig, ax = plt.subplots(figsize=(7, 5.2))
@@ -408,7 +447,7 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
 
 
 MAIN_RUN_FIGURES = ("conv1_kernels.png", "conv1_kernels.npy", "conv1_kernels.json", "figure4.png",
-                    "figure4.json")  # of 1 CNN
+                    "figure4.json", "neighbours.json")  # of 1 CNN
 
 
 def make_figures(results, cache: Cache, dataset: str = "", run=None, features=None,
@@ -439,6 +478,7 @@ def _make_figures(results, cache: Cache, dataset: str, run, features, glyphs: Gl
             tr, va = (np.load(Path(features) / f"{s}.npy", mmap_mode="r") for s in ("train", "val"))
             figure4(model, cache, tr, va, out / "figure4.png",
                     f"Figure 4: {path.parent.name} on {dataset}", glyphs)
+            neighbours(cache, tr, va, out / "neighbours.json")
     fig1 = Path(results) / "figure1.json"
     if fig1.exists():
         figure1(json.loads(fig1.read_text()), out / "figure1_relu_tanh.png")

@@ -56,11 +56,19 @@ from alexnet.data.loader import cores_each
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
 from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
-from alexnet.engine import EXIT_INTERRUPTED, EXIT_NONFINITE, NONFINITE, NonFiniteLoss, TrainOptions, fit
+from alexnet.engine import (
+    EXIT_INTERRUPTED,
+    EXIT_NONFINITE,
+    NONFINITE,
+    NonFiniteLoss,
+    TrainOptions,
+    fit,
+    load_model,
+)
 from alexnet.evaluate import save_errors, save_features, shown
 from alexnet.placement import resolve_devices
 
-from . import figure1, figures, tables
+from . import claims, figure1, figures, tables
 from .compute import compute_plan, image_counts
 from .experiments import (
     EVALUATIONS,
@@ -110,9 +118,7 @@ def parse_args(argv=None):
     ap.add_argument("--stability", choices=["paper", *STABILITY], default=env("STABILITY"),
                     help="a named deviation from §5's ε and biases for data where the paper's recipe "
                          "diverged (reproduce/PAPER.md, Stability), or 'paper' for §5's values: "
-                         + "; ".join(f"{s.name}: biases {s.bias_init:g}"
-                                     + (", ε per image" if s.lr_per_image else "")
-                                     for s in STABILITY.values())
+                         + "; ".join(f"{s.name}: {s.changes()}" for s in STABILITY.values())
                          + ". Default: the scale's ("
                          + ", ".join(f"{sc.name}: {sc.main.stability or 'paper'}" for sc in SCALES.values()
                                      if sc.main.stability is not None)
@@ -403,7 +409,8 @@ def train(plan: Plan, cache: Cache, rate: float | None = None) -> None:
             continue
         print(f"train {run.name}: profile {run.profile}, seed {run.seed}, {size.describe()}"
               + (f", {run.overrides}" if run.overrides else "")
-              + (f", stability setting {size.stability} (ε {cfg.lr:g}, biases {cfg.bias_init:g})"
+              + (f", stability setting {size.stability} (ε {cfg.lr:g}, biases {cfg.bias_init:g}"
+                 + (f", fc6 and fc7 {cfg.fc_bias_init:g}" if cfg.fc_bias_init is not None else "") + ")"
                  if size.stability else "")
               + (f", on {plan.pretrain_data}" if run.data == "pretrain" else "")
               + (f", from {run.init_from}" if run.init_from else "") + f" → {run_dir}", flush=True)
@@ -606,6 +613,9 @@ def evaluate(plan: Plan, cache: Cache) -> None:
             print(f"not evaluated: {name} (a run of it stopped on a non-finite loss)")
             out.unlink(missing_ok=True)
             continue
+        train = plan.results / "eval" / f"{ev.train_name}.json"  # training error: no augmentation, dropout
+        if cache.size("train") <= TRAIN_SPLIT_IMAGES and not evaluated(train, dirs, plan.work):
+            save_errors(cache, dirs, train, "train", ("center",), plan.devices, batch_size=50, root=plan.work)
         if evaluated(out, dirs, plan.work):
             print(f"done already: {out.name}")
             continue
@@ -613,6 +623,28 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         if ev is MAIN and plan.ilsvrc2010 and "test" in cache.splits:  # Table 1 is ILSVRC-2010's test set
             save_errors(cache, dirs, plan.results / "eval" / f"{ev.test_name}.json", "test", ev.views,
                         plan.devices, root=plan.work)
+    keep_conv1(plan, {name: d for name, d in dir_of.items() if d not in stopped_dirs})
+
+
+# Each evaluation is also made on the training split (centre patch, the net in eval mode), where it is at
+# most this large (the embedded sets: 1,200 to 8,000 images): the train − validation gap of §4's
+# overfitting claims (reproduce/claims.py), free of the augmentation and dropout in the log's error.
+TRAIN_SPLIT_IMAGES = 20_000
+
+
+def keep_conv1(plan: Plan, dir_of: dict[str, Path]) -> None:
+    """Each finished run's conv1 kernels (K×3×11×11 float32, tower 0 first: 139 KB for 96) in
+    <results>/conv1/<run>.npy, beside its log: §6.1's claim about the towers' kernels is judged on every
+    run (reproduce/claims.py), where Figure 3 draws only 1 CNN's. A file newer than the run's last
+    checkpoint is kept."""
+    for name, run_dir in dir_of.items():
+        out, last, was = plan.results / "conv1" / f"{name}.npy", newest(run_dir), trained_with(run_dir)
+        if last is None or was is None or checkpoint.epoch_of(last) < was.epochs or up_to_date(out, last):
+            continue  # not trained to its end, or kept already
+        model, _, _ = load_model(run_dir, "cpu")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figures.write_npy(out, model.conv1_kernels().numpy())
+        print(f"conv1 kernels → {out}")
 
 
 def extract_features(plan: Plan, cache: Cache, run_dir: Path) -> Path:
@@ -659,6 +691,8 @@ def tables_and_figures(plan: Plan, cache: Cache, features: Path | None) -> None:
                 print(f"removed {stale}: {MAIN.runs[0]} stopped ({why}), so there is no Figure 3 or 4")
     figures.make_figures(plan.results, cache, plan.dataset, run=plan.main_run(), features=features,
                          stability=plan.override.stability)
+    title("7. the paper's claims beyond its tables (reproduce/claims.py)")
+    print(f"claims → {claims.write_claims(plan.results, plan.dataset, plan.scale, plan.override)}")
 
 
 def stages(plan: Plan, rate: float | None = None) -> None:

@@ -52,12 +52,21 @@ class Cell:
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 60
     per_class: int = IMAGES_PER_CLASS  # training images per class of its synthetic set
+    setting: str = ""  # a recipe setting (experiments.STABILITY) applied on top of lr and bias_init
 
     @property
     def name(self) -> str:
+        recipe = f"-{self.setting}" if self.setting else f"-lr{self.lr:g}-bias{self.bias_init:g}"
         return (f"c{self.classes}" + (f"x{self.per_class}" if self.per_class != IMAGES_PER_CLASS else "")
-                + f"-b{self.batch}-lr{self.lr:g}-bias{self.bias_init:g}"
+                + f"-b{self.batch}{recipe}"
                 + f"-{'drop' if self.dropout else 'nodrop'}" + ("-pool2" if self.pool_kernel == 2 else ""))
+
+    def config(self, seed: int) -> AlexNetConfig:
+        """The run's AlexNetConfig: the paper profile with this cell's fields, and its setting."""
+        cfg = AlexNetConfig.from_profile("paper", num_classes=self.classes, batch_size=self.batch, lr=self.lr,
+                                         dropout=self.dropout, bias_init=self.bias_init,
+                                         pool_kernel=self.pool_kernel, seed=seed)
+        return STABILITY[self.setting].apply(cfg) if self.setting else cfg
 
     @property
     def key(self) -> str:
@@ -119,7 +128,24 @@ FRAGILE: list[Cell] = [
     Cell(**GPU_STABLE, dropout=0.0),
     Cell(**GPU_STABLE, pool_kernel=2),
 ]
-GRIDS = {"stability": GRID, "fragile": FRAGILE}
+
+# The recipe study (reproduce/recipe.py): every candidate setting, and §5's values (""), on the fragile
+# configurations at the scales' own sets, two epochs, three seeds. cpu-full first, in the order the
+# choice needs them; the gpu scale's cells (62 steps an epoch, 6 s a step on 2 cores) after.
+RECIPE_SETTINGS = ("fc-bias-kick-matched", "fc-bias0.1", "warmup1", "bias0.1", "", "per-image-lr-bias0.1")
+
+
+def _fragile(setting: str, **scale) -> list[Cell]:
+    """1 CNN's configuration, no-dropout and pool-z2, seeds 0–2, under `setting`."""
+    return [Cell(**scale, setting=setting, dropout=p, pool_kernel=k)
+            for p, k in ((0.5, 3), (0.0, 3), (0.5, 2))]
+
+
+RECIPE_SCALES = {"cpu-full": dict(classes=10, per_class=120, batch=32, steps=74),
+                 "gpu": dict(classes=100, per_class=80, batch=128, steps=124)}
+RECIPE: list[Cell] = [cell for scale in RECIPE_SCALES.values() for setting in RECIPE_SETTINGS
+                      for cell in _fragile(setting, **scale)]
+GRIDS = {"stability": GRID, "fragile": FRAGILE, "recipe": RECIPE}
 
 
 def dataset(work: Path, classes: int, per_class: int = IMAGES_PER_CLASS) -> Path:
@@ -138,30 +164,31 @@ def dataset(work: Path, classes: int, per_class: int = IMAGES_PER_CLASS) -> Path
     return cache
 
 
-def run(cell: Cell, seed: int, cache: Path) -> dict:
+def run(cell: Cell, seed: int, cache: Path, devices: str = "cpu") -> dict:
     """`cell.steps` steps of the paper profile from its initial weights: one probe row per step."""
 
-    from alexnet.config import AlexNetConfig
     from alexnet.diagnostics import LayerProbe
     from alexnet.engine import Trainer, TrainOptions, train_step
-    cfg = AlexNetConfig.from_profile("paper", num_classes=cell.classes, batch_size=cell.batch, lr=cell.lr,
-                                     dropout=cell.dropout, bias_init=cell.bias_init,
-                                     pool_kernel=cell.pool_kernel, seed=seed)
-    trainer = Trainer(cfg, TrainOptions(cache=cache, run_dir="unused", devices=("cpu", "cpu"), workers=0,
+    from alexnet.schedule import apply, warmup
+    cfg = cell.config(seed)
+    trainer = Trainer(cfg, TrainOptions(cache=cache, run_dir="unused", devices=devices, workers=0,
                                         progress=False))
     probe, loader, rows = LayerProbe(trainer.net), trainer.train_loader, []
     t0 = time.perf_counter()
     while len(rows) < cell.steps and not (rows and not math.isfinite(rows[-1]["loss"])):
         loader.lighting = cfg.pca_lighting
         for x, y in loader:  # epoch after epoch: the loader moves on by itself
+            if cfg.lr_warmup_epochs:  # ε as the trainer sets it at this step (the schedule's first epochs)
+                apply(trainer.schedule, trainer.opt, cfg, 0, warmup(cfg, len(rows), len(loader)))
             stats = train_step(trainer.forward, trainer.opt, x, y).tolist()
             rows.append({"step": len(rows) + 1, "loss": stats[0] / stats[3], **probe.row()})
             if len(rows) == cell.steps or not math.isfinite(rows[-1]["loss"]):
                 break
     probe.close()
     return {"cell": cell.name, "key": cell.key, "seed": seed, "seconds": round(time.perf_counter() - t0, 1),
-            "curvature_number": curvature_number(cell.lr, rows[0]["fc8_input_sq"], cell.classes),
-            **outcome(rows, cell.classes), "steps": rows}
+            "lr": cfg.lr, "steps_per_epoch": len(loader),
+            "curvature_number": curvature_number(cfg.lr, rows[0]["fc8_input_sq"], cell.classes),
+            **outcome(rows, cell.classes), **course(rows, cell.classes, len(loader)), "steps": rows}
 
 
 def outcome(rows: list[dict], classes: int) -> dict:
@@ -172,6 +199,24 @@ def outcome(rows: list[dict], classes: int) -> dict:
     return {"peak_loss": peak, "overshoot": peak - math.log(classes), "nonfinite": not finite,
             "diverged": not finite or peak > 2 * math.log(classes),
             "dead": finite and rows[-1]["fc8_input_sq"] == 0.0, "final_loss": losses[-1]}
+
+
+HALF_WINDOW = 10  # steps averaged for "steps to half of chance": one step's loss is one batch's
+
+
+def course(rows: list[dict], classes: int, per_epoch: int) -> dict:
+    """The recipe study's numbers of one run (reproduce/recipe.py): each epoch's mean loss; whether an
+    epoch after the first averaged above 2·ln C (a failure) and whether a single step did while the epoch
+    did not (a spike that recovered, reported but not a failure); and its speed, the first step at which
+    the mean of the last HALF_WINDOW steps' losses is at most ½·ln C (None: not within the run)."""
+    losses = [r["loss"] for r in rows]
+    means = [float(np.mean(losses[i:i + per_epoch])) for i in range(0, len(losses), per_epoch)]
+    high = 2 * math.log(classes)
+    half = next((i + 1 for i in range(HALF_WINDOW - 1, len(losses))
+                 if np.mean(losses[i + 1 - HALF_WINDOW:i + 1]) <= math.log(classes) / 2), None)
+    return {"epoch_means": means, "high_epoch": any(not m <= high for m in means[1:]),
+            "spike": any(v > high for v in losses) and all(m <= high for m in means[1:]),
+            "steps_to_half": half}
 
 
 def filed_under(run: dict, recorded_grid: list[dict]) -> str:
@@ -191,21 +236,23 @@ def summarize(runs: list[dict], grid: list[Cell]) -> list[dict]:
         if not mine:
             continue
         h2 = [r["steps"][0]["fc8_input_sq"] for r in mine]
-        out.append({**asdict(cell), "cell": cell.name, "key": cell.key, "runs": len(mine),
+        lr = mine[0].get("lr", cell.lr)  # as trained: a setting may change the cell's ε
+        out.append({**asdict(cell), "lr": lr, "cell": cell.name, "key": cell.key, "runs": len(mine),
                     "seeds": [r["seed"] for r in mine],
                     "diverged": sum(r["diverged"] for r in mine),
                     "nonfinite": sum(r["nonfinite"] for r in mine),
                     "dead": sum(r["dead"] for r in mine),
                     "overshoot_median": float(np.median([r["overshoot"] for r in mine])),
-                    "kick": kick(cell.lr, float(np.mean(h2)), cell.classes, cell.batch),
-                    "curvature_number": curvature_number(cell.lr, float(np.mean(h2)), cell.classes),
+                    "kick": kick(lr, float(np.mean(h2)), cell.classes, cell.batch),
+                    "curvature_number": curvature_number(lr, float(np.mean(h2)), cell.classes),
                     "seconds": sum(r["seconds"] for r in mine),
                     "steps": max(len(r["steps"]) for r in mine)})  # as run (--steps), not the grid's
     return out
 
 
 TITLES = {"stability": "Stability study: the paper profile's first steps on the CPU",
-          "fragile": "The fragile configurations' first steps under the chosen settings, on the CPU"}
+          "fragile": "The fragile configurations' first steps under the chosen settings, on the CPU",
+          "recipe": "The recipe study's first two epochs: every candidate setting, on the CPU"}
 
 
 def markdown(summary: list[dict], meta: dict, grid: str = "stability") -> str:
@@ -213,7 +260,8 @@ def markdown(summary: list[dict], meta: dict, grid: str = "stability") -> str:
             "non-finite | dead | overshoot above ln C (median) | kick (nats) | ε·‖h‖²/C | steps "
             "|\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = "".join(f"| {s['classes']} × {s['per_class']} | {s['batch']} | {s['lr']:g} | "
-                   f"{s['bias_init']:g} | {'0.5' if s['dropout'] else 'off'} | {s['pool_kernel']}/2 | "
+                   f"{s.get('setting') or format(s['bias_init'], 'g')} | "
+                   f"{'0.5' if s['dropout'] else 'off'} | {s['pool_kernel']}/2 | "
                    f"{', '.join(map(str, s['seeds']))} | {s['diverged']} | {s['nonfinite']} | "
                    f"{s['dead']} | {s['overshoot_median']:+.2f} | {s['kick']:.2f} | "
                    f"{s['curvature_number']:.2f} | {s['steps']} |\n"
@@ -269,6 +317,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="run only cells whose name starts with this (e.g. c10-b32)")
     ap.add_argument("--seeds", type=int, help="seeds per cell instead of the grid's")
     ap.add_argument("--steps", type=int, help="steps per run instead of the grid's")
+    ap.add_argument("--devices", default="cpu",
+                    help="the towers' devices: cpu (default), cuda:0 (both on one GPU) or cuda:0,cuda:1")
     args = ap.parse_args(argv)
     from alexnet.checkpoint import code_version
     from reproduce.tables import hardware
@@ -288,7 +338,7 @@ def main(argv=None) -> int:
         for seed in range(args.seeds) if args.seeds else cell.seeds:
             if any(r["key"] == cell.key and r["seed"] == seed for r in runs):
                 continue
-            r = run(cell, seed, dataset(work, cell.classes, cell.per_class))
+            r = run(cell, seed, dataset(work, cell.classes, cell.per_class), args.devices)
             runs.append(r)
             print(f"{cell.name} seed {seed}: peak {r['peak_loss']:.2f} (ln C {math.log(cell.classes):.2f}), "
                   f"final {r['final_loss']:.2f}, ε‖h‖²/C {r['curvature_number']:.2f}"

@@ -512,6 +512,17 @@ def write_tables(results: str | Path, dataset: str, scale: str, is_2010: bool = 
     return tables
 
 
+def add_run_options(ap: argparse.ArgumentParser) -> None:
+    """--epochs, --batch-size, --stability: what run_all was given, so a results folder is read as made."""
+    ap.add_argument("--epochs", type=int, help="the runs' epochs, when run_all was given --epochs")
+    ap.add_argument("--batch-size", type=int,
+                    help="the runs' batch size, when run_all was given --batch-size")
+    ap.add_argument("--stability", choices=["paper", *STABILITY],
+                    help="the runs' stability setting, when run_all was given --stability (default: "
+                         "the one run_all chooses for these classes, batch and scale: "
+                         "reproduce.experiments.choose_stability)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reproduce.tables", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -520,13 +531,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", choices=list(SCALES), required=True)
     ap.add_argument("--ilsvrc2010", action="store_true", help="the 1cnn evaluation is on ILSVRC-2010")
     ap.add_argument("--test-note", default="this dataset has no test split")
-    ap.add_argument("--epochs", type=int, help="the runs' epochs, when run_all was given --epochs")
-    ap.add_argument("--batch-size", type=int,
-                    help="the runs' batch size, when run_all was given --batch-size")
-    ap.add_argument("--stability", choices=["paper", *STABILITY],
-                    help="the runs' stability setting, when run_all was given --stability (default: "
-                         "the one run_all chooses for these classes, batch and scale: "
-                         "reproduce.experiments.choose_stability)")
+    add_run_options(ap)
     args = ap.parse_args(argv)
     out = write_tables(args.results, args.dataset, args.scale, args.ilsvrc2010, args.test_note,
                        Override(args.epochs, args.batch_size, args.stability))

@@ -1,6 +1,7 @@
 """`run_all` end to end on a tiny embedded dataset (in this process), and the registry."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,9 +41,12 @@ def test_registry_has_every_row_and_ablation():
     assert [m for m, *_ in TABLE1] == ["Sparse coding [2]", "SIFT + FVs [24]", "CNN"]
     assert [m for m, *_ in TABLE2] == ["SIFT + FVs [7]", "1 CNN", "5 CNNs", "1 CNN*", "7 CNNs*"]
     for name in ("1cnn", "5cnns", "1cnn-star", "fig1", "no-lrn", "pool-z2", "one-tower", "no-pca",
-                 "no-dropout", "cuda-convnet"):
+                 "no-dropout", "no-crop", "no-wd", "no-conv4", "cuda-convnet"):
         assert name in EXPERIMENTS
-    assert set(ABLATIONS) == {"no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "cuda-convnet"}
+    assert set(ABLATIONS) == {"no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "no-crop", "no-wd",
+                              "no-conv4", "cuda-convnet"}
+    assert [EXPERIMENTS[n].runs[0].overrides for n in ("no-crop", "no-wd", "no-conv4")] == [
+        {"random_crops": False}, {"weight_decay": 0.0}, {"conv4": False}]
     assert len(EXPERIMENTS["5cnns"].runs) == 5 and len({r.seed for r in EXPERIMENTS["5cnns"].runs}) == 5
     assert EXPERIMENTS["one-tower"].runs[0].overrides == {"towers": 1}
     assert EXPERIMENTS["cuda-convnet"].runs[0].profile == "cuda-convnet"
@@ -99,7 +103,8 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     assert code == 0, out[-3000:] + err[-3000:]
     made = tmp_path.joinpath(*RUN_DIRS[:3]) / "figure1-synthetic-4x12x4-g2-e2.json"
     assert (res / "figure1.json").read_text() == made.read_text()
-    assert "verdict" in json.loads(made.read_text())
+    fig1 = json.loads(made.read_text())
+    assert "verdict" in fig1 and len(fig1["norm_pair"]["with"]) == len(fig1["norm_pair"]["without"]) == 3
     for name in ("table1", "table2", "ablations"):
         for ext in ("md", "csv", "json"):
             assert (res / "tables" / f"{name}.{ext}").exists(), f"{name}.{ext}"
@@ -150,6 +155,17 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
         assert Image.open(res / "figures" / fig).size[0] > 300, fig
     assert "all done" in out and "compute plan: scale smoke" in out and "images: 48 train, 16 val" in out
     assert str(tmp_path) not in (res / "eval" / "1cnn.json").read_text()  # no absolute path of this machine
+    # what the claims table reads: each finished run's conv1 kernels, the training split's evaluations
+    # (both runs are a step long, so each is finished), Figure 4's neighbours, and the table itself
+    assert np.array_equal(np.load(res / "conv1" / "1cnn.npy"), kernels)
+    assert np.load(res / "conv1" / "no-lrn.npy").shape == (96, 3, 11, 11)
+    train = json.loads((res / "eval" / "1cnn-train.json").read_text())
+    assert train["split"] == "train" and train["images"] == 48 and "ten" not in train["ensemble"]
+    assert json.loads((res / "figures" / "neighbours.json").read_text())["queries"] == 16
+    claimed = {r["name"]: r for r in json.loads((res / "tables" / "claims.json").read_text())}
+    assert claimed["relu"]["verdict"] in {"reproduced", "not reproduced", "within noise",
+                                          "not run at this scale"}
+    assert claimed["lrn"]["verdict"] == "not run at this scale"  # no-lrn did not learn in one step
 
     # Figure 3 from the same checkpoint: 2 towers × 48 kernels, 3 rows of 16 each
     model, _, _ = load_model(run_dir, "cpu")
@@ -584,8 +600,9 @@ def test_figures_draw_class_names_of_any_script_without_empty_boxes(tmp_path):
 def test_run_all_learns_a_small_imagefolder_of_any_class_names(tmp_path, capsys):
     """A user's own small ImageFolder (3 classes, one named in CJK and one with a space, JPEG
     and PNG, 24 training images each) through run_all --data end to end, at its defaults but
-    the batch its refusal suggests: it learns (validation error below half of chance), the
-    tables make no top-5 claim, and the figures draw without a glyph warning."""
+    the batch its refusal suggests: it ends right and confident (validation error 0, the last epoch's
+    training loss under ½·ln 3, no epoch after the first above 2·ln 3), the tables make no top-5
+    claim, and the figures draw without a glyph warning."""
     data = colour_folder(tmp_path / "my photos")
     args = ["--data", str(data), "--experiments", "1cnn", "--work", str(tmp_path / "work"),
             "--results", str(tmp_path / "results")]
@@ -599,12 +616,15 @@ def test_run_all_learns_a_small_imagefolder_of_any_class_names(tmp_path, capsys)
         code = run_all_module.main(args + ["--batch-size", "16"])
     out, err = capsys.readouterr()
     assert code == 0, out[-3000:] + err[-3000:]
-    assert "recipe: not the paper's: stability setting `per-image-lr-bias0.1`" in out
+    assert "recipe: not the paper's: stability setting `fc-bias-kick-matched`" in out
     assert "3 classes at batch 16: under §5's values the first steps' class-mix kick would be" in out
     assert not [w for w in seen if "Glyph" in str(w.message)], [str(w.message) for w in seen]
     res = tmp_path / "results"
     top1 = json.loads((res / "eval" / "1cnn.json").read_text())["ensemble"]["ten"]["top1"]
-    assert top1 < (1 - 1 / 3) / 2, top1
+    assert top1 == 0.0, top1  # an easy set: right (reproduce/PAPER.md, "Recipe")
+    epochs = [json.loads(x) for x in (res / "logs" / "1cnn.jsonl").read_text().splitlines()]
+    assert epochs[-1]["train_loss"] < math.log(3) / 2, epochs[-1]  # and confident
+    assert all(h["train_loss"] <= 2 * math.log(3) for h in epochs[1:]), [h["train_loss"] for h in epochs]
     rows = json.loads((res / "tables" / "table2.json").read_text())
     assert rows[1]["ours_top1_val"] == round(100 * top1, 2) and rows[1]["ours_top5_val"] is None
     md = (res / "tables" / "table2.md").read_text()
@@ -859,7 +879,7 @@ def test_the_stability_study_keys_cells_by_their_steps_and_writes_whole(tmp_path
     from reproduce import stability as st
     calls = []
 
-    def fake_run(cell, seed, cache):
+    def fake_run(cell, seed, cache, devices="cpu"):
         calls.append((cell.key, seed))
         rows = [{"step": i + 1, "loss": 2.0, "fc8_input_sq": 100.0} for i in range(cell.steps)]
         return {"cell": cell.name, "key": cell.key, "seed": seed, "seconds": 0.0, "curvature_number": 0.0,

@@ -12,7 +12,15 @@ import torch
 from alexnet.model import AlexNet
 from reproduce import experiments
 from reproduce import run_all as run_all_module
-from reproduce.experiments import EXPERIMENTS, SCALES, STABLE, Override, choose_stability, run_config
+from reproduce.experiments import (
+    EXPERIMENTS,
+    SCALES,
+    SMALL_DATA,
+    STABLE,
+    Override,
+    choose_stability,
+    run_config,
+)
 from reproduce.figures import one_setting, training_curves
 from reproduce.tables import Results, stopped_runs, write_tables
 
@@ -30,7 +38,7 @@ def test_one_rule_chooses_the_setting_from_classes_batch_and_scale():
     on_data = {(c, b): choose_stability(c, b, "imagenet", None) for c, b in
                ((1000, 128), (1000, 64), (1000, 32), (200, 32), (3, 16))}
     assert {k: name for k, (name, _) in on_data.items()} == {
-        (1000, 128): "", (1000, 64): "", (1000, 32): STABLE, (200, 32): STABLE, (3, 16): STABLE}
+        (1000, 128): "", (1000, 64): "", (1000, 32): SMALL_DATA, (200, 32): SMALL_DATA, (3, 16): SMALL_DATA}
     assert "2.0× ImageNet's at batch 128" in on_data[1000, 32][1]
     assert choose_stability(3, 16, "imagenet", "paper") == ("", "--stability paper")
     assert choose_stability(1000, 128, "imagenet", STABLE)[0] == STABLE
@@ -85,11 +93,11 @@ def test_the_tables_choose_the_setting_as_run_all_does(tmp_path):
     row = json.loads((tmp_path / "tables" / "table2.json").read_text())[1]
     assert row["ours_top1_val"] == 0.0, row["note"]
     md = (tmp_path / "tables" / "table2.md").read_text()
-    assert "stability setting `per-image-lr-bias0.1`" in md and "3 classes at batch 16" in md
+    assert f"stability setting `{SMALL_DATA}`" in md and "3 classes at batch 16" in md
     paper = Override(epochs=90, batch_size=16, stability="paper")
     write_tables(tmp_path, "my photos", "imagenet", override=paper)
     row = json.loads((tmp_path / "tables" / "table2.json").read_text())[1]
-    assert row["ours_top1_val"] is None and "stability 'per-image-lr-bias0.1' (now '')" in row["note"]
+    assert row["ours_top1_val"] is None and f"stability '{SMALL_DATA}' (now '')" in row["note"]
 
 
 def test_an_evaluation_that_records_no_config_is_no_result(tmp_path):

@@ -48,6 +48,9 @@ TOLERANCE = 1e-4  # max |logit difference| an export may have
 def grouped_config(model: AlexNet) -> dict:
     """GroupedAlexNet's arguments for a two-tower (or one-tower) model."""
     cfg, t = model.config, model.config.towers
+    if not cfg.conv4:
+        raise ValueError("this checkpoint is the ablation no-conv4 (§7: no conv4 layer); the grouped "
+                         "layout, ONNX and TorchScript exports hold the paper's five conv layers")
     lrn = None
     if cfg.lrn:  # F.local_response_norm divides α by the window size
         alpha = cfg.lrn_alpha if cfg.lrn_alpha_over_size else cfg.lrn_alpha * cfg.lrn_size

@@ -64,6 +64,9 @@ def draw(n: int, cfg: AlexNetConfig, generator: torch.Generator, image_size: int
     left = torch.randint(0, span, (m,), generator=generator)
     flip = torch.randint(0, 2, (m,), generator=generator).bool()
     alpha = torch.randn(n, 3, generator=generator) * cfg.pca_std
+    if not cfg.random_crops:  # the ablation no-crop: the centre patch, unflipped (the same draws taken)
+        top, left = torch.full_like(top, span // 2), torch.full_like(left, span // 2)
+        flip = torch.zeros_like(flip)
     expand = lambda t: t.repeat_interleave(cfg.crop_chunk)[:n]  # noqa: E731
     return Draws(expand(top), expand(left), expand(flip), alpha)
 

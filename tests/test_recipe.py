@@ -1,0 +1,118 @@
+"""The recipe study's settings (reproduce/experiments.py, STABILITY) and its measures
+(reproduce/stability.py's course, reproduce/recipe.py)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from alexnet.config import AlexNetConfig
+from alexnet.diagnostics import StepLog, kick, read_steps
+from alexnet.engine import TrainOptions, fit
+from alexnet.model import AlexNet
+from alexnet.optim import PaperSGD, param_groups
+from alexnet.schedule import PlateauSchedule, apply
+from reproduce import recipe
+from reproduce.experiments import (
+    FC8_INPUT_SQ,
+    PAPER_BATCH,
+    PAPER_CLASSES,
+    STABILITY,
+    fc8_input_sq,
+    kick_matched_bias,
+)
+from reproduce.stability import RECIPE, RECIPE_SETTINGS, course
+
+from .conftest import ROOT
+
+
+def test_warmup_ramps_epsilon_step_by_step_and_resumes_on_the_ramp(tiny_cache, tmp_path):
+    """lr_warmup_epochs 1 at 3 steps an epoch: ε/3, 2ε/3, then ε; a run stopped on the ramp and resumed
+    takes the same ε at every step."""
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=4, epochs=2, lr_warmup_epochs=1.0)
+    opts = dict(cache=tiny_cache, devices=("cpu", "cpu"), workers=0, progress=False, train_batches=3,
+                log_steps=True)
+    assert fit(cfg, TrainOptions(run_dir=tmp_path / "whole", **opts)) == 0
+    assert fit(cfg, TrainOptions(run_dir=tmp_path / "resumed", max_steps=2, **opts)) == 0
+    assert fit(cfg, TrainOptions(run_dir=tmp_path / "resumed", **opts)) == 0
+    lrs = {name: [r["lr"] for r in read_steps(tmp_path / name / StepLog.NAME)]
+           for name in ("whole", "resumed")}
+    assert lrs["whole"] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.01, 0.01])
+    assert lrs["resumed"] == lrs["whole"]
+
+
+def test_velocity_rescale_follows_a_division_of_epsilon_and_the_papers_rule_does_not():
+    """§5 keeps ε inside the velocity: ε ÷ 10 leaves it as it was. velocity_rescale scales it by 0.1."""
+    velocities = {}
+    for rescale in (False, True):
+        cfg = AlexNetConfig.from_profile("paper", num_classes=4, velocity_rescale=rescale)
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(3, 4))  # parameters named as param_groups reads them
+        opt, schedule = PaperSGD(param_groups(net, cfg), lr=cfg.lr), PlateauSchedule(cfg.epochs)
+        apply(schedule, opt, cfg, 0)
+        net(torch.ones(2, 3)).square().sum().backward()
+        opt.step()
+        before = opt.state[net[0].weight]["velocity"].clone()
+        schedule.done = 1  # ε ÷ 10
+        assert apply(schedule, opt, cfg, 1)["weight"] == pytest.approx(0.001)
+        velocities[rescale] = opt.state[net[0].weight]["velocity"] / before
+    assert torch.allclose(velocities[False], torch.tensor(1.0))
+    assert torch.allclose(velocities[True], torch.tensor(0.1))
+
+
+def test_the_kick_matched_bias_puts_the_first_kick_at_imagenets():
+    """At the gpu scale's 100 classes and batch 128, the bias whose ‖h‖² makes the kick ImageNet's under
+    §5's values; ImageNet itself keeps §5's 1; at 10 classes and batch 32 even b = 0 kicks about as hard
+    as ImageNet, so the bias is (nearly) 0; and the fit is the committed measurement's."""
+    imagenet = kick(0.01, fc8_input_sq(1.0), PAPER_CLASSES, PAPER_BATCH)
+    assert imagenet == pytest.approx(0.08, abs=0.005)
+    b = kick_matched_bias(100, 128)
+    assert 0.3 < b < 0.7
+    assert kick(0.01, fc8_input_sq(b), 100, 128) == pytest.approx(imagenet, rel=0.03)
+    assert kick_matched_bias(1000, 128) == 1.0 and kick_matched_bias(1000, 32) < 1.0
+    assert kick_matched_bias(10, 32) <= 0.02 and kick_matched_bias(3, 16) == 0.0
+    measured = json.loads((ROOT / "results" / "recipe" / "fc8_input.json").read_text())["fits"]["0.5"]
+    assert FC8_INPUT_SQ == (measured["a"], measured["c"], measured["h0"])
+
+
+@pytest.mark.parametrize("name", list(STABILITY))
+def test_each_setting_changes_what_it_names_and_nothing_else(name):
+    cfg = AlexNetConfig.from_profile("paper", num_classes=100, batch_size=128)
+    changed = set(STABILITY[name].apply(cfg).differences(cfg)) - {"stability"}
+    setting = STABILITY[name]
+    expected = ({"bias_init"} if setting.bias_init is not None else set()) \
+        | ({"fc_bias_init"} if setting.fc_bias is not None else set()) \
+        | ({"lr_warmup_epochs"} if setting.warmup_epochs else set()) \
+        | ({"velocity_rescale"} if setting.velocity_rescale else set())  # ε per image: no change at 128
+    assert changed == expected
+
+
+def test_fc_only_settings_keep_the_conv_biases_of_one():
+    cfg = STABILITY["fc-bias0.1"].apply(AlexNetConfig.from_profile("paper", num_classes=10, batch_size=32))
+    net = AlexNet(cfg, ("cpu", "cpu"))
+    layers = net.towers[0].weight_layers()
+    assert {n: float(layers[n].bias[0].detach()) for n in ("conv1", "conv2", "conv5", "fc6", "fc7")} == \
+        pytest.approx({"conv1": 0.0, "conv2": 1.0, "conv5": 1.0, "fc6": 0.1, "fc7": 0.1})
+
+
+def test_the_recipe_study_fails_a_high_epoch_but_only_reports_a_spike():
+    ln = math.log(10)
+    rows = lambda losses: [{"loss": v} for v in losses]  # noqa: E731
+    spike = course(rows([2.3] * 4 + [5.0, 2.0, 1.0, 1.0]), 10, 4)  # a step above 2·ln C, epoch 2 mean 2.25
+    assert spike["spike"] and not spike["high_epoch"]
+    assert spike["epoch_means"] == pytest.approx([2.3, 2.25])
+    high = course(rows([2.3] * 4 + [5.0] * 4), 10, 4)
+    assert high["high_epoch"] and not high["spike"]
+    first_only = course(rows([9.0] * 4 + [2.0] * 4), 10, 4)  # the first epoch's mean is not judged
+    assert not first_only["high_epoch"]
+    # the mean of the last 10 steps first reaches ½·ln 10 = 1.15 with 7 steps at 0.5 and 3 at 2.3: step 12
+    assert course(rows([2.3] * 5 + [0.5] * 20), 10, 25)["steps_to_half"] == 12
+    assert course(rows([2.3] * 25), 10, 25)["steps_to_half"] is None
+    assert ln / 2 == pytest.approx(1.1513, abs=1e-4)
+
+
+def test_the_recipe_grid_has_every_candidate_at_both_scales():
+    assert set(RECIPE_SETTINGS) == {*STABILITY, ""} - {"velocity-rescale"}
+    assert {(c.setting, c.classes) for c in RECIPE} == {(s, n) for s in RECIPE_SETTINGS for n in (10, 100)}
+    assert recipe.label("") == "paper (§5's values)"
