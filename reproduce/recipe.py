@@ -98,6 +98,11 @@ def median(xs: list) -> float | None:
     return float(np.median(xs)) if xs else None
 
 
+def failed(run: dict) -> bool:
+    """Criterion (a): a non-finite loss, a dead net, or an epoch after the first above 2·ln C."""
+    return run["nonfinite"] or run["dead"] or run["high_epoch"]
+
+
 def first_epochs(runs: list[dict], scale: dict, setting: str) -> dict | None:
     """Criteria (a) and (b) of one setting's fragile runs at one scale (None: none ran yet)."""
     cells = {c.key: c for c in GRIDS["recipe"] if c.setting == setting
@@ -111,8 +116,8 @@ def first_epochs(runs: list[dict], scale: dict, setting: str) -> dict | None:
     second = lambda rs: median([r["epoch_means"][1] for r in rs if len(r["epoch_means"]) > 1])  # noqa: E731
     return {"runs": len(mine), "of": sum(len(c.seeds) for c in cells.values()),
             "nonfinite": sum(r["nonfinite"] for r in mine), "dead": sum(r["dead"] for r in mine),
-            "high_epoch": sum(r["high_epoch"] for r in mine), "spikes": sum(r["spike"] for r in mine),
-            "failed": sum(r["nonfinite"] or r["dead"] or r["high_epoch"] for r in mine),
+            "high_epoch": sum(r["high_epoch"] for r in mine),
+            "failed": sum(failed(r) for r in mine), "spikes": sum(r["spike"] and not failed(r) for r in mine),
             "reached_half": len(reached), "steps_to_half": median(reached),
             "second_epoch_loss_dropout": second(dropout), "second_epoch_loss_no_dropout": second(no_dropout),
             "seconds": sum(r["seconds"] for r in mine)}

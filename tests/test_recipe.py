@@ -28,17 +28,17 @@ from .conftest import ROOT
 
 
 def test_warmup_ramps_epsilon_step_by_step_and_resumes_on_the_ramp(tiny_cache, tmp_path):
-    """lr_warmup_epochs 1 at 3 steps an epoch: ε/3, 2ε/3, then ε; a run stopped on the ramp and resumed
+    """lr_warmup_epochs 0.5 at 4 steps an epoch: ε/2, then ε; a run stopped on the ramp and resumed
     takes the same ε at every step."""
-    cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=4, epochs=2, lr_warmup_epochs=1.0)
-    opts = dict(cache=tiny_cache, devices=("cpu", "cpu"), workers=0, progress=False, train_batches=3,
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=4, epochs=1, lr_warmup_epochs=0.5)
+    opts = dict(cache=tiny_cache, devices=("cpu", "cpu"), workers=0, progress=False, train_batches=4,
                 log_steps=True)
     assert fit(cfg, TrainOptions(run_dir=tmp_path / "whole", **opts)) == 0
-    assert fit(cfg, TrainOptions(run_dir=tmp_path / "resumed", max_steps=2, **opts)) == 0
+    assert fit(cfg, TrainOptions(run_dir=tmp_path / "resumed", max_steps=1, **opts)) == 0
     assert fit(cfg, TrainOptions(run_dir=tmp_path / "resumed", **opts)) == 0
     lrs = {name: [r["lr"] for r in read_steps(tmp_path / name / StepLog.NAME)]
            for name in ("whole", "resumed")}
-    assert lrs["whole"] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.01, 0.01])
+    assert lrs["whole"] == pytest.approx([0.005, 0.01, 0.01, 0.01])
     assert lrs["resumed"] == lrs["whole"]
 
 
