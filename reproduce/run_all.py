@@ -77,6 +77,7 @@ from .experiments import (
     KICK_LIMIT,
     MAIN,
     SCALES,
+    SMALL_DATA,
     STABILITY,
     Experiment,
     Override,
@@ -122,7 +123,7 @@ def parse_args(argv=None):
                          + ". Default: the scale's ("
                          + ", ".join(f"{sc.name}: {sc.main.stability or 'paper'}" for sc in SCALES.values()
                                      if sc.main.stability is not None)
-                         + "); on your own data or ImageNet, the setting where the classes and batch make "
+                         + f"); on your own data or ImageNet, {SMALL_DATA} where the classes and batch make "
                            f"§5's first steps kick at least {KICK_LIMIT:g}× harder than ImageNet's at batch "
                            "128. A choice other than the default writes to results/<dataset>-<setting>")
     ap.add_argument("--devices", action="append", default=None,
