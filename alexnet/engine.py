@@ -506,10 +506,10 @@ class Trainer:
             "code_version": checkpoint.code_version()}, indent=1))
 
     def warm_up(self) -> None:
-        """This step's ε while `lr_warmup_epochs` ramps it up (a function of the step: resumed or not)."""
-        steps = len(self.train_loader)
-        if self.cfg.lr_warmup_epochs and self.step <= round(self.cfg.lr_warmup_epochs * steps):  # then 1×
-            apply(self.schedule, self.opt, self.cfg, self.epoch, warmup(self.cfg, self.step, steps))
+        """This step's ε under `lr_warmup_epochs` (a function of the step: resumed or not); §5: nothing."""
+        if self.cfg.lr_warmup_epochs:
+            factor = warmup(self.cfg, self.step, len(self.train_loader))
+            apply(self.schedule, self.opt, self.cfg, self.epoch, factor)
 
     def log_step(self, stats: torch.Tensor, batch: int) -> None:
         """One line of steps.jsonl (--log-steps): read now, so on a GPU the host waits for this step."""

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet.diagnostics import read_steps
+
 from .experiments import (
     BASELINE,
     CLAIMS,
@@ -142,8 +144,7 @@ def gap(res: Results, exp: str, more_without: bool = True) -> Finding:
 
 
 def _log(res: Results, run: str) -> list[dict]:
-    path = res.root / "logs" / f"{run}.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return read_steps(res.root / "logs" / f"{run}.jsonl")
 
 
 def _epochs_to(log: list[dict], error: float) -> int | None:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet.atomic import write_text
+from alexnet.diagnostics import read_steps
 
 from .experiments import STABILITY, STABLE
 from .stability import GRIDS, RECIPE_SCALES, RECIPE_SETTINGS, dataset
@@ -130,7 +131,7 @@ def main_run(folder: Path) -> dict | None:
         return None
     k, e = json.loads(kernels.read_text()), json.loads(evaluation.read_text())
     final = k["all"]["final"]
-    log = [json.loads(ln) for ln in (folder / "logs" / "1cnn.jsonl").read_text().splitlines() if ln.strip()]
+    log = read_steps(folder / "logs" / "1cnn.jsonl")
     half = math.log(e["classes"]) / 2
     learned = next((h["epoch"] for h in log if h["train_loss"] <= half), None)
     low, oriented = final["low_frequency"], final["orientedness"]
@@ -240,9 +241,9 @@ def after_division(run_dir: Path, out: Path) -> dict:
     (Σ μ^t·v₀ over the epoch) against how far they moved."""
     from alexnet import checkpoint
     from alexnet.config import AlexNetConfig
-    from alexnet.diagnostics import StepLog, read_steps
+    from alexnet.diagnostics import StepLog
     from alexnet.engine import Trainer, TrainOptions
-    log = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if ln.strip()]
+    log = read_steps(run_dir / "log.jsonl")
     epoch = next((h["epoch"] for h in log if h.get("schedule_note")), None)
     if epoch is None:
         raise ValueError(f"{run_dir}: its log records no division of ε")

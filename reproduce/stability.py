@@ -169,7 +169,6 @@ def run(cell: Cell, seed: int, cache: Path, devices: str = "cpu") -> dict:
 
     from alexnet.diagnostics import LayerProbe
     from alexnet.engine import Trainer, TrainOptions, train_step
-    from alexnet.schedule import apply, warmup
     cfg = cell.config(seed)
     trainer = Trainer(cfg, TrainOptions(cache=cache, run_dir="unused", devices=devices, workers=0,
                                         progress=False))
@@ -178,8 +177,8 @@ def run(cell: Cell, seed: int, cache: Path, devices: str = "cpu") -> dict:
     while len(rows) < cell.steps and not (rows and not math.isfinite(rows[-1]["loss"])):
         loader.lighting = cfg.pca_lighting
         for x, y in loader:  # epoch after epoch: the loader moves on by itself
-            if cfg.lr_warmup_epochs:  # ε as the trainer sets it at this step (the schedule's first epochs)
-                apply(trainer.schedule, trainer.opt, cfg, 0, warmup(cfg, len(rows), len(loader)))
+            trainer.step = len(rows)
+            trainer.warm_up()  # ε as the trainer sets it at this step (a warmup's, at the first epoch's ε)
             stats = train_step(trainer.forward, trainer.opt, x, y).tolist()
             rows.append({"step": len(rows) + 1, "loss": stats[0] / stats[3], **probe.row()})
             if len(rows) == cell.steps or not math.isfinite(rows[-1]["loss"]):
