@@ -287,7 +287,7 @@ def after_division(run_dir: Path, out: Path) -> dict:
             print(f"{way}: train loss {h['train_loss']:.3f}, val error {h['val_top1']:.3f}, "
                   f"ε {h['lr']['weight']:g}; "
                   f"‖ΔW‖ {moved:.3f}, carried by v₀ alone {carried:.3f}", file=sys.stderr)
-    result = {"run": str(run_dir), "divided_after_epoch": epoch, "epoch_before": log[epoch - 1],
+    result = {"run": run_dir.name, "divided_after_epoch": epoch, "epoch_before": log[epoch - 1],
               "ways": results, **provenance()}
     write_text(out / "after_division.json", json.dumps(result, indent=1))
     return result
