@@ -35,7 +35,7 @@ import numpy as np
 from alexnet.atomic import write_text
 from alexnet.diagnostics import read_steps
 
-from .experiments import STABILITY, STABLE
+from .experiments import SCALES, STABILITY
 from .stability import GRIDS, RECIPE_SCALES, RECIPE_SETTINGS, dataset
 
 OUT = Path("results/recipe")
@@ -151,16 +151,18 @@ def replicates(folder: Path) -> dict:
     return {"folder": str(folder), "n": band["n"], "mean": band["top1"], "sd": band["top1_sd"]}
 
 
-# Where each setting's 14-epoch 1 CNN at cpu-full lives: today's and §5's full regenerations, else the
-# study's own run_all folder.
+# Where each setting's 14-epoch 1 CNN at cpu-full lives: the full regeneration under it where one is
+# committed, in the folder run_all names (results/synthetic-cpu-full for the scale's own setting, -paper for
+# §5's, -SETTING for another), else the study's own run_all folder.
 def main_folder(setting: str) -> Path:
-    known = {STABLE: Path("results/synthetic-cpu-full"), "": Path("results/synthetic-cpu-full-paper")}
-    return known.get(setting, OUT / f"cpu-full-{setting}")
+    own = SCALES["cpu-full"].main.stability
+    full = Path("results") / ("synthetic-cpu-full" + ("" if setting == own else f"-{setting or 'paper'}"))
+    return full if full.exists() else OUT / f"cpu-full-{setting}"
 
 
 def table(out: Path) -> dict:
     runs = json.loads((out / "recipe.json").read_text())["runs"] if (out / "recipe.json").exists() else []
-    band = replicates(main_folder(STABLE))
+    band = replicates(main_folder(SCALES["cpu-full"].main.stability))  # the scale's setting's replicates
     rows = []
     for setting in RECIPE_SETTINGS:
         row = {"setting": setting, "changes": STABILITY[setting].changes(32) if setting else "none"}

@@ -518,11 +518,12 @@ def test_a_stability_setting_is_named_in_run_directories_configs_and_headers(tmp
     """run_all --stability per-image-lr-bias0.1: every run's ε is the paper's per image at its
     batch and its biases start at 0.1; its runs live apart from the paper recipe's, and the
     tables say the recipe is not the paper's. 'paper' is §5's values: the default of every
-    scale but cpu-full and gpu, whose no-dropout dies under them."""
+    scale but cpu-full and gpu, whose no-dropout dies under them (cpu-full's default is the recipe
+    study's fc-bias-kick-matched)."""
     cpu_full = SCALES["cpu-full"]
     paper = cpu_full.size("short", Override(stability="paper"))
     stable = cpu_full.size("short", Override(stability="per-image-lr-bias0.1"))
-    assert stable == cpu_full.size("short") and paper.tag == "e14-b32"
+    assert cpu_full.size("short").stability == "fc-bias-kick-matched" and paper.tag == "e14-b32"
     assert stable.tag == "e14-b32-per-image-lr-bias0.1"
     assert [s.name for s in SCALES.values() if s.main.stability] == ["cpu-full", "gpu"]
     run = EXPERIMENTS["no-dropout"].runs[0]
@@ -536,7 +537,8 @@ def test_a_stability_setting_is_named_in_run_directories_configs_and_headers(tmp
     fake_eval(tmp_path, "1cnn", 0.12)
     stable = ("- recipe: **not the paper's**: stability setting `per-image-lr-bias0.1`: biases 1 → 0.1, "
               "ε × 32/128")
-    for setting, says in (("paper", "- recipe: the paper's"), (None, stable)):
+    chosen = "- recipe: **not the paper's**: stability setting `fc-bias-kick-matched`: fc6 and fc7's biases"
+    for setting, says in (("paper", "- recipe: the paper's"), ("per-image-lr-bias0.1", stable), (None, chosen)):
         write_tables(tmp_path, "synthetic", "cpu-full", override=Override(stability=setting))
         assert says in (tmp_path / "tables" / "table2.md").read_text()
 
@@ -672,7 +674,8 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
             continue
         floors = [f for f in (AlexNetConfig().lr_patience_min, 1) if follows(lines, f)]
         assert floors, f"{path}: its ε follows neither patience floor"
-        if path.parent.parent.name in ("synthetic", "synthetic-cpu-full", "synthetic-cpu-full-paper"):
+        folder = path.parent.parent.name
+        if folder == "synthetic" or folder.startswith("synthetic-cpu-full"):
             assert AlexNetConfig().lr_patience_min in floors, f"{path}: made before today's patience floor"
         checked += 1
     assert checked >= 2
@@ -680,7 +683,9 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
 
 @pytest.mark.parametrize("folder, scale, stability", [("synthetic", "cpu", None),
                                                       ("synthetic-cpu-full", "cpu-full", None),
-                                                      ("synthetic-cpu-full-paper", "cpu-full", "paper")])
+                                                      ("synthetic-cpu-full-paper", "cpu-full", "paper"),
+                                                      ("synthetic-cpu-full-per-image-lr-bias0.1", "cpu-full",
+                                                       "per-image-lr-bias0.1")])
 def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale, stability):
     """Every evaluation in the regenerated results folders records the training config of each
     checkpoint, and each config is the one this code trains that run with at that scale: a

@@ -32,7 +32,7 @@ def test_one_rule_chooses_the_setting_from_classes_batch_and_scale():
     """The scales that declare a setting have it; on other data the class mix at the batch decides:
     ILSVRC at the paper's batch 128 keeps §5's values, at batch 32 (a kick twice ImageNet's at 128)
     it does not, nor does a 200-class set at 32; --stability wins over both."""
-    assert choose_stability(10, 32, "cpu-full", None)[0] == STABLE
+    assert choose_stability(10, 32, "cpu-full", None)[0] == SMALL_DATA  # the recipe study's choice
     assert choose_stability(100, 128, "gpu", None)[0] == STABLE
     assert choose_stability(10, 32, "cpu", None)[0] == ""
     on_data = {(c, b): choose_stability(c, b, "imagenet", None) for c, b in
@@ -58,11 +58,11 @@ def test_a_setting_other_than_the_default_has_its_own_results_folder(tmp_path):
     default = plan_of("bash reproduce/run_all.sh --scale cpu-full", tmp_path)
     paper = plan_of("bash reproduce/run_all.sh --scale cpu-full --stability paper", tmp_path)
     assert default.results.name == "synthetic-cpu-full" and paper.results.name == "synthetic-cpu-full-paper"
-    assert plan_of("bash reproduce/run_all.sh --scale cpu-full --stability per-image-lr-bias0.1",
+    assert plan_of(f"bash reproduce/run_all.sh --scale cpu-full --stability {SMALL_DATA}",
                    tmp_path).results == default.results  # the default, asked for by name: the same folder
     assert plan_of("bash reproduce/run_all.sh --stability per-image-lr-bias0.1", tmp_path).results.name == \
         "synthetic-per-image-lr-bias0.1"
-    assert paper.override.stability == "paper" and default.override.stability == STABLE
+    assert paper.override.stability == "paper" and default.override.stability == SMALL_DATA
 
 
 def test_the_dry_run_names_the_results_folder(tmp_path, capsys):
@@ -139,7 +139,7 @@ def test_the_gpu_sessions_probes_train_as_the_gpu_scale_does(capsys):
 
 def test_1cnn_stars_conv6_starts_at_the_settings_bias():
     star = next(r for r in EXPERIMENTS["1cnn-star"].runs if r.init_from)
-    cfg = run_config(star, SCALES["cpu-full"].size("main"), 10)
+    cfg = run_config(star, SCALES["gpu"].size("main"), 100)
     assert (cfg.bias_init, cfg.conv6_init_bias, cfg.stability) == (0.1, 0.1, STABLE)
     torch.manual_seed(0)
     net = AlexNet(cfg, "cpu")
