@@ -39,6 +39,7 @@ from .experiments import (
     SCALES,
     SEED_REPLICATES,
     Override,
+    same_run,
 )
 from .tables import NOISE_RULE, Results, _write, add_run_options, header
 
@@ -268,9 +269,14 @@ def towers_colour(res: Results) -> Finding:
     figure3 = res.root / "figures" / "conv1_kernels.npy"  # 1 CNN's, from folders made before conv1/ was
     if MAIN.runs[0] not in files and figure3.exists() and _top1(res, MAIN.name) is not None:
         files[MAIN.runs[0]] = figure3
-    for run, path in files.items():
+    one_runs = set()
+    for run, path in sorted(files.items(), key=lambda f: f[0] not in MAIN.runs):
         if run not in RUNS or RUNS[run][1].overrides.get("towers", 2) != 2:
             continue
+        exp, spec = RUNS[run]
+        if same_run(res.size(exp.scale), spec) in one_runs:  # baseline-short as 1 CNN's run: counted once
+            continue
+        one_runs.add(same_run(res.size(exp.scale), spec))
         share = kernel_statistics(np.load(path))["colour_share"]
         half = len(share) // 2
         gaps[run] = (float(share[:half].mean()), float(share[half:].mean()))

@@ -116,6 +116,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
 
 RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}  # by run name
 
+
+def same_run(size, run: Run) -> tuple:
+    """What makes two runs one, trained once in one directory: everything but the name, at one size
+    (a Size). baseline-short is 1cnn's run wherever the short size is the main size (imagenet, cpu-full)."""
+    return size, repr(replace(run, name=""))
+
 ABLATIONS = ("no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "no-crop", "no-wd", "no-conv4",
              "cuda-convnet")
 DEFAULT = ("1cnn", "5cnns", "1cnn-star", "baseline-short", *ABLATIONS, "fig1")

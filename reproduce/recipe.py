@@ -162,7 +162,8 @@ def main_folder(setting: str) -> Path:
 
 def table(out: Path) -> dict:
     runs = json.loads((out / "recipe.json").read_text())["runs"] if (out / "recipe.json").exists() else []
-    band = replicates(main_folder(SCALES["cpu-full"].main.stability))  # the scale's setting's replicates
+    own = SCALES["cpu-full"].main.stability
+    band = {"setting": own, **replicates(main_folder(own))}  # the scale's setting's replicates
     rows = []
     for setting in RECIPE_SETTINGS:
         row = {"setting": setting, "changes": STABILITY[setting].changes(32) if setting else "none"}
@@ -210,8 +211,9 @@ def markdown(result: dict) -> str:
     lines += ["## `cpu-full`: 1 CNN after 14 epochs (criteria c and d)", "",
               f"Figure 3's target: low-frequency share ≥ {FIGURE3_TARGET[0]}, orientedness ≥ "
               f"{FIGURE3_TARGET[1]} "
-              "(white noise: about 0.10 and 0.11). The replicates' spread: today's setting's "
-              f"{band['n']} seed replicates at this scale, centre patch, "
+              "(white noise: about 0.10 and 0.11). The replicates' spread: the "
+              f"{band['n']} seed replicates of the scale's setting (`{band['setting']}`, `{band['folder']}`), "
+              "centre patch, "
               f"{band['mean']:.1f} ± {band['sd']:.1f}; "
               "within it: at most 2 sd from their mean.", "",
               "| setting | first epoch with train loss ≤ ½·ln C | last epoch's train loss | "

@@ -84,6 +84,7 @@ from .experiments import (
     Run,
     Size,
     run_config,
+    same_run,
     select,
 )
 
@@ -197,11 +198,10 @@ class Plan:
     def _runs(self) -> list[tuple[Experiment, Run, Path]]:
         chosen = [(exp, run) for exp in self.experiments
                   if (not exp.needs or self.pretrain_data) and self.size(exp) is not None for run in exp.runs]
-        same = lambda exp, run: (self.size(exp), repr(dataclasses.replace(run, name="")))  # noqa: E731
         home: dict = {}
         for exp, run in sorted(chosen, key=lambda c: c[0].scale != "main"):  # stable: main runs first
-            home.setdefault(same(exp, run), self.runs / self.size(exp).tag / run.name)
-        return [(exp, run, home[same(exp, run)]) for exp, run in chosen]
+            home.setdefault(same_run(self.size(exp), run), self.runs / self.size(exp).tag / run.name)
+        return [(exp, run, home[same_run(self.size(exp), run)]) for exp, run in chosen]
 
     def shared(self) -> dict[str, str]:
         """{run: the run whose directory it shares} (see runs_of)."""
@@ -624,7 +624,8 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         if ev is MAIN and plan.ilsvrc2010 and "test" in cache.splits:  # Table 1 is ILSVRC-2010's test set
             save_errors(cache, dirs, plan.results / "eval" / f"{ev.test_name}.json", "test", ev.views,
                         plan.devices, root=plan.work)
-    keep_conv1(plan, {name: d for name, d in dir_of.items() if d not in stopped_dirs})
+    shared = plan.shared()  # baseline-short where it is 1 CNN's run: one file, 1cnn's
+    keep_conv1(plan, {name: d for name, d in dir_of.items() if d not in stopped_dirs and name not in shared})
 
 
 # Each evaluation is also made on the training split (centre patch, the net in eval mode), where it is at
