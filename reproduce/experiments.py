@@ -481,7 +481,8 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # results/stability/gpu-nodrop-2epochs/). cpu-full takes the recipe study's choice (reproduce/PAPER.md,
     # "Recipe"): fc6 and fc7's biases kick-matched, the rest §5's. The gpu scale keeps the stability
     # setting until the candidates are measured there; at batch 128 its ε is the paper's, only biases change.
-    Scale("cpu-full", Size(14, 32, stability=SMALL_DATA), Size(14, 32, stability=SMALL_DATA), (10, 120, 20), 12,
+    Scale("cpu-full", Size(14, 32, stability=SMALL_DATA), Size(14, 32, stability=SMALL_DATA), (10, 120, 20),
+          12,
           "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 9 ablations"),
     Scale("gpu", Size(20, 128, stability=STABLE), Size(20, 128, stability=STABLE), (100, 80, 20), 30,
           "100 classes, every row: 15 runs of 20 epochs (12 of them: about 13 min of training on one H200)"),

@@ -212,7 +212,8 @@ def markdown(result: dict) -> str:
               f"Figure 3's target: low-frequency share ≥ {FIGURE3_TARGET[0]}, orientedness ≥ "
               f"{FIGURE3_TARGET[1]} "
               "(white noise: about 0.10 and 0.11). The replicates' spread: the "
-              f"{band['n']} seed replicates of the scale's setting (`{band['setting']}`, `{band['folder']}`), "
+              f"{band['n']} seed replicates of the scale's setting (`{band['setting']}`, "
+              f"`{band['folder']}`), "
               "centre patch, "
               f"{band['mean']:.1f} ± {band['sd']:.1f}; "
               "within it: at most 2 sd from their mean.", "",

@@ -537,8 +537,10 @@ def test_a_stability_setting_is_named_in_run_directories_configs_and_headers(tmp
     fake_eval(tmp_path, "1cnn", 0.12)
     stable = ("- recipe: **not the paper's**: stability setting `per-image-lr-bias0.1`: biases 1 → 0.1, "
               "ε × 32/128")
-    chosen = "- recipe: **not the paper's**: stability setting `fc-bias-kick-matched`: fc6 and fc7's biases"
-    for setting, says in (("paper", "- recipe: the paper's"), ("per-image-lr-bias0.1", stable), (None, chosen)):
+    chosen = ("- recipe: **not the paper's**: stability setting `fc-bias-kick-matched`: "
+              "fc6 and fc7's biases")
+    for setting, says in (("paper", "- recipe: the paper's"), ("per-image-lr-bias0.1", stable),
+                          (None, chosen)):
         write_tables(tmp_path, "synthetic", "cpu-full", override=Override(stability=setting))
         assert says in (tmp_path / "tables" / "table2.md").read_text()
 
