@@ -73,7 +73,7 @@ def test_the_dry_run_names_the_results_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("folder", ["synthetic", "synthetic-cpu-full", "synthetic-cpu-full-paper",
-                                    "synthetic-gpu-scale-cpu"])
+                                    "synthetic-cpu-full-per-image-lr-bias0.1", "synthetic-gpu-scale-cpu"])
 def test_each_committed_folders_readme_regenerates_it_in_place(folder, tmp_path):
     readme = (ROOT / "results" / folder / "README.md").read_text()
     command = re.search(r"Regenerate[^`]*`(bash reproduce/run_all\.sh[^`]*)`", readme.replace("\n  ", " "))
