@@ -274,9 +274,10 @@ def towers_colour(res: Results) -> Finding:
         if run not in RUNS or RUNS[run][1].overrides.get("towers", 2) != 2:
             continue
         exp, spec = RUNS[run]
-        if same_run(res.size(exp.scale), spec) in one_runs:  # baseline-short as 1 CNN's run: counted once
+        one = same_run(res.size(exp.scale), spec)
+        if one in one_runs:  # baseline-short as 1 CNN's run: counted once
             continue
-        one_runs.add(same_run(res.size(exp.scale), spec))
+        one_runs.add(one)
         share = kernel_statistics(np.load(path))["colour_share"]
         half = len(share) // 2
         gaps[run] = (float(share[:half].mean()), float(share[half:].mean()))

@@ -152,11 +152,13 @@ def replicates(folder: Path) -> dict:
 
 
 # Where each setting's 14-epoch 1 CNN at cpu-full lives: the full regeneration under it where one is
-# committed, in the folder run_all names (results/synthetic-cpu-full for the scale's own setting, -paper for
-# §5's, -SETTING for another), else the study's own run_all folder.
+# committed, in the folder run_all's own plan names (results/synthetic-cpu-full for the scale's setting,
+# -paper for §5's, -SETTING for another), else the study's own run_all folder.
 def main_folder(setting: str) -> Path:
-    own = SCALES["cpu-full"].main.stability
-    full = Path("results") / ("synthetic-cpu-full" + ("" if setting == own else f"-{setting or 'paper'}"))
+    from .run_all import ROOT, make_plan, parse_args
+    _, args = parse_args(["--scale", "cpu-full", "--stability", setting or "paper"])
+    args.results = None  # the committed folder, whatever RESULTS says
+    full = make_plan(args).results.relative_to(ROOT)
     return full if full.exists() else OUT / f"cpu-full-{setting}"
 
 
