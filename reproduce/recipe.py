@@ -93,6 +93,46 @@ def provenance() -> dict:
     return {"commit": code_version(), "date": time.strftime("%Y-%m-%d"), "machine": hardware()}
 
 
+# ---- runs of an earlier study that the grid's cells train again ----
+
+def carry_over(source: Path, out: Path) -> list[str]:
+    """Files the runs of an earlier study's JSON (`python -m reproduce.stability`'s, any grid) under the
+    recipe grid's cells that train the same thing (Cell.trains: config and steps), into out/recipe.json,
+    each with the course numbers the table needs and where it came from. Runs already there, or
+    trained by no cell of the grid, are left. Returns what it filed."""
+    from dataclasses import fields, replace
+
+    from .stability import Cell, course, filed_under
+    done = json.loads(source.read_text())
+    path = out / "recipe.json"
+    recipe = json.loads(path.read_text()) if path.exists() else {"runs": [], "grid": []}
+    names = {f.name for f in fields(Cell)}
+    theirs = [Cell(**{**{k: v for k, v in c.items() if k in names}, "seeds": tuple(c["seeds"])})
+              for c in done["grid"]]
+    theirs = {c.key: c for c in theirs}
+    ours = {c.trains(): c for c in reversed(GRIDS["recipe"])}  # the first cell of the grid that trains it
+    grid = {c.key: c for c in GRIDS["recipe"]}
+    have = {(grid[r["key"]].trains(), r["seed"]) for r in recipe["runs"] if r["key"] in grid}
+    filed = []
+    for r in done["runs"]:
+        cell = theirs[filed_under(r, done["grid"])]
+        if not r["nonfinite"]:  # as run: a study's --steps went unrecorded before runs had keys
+            cell = replace(cell, steps=len(r["steps"]))
+        target = ours.get(cell.trains())
+        if target is None or (cell.trains(), r["seed"]) in have:
+            continue
+        per_epoch = cell.classes * cell.per_class // cell.batch  # the loader drops the last partial batch
+        recipe["runs"].append({**r, "key": target.key, "lr": r.get("lr", cell.config(r["seed"]).lr),
+                               "steps_per_epoch": per_epoch,
+                               "carried_over": f"{source} (run {done['date']} as {cell.name})",
+                               **course(r["steps"], cell.classes, per_epoch)})
+        have.add((cell.trains(), r["seed"]))
+        filed.append(f"{cell.name} seed {r['seed']} → {target.key}")
+    if filed:
+        write_text(path, json.dumps(recipe))
+    return filed
+
+
 # ---- the table ----
 
 def median(xs: list) -> float | None:
@@ -105,23 +145,28 @@ def failed(run: dict) -> bool:
 
 
 def first_epochs(runs: list[dict], scale: dict, setting: str) -> dict | None:
-    """Criteria (a) and (b) of one setting's fragile runs at one scale (None: none ran yet)."""
-    cells = {c.key: c for c in GRIDS["recipe"] if c.setting == setting
-             and all(getattr(c, k) == v for k, v in scale.items())}
-    mine = [r for r in runs if r["key"] in cells]
+    """Criteria (a) and (b) of one setting's fragile runs at one scale (None: none ran yet). A run of
+    another setting's cell that trains the same thing (Cell.trains) counts for both, once per seed."""
+    own = [c for c in GRIDS["recipe"] if c.setting == setting
+           and all(getattr(c, k) == v for k, v in scale.items())]
+    trains = {c.trains(): c for c in own}
+    cells = {c.key: trains[c.trains()] for c in GRIDS["recipe"] if c.trains() in trains}
+    mine = list({(cells[r["key"]].key, r["seed"]): r for r in runs if r["key"] in cells}.values())
     if not mine:
         return None
+    grid = {c.key: c for c in GRIDS["recipe"]}
+    shared = sorted({label(grid[r["key"]].setting) for r in mine} - {label(setting)})
     dropout = [r for r in mine if cells[r["key"]].dropout]
     no_dropout = [r for r in mine if not cells[r["key"]].dropout]
     reached = [r["steps_to_half"] for r in mine if r["steps_to_half"] is not None]
     second = lambda rs: median([r["epoch_means"][1] for r in rs if len(r["epoch_means"]) > 1])  # noqa: E731
-    return {"runs": len(mine), "of": sum(len(c.seeds) for c in cells.values()),
+    return {"runs": len(mine), "of": sum(len(c.seeds) for c in own),
             "nonfinite": sum(r["nonfinite"] for r in mine), "dead": sum(r["dead"] for r in mine),
             "high_epoch": sum(r["high_epoch"] for r in mine),
             "failed": sum(failed(r) for r in mine), "spikes": sum(r["spike"] and not failed(r) for r in mine),
             "reached_half": len(reached), "steps_to_half": median(reached),
             "second_epoch_loss_dropout": second(dropout), "second_epoch_loss_no_dropout": second(no_dropout),
-            "seconds": sum(r["seconds"] for r in mine)}
+            "seconds": sum(r["seconds"] for r in mine), "shared_with": shared}
 
 
 def main_run(folder: Path) -> dict | None:
@@ -204,7 +249,9 @@ def markdown(result: dict) -> str:
             if a is None:
                 lines.append(f"| {label(row['setting'])} | not run | | | | | | |")
                 continue
-            lines.append(f"| {label(row['setting'])} | {a['runs']} of {a['of']} | **{a['failed']}** "
+            same = (f" ({', '.join(a['shared_with'])}'s: the same training here)"
+                    if a.get("shared_with") else "")
+            lines.append(f"| {label(row['setting'])} | {a['runs']} of {a['of']}{same} | **{a['failed']}** "
                          f"({a['nonfinite']} / {a['dead']} / {a['high_epoch']}) | {a['spikes']} | "
                          f"{a['reached_half']} of {a['runs']} | {_fmt(a['steps_to_half'], '.0f')} | "
                          f"{_fmt(a['second_epoch_loss_dropout'])} | "
@@ -307,6 +354,8 @@ def main(argv=None) -> int:
     m = sub.add_parser("measure", help="‖h‖² against fc6 and fc7's bias → fc8_input.json (about 5 min)")
     m.add_argument("--work", default="cache/stability", help="where the synthetic sets are made")
     sub.add_parser("table", help="criteria.md and .json from the study's runs")
+    c = sub.add_parser("carry-over", help="an earlier study's runs, filed under cells that train the same")
+    c.add_argument("source", type=Path, help="a reproduce.stability JSON (results/stability/fragile.json)")
     d = sub.add_parser("after-division", help="the epoch after a run's first ε ÷ 10, three ways")
     d.add_argument("run_dir", type=Path)
     ap.add_argument("--out", type=Path, default=OUT)
@@ -317,6 +366,9 @@ def main(argv=None) -> int:
     elif args.what == "table":
         table(args.out)
         print(f"wrote {args.out}/criteria.md, criteria.json", file=sys.stderr)
+    elif args.what == "carry-over":
+        filed = carry_over(args.source, args.out)
+        print("\n".join(filed) or "nothing to carry over", file=sys.stderr)
     else:
         after_division(args.run_dir, args.out)
     return 0

@@ -68,6 +68,14 @@ class Cell:
                                          pool_kernel=self.pool_kernel, seed=seed)
         return STABILITY[self.setting].apply(cfg) if self.setting else cfg
 
+    def trains(self) -> str:
+        """What its runs train, whatever the setting that makes it is called: the steps and the config
+        (seed 0) without the setting's name, as one string. At batch 128 `per-image-lr-bias0.1` trains
+        what `bias0.1` does, and so does a cell of ε 0.01 and bias 0.1."""
+        cfg = self.config(0).to_dict()
+        cfg.pop("stability", None)
+        return json.dumps([self.steps, cfg], sort_keys=True)
+
     @property
     def key(self) -> str:
         """What a run of this cell is filed under: its name and its step count (every field but the
@@ -188,6 +196,28 @@ def run(cell: Cell, seed: int, cache: Path, devices: str = "cpu") -> dict:
             "lr": cfg.lr, "steps_per_epoch": len(loader),
             "curvature_number": curvature_number(cfg.lr, rows[0]["fc8_input_sq"], cell.classes),
             **outcome(rows, cell.classes), **course(rows, cell.classes, len(loader)), "steps": rows}
+
+
+def _run_alone(task: tuple) -> tuple[Cell, dict]:
+    """One run in a pool's process, on its share of the cores."""
+    import torch
+    *args, threads = task
+    torch.set_num_threads(threads)
+    return args[0], run(*args)
+
+
+def each_run(todo: list[tuple], jobs: int = 1):
+    """(cell, run's record) for each (cell, seed, cache, devices) of `todo` as it finishes: one after
+    another, or `jobs` at once, each in a process of its own (a new one for each run) with the cores
+    shared out."""
+    if jobs <= 1:
+        yield from ((task[0], run(*task)) for task in todo)
+        return
+    import multiprocessing
+
+    from alexnet.data.loader import cores_each
+    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
+        yield from pool.imap_unordered(_run_alone, [(*task, cores_each(jobs)) for task in todo])
 
 
 def outcome(rows: list[dict], classes: int) -> dict:
@@ -318,7 +348,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, help="steps per run instead of the grid's")
     ap.add_argument("--devices", default="cpu",
                     help="the towers' devices: cpu (default), cuda:0 (both on one GPU) or cuda:0,cuda:1")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at once, each in its own process with the cores shared out (CPU only; on 2 "
+                         "cores two single-thread runs take 1.3× as long as one run alone)")
     args = ap.parse_args(argv)
+    if args.jobs > 1 and args.devices != "cpu":
+        ap.error("--jobs is for the CPU: runs on a GPU go one at a time")
     from alexnet.checkpoint import code_version
     from reproduce.tables import hardware
     out, work = Path(args.out), Path(args.work)
@@ -333,21 +368,20 @@ def main(argv=None) -> int:
     runs, t0, version = done["runs"], time.time(), code_version()  # the code this process runs
     for r in runs:
         r["key"] = filed_under(r, done["grid"])
-    for cell in grid:
-        for seed in range(args.seeds) if args.seeds else cell.seeds:
-            if any(r["key"] == cell.key and r["seed"] == seed for r in runs):
-                continue
-            r = run(cell, seed, dataset(work, cell.classes, cell.per_class), args.devices)
-            runs.append(r)
-            print(f"{cell.name} seed {seed}: peak {r['peak_loss']:.2f} (ln C {math.log(cell.classes):.2f}), "
-                  f"final {r['final_loss']:.2f}, ε‖h‖²/C {r['curvature_number']:.2f}"
-                  f"{', DIVERGED' if r['diverged'] else ''}{', dead' if r['dead'] else ''} "
-                  f"({r['seconds']:.0f} s)",
-                  file=sys.stderr, flush=True)
-            meta = {"commit": version, "date": time.strftime("%Y-%m-%d"), "machine": hardware(),
-                    "minutes": (done.get("minutes", 0) * 60 + time.time() - t0) / 60}
-            cells = {c.key: asdict(c) for c in [*GRIDS[args.grid], *grid]}  # the grid and this call's --steps
-            write_text(path, json.dumps({**meta, "grid": list(cells.values()), "runs": runs}))
+    todo = [(cell, seed, dataset(work, cell.classes, cell.per_class), args.devices)
+            for cell in grid for seed in (range(args.seeds) if args.seeds else cell.seeds)
+            if not any(r["key"] == cell.key and r["seed"] == seed for r in runs)]
+    for cell, r in each_run(todo, args.jobs):
+        runs.append(r)
+        print(f"{cell.name} seed {r['seed']}: peak {r['peak_loss']:.2f} (ln C {math.log(cell.classes):.2f}), "
+              f"final {r['final_loss']:.2f}, ε‖h‖²/C {r['curvature_number']:.2f}"
+              f"{', DIVERGED' if r['diverged'] else ''}{', dead' if r['dead'] else ''} "
+              f"({r['seconds']:.0f} s)",
+              file=sys.stderr, flush=True)
+        meta = {"commit": version, "date": time.strftime("%Y-%m-%d"), "machine": hardware(),
+                "minutes": (done.get("minutes", 0) * 60 + time.time() - t0) / 60}
+        cells = {c.key: asdict(c) for c in [*GRIDS[args.grid], *grid]}  # the grid and this call's --steps
+        write_text(path, json.dumps({**meta, "grid": list(cells.values()), "runs": runs}))
     meta = json.loads(path.read_text())
     summary = summarize(runs, [*GRIDS[args.grid], *(c for c in grid if c not in GRIDS[args.grid])])
     write_text(out / f"{args.grid}.md", markdown(summary, meta, args.grid))

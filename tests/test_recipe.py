@@ -3,6 +3,7 @@
 
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from reproduce.experiments import (
     fc8_input_sq,
     kick_matched_bias,
 )
-from reproduce.stability import RECIPE, RECIPE_SETTINGS, course
+from reproduce.stability import RECIPE, RECIPE_SETTINGS, Cell, course, outcome
 
 from .conftest import ROOT
 
@@ -116,3 +117,30 @@ def test_the_recipe_grid_has_every_candidate_at_both_scales():
     assert set(RECIPE_SETTINGS) == {*STABILITY, ""} - {"velocity-rescale"}
     assert {(c.setting, c.classes) for c in RECIPE} == {(s, n) for s in RECIPE_SETTINGS for n in (10, 100)}
     assert recipe.label("") == "paper (§5's values)"
+
+
+def test_runs_count_for_every_setting_that_trains_the_same_and_carry_over_by_what_they_train(tmp_path):
+    """At batch 128 `per-image-lr-bias0.1` is `bias0.1` (ε × 128/128): one set of runs answers both, once
+    per seed. An earlier study's cell of ε 0.01 and bias 0.1 (no setting's name) trains it too, so its
+    runs carry over; one of another step count or bias does not."""
+    gpu = {"classes": 100, "per_class": 80, "batch": 128, "steps": 124}
+    old = [Cell(**gpu, lr=0.01, bias_init=0.1, dropout=p, pool_kernel=k, seeds=(0,))
+           for p, k in ((0.5, 3), (0.0, 3), (0.5, 2))]
+    other = [Cell(**{**gpu, "steps": 40}, seeds=(0,)), Cell(**gpu, bias_init=0.5, seeds=(0,))]
+    losses = [{"loss": 4.6, "fc8_input_sq": 1.0}] * 124
+    runs = [{"cell": c.name, "seed": 0, "steps": losses[:c.steps], "seconds": 1.0,
+             **outcome(losses[:c.steps], c.classes)} for c in [*old, *other]]
+    study = tmp_path / "fragile.json"
+    study.write_text(json.dumps({"date": "2026-12-03", "runs": runs,
+                                 "grid": [{**asdict(c), "seeds": list(c.seeds)} for c in [*old, *other]]}))
+    filed = recipe.carry_over(study, tmp_path)
+    assert len(filed) == 3 and all("-b128-bias0.1-" in f for f in filed)
+    assert recipe.carry_over(study, tmp_path) == []  # already there
+    stored = json.loads((tmp_path / "recipe.json").read_text())["runs"]
+    assert {r["steps_per_epoch"] for r in stored} == {62} and all(r["epoch_means"] for r in stored)
+    both = [recipe.first_epochs(stored, gpu, s) for s in ("bias0.1", "per-image-lr-bias0.1")]
+    assert [(a["runs"], a["of"]) for a in both] == [(3, 9), (3, 9)]
+    assert both[0]["shared_with"] == [] and both[1]["shared_with"] == ["bias0.1"]
+    assert recipe.first_epochs(stored, gpu, "fc-bias0.1") is None
+    assert recipe.first_epochs(stored, {**gpu, "classes": 10, "per_class": 120, "batch": 32, "steps": 74},
+                               "per-image-lr-bias0.1") is None  # ε × 32/128 at batch 32: not bias0.1

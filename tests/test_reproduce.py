@@ -927,3 +927,20 @@ def test_the_stability_studys_data_and_settings_come_from_their_sources(tmp_path
     cell = st.FRAGILE[0]
     assert (cell.lr, cell.bias_init, cell.batch) == (stable.lr, stable.bias_init, 32)
     assert cell.name == "c10x120-b32-lr0.0025-bias0.1-drop"  # the committed study's name for it
+
+
+@pytest.mark.slow
+def test_the_stability_study_runs_the_same_with_jobs_at_once(tmp_path):
+    """--jobs 2 (two processes, the cores shared out) records the runs one process would: the same
+    cells and seeds, and the same losses up to float32's order of summation."""
+    from reproduce import stability as st
+    cell = next(c for c in st.GRID if c.classes == 10)  # 10 × 40 images, §5's values
+    args = ["--only", cell.name, "--seeds", "2", "--steps", "2", "--work", str(tmp_path)]
+    for jobs in (1, 2):
+        assert st.main([*args, "--jobs", str(jobs), "--out", str(tmp_path / f"jobs{jobs}")]) == 0
+    one, two = ({(r["seed"], r["key"]): [s["loss"] for s in r["steps"]] for r in
+                 json.loads((tmp_path / f"jobs{jobs}" / "stability.json").read_text())["runs"]}
+                for jobs in (1, 2))
+    assert one.keys() == two.keys() and len(one) == 2
+    for k in one:
+        assert two[k] == pytest.approx(one[k], rel=1e-4)
