@@ -480,7 +480,8 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # Under §5's values no-dropout dies at both of these scales (results/synthetic-cpu-full-paper/,
     # results/stability/gpu-nodrop-2epochs/). cpu-full takes the recipe study's choice (reproduce/PAPER.md,
     # "Recipe"): fc6 and fc7's biases kick-matched, the rest §5's. The gpu scale keeps the stability
-    # setting until the candidates are measured there; at batch 128 its ε is the paper's, only biases change.
+    # setting, measured as stable there as the kick-matched bias and faster (results/recipe/criteria.md); at
+    # batch 128 its ε is the paper's, only the biases change.
     Scale("cpu-full", Size(14, 32, stability=SMALL_DATA), Size(14, 32, stability=SMALL_DATA), (10, 120, 20),
           12,
           "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 9 ablations"),

@@ -349,8 +349,9 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", default="cpu",
                     help="the towers' devices: cpu (default), cuda:0 (both on one GPU) or cuda:0,cuda:1")
     ap.add_argument("--jobs", type=int, default=1,
-                    help="runs at once, each in its own process with the cores shared out (CPU only; on 2 "
-                         "cores two single-thread runs take 1.3× as long as one run alone)")
+                    help="runs at once, each in its own process with the cores shared out (CPU only). No "
+                         "faster at batch 128 on 2 cores: two one-thread runs took 1,307–1,341 s, one "
+                         "two-thread run about 600 s")
     args = ap.parse_args(argv)
     if args.jobs > 1 and args.devices != "cpu":
         ap.error("--jobs is for the CPU: runs on a GPU go one at a time")
