@@ -118,15 +118,16 @@ def carry_over(source: Path, out: Path) -> list[str]:
         cell = theirs[filed_under(r, done["grid"])]
         if not r["nonfinite"]:  # as run: a study's --steps went unrecorded before runs had keys
             cell = replace(cell, steps=len(r["steps"]))
-        target = ours.get(cell.trains())
-        if target is None or (cell.trains(), r["seed"]) in have:
+        trained = cell.trains()
+        target = ours.get(trained)
+        if target is None or (trained, r["seed"]) in have:
             continue
         per_epoch = cell.classes * cell.per_class // cell.batch  # the loader drops the last partial batch
         recipe["runs"].append({**r, "key": target.key, "lr": r.get("lr", cell.config(r["seed"]).lr),
                                "steps_per_epoch": per_epoch,
                                "carried_over": f"{source} (run {done['date']} as {cell.name})",
                                **course(r["steps"], cell.classes, per_epoch)})
-        have.add((cell.trains(), r["seed"]))
+        have.add((trained, r["seed"]))
         filed.append(f"{cell.name} seed {r['seed']} → {target.key}")
     if filed:
         write_text(path, json.dumps(recipe))
