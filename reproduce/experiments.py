@@ -213,14 +213,28 @@ CLAIMS: tuple[Claim, ...] = (
 
 def select(names: str | None) -> list[Experiment]:
     """Experiments from a comma-separated list (None: all); unknown names are an error.
-    Ablations bring their short-scale baseline with them."""
+    A run's own name selects that run of its experiment alone (`5cnns-seed1`: one seed, as for
+    Figure 3's spread over seeds; the experiment's evaluation needs all its runs, so it is not made).
+    Ablations bring their short-scale baseline with them; a fine-tuning run, its pre-training."""
     wanted = DEFAULT if not names else tuple(n.strip() for n in names.split(",") if n.strip())
-    unknown = [n for n in wanted if n not in EXPERIMENTS]
+    member = {r.name: e for e in EXPERIMENTS.values() for r in e.runs if r.name not in EXPERIMENTS}
+    unknown = [n for n in wanted if n not in EXPERIMENTS and n not in member]
     if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; choose from {', '.join(EXPERIMENTS)}")
+        raise ValueError(f"unknown experiment(s) {unknown}; choose from {', '.join(EXPERIMENTS)} "
+                         "(or a run of one, e.g. 5cnns-seed1)")
     if any(n in ABLATIONS for n in wanted) and "baseline-short" not in wanted:
         wanted = ("baseline-short", *wanted)
-    return [EXPERIMENTS[n] for n in wanted]
+    chosen: dict[str, set[str]] = {}  # experiment → the names of its selected runs
+    for n in wanted:
+        exp = EXPERIMENTS.get(n) or member[n]
+        chosen.setdefault(exp.name, set()).update({r.name for r in exp.runs} if n in EXPERIMENTS else {n})
+    out = []
+    for name, runs in chosen.items():
+        exp = EXPERIMENTS[name]
+        runs |= {r.init_from for r in exp.runs if r.name in runs and r.init_from}
+        out.append(exp if len(runs) == len(exp.runs) else
+                   replace(exp, runs=tuple(r for r in exp.runs if r.name in runs)))
+    return out
 
 
 PAPER_BATCH = 128  # §5: "a batch size of 128 examples"

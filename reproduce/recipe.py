@@ -197,15 +197,51 @@ def replicates(folder: Path) -> dict:
     return {"folder": str(folder), "n": band["n"], "mean": band["top1"], "sd": band["top1_sd"]}
 
 
+def seeds(setting: str) -> dict | None:
+    """Criterion (c) over seeds: Figure 3's two scores for every run of 1 CNN's configuration kept for a
+    setting at cpu-full (1 CNN, seed 0, and the 5 CNNs' members, seeds 1–5: conv1/<run>.npy, written by
+    run_all), from its main folder and the study's own (`run_all --experiments 5cnns-seed1,...
+    --results results/recipe/cpu-full-SETTING`), with each run's last validation error (1 crop) and
+    first epoch with a training loss ≤ ½·ln C (criterion b), from its log. None: no run kept."""
+    from .experiments import EXPERIMENTS, MAIN, SEED_REPLICATES
+    from .figures import kernel_statistics
+    seed_of = {r.name: r.seed for e in EXPERIMENTS.values() for r in e.runs}
+    half = math.log(RECIPE_SCALES["cpu-full"]["classes"]) / 2
+    found = {}
+    for folder in dict.fromkeys((main_folder(setting), OUT / f"cpu-full-{setting or 'paper'}")):
+        for run in (*MAIN.runs, *SEED_REPLICATES.runs):
+            kept = folder / "conv1" / f"{run}.npy"
+            if run in MAIN.runs and not kept.exists():  # a folder made before every run kept its conv1
+                kept = folder / "figures" / "conv1_kernels.npy"
+            if run in found or not kept.exists():
+                continue
+            stats = kernel_statistics(np.load(kept))
+            low, oriented = float(stats["low_frequency"].mean()), float(stats["orientedness"].mean())
+            log_file = folder / "logs" / f"{run}.jsonl"
+            log = read_steps(log_file) if log_file.exists() else []
+            found[run] = {"seed": seed_of[run], "low_frequency": low, "orientedness": oriented,
+                          "figure3": low >= FIGURE3_TARGET[0] and oriented >= FIGURE3_TARGET[1],
+                          "val_top1": 100 * log[-1]["val_top1"] if log else None,
+                          "epoch_to_half": next((h["epoch"] for h in log if h["train_loss"] <= half), None),
+                          "from": str(kept)}
+    if not found:
+        return None
+    spread = lambda k: (float(np.mean([r[k] for r in found.values()])),  # noqa: E731
+                        float(np.std([r[k] for r in found.values()], ddof=1)) if len(found) > 1 else None)
+    return {"runs": found, "low_frequency": spread("low_frequency"), "orientedness": spread("orientedness"),
+            "met": sum(r["figure3"] for r in found.values())}
+
+
 # Where each setting's 14-epoch 1 CNN at cpu-full lives: the full regeneration under it where one is
 # committed, in the folder run_all's own plan names (results/synthetic-cpu-full for the scale's setting,
-# -paper for §5's, -SETTING for another), else the study's own run_all folder.
+# -paper for §5's, -SETTING for another) once it holds 1 CNN's evaluation (a regeneration stopped at its
+# start leaves the folder and a lock), else the study's own run_all folder.
 def main_folder(setting: str) -> Path:
     from .run_all import ROOT, make_plan, parse_args
     _, args = parse_args(["--scale", "cpu-full", "--stability", setting or "paper"])
     args.results = None  # the committed folder, whatever RESULTS says
     full = make_plan(args).results.relative_to(ROOT)
-    return full if full.exists() else OUT / f"cpu-full-{setting}"
+    return full if (full / "eval" / "1cnn.json").exists() else OUT / f"cpu-full-{setting}"
 
 
 def table(out: Path) -> dict:
@@ -222,6 +258,7 @@ def table(out: Path) -> dict:
         if main:
             main["within_band"] = abs(main["top1_center"] - band["mean"]) <= 2 * band["sd"]
         row["cpu-full main"] = main
+        row["cpu-full seeds"] = seeds(setting)
         rows.append(row)
     result = {"rows": rows, "band": band, "figure3_target": FIGURE3_TARGET, **provenance()}
     write_text(out / "criteria.json", json.dumps(result, indent=1))
@@ -280,6 +317,25 @@ def markdown(result: dict) -> str:
                      f"{'met' if m['figure3'] else 'missed'} | {m['top1_ten']:.1f} | "
                      f"{m['top1_center']:.1f} | "
                      f"{'yes' if m['within_band'] else 'no'} | `{m['folder']}` |")
+    lines += ["", "## `cpu-full`: Figure 3 over seeds (criterion c)", "",
+              "Every kept 14-epoch run of 1 CNN's configuration: seed 0 is 1 CNN (the run Figure 3 draws), "
+              "seeds 1–5 the 5 CNNs' members. Each seed's score, then the mean ± sd; the validation error is "
+              "each run's last epoch's (one centre crop, its log).", "",
+              "| setting | seeds | low-frequency share | orientedness | target met | validation top-1 | "
+              "first epoch with train loss ≤ ½·ln C |", "|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        s = row["cpu-full seeds"]
+        if s is None:
+            lines.append(f"| {label(row['setting'])} | none kept | | | | | |")
+            continue
+        runs = sorted(s["runs"].values(), key=lambda r: r["seed"])
+        each = lambda k, spec: ", ".join(_fmt(r[k], spec) for r in runs)  # noqa: E731
+        spread = lambda k: "" if s[k][1] is None else f" ({s[k][0]:.2f} ± {s[k][1]:.2f})"  # noqa: E731
+        lines.append(f"| {label(row['setting'])} | {', '.join(str(r['seed']) for r in runs)} | "
+                     f"{each('low_frequency', '.2f')}{spread('low_frequency')} | "
+                     f"{each('orientedness', '.2f')}{spread('orientedness')} | "
+                     f"{s['met']} of {len(runs)} | "
+                     f"{each('val_top1', '.1f')} | {each('epoch_to_half', 'd')} |")
     said = "; ".join(f"`{label(r['setting'])}`: {r['changes']}" for r in result["rows"])
     lines += ["", f"Settings: {said}",
               ""]

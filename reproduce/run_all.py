@@ -110,7 +110,8 @@ def parse_args(argv=None):
                     help="CIFAR-10 folder (torchvision's python format: cifar-10-batches-py inside) for "
                          "Figure 1; default: the dataset's training images shrunk to 32×32 (at most 50,000)")
     ap.add_argument("--experiments", default=env("EXPERIMENTS"),
-                    help=f"comma-separated, default all: {', '.join(EXPERIMENTS)}")
+                    help=f"comma-separated, default all: {', '.join(EXPERIMENTS)}; a run's own name "
+                         "trains that run alone (5cnns-seed1: one seed)")
     ap.add_argument("--epochs", type=int, default=int(env("EPOCHS")) if env("EPOCHS") else None,
                     help="override every run's epochs")
     ap.add_argument("-b", "--batch-size", type=int,

@@ -144,3 +144,33 @@ def test_runs_count_for_every_setting_that_trains_the_same_and_carry_over_by_wha
     assert recipe.first_epochs(stored, gpu, "fc-bias0.1") is None
     assert recipe.first_epochs(stored, {**gpu, "classes": 10, "per_class": 120, "batch": 32, "steps": 74},
                                "per-image-lr-bias0.1") is None  # ε × 32/128 at batch 32: not bias0.1
+
+
+def test_figure3_over_seeds_reads_every_kept_run_of_1cnns_configuration(tmp_path, monkeypatch):
+    """Criterion (c) over seeds: 1 CNN (seed 0; from Figure 3's own file in a folder made before runs
+    kept their conv1) and the 5 CNNs' members, from the setting's main folder and the study's own; a
+    grating meets Figure 3's target, white noise does not."""
+    import numpy as np
+
+    from reproduce.figures import kernel_statistics, write_npy
+    y, x = np.mgrid[0:11, 0:11]
+    grating = np.broadcast_to(np.cos(2 * np.pi * (x + 0.3 * y) / 8), (48, 3, 11, 11)).astype(np.float32)
+    noise = np.random.default_rng(0).standard_normal((48, 3, 11, 11)).astype(np.float32)
+    main, own = tmp_path / "main", tmp_path / "recipe" / "cpu-full-bias0.1"
+    for folder in (main / "figures", own / "conv1", own / "logs"):
+        folder.mkdir(parents=True)
+    write_npy(main / "figures" / "conv1_kernels.npy", grating)
+    write_npy(own / "conv1" / "5cnns-seed2.npy", noise)
+    write_npy(own / "conv1" / "5cnns-seed1.npy", grating)
+    epochs = [{"epoch": 1, "train_loss": 2.3, "val_top1": 0.5},
+              {"epoch": 2, "train_loss": 1.1, "val_top1": 0.125}]
+    (own / "logs" / "5cnns-seed1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    monkeypatch.setattr(recipe, "main_folder", lambda setting: main if setting == "bias0.1" else tmp_path)
+    monkeypatch.setattr(recipe, "OUT", tmp_path / "recipe")
+    s = recipe.seeds("bias0.1")
+    assert [(r["seed"], r["figure3"], r["val_top1"], r["epoch_to_half"]) for r in s["runs"].values()] == [
+        (0, True, None, None), (1, True, 12.5, 2), (2, False, None, None)]  # ½·ln 10 = 1.15
+    assert s["met"] == 2 and s["low_frequency"][1] > 0.1
+    noise_score = kernel_statistics(noise)["orientedness"].mean()
+    assert s["runs"]["5cnns-seed2"]["orientedness"] == pytest.approx(noise_score)
+    assert recipe.seeds("fc-bias0.1") is None  # nothing kept for it

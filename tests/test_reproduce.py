@@ -52,6 +52,12 @@ def test_registry_has_every_row_and_ablation():
     assert EXPERIMENTS["cuda-convnet"].runs[0].profile == "cuda-convnet"
     assert EXPERIMENTS["1cnn-star"].runs[0].overrides == {"extra_conv6": True}
     assert [e.name for e in select("no-lrn")] == ["baseline-short", "no-lrn"]
+    # a run's own name: that run alone (a fine-tuning run brings its pre-training); the whole wins
+    assert [(e.name, [r.name for r in e.runs]) for e in select("5cnns-seed3,1cnn,5cnns-seed1")] == [
+        ("5cnns", ["5cnns-seed1", "5cnns-seed3"]), ("1cnn", ["1cnn"])]
+    assert [r.name for r in select("1cnn-star-seed1")[0].runs] == ["1cnn-star-pretrain-seed1",
+                                                                   "1cnn-star-seed1"]
+    assert select("5cnns-seed2,5cnns")[0] is EXPERIMENTS["5cnns"]
     with pytest.raises(ValueError, match="unknown experiment"):
         select("1cnn,alexnet-v2")
 
