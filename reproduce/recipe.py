@@ -5,6 +5,7 @@ fast, with Figure 3's structure and a good final error, measured on the same run
     python -m reproduce.stability --grid recipe --out results/recipe   # (a), (b): two epochs each
     bash reproduce/run_all.sh --scale cpu-full --stability SETTING --experiments 1cnn \\
         --results results/recipe/cpu-full-SETTING                       # (c), (d): 1 CNN, 14 epochs
+    (... --experiments 1cnn,5cnns for (c) over six seeds)
     python -m reproduce.recipe table                    # results/recipe/criteria.md and .json
     python -m reproduce.recipe after-division RUN_DIR   # the epoch after ε ÷ 10, three ways
 
@@ -17,6 +18,7 @@ The four criteria of a candidate at a scale:
     runs that got there, and how many did), and the second epoch's mean loss;
 (c) Figure 3: conv1's low-frequency share and orientedness (reproduce/figures.py's conv1_kernels.json)
     for 1 CNN after its 14 epochs; the target is the §5 run's structure at the same scale (≥ 0.5, ≥ 0.40);
+    and over seeds, every kept run of 1 CNN's configuration (the 5 CNNs' members: seeds);
 (d) final top-1: 1 CNN's (10 patches, and the centre patch) against the seed replicates' spread.
 """
 

@@ -4,11 +4,13 @@
 # slow; run them by hand with: bash tests/run.sh -m slow
 # Two pytest processes (pytest-xdist): most tests wait on one-thread training
 # subprocesses, so two share the 2 cores of CI (measured: 297 s against 382 s
-# in one process). Another -n in the arguments wins; -n 0 runs in one process.
+# in one process). --dist worksteal: a worker that runs out takes queued tests from the
+# other, so the suite does not end on one long test's queue. Another -n in the arguments
+# wins; -n 0 runs in one process.
 set -euo pipefail
 export ALEXNET_TESTS=1  # tools/env.sh: pytest and the test extra are needed too
 source "$(dirname "$0")/../tools/env.sh"
 cd "$ROOT"
 "$PY" -m ruff check --quiet .  # the style pyproject.toml sets ([tool.ruff]); a finding fails the suite
 if [ "$#" -eq 0 ]; then set -- -m "not slow"; fi
-exec "$PY" -m pytest -q -n 2 "$@"
+exec "$PY" -m pytest -q -n 2 --dist worksteal "$@"

@@ -11,7 +11,7 @@ from alexnet.data.cache import Cache
 from alexnet.diagnostics import StepLog, read_steps
 from alexnet.train import main as train_main
 from tests.conftest import train_argv
-from tools.replay import replay
+from tools.replay import replay, verdict
 
 
 @pytest.fixture(scope="module")
@@ -55,24 +55,32 @@ def test_replay_retraces_the_run_and_finds_the_dynamics(diverged):
 
 def test_replay_crosses_epochs_with_the_runs_options_and_says_not_reproduced(tiny_cache, tmp_path):
     """A run of two epochs of 2 batches (its own --train-batches), checkpointed only at its end:
-    a step of epoch 2 is replayed from the initial weights across the epoch boundary and gives the
+    step 3, in epoch 2, is replayed from the initial weights across the epoch boundary and gives the
     logged losses bit for bit (before: 'a replay stays within one epoch', and the options were the
-    defaults). Then a loss that went non-finite in the run but not in either replay (what a
-    corrupted input or a race would leave; the record written by hand): the verdict says so."""
+    defaults). The run's loss there went non-finite (the record written by hand: what a corrupted
+    input or a race would leave) but neither replay's did: the verdict says not reproduced."""
     run_dir = tmp_path / "run"
     assert train_main(train_argv(tiny_cache, run_dir, "--epochs", "2", "--train-batches", "2",
                                  "--checkpoint-epochs", "2", "--log-steps")) == 0
+    (run_dir / "nonfinite.json").write_text(json.dumps({"step": 3, "loss": "nan"}))
     report = replay(run_dir, 3, out=io.StringIO())
     assert report["start"] is None and [r["epoch"] for r in report["losses"]] == [1, 1, 2]
     logged = [s["loss"] for s in read_steps(run_dir / "steps.jsonl")]
     assert [r["run"] for r in report["losses"]] == logged[:3]
-    assert report["verdict"].startswith("finite")
-    (run_dir / "nonfinite.json").write_text(json.dumps({"step": 4, "loss": "nan"}))
-    report = replay(run_dir, 4, out=io.StringIO())
-    assert [r["step"] for r in report["losses"]] == [1, 2, 3, 4]
     assert report["verdict"].startswith("not reproduced")
     steps = sorted(torch.load(p, weights_only=True)["step"] for p in run_dir.glob("ckpt-*.pt"))
-    assert steps == [4]  # the replays wrote no checkpoint into the run
+    assert steps == [4]  # the replay wrote no checkpoint into the run
+
+
+def test_the_replay_verdict_reads_the_run_and_both_replays():
+    """tools.replay.verdict's cases, from the three losses at the step (10 classes: 2·ln C = 4.6)."""
+    nan = float("nan")
+    assert verdict(2.0, 2.0, 2.0, 10).startswith("finite") and "diverging" not in verdict(2.0, 2.0, 2.0, 10)
+    assert "diverging" in verdict(2.0, 2.0, 9.0, 10)
+    assert verdict(nan, 2.0, 2.0, 10).startswith("not reproduced")
+    assert verdict(nan, nan, nan, 10).startswith("dynamics:")
+    assert verdict(nan, nan, 2.0, 10).startswith("arithmetic")
+    assert verdict(2.0, 2.0, nan, 10).startswith("dynamics, at the edge")
 
 
 def test_step_log_keeps_the_lines_up_to_the_resumed_step(tmp_path):
