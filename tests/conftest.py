@@ -24,6 +24,13 @@ from alexnet.data.synthetic import write_synthetic_ilsvrc
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(classes=4, train_per_class=12, val_per_class=4, seed=7)
 os.environ.setdefault("ALEXNET_PLAN_SECONDS", "1")  # run_all's rate measurement when no benchmark fits: short
+# Under pytest-xdist each worker takes its share of the cores (2 workers on 2 cores: one thread each), in
+# process and in the processes it starts: torch's default of a thread per core in every worker
+# oversubscribes the cores.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: one thread each, the suite runs on 2 cores
 # The suite's tmp folders peak at 2.2 GiB per pytest process (measured; a passed test's folder is
 # removed at once, pyproject.toml), most of it full-size checkpoints of 435 MiB: say so before any
