@@ -5,7 +5,8 @@
 # Two pytest processes (pytest-xdist): most tests wait on one-thread training
 # subprocesses, so two share the 2 cores of CI (measured: 297 s against 382 s
 # in one process). --dist worksteal: a worker that runs out takes queued tests from the
-# other, so the suite does not end on one long test's queue. Another -n in the arguments
+# other (no faster than --dist load on its own: 345 against 338 s; the gain came from one
+# thread per worker, tests/conftest.py: 276 s, 2026-12-04). Another -n in the arguments
 # wins; -n 0 runs in one process.
 set -euo pipefail
 export ALEXNET_TESTS=1  # tools/env.sh: pytest and the test extra are needed too
