@@ -272,6 +272,17 @@ def _fmt(x, spec=".2f", none="—"):
     return none if x is None else format(x, spec)
 
 
+def _table(result: dict, key: str, missing: str, cells, columns: list[str]) -> list[str]:
+    """A markdown table of one entry of every setting's row: a line per setting (`missing` where it has
+    none), `cells` giving the columns after the setting's."""
+    lines = ["| setting | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in result["rows"]:
+        got = row[key]
+        rest = [missing] + [""] * (len(columns) - 1) if got is None else cells(got)
+        lines.append(f"| {label(row['setting'])} | " + " | ".join(rest) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     band = result["band"]
     lines = ["# The recipe study: candidates × the four criteria", "",
@@ -305,39 +316,33 @@ def markdown(result: dict) -> str:
               f"`{band['folder']}`), "
               "centre patch, "
               f"{band['mean']:.1f} ± {band['sd']:.1f}; "
-              "within it: at most 2 sd from their mean.", "",
-              "| setting | first epoch with train loss ≤ ½·ln C | last epoch's train loss | "
-              "low-frequency share | orientedness | Figure 3 target | top-1, 10 patches | "
-              "top-1, centre | within the spread | from |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in result["rows"]:
-        m = row["cpu-full main"]
-        if m is None:
-            lines.append(f"| {label(row['setting'])} | not run | | | | | | | | |")
-            continue
-        lines.append(f"| {label(row['setting'])} | {_fmt(m['epoch_to_half'], 'd')} | "
-                     f"{m['final_train_loss']:.3f} | {m['low_frequency']:.2f} | {m['orientedness']:.2f} | "
-                     f"{'met' if m['figure3'] else 'missed'} | {m['top1_ten']:.1f} | "
-                     f"{m['top1_center']:.1f} | "
-                     f"{'yes' if m['within_band'] else 'no'} | `{m['folder']}` |")
-    lines += ["", "## `cpu-full`: Figure 3 over seeds (criterion c)", "",
-              "Every kept 14-epoch run of 1 CNN's configuration: seed 0 is 1 CNN (the run Figure 3 draws), "
-              "seeds 1–5 the 5 CNNs' members. Each seed's score, then the mean ± sd; the validation error is "
-              "each run's last epoch's (one centre crop, its log).", "",
-              "| setting | seeds | low-frequency share | orientedness | target met | validation top-1 | "
-              "first epoch with train loss ≤ ½·ln C |", "|---|---|---|---|---|---|---|"]
-    for row in result["rows"]:
-        s = row["cpu-full seeds"]
-        if s is None:
-            lines.append(f"| {label(row['setting'])} | none kept | | | | | |")
-            continue
+              "within it: at most 2 sd from their mean.", ""]
+
+    def main_cells(m):
+        return [_fmt(m["epoch_to_half"], "d"), f"{m['final_train_loss']:.3f}", f"{m['low_frequency']:.2f}",
+                f"{m['orientedness']:.2f}", "met" if m["figure3"] else "missed", f"{m['top1_ten']:.1f}",
+                f"{m['top1_center']:.1f}", "yes" if m["within_band"] else "no", f"`{m['folder']}`"]
+
+    def seed_cells(s):
         runs = sorted(s["runs"].values(), key=lambda r: r["seed"])
         each = lambda k, spec: ", ".join(_fmt(r[k], spec) for r in runs)  # noqa: E731
         spread = lambda k: "" if s[k][1] is None else f" ({s[k][0]:.2f} ± {s[k][1]:.2f})"  # noqa: E731
-        lines.append(f"| {label(row['setting'])} | {', '.join(str(r['seed']) for r in runs)} | "
-                     f"{each('low_frequency', '.2f')}{spread('low_frequency')} | "
-                     f"{each('orientedness', '.2f')}{spread('orientedness')} | "
-                     f"{s['met']} of {len(runs)} | "
-                     f"{each('val_top1', '.1f')} | {each('epoch_to_half', 'd')} |")
+        return [", ".join(str(r["seed"]) for r in runs),
+                each("low_frequency", ".2f") + spread("low_frequency"),
+                each("orientedness", ".2f") + spread("orientedness"), f"{s['met']} of {len(runs)}",
+                each("val_top1", ".1f"), each("epoch_to_half", "d")]
+
+    lines += _table(result, "cpu-full main", "not run", main_cells,
+                    ["first epoch with train loss ≤ ½·ln C", "last epoch's train loss", "low-frequency share",
+                     "orientedness", "Figure 3 target", "top-1, 10 patches", "top-1, centre",
+                     "within the spread", "from"])
+    lines += ["", "## `cpu-full`: Figure 3 over seeds (criterion c)", "",
+              "Every kept 14-epoch run of 1 CNN's configuration: seed 0 is 1 CNN (the run Figure 3 draws), "
+              "seeds 1–5 the 5 CNNs' members. Each seed's score, then the mean ± sd; the validation error is "
+              "each run's last epoch's (one centre crop, its log).", ""]
+    lines += _table(result, "cpu-full seeds", "none kept", seed_cells,
+                    ["seeds", "low-frequency share", "orientedness", "target met", "validation top-1",
+                     "first epoch with train loss ≤ ½·ln C"])
     said = "; ".join(f"`{label(r['setting'])}`: {r['changes']}" for r in result["rows"])
     lines += ["", f"Settings: {said}",
               ""]
