@@ -172,6 +172,16 @@ def first_epochs(runs: list[dict], scale: dict, setting: str) -> dict | None:
             "seconds": sum(r["seconds"] for r in mine), "shared_with": shared}
 
 
+def epoch_to_half(log: list[dict], classes: int) -> int | None:
+    """Criterion (b) of a 14-epoch run: its first epoch whose training loss is at most ½·ln C."""
+    return next((h["epoch"] for h in log if h["train_loss"] <= math.log(classes) / 2), None)
+
+
+def meets_figure3(low: float, oriented: float) -> bool:
+    """Criterion (c): conv1's low-frequency share and orientedness both at Figure 3's target."""
+    return low >= FIGURE3_TARGET[0] and oriented >= FIGURE3_TARGET[1]
+
+
 def main_run(folder: Path) -> dict | None:
     """Criteria (c) and (d) from a run_all results folder holding 1 CNN (None: not there)."""
     kernels, evaluation = folder / "figures" / "conv1_kernels.json", folder / "eval" / "1cnn.json"
@@ -180,12 +190,10 @@ def main_run(folder: Path) -> dict | None:
     k, e = json.loads(kernels.read_text()), json.loads(evaluation.read_text())
     final = k["all"]["final"]
     log = read_steps(folder / "logs" / "1cnn.jsonl")
-    half = math.log(e["classes"]) / 2
-    learned = next((h["epoch"] for h in log if h["train_loss"] <= half), None)
     low, oriented = final["low_frequency"], final["orientedness"]
     return {"folder": str(folder), "low_frequency": low, "orientedness": oriented,
-            "figure3": low >= FIGURE3_TARGET[0] and oriented >= FIGURE3_TARGET[1],
-            "epoch_to_half": learned, "final_train_loss": log[-1]["train_loss"],
+            "figure3": meets_figure3(low, oriented),
+            "epoch_to_half": epoch_to_half(log, e["classes"]), "final_train_loss": log[-1]["train_loss"],
             "top1_ten": 100 * e["ensemble"]["ten"]["top1"],
             "top1_center": 100 * e["ensemble"]["center"]["top1"],
             "stability": e["checkpoints"][0]["config"].get("stability")}
@@ -208,7 +216,6 @@ def seeds(setting: str) -> dict | None:
     from .experiments import EXPERIMENTS, MAIN, SEED_REPLICATES
     from .figures import kernel_statistics
     seed_of = {r.name: r.seed for e in EXPERIMENTS.values() for r in e.runs}
-    half = math.log(RECIPE_SCALES["cpu-full"]["classes"]) / 2
     found = {}
     for folder in dict.fromkeys((main_folder(setting), OUT / f"cpu-full-{setting or 'paper'}")):
         for run in (*MAIN.runs, *SEED_REPLICATES.runs):
@@ -222,9 +229,9 @@ def seeds(setting: str) -> dict | None:
             log_file = folder / "logs" / f"{run}.jsonl"
             log = read_steps(log_file) if log_file.exists() else []
             found[run] = {"seed": seed_of[run], "low_frequency": low, "orientedness": oriented,
-                          "figure3": low >= FIGURE3_TARGET[0] and oriented >= FIGURE3_TARGET[1],
+                          "figure3": meets_figure3(low, oriented),
                           "val_top1": 100 * log[-1]["val_top1"] if log else None,
-                          "epoch_to_half": next((h["epoch"] for h in log if h["train_loss"] <= half), None),
+                          "epoch_to_half": epoch_to_half(log, RECIPE_SCALES["cpu-full"]["classes"]),
                           "from": str(kept)}
     if not found:
         return None
