@@ -61,14 +61,49 @@ class Dist:
         return self.world_size > 1
 
 
+TORCHRUN_SLURM = ("srun --ntasks-per-node 1 torchrun --nnodes $SLURM_NNODES --nproc_per_node N "
+                  "--rdzv-backend c10d --rdzv-endpoint HEAD:29400 --rdzv-id $SLURM_JOB_ID "
+                  "-m alexnet.train ... "
+                  "(one task per node, N = the node's GPUs / 2; README, \"On SLURM\")")
+
+
+def launch_problem(env, use_cuda: bool) -> str | None:
+    """Why a launch cannot place its ranks right, with the command that can; None when it can.
+    This code takes its ranks and GPUs from torchrun (RANK, LOCAL_RANK, LOCAL_WORLD_SIZE). Under
+    SLURM the supported launch is one srun task per node running torchrun, which starts the node's
+    processes: srun's own tasks carry no torchrun variables, and several tasks on one node would each
+    take GPUs 0 and 1 unless SLURM gives every task its own (--gpus-per-task=2)."""
+    world = int(env.get("WORLD_SIZE", "1"))
+    tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
+    if world == 1 and tasks > 1 and "SLURM_PROCID" in env:
+        return (f"srun started {tasks} copies of this command, and each would train alone on the same "
+                f"--run-dir; run one task per node that runs torchrun: {TORCHRUN_SLURM}")
+    if world > 1 and not ("LOCAL_RANK" in env and "LOCAL_WORLD_SIZE" in env):
+        return (f"WORLD_SIZE={world} without LOCAL_RANK and LOCAL_WORLD_SIZE: launched by hand or by srun "
+                "alone, this process cannot tell which GPUs are its own; launch it with torchrun, which "
+                f"sets them: {TORCHRUN_SLURM}")
+    per_node = [int(n) for n in re.findall(r"(\d+)(?:\(x\d+\))?", env.get("SLURM_STEP_TASKS_PER_NODE", ""))]
+    if world > 1 and use_cuda and max(per_node, default=1) > 1 and "CUDA_VISIBLE_DEVICES" not in env:
+        return (f"srun started {max(per_node)} tasks on a node, each seeing all its GPUs: their torchrun "
+                f"processes would share GPUs 0, 1, ...; run one task per node ({TORCHRUN_SLURM}), or "
+                "give each task its own GPUs with --gpus-per-task=2")
+    return None
+
+
 def init(devices_arg: str | None = None) -> tuple[Dist, tuple[torch.device, torch.device]]:
-    """Join the process group when launched by torchrun; pick this rank's devices."""
+    """Join the process group when launched by torchrun; pick this rank's devices. Raises
+    ValueError, before joining, for a launch whose ranks would land on the wrong GPUs."""
+    use_cuda = torch.cuda.is_available() and devices_arg != "cpu"
+    problem = launch_problem(os.environ, use_cuda)
+    if problem:
+        raise ValueError(problem)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist(), resolve_devices(devices_arg)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    use_cuda = torch.cuda.is_available() and devices_arg != "cpu"
+    rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    local_world = int(os.environ["LOCAL_WORLD_SIZE"])
+    if use_cuda:  # a failed collective aborts NCCL's communicator, not the process: see check_peers
+        os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = NCCL_CLEAN_UP_ONLY
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     if devices_arg and devices_arg != "cpu":
         raise ValueError("--devices is chosen per rank under torchrun (GPUs 2r, 2r+1); leave it out")
@@ -135,8 +170,43 @@ def all_sum(values: list[float], device) -> list[float]:
 # once). The longest legitimate wait is rank 0 writing a checkpoint (435 MB; on network storage up to
 # a minute) while the others wait in the next step's all-reduce: ten minutes leaves room for that.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
-_LOST = re.compile(r"Connection closed by peer|Connection reset by peer|Socket closed|[Tt]imed out waiting")
+# A collective that failed because a peer is gone, as each backend says it: gloo's closed or reset
+# connection and its timeout; NCCL's remote error (a peer's process exited, or the network failed), its
+# watchdog's timeout, and a communicator the watchdog aborted after either (libtorch_cuda.so's texts).
+_LOST = re.compile(r"Connection closed by peer|Connection reset by peer|Socket closed|[Tt]imed out waiting"
+                   r"|ncclRemoteError|remote process exiting|Watchdog caught collective operation timeout"
+                   r"|NCCL communicator was aborted")
 _PEER = re.compile(r"\[([0-9a-fA-F.:]+)\]:(\d+)")  # gloo's "[127.0.0.1]:8108"
+# TORCH_NCCL_ASYNC_ERROR_HANDLING's CleanUpOnly. torchrun sets 1 (TearDown) for its workers: NCCL's
+# watchdog then kills the process with SIGABRT when a collective fails or times out, before Python can
+# say which rank is gone or exit 5. With 2 it aborts the communicator only, NCCL's kernels return, and
+# check_peers turns its error into RankLost.
+NCCL_CLEAN_UP_ONLY = "2"
+
+
+class RankLost(RuntimeError):
+    """NCCL's watchdog found a collective failed (a peer gone, or the collective timeout passed)."""
+
+
+def _nccl_backend():
+    """The default process group's NCCL backend, or None (gloo, or no process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_backend() != "nccl":
+        return None
+    return dist.distributed_c10d._get_default_group()._get_backend(torch.device("cuda"))
+
+
+def check_peers() -> None:
+    """Raise RankLost when NCCL's watchdog has seen a collective fail (engine: every step, before its
+    numbers are read, so an aborted all-reduce's numbers are never taken for the run's). gloo raises
+    in the collective itself, and then lost_rank reads its message."""
+    backend = _nccl_backend()
+    if backend is None:
+        return
+    error = backend.get_error()
+    if error.name != "SUCCESS":
+        raise RankLost(f"NCCL communicator was aborted: the watchdog reports {error.name} ("
+                       "ncclRemoteError: a peer's process exited or the network failed; TIMEOUT: no peer "
+                       f"answered within {COLLECTIVE_TIMEOUT})")
 
 
 def lost_rank(error: BaseException, d: Dist) -> str | None:

@@ -303,6 +303,7 @@ class Trainer:
         self.last_save = time.time()  # the last checkpoint's time (or the start's): checkpoint_minutes
         self.stop_signal: int | None = None  # this process's SIGINT/SIGTERM
         self.stop_agreed = False  # several processes: some rank had a signal, known to all at the same step
+        self.overdue_agreed = False  # several processes: rank 0's checkpoint is overdue, known likewise
         self.trained_longer: dict | None = None  # set by resume() for a finished run given more epochs
         self.tb = None
         if opts.tensorboard and self.dist.main:
@@ -459,11 +460,26 @@ class Trainer:
             write_text(self.run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
         if weights:
             self.last_save = time.time()
+            self.overdue_agreed = False
 
     # ---- loop ----
     def checkpoint_overdue(self) -> bool:
         """--checkpoint-minutes have passed since the last checkpoint (or the start)."""
         return time.time() - self.last_save > 60 * self.opts.checkpoint_minutes
+
+    def overdue(self) -> bool:
+        """A checkpoint is overdue: by this process's clock, or under torchrun by rank 0's as every rank
+        read it (flags)."""
+        return self.overdue_agreed if self.dist.active else self.checkpoint_overdue()
+
+    def flags(self) -> list[float]:
+        """Under torchrun, what each step's all-reduced numbers carry besides the loss and errors:
+        whether this rank had a signal (summed: any rank's), and whether a checkpoint is overdue by
+        rank 0's clock (the one that writes it). Every rank reads them at the same step, so none
+        stops, saves or raises on a non-finite loss a step before the others and leaves them waiting
+        in a collective (each rank's own clock used to decide `due`, and with --log-steps rank 0 read
+        each step at once, the others a step later)."""
+        return [float(self.stop_signal is not None), float(self.dist.main and self.checkpoint_overdue())]
 
     def max_steps_reached(self) -> bool:
         return bool(self.opts.max_steps) and self.step >= self.opts.max_steps
@@ -505,15 +521,16 @@ class Trainer:
             "devices": [str(d) for d in self.devices], "mode": self.speed.label,
             "code_version": checkpoint.code_version()}, indent=1))
 
-    def warm_up(self) -> None:
-        """This step's ε under `lr_warmup_epochs` (a function of the step: resumed or not); §5: nothing."""
+    def warm_up(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """This step's ε under `lr_warmup_epochs` (a function of the step: resumed or not); §5: nothing.
+        `optimizer`: another than the run's, set as the run's is (tools.replay's float64 twin)."""
         if self.cfg.lr_warmup_epochs:
             factor = warmup(self.cfg, self.step, len(self.train_loader))
-            apply(self.schedule, self.opt, self.cfg, self.epoch, factor)
+            apply(self.schedule, optimizer or self.opt, self.cfg, self.epoch, factor)
 
     def log_step(self, stats: torch.Tensor, batch: int) -> None:
         """One line of steps.jsonl (--log-steps): read now, so on a GPU the host waits for this step."""
-        loss_sum, _, _, n = stats.tolist()
+        loss_sum, _, _, n = stats[:4].tolist()  # under torchrun the flags follow (train_one_epoch)
         self.step_log.write({"step": self.step, "epoch": self.epoch + 1, "batch": batch, "loss": loss_sum / n,
                              "lr": next(g["lr"] for g in self.opt.param_groups if g["name"] == "weight"),
                              **self.probe.row()})
@@ -536,8 +553,11 @@ class Trainer:
             nonlocal pending
             if pending is None:
                 return
-            loss_sum, wrong1, wrong5, n, *stop = pending.read()
-            self.stop_agreed |= bool(stop and stop[0] > 0)
+            distributed.check_peers()  # NCCL: a failed all-reduce's numbers are not the run's
+            loss_sum, wrong1, wrong5, n, *flags = pending.read()
+            if flags:  # under torchrun: any rank's signal, rank 0's clock (see `flags` below)
+                self.stop_agreed |= flags[0] > 0
+                self.overdue_agreed |= flags[1] > 0
             if not math.isfinite(loss_sum):
                 self.record_nonfinite(pending, loss_sum / n)
                 before = ", ".join(f"{s} {v:.3f}" for s, v in recent) or "none in this epoch"
@@ -562,15 +582,16 @@ class Trainer:
                 torch.manual_seed(seed_of(cfg.seed, DROPOUT_STREAM, self.dist.rank, self.step))
             self.warm_up()
             stats = train_step(self.forward, self.opt, x, y, self.speed)
-            if self.dist.active:  # and this rank's stop flag, summed with the numbers
-                stats = torch.cat([stats, stats.new_tensor([float(self.stop_signal is not None)])])
+            if self.dist.active:  # the flags every rank decides on, summed with the numbers
+                stats = torch.cat([stats, stats.new_tensor(self.flags())])
             stats = distributed.sum_over_ranks(stats, self.devices[0])
             self.step += 1
             batch = (loader.position or len(loader)) - 1  # the loader has moved past it
             settle()  # the previous step's numbers, while this one runs
             pending, pending_x = _StepStats(stats, self.step, batch, loader.batch_indices(batch)[0]), x
-            if self.step_log is not None:  # read now: a non-finite step stops the run before the next
-                self.log_step(stats, batch)
+            if opts.log_steps:  # read now, on every rank: a non-finite step stops the run before the next
+                if self.step_log is not None:
+                    self.log_step(stats, batch)
                 settle()
             bar.update()
             printing = opts.print_freq and self.dist.main and not sys.stderr.isatty()
@@ -579,9 +600,11 @@ class Trainer:
                       f"{loader.position or len(loader)}/{len(loader)} step {self.step}: train loss "
                       f"{m['loss'] / max(m['n'], 1):.4f} err {m['wrong1'] / max(m['n'], 1):.4f} (this epoch, "
                       "to the step before)", file=sys.stderr, flush=True)
+            # Both decided from numbers every rank has read at the same step (settle), never from one
+            # rank's own clock or signal: the ranks then read, save and stop at the same step.
             due = ((opts.checkpoint_steps and self.step % opts.checkpoint_steps == 0)
-                   or self.checkpoint_overdue())
-            stop = self.should_stop()  # decided before this step's numbers are read: the same on every rank
+                   or self.overdue())
+            stop = self.should_stop()
             if stop or due:
                 settle()
                 m["seconds"] += time.perf_counter() - t0
@@ -637,7 +660,7 @@ class Trainer:
             self.meters = self._new_meters()
             self.save(weights=self.epoch % self.opts.checkpoint_epochs == 0 or self.epoch == cfg.epochs
                       or self.stop_requested() or self.max_steps_reached()
-                      or self.checkpoint_overdue())
+                      or self.overdue())
             if self.stop_requested():
                 return EXIT_INTERRUPTED
         return 0
@@ -682,6 +705,8 @@ def fit(cfg: AlexNetConfig, opts: TrainOptions, cache: Cache | None = None,
         with _stop_on_signals(trainer):
             try:
                 code = trainer.run()
+            except ValueError as e:  # a fault in this code, not in the options (checked above): no exit 2
+                raise RuntimeError(f"training failed at step {trainer.step}: {e!r}") from e
             except NonFiniteLoss as e:
                 where = trainer.last_ckpt or "none yet (the run diverged before its first checkpoint)"
                 raise NonFiniteLoss(f"{e}; stopped. Last good checkpoint: {where}. The batch is recorded in "

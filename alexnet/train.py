@@ -193,6 +193,18 @@ def options_from_args(ap: argparse.ArgumentParser, args, devices) -> TrainOption
     return dataclasses.replace(base, devices=devices, **given)
 
 
+def resume_from(run_dir) -> str:
+    """What running the job again does, after a rank was lost: which checkpoint it resumes from."""
+    found = checkpoint.files(run_dir)
+    if not found:
+        return (f"{run_dir} has no checkpoint yet: running every node's command again starts the run "
+                "from its beginning")
+    newest = max(found, key=checkpoint.step_of)
+    return (f"The newest checkpoint, {newest} (step {checkpoint.step_of(newest)}), is whole (rank 0 writes "
+            "it, atomically): run every node's command again to resume from it, or give torchrun "
+            "--max-restarts N to do so by itself")
+
+
 def main(argv=None) -> int:
     ap, args = parse_args(argv)
     dist = distributed.Dist()  # one process until init says otherwise
@@ -217,9 +229,7 @@ def main(argv=None) -> int:
         if who is None:
             raise
         print(f"error: rank {dist.rank}: {who} is gone (its process killed, or its node lost): "
-              f"{str(e).splitlines()[0][:300]}. The newest checkpoint in {args.run_dir} is whole (rank 0 "
-              "writes it, atomically): run every node's command again to resume from it, or give torchrun "
-              "--max-restarts N to do so by itself", file=sys.stderr)
+              f"{str(e).splitlines()[0][:300]}. {resume_from(args.run_dir)}", file=sys.stderr)
         return EXIT_RANK_LOST
     finally:
         distributed.shutdown()

@@ -232,15 +232,15 @@ class Plan:
         return tables.stopped_runs(self.results, self.override.stability)
 
     def record_stopped(self, name: str, why: str | None) -> None:
-        """Record (or, with None, clear) a run's stop, under every name sharing its directory, with
-        the stability setting it trained under."""
+        """Record (or, with None, clear) a run's stop under this plan's stability setting, under every
+        name sharing its directory; another setting's records in the same folder stay as they are."""
         before = tables.stopped_records(self.results)
-        stopped = dict(before)
-        for n in [name] + [sharer for sharer, owner in self.shared().items() if owner == name]:
-            if why is None:
-                stopped.pop(n, None)
-            else:
-                stopped[n] = {"why": why, "stability": self.override.stability}
+        names = {name} | {sharer for sharer, owner in self.shared().items() if owner == name}
+        mine = self.override.stability
+        stopped = [r for r in before if not (r["run"] in names and r["stability"] in (None, mine))]
+        if why is not None:
+            stopped += [{"run": n, "stability": mine, "why": why} for n in sorted(names)]
+        stopped.sort(key=lambda r: (r["run"], str(r["stability"])))
         if stopped == before:
             return
         f = self.results / tables.STOPPED

@@ -56,25 +56,29 @@ from .experiments import (
 )
 from .figure1 import verdict as figure1_verdict
 
-STOPPED = "stopped.json"  # run_all: {run: {"why", "stability"}} for runs whose training stopped
+STOPPED = "stopped.json"  # run_all: [{"run", "stability", "why"}] for runs whose training stopped
 
 
 NOT_TRAINED = "not trained:"  # how a stop record of a run whose pre-training stopped begins (run_all)
 
 
-def stopped_records(results: str | Path) -> dict[str, dict]:
-    """A results folder's stopped.json: {run: {"why": what happened, "stability": the setting it
-    trained under ("paper": §5's values; None: recorded before settings were)}}; {} when none stopped."""
+def stopped_records(results: str | Path) -> list[dict]:
+    """A results folder's stopped.json: one {"run", "stability", "why"} per run and setting that
+    stopped ("stability": the setting it trained under, "paper" for §5's values, None when recorded
+    before settings were); [] when none did. Plans of several settings may share one folder, so a run
+    is recorded once per setting. Reads the earlier form, {run: {"why", "stability"}} or {run: why}."""
     f = Path(results) / STOPPED
-    raw = json.loads(f.read_text()) if f.exists() else {}
-    return {run: rec if isinstance(rec, dict) else {"why": rec, "stability": None}
-            for run, rec in raw.items()}
+    raw = json.loads(f.read_text()) if f.exists() else []
+    if isinstance(raw, dict):
+        return [{"run": run, **(rec if isinstance(rec, dict) else {"why": rec, "stability": None})}
+                for run, rec in raw.items()]
+    return raw
 
 
 def stopped_runs(results: str | Path, stability: str | None = None) -> dict[str, str]:
     """{run: why} for the runs of a results folder that stopped (a non-finite loss, or a pre-training
     that did), under `stability` ("paper" or a setting's name; None: under any)."""
-    return {run: rec["why"] for run, rec in stopped_records(results).items()
+    return {rec["run"]: rec["why"] for rec in stopped_records(results)
             if stability is None or rec["stability"] in (None, stability)}
 
 

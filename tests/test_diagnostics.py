@@ -54,19 +54,25 @@ def test_replay_retraces_the_run_and_finds_the_dynamics(diverged):
 
 
 def test_replay_crosses_epochs_with_the_runs_options_and_says_not_reproduced(tiny_cache, tmp_path):
-    """A run of two epochs of 2 batches (its own --train-batches), checkpointed only at its end:
-    step 3, in epoch 2, is replayed from the initial weights across the epoch boundary and gives the
-    logged losses bit for bit (before: 'a replay stays within one epoch', and the options were the
-    defaults). The run's loss there went non-finite (the record written by hand: what a corrupted
-    input or a race would leave) but neither replay's did: the verdict says not reproduced."""
+    """A run of two epochs of 2 batches (its own --train-batches), checkpointed only at its end, with
+    a warmup over its first epoch (ε/2, then ε) and the velocity rescaled at each change of ε: step 3,
+    in epoch 2, is replayed from the initial weights across the epoch boundary and gives the logged
+    losses bit for bit, and the float64 twin follows them (before: the replay ran every step at the
+    full ε, and the twin's velocity was never rescaled). The run's loss there went non-finite (the
+    record written by hand: what a corrupted input or a race would leave) but neither replay's did:
+    the verdict says not reproduced."""
     run_dir = tmp_path / "run"
     assert train_main(train_argv(tiny_cache, run_dir, "--epochs", "2", "--train-batches", "2",
-                                 "--checkpoint-epochs", "2", "--log-steps")) == 0
+                                 "--checkpoint-epochs", "2", "--log-steps", "--lr-warmup-epochs", "1",
+                                 "--velocity-rescale")) == 0
     (run_dir / "nonfinite.json").write_text(json.dumps({"step": 3, "loss": "nan"}))
     report = replay(run_dir, 3, out=io.StringIO())
     assert report["start"] is None and [r["epoch"] for r in report["losses"]] == [1, 1, 2]
-    logged = [s["loss"] for s in read_steps(run_dir / "steps.jsonl")]
-    assert [r["run"] for r in report["losses"]] == logged[:3]
+    logged = read_steps(run_dir / "steps.jsonl")
+    assert [s["lr"] for s in logged[:3]] == [0.005, 0.01, 0.01]
+    assert [r["run"] for r in report["losses"]] == [s["loss"] for s in logged[:3]]
+    for r, s in zip(report["losses"], logged):
+        assert r["float64"] == pytest.approx(s["loss"], rel=1e-4)
     assert report["verdict"].startswith("not reproduced")
     steps = sorted(torch.load(p, weights_only=True)["step"] for p in run_dir.glob("ckpt-*.pt"))
     assert steps == [4]  # the replay wrote no checkpoint into the run

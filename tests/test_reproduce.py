@@ -32,7 +32,7 @@ from reproduce.experiments import (
     select,
 )
 from reproduce.figures import SCALE, Glyphs, kernel_grid, kernel_statistics
-from reproduce.tables import Results, write_tables
+from reproduce.tables import Results, stopped_records, write_tables
 
 from .conftest import ENV, ROOT, colour_folder
 
@@ -226,7 +226,7 @@ def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys,
     assert code == 0, out[-3000:] + err[-3000:]
     res = tmp_path / "results"
     why = "loss is nan at epoch 1, step 1"
-    assert json.loads((res / "stopped.json").read_text()) == {"no-lrn": {"why": why, "stability": "paper"}}
+    assert stopped_records(res) == [{"run": "no-lrn", "stability": "paper", "why": why}]
     assert "not evaluated: no-lrn" in out and not (res / "eval" / "no-lrn.json").exists()
     assert (res / "eval" / "baseline-short.json").exists()  # the run after it was trained and evaluated
     row = json.loads((res / "tables" / "ablations.json").read_text())[0]

@@ -22,7 +22,7 @@ from reproduce.experiments import (
     run_config,
 )
 from reproduce.figures import one_setting, training_curves
-from reproduce.tables import Results, stopped_runs, write_tables
+from reproduce.tables import Results, stopped_records, stopped_runs, write_tables
 
 from .conftest import ROOT, colour_folder
 from .test_reproduce import diverging, fake_eval, run_all, today
@@ -115,6 +115,27 @@ def test_stopped_runs_are_read_per_setting(tmp_path):
     assert set(stopped_runs(tmp_path)) == {"a", "b", "c"}
 
 
+def test_two_settings_sharing_a_results_folder_keep_their_own_stop_records(tmp_path):
+    """Plans of two settings writing to one --results: each records, reads and clears its own stops
+    (the records were keyed by run name alone: B's record replaced A's, and B's clearing erased both)."""
+    from types import SimpleNamespace
+
+    from reproduce.run_all import Plan
+
+    def plan(setting):
+        return SimpleNamespace(results=tmp_path, shared=dict, override=SimpleNamespace(stability=setting))
+    a, b = plan("paper"), plan(STABLE)
+    Plan.record_stopped(a, "no-lrn", "loss is nan")
+    Plan.record_stopped(b, "no-lrn", "loss is inf")
+    assert stopped_runs(tmp_path, "paper") == {"no-lrn": "loss is nan"}
+    assert stopped_runs(tmp_path, STABLE) == {"no-lrn": "loss is inf"}
+    Plan.record_stopped(b, "no-lrn", None)
+    assert stopped_runs(tmp_path, "paper") == {"no-lrn": "loss is nan"}
+    assert stopped_runs(tmp_path, STABLE) == {}
+    Plan.record_stopped(a, "no-lrn", None)
+    assert not (tmp_path / "stopped.json").exists()
+
+
 def test_training_curves_draw_one_setting_only(tmp_path, capsys):
     line = lambda s: {"epoch": 1, "train_top1": 0.5, "val_top1": 0.5, "lr": {"weight": 0.01}, "stability": s}  # noqa: E731
     logs = {"1cnn": [line("")], "no-lrn": [line(STABLE)], "pool-z2": [{**line(""), "stability": None}]}
@@ -160,8 +181,8 @@ def test_a_diverged_job_is_known_by_its_run_directory(jobs, runs, tmp_path, caps
     code, out, err = run_all(tmp_path, capsys, "--experiments", runs, *jobs)
     assert code == 0, out[-3000:] + err[-3000:]
     res = tmp_path / "results"
-    assert json.loads((res / "stopped.json").read_text()) == {
-        runs: {"why": "loss is nan at epoch 1, step 1", "stability": "paper"}}
+    why = "loss is nan at epoch 1, step 1"
+    assert stopped_records(res) == [{"run": runs, "stability": "paper", "why": why}]
     assert not (res / "eval" / f"{runs}.json").exists()
     if runs == "no-lrn":
         assert (res / "eval" / "baseline-short.json").exists()
@@ -187,10 +208,9 @@ def test_a_run_fine_tuned_from_a_stopped_pre_training_is_not_trained(jobs, tmp_p
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn-star", "--pretrain-data", str(pretrain),
                              *jobs)
     assert code == 0, out[-3000:] + err[-3000:]
-    stopped = json.loads((tmp_path / "results" / "stopped.json").read_text())
-    assert stopped == {"1cnn-star-pretrain": {"why": "loss is nan at epoch 1, step 1", "stability": "paper"},
-                       "1cnn-star": {"why": "not trained: 1cnn-star-pretrain, its pre-training, stopped",
-                                     "stability": "paper"}}
+    assert stopped_runs(tmp_path / "results", "paper") == {
+        "1cnn-star-pretrain": "loss is nan at epoch 1, step 1",
+        "1cnn-star": "not trained: 1cnn-star-pretrain, its pre-training, stopped"}
     runs = next((tmp_path / "work" / "runs").glob("*/e1-b4-t2"))
     assert not list((runs / "1cnn-star").glob("ckpt-*")) and list((runs / "1cnn-star-seed1").glob("ckpt-*"))
     t2 = {r["model"]: r for r in json.loads((tmp_path / "results" / "tables" / "table2.json").read_text())}

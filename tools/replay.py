@@ -131,6 +131,8 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     losses = []
     while trainer.step < step:
         for x, y in loader:
+            trainer.warm_up()  # as the run did before each step (the step counted from 0) ...
+            trainer.warm_up(opt64)  # ... and the twin with it
             trainer.step += 1
             s = train_step(trainer.forward, trainer.opt, x, y, trainer.speed).tolist()
             twin.replay = own.masks
@@ -148,9 +150,8 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
                                  "record (the run never finished it)")
             trainer.schedule.end_epoch(trainer.epoch, ended[trainer.epoch + 1]["val_top1"])
             trainer.epoch += 1
-            lrs = enter_epoch()
-            for g in opt64.param_groups:  # the twin takes each epoch's ε with the run
-                g["lr"] = lrs[g["name"]]
+            enter_epoch()
+            apply(trainer.schedule, opt64, cfg, trainer.epoch)  # the twin's ε (and velocity) as the run's
     rows = {"run": own.row(), "float64": twin.row()}
     own.close()
     twin.close()
