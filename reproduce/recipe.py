@@ -217,7 +217,7 @@ def seeds(setting: str) -> dict | None:
     from .figures import kernel_statistics
     seed_of = {r.name: r.seed for e in EXPERIMENTS.values() for r in e.runs}
     found = {}
-    for folder in dict.fromkeys((main_folder(setting), OUT / f"cpu-full-{setting or 'paper'}")):
+    for folder in dict.fromkeys((main_folder(setting), study_folder(setting))):
         for run in (*MAIN.runs, *SEED_REPLICATES.runs):
             kept = folder / "conv1" / f"{run}.npy"
             if run in MAIN.runs and not kept.exists():  # a folder made before every run kept its conv1
@@ -250,7 +250,12 @@ def main_folder(setting: str) -> Path:
     _, args = parse_args(["--scale", "cpu-full", "--stability", setting or "paper"])
     args.results = None  # the committed folder, whatever RESULTS says
     full = make_plan(args).results.relative_to(ROOT)
-    return full if (full / "eval" / "1cnn.json").exists() else OUT / f"cpu-full-{setting}"
+    return full if (full / "eval" / "1cnn.json").exists() else study_folder(setting)
+
+
+def study_folder(setting: str) -> Path:
+    """The study's own run_all folder of a setting at cpu-full ("" or None: §5's values, -paper)."""
+    return OUT / f"cpu-full-{setting or 'paper'}"
 
 
 def table(out: Path) -> dict:

@@ -23,6 +23,7 @@ from alexnet import checkpoint, train
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.loader import Loader
+from alexnet.diagnostics import read_steps
 from alexnet.engine import errors, evaluate, predict, train_step
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
@@ -518,23 +519,24 @@ def two_nodes(cache, run_dirs, *extra, until=None, restarts=0) -> list[subproces
 
 
 def test_two_nodes_train_as_one_process_and_refuse_run_dirs_they_do_not_share(tiny_cache, tmp_path):
-    """The README's several-machines command, as two torchrun "nodes" on 127.0.0.1 (c10d
-    rendezvous, 1 gloo process each): 2 epochs with a global batch of 8 (2 × 4) take the
-    steps of one process with batch 8. Dropout is off (each process draws its own masks,
-    alexnet/distributed.py). Float32 sums the gradient in another order (measured: 1.3e-3 of
-    the update after 2 steps at ε 0.001; 4e-5 after one), so the weights are compared relative
-    to the update, plus two units in the last place of the weight (a bias of 1 moved by 3e-6 is
-    25 of float32's steps there, so one rounding is 2–4% of its update: seen once on an AMD
-    EPYC): a rank that saw the wrong rows, or gradients not averaged, would miss by about 100%
-    of it. The logged training loss is the global batch's, as in one process.
-    Then node 1 is given an empty run directory: both nodes must stop before training with
-    one line saying the run directory must be shared (they used to resume different models)."""
+    """The README's several-machines command, as two torchrun "nodes" on 127.0.0.1 (c10d rendezvous, 1 gloo
+    process each): 2 epochs with a global batch of 8 (2 × 4) take the steps of one process with batch 8,
+    and --log-steps writes a line for each (it crashed). Dropout is off (each process draws its own
+    masks, alexnet/distributed.py). Float32 sums the gradient in another order (measured: 1.3e-3 of the
+    update after 2 steps at ε 0.001; 4e-5 after one), so the weights are compared relative to the
+    update, plus two units in the last place of the weight (a bias of 1 moved by 3e-6 is 25 of float32's
+    steps there, so one rounding is 2–4% of its update: seen once on an AMD EPYC): a rank that saw the
+    wrong rows, or gradients not averaged, would miss by about 100% of it. The logged training loss is
+    the global batch's, as in one process.
+    Then node 1 is given an empty run directory: both nodes must stop before training with one line
+    saying the run directory must be shared (they used to resume different models)."""
     common = ("--epochs", "2", "--train-batches", "1", "--checkpoint-epochs", "2", "--dropout", "0",
               "--devices", "cpu", "--batch-size", "8", "--lr", "0.001")
     assert train.main(train_argv(tiny_cache, tmp_path / "one", *common)) == 0  # in this process: no start-up
     shared = tmp_path / "shared"
-    for node in two_nodes(tiny_cache, [shared, shared], *common):
+    for node in two_nodes(tiny_cache, [shared, shared], *common, "--log-steps"):  # it crashed at step 1
         assert node.returncode == 0, node.stderr[-3000:]
+    assert [s["step"] for s in read_steps(shared / "steps.jsonl")] == [1, 2]  # rank 0's, one line a step
     a, b = final_weights(tmp_path / "one"), final_weights(shared)
     assert a["step"] == b["step"] == 2
     cfg = AlexNetConfig.from_dict(a["config"])
@@ -560,6 +562,72 @@ def test_two_nodes_train_as_one_process_and_refuse_run_dirs_they_do_not_share(ti
         assert all(s in lines[0] for s in ("step 2", "no checkpoint in", "node 0", "node 1"))
     assert sorted(p.name for p in shared.iterdir()) == before  # nothing trained, nothing written
     assert not (tmp_path / "empty").exists() or not any(checkpoint.files(tmp_path / "empty"))
+
+
+@pytest.fixture()
+def as_rank(tiny_cache, tmp_path, monkeypatch):
+    """Train in this process as rank r of 2 (a one-process gloo group stands for the other rank, so
+    each collective returns this rank's own numbers): the options, and a function (rank, scenario) →
+    how many steps the rank took before it stopped or raised. `scenario` patches the step."""
+    import torch.distributed as torch_dist
+
+    from alexnet import distributed, engine
+    monkeypatch.setattr(distributed, "agree_on_start", lambda *a: None)  # the group holds one process
+    real_step = engine.train_step
+
+    def steps_of(rank, scenario, **options):
+        taken = []
+
+        def step(*args, **kw):
+            taken.append(1)
+            return scenario(len(taken), engine.Trainer.current, real_step(*args, **kw))
+        monkeypatch.setattr(engine, "train_step", step)
+        init = engine.Trainer.__init__
+
+        def remember(self, *a, **kw):
+            init(self, *a, **kw)
+            engine.Trainer.current = self
+        monkeypatch.setattr(engine.Trainer, "__init__", remember)
+        store = torch_dist.FileStore(str(tmp_path / f"store-{rank}-{scenario.__name__}"), 1)
+        torch_dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+        cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=4, epochs=1)
+        opts = engine.TrainOptions(cache=tiny_cache, run_dir=tmp_path / f"rank{rank}-{scenario.__name__}",
+                                   devices=("cpu", "cpu"), workers=0, progress=False, **options)
+        try:
+            engine.fit(cfg, opts, dist=distributed.Dist(rank, 2, rank, 2))
+        except engine.NonFiniteLoss:
+            pass
+        finally:
+            distributed.shutdown()
+        return len(taken)
+    return steps_of
+
+
+def _nan_at_step_2(k, trainer, stats):
+    """Step 2's loss is NaN; rank 1's clock says a checkpoint is overdue (rank 0's does not)."""
+    trainer.checkpoint_overdue = lambda: trainer.dist.rank == 1
+    if k == 2:
+        stats[0] = float("nan")
+    return stats
+
+
+def _signal_at_step_1(k, trainer, stats):
+    """A SIGTERM during step 1 (on every rank: the all-reduce would carry one rank's to all)."""
+    if k == 1:
+        trainer.stop_signal = signal.SIGTERM
+    return stats
+
+
+@pytest.mark.parametrize("scenario, options",
+                         [(_nan_at_step_2, {}), (_signal_at_step_1, {"log_steps": True})],
+                         ids=["nonfinite-with-one-rank-due", "signal-with-log-steps"])
+def test_every_rank_stops_after_the_same_step(as_rank, scenario, options):
+    """Ranks decide to read a step's numbers, checkpoint and stop from numbers every rank has (a rank
+    that decides a step earlier leaves the others in a collective: rank 0 then reported a lost rank).
+    Before: a checkpoint due by one rank's own clock made it read step 2's NaN, and raise, a step
+    before the others; under --log-steps rank 0 alone read each step at once, and stopped a step
+    before the others after a signal."""
+    assert as_rank(0, scenario, **options) == as_rank(1, scenario, **options)
 
 
 PREEMPTED = ("--epochs", "2", "--train-batches", "3", "--checkpoint-steps", "1", "--keep", "2",

@@ -171,3 +171,11 @@ def test_figure3_over_seeds_reads_every_kept_run_of_1cnns_configuration(tmp_path
     noise_score = kernel_statistics(noise)["orientedness"].mean()
     assert s["runs"]["5cnns-seed2"]["orientedness"] == pytest.approx(noise_score)
     assert recipe.seeds("fc-bias0.1") is None  # nothing kept for it
+
+
+@pytest.mark.parametrize("paper", ["", None, "paper"])
+def test_the_folders_of_section_5s_values_are_named_paper(paper, monkeypatch, tmp_path):
+    """With no full regeneration in place, main_folder falls back to the study's own folder, named as
+    seeds() names it: cpu-full-paper for §5's values (it was cpu-full- or cpu-full-None)."""
+    monkeypatch.chdir(tmp_path)  # no committed results/ here
+    assert recipe.main_folder(paper) == recipe.study_folder(paper) == recipe.OUT / "cpu-full-paper"

@@ -134,6 +134,33 @@ def test_a_killed_trainer_leaves_no_loader_process_behind(tiny_cache, tmp_path):
         [q for q in loaders if alive(q)]
 
 
+_ORPHAN = """
+import os, sys, time
+from pathlib import Path
+out = Path(sys.argv[1])
+parent = os.getpid()
+if os.fork():  # the parent (the trainer, say) ends at once ...
+    os._exit(0)
+while os.getppid() == parent:  # ... and the child (its forkserver) asks only after that
+    time.sleep(0.01)
+from alexnet.data.loader import die_with_parent
+(out / "pid").write_text(str(os.getpid()))
+die_with_parent(parent)
+(out / "returned").write_text("no signal will ever come, and the process stays")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_loader_process_whose_parent_died_before_it_asked_ends(tmp_path):
+    """die_with_parent is told the parent's pid: a process whose parent ended before it first read its
+    parent's pid ends too (it compared two reads of the pid it already had from init, and stayed)."""
+    subprocess.run([sys.executable, "-c", _ORPHAN, str(tmp_path)], cwd=ROOT, env=ENV, check=True, timeout=60)
+    assert wait_for(lambda: (tmp_path / "pid").exists(), timeout=60)
+    pid = int((tmp_path / "pid").read_text())
+    assert wait_for(lambda: not alive(pid), timeout=30)
+    assert not (tmp_path / "returned").exists()
+
+
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path):
     """Checkpoint 1 (small) fits, checkpoint 2 (20 MB) does not: the error says how
     much is needed, checkpoint 1 still loads, no temporary file is left."""

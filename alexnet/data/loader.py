@@ -78,22 +78,25 @@ def _generator(*key: int) -> torch.Generator:
     return g
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int) -> None:
     """Linux: this process is sent SIGKILL when its parent ends, however it ends (a SIGKILL too).
     The loader's forkserver (whose parent is the trainer) and each worker (whose parent is the
     forkserver) call it: PyTorch's workers watch only their parent, the forkserver, which nothing
     else stops, so a killed trainer would leave both behind (about 1.4 GB, for good). Linux sends
-    the signal when the parent *thread* ends: this code starts its loaders from the main thread."""
+    the signal when the parent *thread* ends: this code starts its loaders from the main thread.
+    `parent`: the pid the parent had when it started this process, told by the parent, not read
+    here: a parent that died before this process first asked would already be another (init)."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent ended before the call: no signal will come
         os._exit(1)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_ENV = "ALEXNET_LOADER_PARENT"  # the trainer's pid, for its forkserver (_worker_context)
+_forkserver_pid: int | None = None  # in the forkserver and the workers it forks: the forkserver's
 
 
 def _in_forkserver() -> bool:
@@ -107,11 +110,12 @@ def _in_forkserver() -> bool:
 
 
 if _in_forkserver():
-    die_with_parent()
+    die_with_parent(int(os.environ.get(PARENT_ENV, os.getppid())))
+    _forkserver_pid = os.getpid()
 
 
 def _worker_init(worker_id: int) -> None:
-    die_with_parent()
+    die_with_parent(_forkserver_pid if _forkserver_pid is not None else os.getppid())
 
 
 def _worker_context():
@@ -124,6 +128,7 @@ def _worker_context():
     imports torch and this module once; a worker forked from it starts in ms.
     """
     ctx = multiprocessing.get_context("forkserver")
+    os.environ[PARENT_ENV] = str(os.getpid())  # the forkserver, started from here, inherits it
     ctx.set_forkserver_preload([__name__])
     return ctx
 
