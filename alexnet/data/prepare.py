@@ -9,7 +9,9 @@ crop in one call.
 
 Cache format (a directory):
 
-    meta.json                     classes, per-split counts, shard sizes, report, source
+    meta.json                     classes, per-split counts, shard sizes, report, source, and
+                                  image_stats: the data's RGB PCA ratios, spectrum slope and
+                                  pixel 5-NN label agreement (alexnet/data/image_stats.py)
     <split>-<unit:05d>.bin        JPEG bytes (quality 90, RGB, 256×256) back to back
     <split>.index.npz             per image: shard, offset, length, label, name
     mean.npy                      float64 3×256×256: per-pixel mean of the training images
@@ -43,6 +45,7 @@ from PIL import Image, ImageOps
 from ..atomic import atomic_write as _atomic_write
 from ..atomic import is_disk_full
 from ..progress import bar as progress_bar
+from . import image_stats
 from .cache import FORMAT_VERSION
 from .sources import Source, read_unit
 
@@ -200,6 +203,9 @@ def _finish(source: Source, out: Path, fingerprint: str) -> dict:
     _atomic_write(out / "pca.npz", lambda f: np.savez(f, cov=cov, eigvals=eigvals[order],
                                                        eigvecs=eigvecs[:, order], rgb_mean=mu))
     meta["report"] = report
+    _atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    # measured on the finished cache, then added (killed before: `python -m tools.image_stats` still works)
+    meta["image_stats"] = image_stats.of_cache(out)
     _atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return report
 

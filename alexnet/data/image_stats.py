@@ -1,0 +1,159 @@
+"""Three measurable statistics of a set of images, beside ImageNet's, so that a
+stand-in data set (the embedded one, or yours) can be compared with natural images:
+
+- RGB PCA eigenvalue ratios λ2/λ1 and λ3/λ1 of the 3×3 covariance of every
+  pixel's RGB value (pixels in 0–1). §4.1 uses the same PCA for its lighting
+  noise. ImageNet's eigenvalues, as the common lighting-noise code uses them:
+  0.2175 : 0.0188 : 0.0045, so 0.086 and 0.021. Luminance carries most of the
+  variance in photographs; colour little.
+- Luminance power-spectrum slope: log power against log spatial frequency,
+  fitted from 4 to 100 cycles per image on 256×256 images. Natural images:
+  about −2 (amplitude ∝ 1/f; Field 1987, van der Schaaf & van Hateren 1996).
+  White noise: 0.
+- Pixel-space 5-NN label agreement: each validation image (64×64, pixels in
+  0–1, flattened) finds its 5 nearest training images by Euclidean distance;
+  the share of them with its label, averaged. Near chance (1/classes) when the
+  pixels do not give the class away: near 0.001 on ImageNet's 1,000 classes,
+  about 0.35–0.40 on CIFAR-10 (10 classes).
+
+Choices the definitions leave open: luminance is ITU-R 601's Y (PIL's "L":
+0.299 R + 0.587 G + 0.114 B); each image's mean is removed and a 2-D Hann
+window applied before its DFT (so the image's borders add no 1/f² cross of
+their own); power is averaged over images, then over rings one cycle wide, and
+the line is fitted to the rings' log power with equal weight per ring.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+# ImageNet's (or natural images') values, for reports beside a data set's own
+IMAGENET_EIGVALS = (0.2175, 0.0188, 0.0045)  # ImageNet's RGB PCA, pixels in 0–1 (lighting-noise code)
+REFERENCE = {
+    "lambda2_over_lambda1": IMAGENET_EIGVALS[1] / IMAGENET_EIGVALS[0],  # 0.086
+    "lambda3_over_lambda1": IMAGENET_EIGVALS[2] / IMAGENET_EIGVALS[0],  # 0.021
+    "spectrum_slope": -2.0,  # natural images: power ∝ 1/f²
+    "knn5_label_agreement": "near chance (CIFAR-10: 0.35–0.40)",
+}
+# the embedded set's targets (issue 48): within a factor of 2 of ImageNet's PCA ratios, slope near −2,
+# pixels that do not name the class
+TARGETS = {
+    "lambda2_over_lambda1": (0.043, 0.17),
+    "lambda3_over_lambda1": (0.010, 0.041),
+    "spectrum_slope": (-2.3, -1.7),
+    "knn5_label_agreement": (0.0, 0.25),
+}
+SPECTRUM_BAND = (4, 100)  # cycles per image
+KNN_SIZE = 64  # pixels a side for the 5-NN
+KNN_K = 5
+SPECTRUM_IMAGES = 300  # training images the spectrum is averaged over
+KNN_LIMIT = {"train": 20000, "val": 2000}  # at most this many images of each split in the 5-NN
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601
+
+
+def pca_eigvals(pixels: np.ndarray) -> np.ndarray:
+    """The 3 eigenvalues (descending) of the covariance of RGB values: pixels as ...×3, any shape."""
+    return PCA(n_components=3).fit(pixels.reshape(-1, 3)).explained_variance_
+
+
+def pca_ratios(eigvals) -> dict:
+    lam = np.asarray(eigvals, np.float64)
+    return {"lambda2_over_lambda1": float(lam[1] / lam[0]), "lambda3_over_lambda1": float(lam[2] / lam[0])}
+
+
+def spectrum_slope(images: np.ndarray, band: tuple[int, int] = SPECTRUM_BAND) -> float:
+    """Slope of log power against log frequency of the luminance, over `band` (cycles per image).
+    images: N×H×W×3 RGB or N×H×W grey, square."""
+    images = np.asarray(images, np.float64)
+    grey = images @ LUMA if images.ndim == 4 else images
+    n, h, w = grey.shape
+    if h != w:
+        raise ValueError(f"spectrum_slope needs square images, got {h}×{w}")
+    window = np.outer(np.hanning(h), np.hanning(w))
+    power = np.zeros((h, w))
+    for g in grey:
+        power += np.abs(np.fft.fft2((g - g.mean()) * window)) ** 2
+    fy, fx = np.meshgrid(np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * w, indexing="ij")
+    ring = np.rint(np.hypot(fy, fx)).astype(int)
+    freqs = np.arange(band[0], band[1] + 1)
+    mean_power = np.array([power[ring == f].mean() for f in freqs])
+    return float(np.polyfit(np.log(freqs), np.log(mean_power), 1)[0])
+
+
+def knn_label_agreement(train: np.ndarray, train_labels, val: np.ndarray, val_labels,
+                        k: int = KNN_K) -> float:
+    """Share of each validation image's k nearest training images (Euclidean, flattened pixels)
+    that carry its label, averaged over the validation images."""
+    train_labels, val_labels = np.asarray(train_labels), np.asarray(val_labels)
+    nn = NearestNeighbors(n_neighbors=k).fit(train.reshape(len(train), -1))
+    idx = nn.kneighbors(val.reshape(len(val), -1), return_distance=False)
+    return float((train_labels[idx] == val_labels[:, None]).mean())
+
+
+def meets_targets(stats: dict) -> dict[str, bool]:
+    return {k: lo <= stats[k] <= hi for k, (lo, hi) in TARGETS.items()}
+
+
+def format_stats(stats: dict) -> str:
+    """A table of the statistics beside ImageNet's and the embedded set's targets."""
+    rows = [("statistic", "this data", "ImageNet / natural images", "embedded set's target")]
+    for key, label in (("lambda2_over_lambda1", "RGB PCA λ2/λ1 (pixels 0–1)"),
+                       ("lambda3_over_lambda1", "RGB PCA λ3/λ1"),
+                       ("spectrum_slope", f"luminance spectrum slope, {SPECTRUM_BAND[0]}–{SPECTRUM_BAND[1]} "
+                                          "cycles/image"),
+                       ("knn5_label_agreement", f"pixel {KNN_K}-NN label agreement, val vs train, "
+                                                f"{KNN_SIZE}×{KNN_SIZE}")):
+        ref = REFERENCE[key]
+        lo, hi = TARGETS[key]
+        rows.append((label, f"{stats[key]:.3f}" if key in stats else "—",
+                     f"{ref:.3f}" if isinstance(ref, float) else ref, f"{lo:g} to {hi:g}"))
+    if "knn5_chance" in stats:
+        rows.append(("5-NN chance (1/classes)", f"{stats['knn5_chance']:.3f}", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines + ([f"measured on: {stats['sample']}"] if "sample" in stats else []))
+
+
+def _decode(cache, split: str, index, size: int | None = None) -> np.ndarray:
+    """Images of a split as N×S×S×3 in 0–1 (S: 256, or `size` by PIL's antialiased bilinear resize)."""
+    out = []
+    for i in index:
+        img = Image.open(io.BytesIO(cache.read(split, int(i)))).convert("RGB")
+        if size is not None:
+            img = img.resize((size, size), Image.BILINEAR)
+        out.append(np.asarray(img, np.float32) / 255)
+    return np.stack(out)
+
+
+def _spread(n: int, limit: int) -> np.ndarray:
+    """At most `limit` indices spread evenly over range(n) (every class, as a split is class-ordered)."""
+    return np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(int))
+
+
+def of_cache(path: str | Path, spectrum_images: int = SPECTRUM_IMAGES, knn_limit: dict = KNN_LIMIT) -> dict:
+    """The statistics of a prepared cache (alexnet.data.prepare): the PCA from its pca.npz (every
+    training pixel), the spectrum from `spectrum_images` training images, the 5-NN from up to
+    knn_limit images of each split (all of the embedded set's), spread evenly over the split."""
+    from .cache import Cache
+    cache = Cache(path)
+    eigvals = cache.eigvals
+    stats = pca_ratios(eigvals)
+    idx = _spread(cache.size("train"), spectrum_images)
+    stats["spectrum_slope"] = spectrum_slope(_decode(cache, "train", idx))
+    sample = f"PCA: all {cache.size('train')} training images; spectrum: {len(idx)} training images"
+    if "val" in cache.splits:
+        tr = _spread(cache.size("train"), knn_limit["train"])
+        va = _spread(cache.size("val"), knn_limit["val"])
+        stats["knn5_label_agreement"] = knn_label_agreement(
+            _decode(cache, "train", tr, KNN_SIZE), cache.labels("train")[tr],
+            _decode(cache, "val", va, KNN_SIZE), cache.labels("val")[va])
+        stats["knn5_chance"] = 1 / len(cache.classes)
+        sample += f"; 5-NN: {len(va)} validation against {len(tr)} training images"
+    stats["sample"] = sample
+    return stats
