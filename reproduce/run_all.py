@@ -8,7 +8,7 @@
     bash reproduce/run_all.sh --experiments 1cnn --devices cuda:0,cuda:1
 
 Every option also reads an environment variable (IMAGENET, IMAGENET2010, DATA,
-PRETRAIN_DATA, EXPERIMENTS, EPOCHS, DEVICES, SCALE). Idempotent and resumable:
+PRETRAIN_DATA, EXPERIMENTS, EPOCHS, DEVICES, SCALE, GENERATOR). Idempotent and resumable:
 a finished stage is skipped; a killed run continues where it stopped (each
 training run resumes from its newest checkpoint). Layout: cache/<dataset>/
 (prepared data), runs/<dataset>/<run>/ (checkpoints, log), results/<dataset>/
@@ -55,7 +55,7 @@ from alexnet.data.cache import Cache
 from alexnet.data.loader import cores_each
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
-from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
+from alexnet.data.synthetic import GENERATOR_VERSION, GENERATORS, synthetic_name, write_synthetic_ilsvrc
 from alexnet.engine import (
     EXIT_INTERRUPTED,
     EXIT_NONFINITE,
@@ -89,7 +89,7 @@ from .experiments import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-EMBEDDED_DATASET = "embedded synthetic dataset (ILSVRC-2012 format, not ImageNet)"
+EMBEDDED_DATASET = "embedded synthetic dataset, generator {} (ILSVRC-2012 format, not ImageNet)"
 
 
 def parse_args(argv=None):
@@ -136,6 +136,10 @@ def parse_args(argv=None):
     ap.add_argument("--scale", choices=list(SCALES), default=env("SCALE"),
                     help="run sizes: " + "; ".join(f"{s.name}: {s.why}" for s in SCALES.values())
                     + " (default: imagenet for real data; for the embedded set gpu on a GPU, else cpu)")
+    ap.add_argument("--generator", type=int, choices=GENERATORS,
+                    default=int(env("GENERATOR", GENERATOR_VERSION)),
+                    help=f"embedded dataset: generator version (default {GENERATOR_VERSION}; 2 remakes the "
+                         "results folders that say they were made by generator 2)")
     ap.add_argument("--synthetic-size", default=env("SYNTHETIC_SIZE"),
                     help="embedded dataset: classes,train-per-class,val-per-class (default: the scale's, "
                          "10,120,20 for cpu and cpu-full, 100,80,20 for gpu)")
@@ -171,6 +175,7 @@ class Plan:
     listed: Source | None  # the given dataset's image list, read once here (None: generated later)
     pretrain_listed: Source | None  # --pretrain-data's image list, read once here
     synthetic: tuple[int, int, int] | None  # classes, train and val per class, when generated
+    generator: int  # alexnet.data.synthetic's generator version, when generated
     work: Path  # data/, cache/ and runs/ are here; result files name paths relative to it
     cache: Path
     runs: Path
@@ -282,7 +287,7 @@ def make_plan(args) -> Plan:
         # results/synthetic is the cpu scale's; other scales name themselves
         name = name if scale == "cpu" else f"{name}-{scale}"
         # a new generator: new archives and cache
-        data_name = f"{synthetic_name(*synthetic)}-g{GENERATOR_VERSION}"
+        data_name = f"{synthetic_name(*synthetic)}-g{args.generator}"
         source = {"imagenet": str(work / "data" / data_name)}
     # a wrong folder is refused now, not after the first stage; listed once for every stage
     listed = open_source(**source) if synthetic is None else None
@@ -297,9 +302,10 @@ def make_plan(args) -> Plan:
                          "version, as torchvision unpacks it)")
     return Plan(
         experiments=experiments, devices=devices, device_pairs=tuple(pairs), scale=scale,
-        dataset=(EMBEDDED_DATASET if synthetic
+        dataset=(EMBEDDED_DATASET.format(args.generator) if synthetic
                  else {"ilsvrc2012": "ILSVRC-2012", "ilsvrc2010": "ILSVRC-2010"}.get(name, name)),
-        source=source, listed=listed, pretrain_listed=pretrain_listed, synthetic=synthetic, work=work,
+        source=source, listed=listed, pretrain_listed=pretrain_listed, synthetic=synthetic,
+        generator=args.generator, work=work,
         cache=work / "cache" / data_name,
         runs=work / "runs" / data_name,
         results=Path(args.results or ROOT / "results" / name),
@@ -351,7 +357,8 @@ def evaluated(out: Path, dirs: list[Path], root: Path) -> bool:
 def prepare_data(plan: Plan) -> Cache:
     title(f"1. data: prepare {plan.dataset} (§2) → {plan.cache}")
     if plan.synthetic:
-        write_synthetic_ilsvrc(plan.source["imagenet"], *plan.synthetic, progress=False)
+        write_synthetic_ilsvrc(plan.source["imagenet"], *plan.synthetic, progress=False,
+                               generator=plan.generator)
     source = plan.listed or open_source(**plan.source)
     if not (plan.cache / "meta.json").exists():
         check_space(source, plan.cache)

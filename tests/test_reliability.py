@@ -17,6 +17,7 @@ import torch
 
 from alexnet import checkpoint, train
 from alexnet.checkpoint import RunLock, RunLocked
+from alexnet.data.synthetic import GENERATOR_VERSION
 
 from .conftest import (
     ENV,
@@ -278,6 +279,9 @@ def test_a_cli_really_exits_2_from_the_shell(tmp_path):
 
 # ---------- run_all.sh killed anywhere (slow: run by hand) ----------
 
+RUN = Path("runs") / f"synthetic-3x8x4-g{GENERATOR_VERSION}" / "e1-b4-t2" / "1cnn"  # run_all_cmd's 1cnn
+
+
 def run_all_cmd(work):
     return ["bash", "reproduce/run_all.sh", "--scale", "smoke", "--synthetic-size", "3,8,4", "--experiments",
             "1cnn,fig1", "--work", str(work), "--results", str(work / "results")]
@@ -294,7 +298,7 @@ def kill_anywhere_trials(tmp_path, trials, seed):
     r = subprocess.run(run_all_cmd(ref), cwd=ROOT, capture_output=True, text=True, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     duration = time.time() - t0
-    ref_w = final_weights(ref / "runs" / "synthetic-3x8x4-g2" / "e1-b4-t2" / "1cnn")["model"]
+    ref_w = final_weights(ref / RUN)["model"]
     rng = random.Random(seed)
     report = []
     for t in range(trials):
@@ -308,7 +312,7 @@ def kill_anywhere_trials(tmp_path, trials, seed):
         stage = [line for line in out.splitlines() if line.startswith("== ")][-1:] or ["(before stage 1)"]
         r = subprocess.run(run_all_cmd(work), cwd=ROOT, capture_output=True, text=True, env=ENV)
         assert r.returncode == 0, (t, at, stage, r.stdout[-2000:], r.stderr[-2000:])
-        got = final_weights(work / "runs" / "synthetic-3x8x4-g2" / "e1-b4-t2" / "1cnn")["model"]
+        got = final_weights(work / RUN)["model"]
         assert all(torch.equal(v, got[k]) for k, v in ref_w.items()), (t, at, stage)
         assert numbers(work / "results") == numbers(ref / "results"), (t, at, stage)
         report.append(f"trial {t}: killed at {at:.1f}s in {stage[0]} → restart completed, "

@@ -16,6 +16,7 @@ from PIL import Image
 
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
+from alexnet.data.synthetic import GENERATOR_VERSION
 from alexnet.engine import evaluate, load_model
 from alexnet.model import AlexNet
 from reproduce import run_all as run_all_module
@@ -95,7 +96,8 @@ def run_all(tmp_path, capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-RUN_DIRS = ("work", "runs", "synthetic-4x12x4-g2", "e1-b4-t2")  # runs/<data>-g<generator>/<size>/<run>
+# runs/<data>-g<generator>/<size>/<run>
+RUN_DIRS = ("work", "runs", f"synthetic-4x12x4-g{GENERATOR_VERSION}", "e1-b4-t2")
 STABLE = "per-image-lr-bias0.1"
 
 
@@ -107,7 +109,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     (res / "figure1.json").write_text('{"committed": "by another machine"}')  # an output, not this run's
     code, out, err = run_all(tmp_path, capsys, "--experiments", "1cnn,no-lrn,fig1", "--stability", STABLE)
     assert code == 0, out[-3000:] + err[-3000:]
-    made = tmp_path.joinpath(*RUN_DIRS[:3]) / "figure1-synthetic-4x12x4-g2-e2.json"
+    made = tmp_path.joinpath(*RUN_DIRS[:3]) / f"figure1-synthetic-4x12x4-g{GENERATOR_VERSION}-e2.json"
     assert (res / "figure1.json").read_text() == made.read_text()
     fig1 = json.loads(made.read_text())
     assert "verdict" in fig1 and len(fig1["norm_pair"]["with"]) == len(fig1["norm_pair"]["without"]) == 3
@@ -134,7 +136,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     evaluated = json.loads((res / "eval" / "1cnn.json").read_text())["checkpoints"][0]["config"]
     assert logged == {STABLE} and evaluated["stability"] == STABLE
     assert f"stability setting `{STABLE}`" in t2
-    cache = Cache(tmp_path / "work" / "cache" / "synthetic-4x12x4-g2")
+    cache = Cache(tmp_path / "work" / "cache" / f"synthetic-4x12x4-g{GENERATOR_VERSION}")
     again, _ = evaluate(cache, [run_dir], "val", ("ten",), "cpu", workers=0)
     assert again["ensemble"]["ten"]["top1"] >= 0.375  # not below half of chance (75%)
     assert rows[1]["model"] == "1 CNN" and rows[1]["ours_top1_val"] is None

@@ -20,7 +20,13 @@ from pathlib import Path
 from alexnet.cli import check_at_least
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, open_source
-from alexnet.data.synthetic import DEFAULT_SIZE, synthetic_name, write_synthetic_ilsvrc
+from alexnet.data.synthetic import (
+    DEFAULT_SIZE,
+    GENERATOR_VERSION,
+    GENERATORS,
+    synthetic_name,
+    write_synthetic_ilsvrc,
+)
 
 DEFAULT_SYNTHETIC = dict(zip(("classes", "train_per_class", "val_per_class"), DEFAULT_SIZE))
 
@@ -44,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--val-per-class", type=int, default=DEFAULT_SYNTHETIC["val_per_class"],
                     help="synthetic: validation images per class")
     ap.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
+    ap.add_argument("--generator", type=int, choices=GENERATORS, default=GENERATOR_VERSION,
+                    help=f"synthetic: generator version (default {GENERATOR_VERSION}; 2 remakes the sets "
+                         "of results folders made before it)")
     ap.add_argument("--raw", metavar="DIR", help="synthetic: where the archives go (default: data/<name>)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -51,9 +60,10 @@ def main(argv=None) -> int:
 
     if args.synthetic:
         name = synthetic_name(args.classes, args.train_per_class, args.val_per_class, args.seed)
+        name = f"{name}-g{args.generator}"  # as run_all names it: a new generator, new archives and cache
         raw = Path(args.raw or Path("data") / name)
         write_synthetic_ilsvrc(raw, args.classes, args.train_per_class, args.val_per_class, args.seed,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, generator=args.generator)
         imagenet, folder = str(raw), None
     else:
         imagenet, folder = args.imagenet, args.data

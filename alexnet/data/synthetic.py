@@ -11,20 +11,33 @@ writes, exactly as the official release is laid out:
     ILSVRC2012_devkit_t12.tar.gz ILSVRC2012_devkit_t12/data/meta.mat (synsets) and
                                  .../data/ILSVRC2012_validation_ground_truth.txt
 
-What conv1 learns from on photographs is here too (reproduce/PAPER.md, Figure 3):
-- backgrounds are dead-leaves compositions: opaque discs whose radii follow
-  p(r) ∝ r⁻³, the occlusion model whose power spectrum falls like natural
-  images' (about 1/f²), with sharp edges at every orientation and scale;
-- 0–2 distracting grating patches per image, of random orientation, period
-  and colours;
-- the object defines the class by its shape and its texture: one of 8 shapes,
-  filled with a square-wave grating of the class's orientation and period
-  (relative to the object's size, so it appears at several scales) in the
-  class's hue and a darker shade of it; position, size, rotation jitter,
-  hue and period vary per image.
+Generator 3 (the default) has the image statistics that can be measured on
+ImageNet (alexnet/data/image_stats.py; `python -m tools.image_stats CACHE`
+prints them beside ImageNet's): RGB PCA eigenvalue ratios λ2/λ1, λ3/λ1 near
+ImageNet's 0.086 and 0.021 (luminance carries most of the variance), a
+luminance power spectrum falling about as 1/f², and pixels that do not name
+the class (pixel 5-NN label agreement near chance). Each image:
+- clutter: a dead-leaves composition, opaque discs of radii p(r) ∝ r⁻³ (the
+  occlusion model whose spectrum falls like photographs'), luminance 0.35–0.65,
+  muted colours whose chroma grows with the disc's size (colour sits in the
+  low frequencies) and mixes ImageNet's two chromatic axes in its proportions;
+- 2–3 class objects: the class's shape (one of 8) filled with a square-wave
+  grating of the class's orientation and period, light and dark at high
+  contrast, in random muted colours: shape and texture define the class, no
+  hue does; position, size, rotation jitter and period vary per object;
+- occlusion: up to 40 discs in front of everything;
+- illumination: brightness, a slant across the image and a colour cast per
+  image, then sensor noise.
+The first 10 classes use 5 orientations 36° apart and 2 periods an octave
+apart (6 and 12 pixels of the prepared image), so any two differ in texture.
+
+Generator 2 (`--generator 2`, for the results folders it made): dead-leaves
+backgrounds, 0–2 distracting gratings, one object whose class sets its shape,
+its grating and its hue (one hue per class: colour alone names the class).
+
 Images vary in size and aspect. The task is far easier than ImageNet, and its
 numbers are not ImageNet numbers. Generation runs on all cores; every image
-is a function of (seed, split, class or index, image number) alone.
+is a function of (generator, seed, split, class or index, image number) alone.
 
 The ILSVRC2012_IDs are assigned in reverse wnid order, so a parser that
 confused ID order with sorted-wnid order would mislabel every class.
@@ -51,7 +64,9 @@ SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "bar", "diamond
 
 
 DEFAULT_SIZE = (10, 120, 20)  # classes, train per class, val per class
-GENERATOR_VERSION = 2  # 1: shapes on gradient backgrounds; 2: dead-leaves backgrounds, gratings
+GENERATOR_VERSION = 3  # 1: shapes on gradient backgrounds; 2: dead-leaves backgrounds, gratings, a hue
+# per class; 3: natural image statistics (low-chroma clutter, 2–3 objects, no class hue)
+GENERATORS = (2, 3)  # the ones this module still makes (1 is in git history: commit 0e8dad6)
 
 
 def synthetic_name(classes: int, train_per_class: int, val_per_class: int, seed: int = 0) -> str:
@@ -130,8 +145,8 @@ def _mask(w: int, h: int, draw_fn) -> np.ndarray:
     return np.asarray(m, dtype=np.float64)[..., None] / 255.0
 
 
-def render(k: int, rng: np.random.Generator) -> Image.Image:
-    """One image of class k."""
+def render_g2(k: int, rng: np.random.Generator) -> Image.Image:
+    """One image of class k, generator 2."""
     spec = class_spec(k)
     w, h = int(rng.integers(240, 400)), int(rng.integers(240, 400))
     img = np.asarray(_dead_leaves(w, h, rng), dtype=np.float64)
@@ -168,6 +183,114 @@ def render(k: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
+# ---------------------------------------------------------------- generator 3
+
+G3_PERIODS = (6.0, 12.0, 8.5)  # grating periods, in pixels of the prepared 256×256 image (§2's rescale)
+LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, PIL's "L"
+LEAVES, R_MIN = 2500, 1.0  # clutter discs per image; their smallest radius, in prepared pixels
+CLUTTER_CHROMA, OBJECT_CHROMA = 0.25, 0.2  # chroma scales (_low_chroma) of clutter and objects
+NOISE = 0.012  # sensor noise, standard deviation (pixels in 0–1)
+
+
+def class_spec_g3(k: int) -> dict:
+    """The fixed attributes of class k, generator 3: a shape and a grating (orientation, period).
+    The first 10 classes: 5 orientations 36° apart × 2 periods an octave apart, so two classes
+    with the same period differ by at least 36° and any two differ in texture; 8 shapes on top."""
+    return {
+        "wnid": f"n{90000000 + k:08d}",
+        "shape": SHAPES[k % len(SHAPES)],
+        "stripe_angle": ((k % 5) * 36 + 17 * (k // 15)) % 180,
+        "stripe_period": G3_PERIODS[(k // 5) % 3],
+    }
+
+
+def class_name_g3(spec: dict) -> str:
+    return f"{spec['shape']} s{spec['stripe_angle']:03d} p{spec['stripe_period']:g}"
+
+
+# ImageNet's RGB PCA directions (the lighting-noise code's eigenvectors): warm–cool, then green–magenta,
+# with standard deviations in the ratio √(0.0045 / 0.0188) ≈ 0.49
+CHROMA_AXES = np.array([[0.7192, -0.0045, -0.6948], [0.4009, -0.8140, 0.4203]])
+CHROMA_SPREAD = np.array([1.0, 0.49])
+
+
+def _low_chroma(lum: np.ndarray, chroma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """n colours (n×3, 0–1) of luminance `lum`, pushed `chroma` (a scale) along a random mix of the
+    two chromatic axes of ImageNet's pixels, luminance removed: colours of the given lightness and a
+    muted hue, blue–yellow more often than green–magenta, as in photographs."""
+    v = (rng.normal(size=(len(lum), 2)) * CHROMA_SPREAD) @ CHROMA_AXES
+    v -= np.outer(v @ LUMA / (LUMA @ LUMA), LUMA)
+    return np.clip(lum[:, None] + chroma[:, None] * v, 0, 1)
+
+
+def _leaves_g3(img: Image.Image, rng: np.random.Generator, n: int, r_min: float, r_max: float,
+               lum: tuple[float, float], chroma: float) -> None:
+    """Draw n opaque discs onto img, radii ∝ r⁻³ on [r_min, r_max], luminance uniform in `lum`,
+    chroma up to `chroma`, larger for larger discs (colour sits in the low frequencies)."""
+    w, h = img.size
+    draw = ImageDraw.Draw(img)
+    u = rng.random(n)
+    radii = (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5  # inverse CDF of p(r) ∝ r⁻³
+    xs, ys = rng.uniform(0, w, n), rng.uniform(0, h, n)
+    size = np.log(radii / r_min) / np.log(r_max / r_min)  # 0 for the smallest disc, 1 for the largest
+    colours = _low_chroma(rng.uniform(*lum, n), chroma * rng.random(n) * size, rng) * 255
+    for x, y, r, c in zip(xs, ys, radii, colours):
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(v) for v in c))
+
+
+def _shape_mask(shape: str, w: int, h: int, cx: float, cy: float, r: float, rot: float) -> np.ndarray:
+    """h×w×1 in {0, 1}: the shape centred at (cx, cy), radius r, turned by rot."""
+    def draw_fn(draw):
+        if shape in ("disc", "ring"):
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+            if shape == "ring":
+                draw.ellipse([cx - .55 * r, cy - .55 * r, cx + .55 * r, cy + .55 * r], fill=0)
+        else:
+            for p in _shape_polygon(shape, cx, cy, r, rot):
+                draw.polygon(p, fill=255)
+    return _mask(w, h, draw_fn)
+
+
+def render_g3(k: int, rng: np.random.Generator) -> Image.Image:
+    """One image of class k, generator 3 (the module docstring describes it)."""
+    spec = class_spec_g3(k)
+    w, h = int(rng.integers(240, 400)), int(rng.integers(240, 400))
+    s = min(w, h) / 256  # source pixels per pixel of the prepared image
+    base = _low_chroma(rng.uniform(0.35, 0.65, 1), np.array([0.1]), rng)[0] * 255
+    canvas = Image.new("RGB", (w, h), tuple(int(c) for c in base))
+    _leaves_g3(canvas, rng, LEAVES, R_MIN * s, 0.4 * min(w, h), (0.35, 0.65), CLUTTER_CHROMA)  # clutter
+    img = np.asarray(canvas, dtype=np.float32) / 255
+
+    for _ in range(int(rng.integers(2, 4))):  # the class objects, drawn in their bounding boxes
+        r = rng.uniform(0.13, 0.24) * min(w, h)
+        cx, cy = rng.uniform(0.5 * r, w - 0.5 * r), rng.uniform(0.5 * r, h - 0.5 * r)
+        x0, y0 = max(0, int(cx - r) - 1), max(0, int(cy - r) - 1)
+        x1, y1 = min(w, int(cx + r) + 2), min(h, int(cy + r) + 2)
+        rot = np.deg2rad(rng.normal(0, 4))
+        mask = _shape_mask(spec["shape"], x1 - x0, y1 - y0, cx - x0, cy - y0, r, rot)
+        period = spec["stripe_period"] * s * rng.uniform(0.9, 1.1)
+        angle = np.deg2rad(spec["stripe_angle"]) + rot
+        g = _grating(x1 - x0, y1 - y0, angle, period, rng.uniform(0, 2 * np.pi))
+        light, dark = _low_chroma(np.array([rng.uniform(0.72, 0.95), rng.uniform(0.05, 0.28)]),
+                                  rng.uniform(0, OBJECT_CHROMA, 2), rng)
+        box = img[y0:y1, x0:x1]
+        img[y0:y1, x0:x1] = box * (1 - mask) + (g * light + (1 - g) * dark) * mask
+
+    occluders = Image.fromarray((img * 255).astype(np.uint8), "RGB")  # a few discs in front
+    _leaves_g3(occluders, rng, int(rng.integers(0, 40)), R_MIN * s, 0.12 * min(w, h), (0.2, 0.8),
+               CLUTTER_CHROMA)
+    img = np.asarray(occluders, dtype=np.float32) / 255
+    # illumination: brightness, a slant across the image, a colour cast; then sensor noise
+    slant = (1 + rng.normal(0, 0.12) * (np.arange(w) / w - 0.5)
+             + rng.normal(0, 0.12) * (np.arange(h)[:, None] / h - 0.5))
+    gain = (rng.uniform(0.75, 1.2) * slant)[..., None] * (1 + rng.normal(0, 0.04, 3))
+    img = img * gain + NOISE * rng.standard_normal((h, w, 3), dtype=np.float32)
+    return Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8), "RGB")
+
+
+RENDER = {2: render_g2, 3: render_g3}
+
+
 def _jpeg(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=92)
@@ -181,14 +304,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _write_devkit(path: Path, specs: list[dict], val_labels: list[int]) -> None:
+def _write_devkit(path: Path, specs: list[dict], val_labels: list[int], names: list[str]) -> None:
     n = len(specs)
     ids = {i: n - i for i in range(n)}  # ILSVRC2012_ID: reverse of sorted-wnid order
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
               "wordnet_height", "num_train_images"]
     synsets = np.zeros((n + 1, 1), dtype=[(f, "O") for f in fields])
     for i, s in enumerate(specs):
-        synsets[i, 0] = (ids[i], s["wnid"], class_name(s), "synthetic class", 0,
+        synsets[i, 0] = (ids[i], s["wnid"], names[i], "synthetic class", 0,
                          np.zeros((0,), np.uint8), 0, 0)
     # one non-leaf synset, as in the real meta.mat, which parsers must skip
     synsets[n, 0] = (n + 1, "n89999999", "synthetic root", "all classes", n,
@@ -209,8 +332,8 @@ def _write_devkit(path: Path, specs: list[dict], val_labels: list[int]) -> None:
 
 def _train_class(args) -> bytes:
     """The inner tar of class k's training images (runs in a worker)."""
-    seed, k, n = args
-    spec = class_spec(k)
+    seed, k, n, generator = args
+    spec, render = class_spec(k), RENDER[generator]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as inner:
         for j in range(n):
@@ -219,24 +342,26 @@ def _train_class(args) -> bytes:
 
 
 def _val_image(args) -> bytes:
-    seed, i, label = args
-    return _jpeg(render(label, np.random.default_rng([seed, 2, i])))
+    seed, i, label, generator = args
+    return _jpeg(RENDER[generator](label, np.random.default_rng([seed, 2, i])))
 
 
 def write_synthetic_ilsvrc(out: str | os.PathLike, classes: int = 10, train_per_class: int = 120,
                            val_per_class: int = 20, seed: int = 0, progress: bool = True,
-                           workers: int | None = None) -> Path:
+                           workers: int | None = None, generator: int = GENERATOR_VERSION) -> Path:
     """Write the three ILSVRC-2012 archives of the synthetic dataset into `out`,
     rendering on `workers` processes (default: all cores).
 
-    Deterministic in (classes, train_per_class, val_per_class, seed) and
-    GENERATOR_VERSION: the same arguments give byte-identical archives, whatever
+    Deterministic in (classes, train_per_class, val_per_class, seed, generator):
+    the same arguments give byte-identical archives, whatever
     the number of workers. Skips the work if all three exist with a marker of
     the same arguments."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     marker = out / "SYNTHETIC"
-    stamp = (f"generator={GENERATOR_VERSION} classes={classes} train_per_class={train_per_class} "
+    if generator not in GENERATORS:
+        raise ValueError(f"generator {generator}: this module makes generators {GENERATORS}")
+    stamp = (f"generator={generator} classes={classes} train_per_class={train_per_class} "
              f"val_per_class={val_per_class} seed={seed}\n")
     written = all((out / f).exists() for f in (TRAIN_TAR, VAL_TAR, DEVKIT))
     if marker.exists() and marker.read_text() == stamp and written:
@@ -251,19 +376,21 @@ def write_synthetic_ilsvrc(out: str | os.PathLike, classes: int = 10, train_per_
     with (ctx or multiprocessing).Pool(workers or os.cpu_count() or 1) as pool:
         tmp = out / (TRAIN_TAR + ".tmp")
         with tarfile.open(tmp, "w") as outer:
-            jobs = [(seed, k, train_per_class) for k in range(classes)]
+            jobs = [(seed, k, train_per_class, generator) for k in range(classes)]
             for spec, inner in zip(specs, pool.imap(_train_class, jobs)):  # in class order
                 _add(outer, f"{spec['wnid']}.tar", inner)
                 bar.update(train_per_class)
         os.replace(tmp, out / TRAIN_TAR)
         tmp = out / (VAL_TAR + ".tmp")
         with tarfile.open(tmp, "w") as tar:
-            jobs = [(seed, i, label) for i, label in enumerate(val_labels)]
+            jobs = [(seed, i, label, generator) for i, label in enumerate(val_labels)]
             for i, data in enumerate(pool.imap(_val_image, jobs, chunksize=8)):
                 _add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", data)
                 bar.update()
         os.replace(tmp, out / VAL_TAR)
     bar.close()
-    _write_devkit(out / DEVKIT, specs, val_labels)
+    names = [class_name(class_spec(k)) if generator == 2 else class_name_g3(class_spec_g3(k))
+             for k in range(classes)]
+    _write_devkit(out / DEVKIT, specs, val_labels, names)
     marker.write_text(stamp)
     return out
