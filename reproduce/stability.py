@@ -32,6 +32,7 @@ import numpy as np
 
 from alexnet.atomic import write_text
 from alexnet.config import AlexNetConfig
+from alexnet.data.synthetic import GENERATOR_VERSION, GENERATORS
 from alexnet.diagnostics import curvature_number, kick, momentum_limit
 
 from .experiments import STABILITY, STABLE
@@ -156,18 +157,20 @@ RECIPE: list[Cell] = [cell for scale in RECIPE_SCALES.values() for setting in RE
 GRIDS = {"stability": GRID, "fragile": FRAGILE, "recipe": RECIPE}
 
 
-def dataset(work: Path, classes: int, per_class: int = IMAGES_PER_CLASS) -> Path:
+def dataset(work: Path, classes: int, per_class: int = IMAGES_PER_CLASS,
+            generator: int | None = None) -> Path:
     """The cache of the synthetic set with `classes` classes of `per_class` training images (made on
-    first use; a new generator version makes a new one)."""
+    first use; a new generator version makes a new one; default: alexnet.data.synthetic's default)."""
     from alexnet.data.prepare import prepare
     from alexnet.data.sources import open_source
-    from alexnet.data.synthetic import GENERATOR_VERSION, write_synthetic_ilsvrc
+    from alexnet.data.synthetic import write_synthetic_ilsvrc
+    generator = generator or GENERATOR_VERSION
     name = (f"c{classes}" + (f"x{per_class}" if per_class != IMAGES_PER_CLASS else "")
-            + f"-g{GENERATOR_VERSION}")
+            + f"-g{generator}")
     cache = work / "cache" / name
     if not (cache / "meta.json").exists():
         raw = work / "data" / name
-        write_synthetic_ilsvrc(raw, classes, per_class, 1, progress=False)
+        write_synthetic_ilsvrc(raw, classes, per_class, 1, progress=False, generator=generator)
         prepare(open_source(imagenet=str(raw)), cache, progress=False)
     return cache
 
@@ -340,6 +343,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/stability", help="where the JSON, table and plot go")
     ap.add_argument("--work", default="cache/stability", help="where the synthetic sets are made")
+    ap.add_argument("--generator", type=int, choices=GENERATORS, default=GENERATOR_VERSION,
+                    help=f"the synthetic sets' generator (default {GENERATOR_VERSION}; the folders made "
+                         "before issue 48 used 2)")
     ap.add_argument("--grid", choices=GRIDS, default="stability",
                     help="stability: the study; fragile: the fragile configurations under the chosen "
                          "settings")
@@ -369,7 +375,7 @@ def main(argv=None) -> int:
     runs, t0, version = done["runs"], time.time(), code_version()  # the code this process runs
     for r in runs:
         r["key"] = filed_under(r, done["grid"])
-    todo = [(cell, seed, dataset(work, cell.classes, cell.per_class), args.devices)
+    todo = [(cell, seed, dataset(work, cell.classes, cell.per_class, args.generator), args.devices)
             for cell in grid for seed in (range(args.seeds) if args.seeds else cell.seeds)
             if not any(r["key"] == cell.key and r["seed"] == seed for r in runs)]
     for cell, r in each_run(todo, args.jobs):

@@ -478,6 +478,19 @@ def test_generator2_is_unchanged():
     assert h.hexdigest() == "5e7fe00eceeff461655d98fc3998dc1932660a2adf1fe285c9f283787ba665fe"
 
 
+def test_prepare_records_image_statistics_and_the_cli_prints_them(tiny_cache, capsys):
+    """meta.json holds the three statistics, as `python -m tools.image_stats` measures them again."""
+    from tools import image_stats as cli
+    meta = json.loads((tiny_cache / "meta.json").read_text())["image_stats"]
+    assert cli.main([str(tiny_cache), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert {k: again[k] for k in meta} == meta
+    assert 0 < meta["lambda3_over_lambda1"] <= meta["lambda2_over_lambda1"] < 1
+    assert meta["knn5_chance"] == 1 / TINY["classes"]
+    assert cli.main([str(tiny_cache)]) == 0
+    assert "ImageNet" in capsys.readouterr().out
+
+
 def test_default_generator_meets_image_statistics_targets():
     """A small sample of the default set (10 classes, through prepare's 256×256 JPEG path) meets
     issue 48's targets: ImageNet-like RGB PCA ratios, spectrum slope near −2, and pixels that do not

@@ -234,6 +234,8 @@ BAD = [  # (module, argv, what the one-line error must name)
     ("tools.prepare", ["--data", "{tmp}/empty", "--cache", "{tmp}/out"], "expected an ImageFolder"),
     ("tools.prepare", ["--imagenet", "{tmp}/empty", "--cache", "{tmp}/out"], "missing ILSVRC2012"),
     ("tools.prepare", ["--synthetic", "--classes", "1", "--cache", "{tmp}/out"], "--classes"),
+    ("tools.prepare", ["--synthetic", "--generator", "1", "--cache", "{tmp}/out"], "--generator"),
+    ("tools.image_stats", ["{tmp}/empty"], "not a prepared cache"),
     ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--epochs", "-1"], "--epochs"),
     ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--batch-size", "0"], "--batch-size"),
     ("alexnet.train", ["--cache", "{cache}", "--run-dir", "{tmp}/out", "--crop-size", "200"], "--crop-size"),

@@ -190,6 +190,7 @@ LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, PIL's "L"
 LEAVES, R_MIN = 2500, 1.0  # clutter discs per image; their smallest radius, in prepared pixels
 CLUTTER_CHROMA, OBJECT_CHROMA = 0.25, 0.2  # chroma scales (_low_chroma) of clutter and objects
 NOISE = 0.012  # sensor noise, standard deviation (pixels in 0–1)
+OBJECT_SIZE = (0.17, 0.28)  # a class object's radius, as a share of the image's shorter side
 
 
 def class_spec_g3(k: int) -> dict:
@@ -233,9 +234,9 @@ def _leaves_g3(img: Image.Image, rng: np.random.Generator, n: int, r_min: float,
     radii = (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5  # inverse CDF of p(r) ∝ r⁻³
     xs, ys = rng.uniform(0, w, n), rng.uniform(0, h, n)
     size = np.log(radii / r_min) / np.log(r_max / r_min)  # 0 for the smallest disc, 1 for the largest
-    colours = _low_chroma(rng.uniform(*lum, n), chroma * rng.random(n) * size, rng) * 255
-    for x, y, r, c in zip(xs, ys, radii, colours):
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(v) for v in c))
+    colours = (_low_chroma(rng.uniform(*lum, n), chroma * rng.random(n) * size, rng) * 255).astype(int)
+    for x, y, r, c in zip(xs.tolist(), ys.tolist(), radii.tolist(), colours.tolist()):
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(c))
 
 
 def _shape_mask(shape: str, w: int, h: int, cx: float, cy: float, r: float, rot: float) -> np.ndarray:
@@ -262,11 +263,11 @@ def render_g3(k: int, rng: np.random.Generator) -> Image.Image:
     img = np.asarray(canvas, dtype=np.float32) / 255
 
     for _ in range(int(rng.integers(2, 4))):  # the class objects, drawn in their bounding boxes
-        r = rng.uniform(0.13, 0.24) * min(w, h)
+        r = rng.uniform(*OBJECT_SIZE) * min(w, h)
         cx, cy = rng.uniform(0.5 * r, w - 0.5 * r), rng.uniform(0.5 * r, h - 0.5 * r)
         x0, y0 = max(0, int(cx - r) - 1), max(0, int(cy - r) - 1)
         x1, y1 = min(w, int(cx + r) + 2), min(h, int(cy + r) + 2)
-        rot = np.deg2rad(rng.normal(0, 4))
+        rot = np.deg2rad(rng.normal(0, 3))
         mask = _shape_mask(spec["shape"], x1 - x0, y1 - y0, cx - x0, cy - y0, r, rot)
         period = spec["stripe_period"] * s * rng.uniform(0.9, 1.1)
         angle = np.deg2rad(spec["stripe_angle"]) + rot
@@ -277,13 +278,13 @@ def render_g3(k: int, rng: np.random.Generator) -> Image.Image:
         img[y0:y1, x0:x1] = box * (1 - mask) + (g * light + (1 - g) * dark) * mask
 
     occluders = Image.fromarray((img * 255).astype(np.uint8), "RGB")  # a few discs in front
-    _leaves_g3(occluders, rng, int(rng.integers(0, 40)), R_MIN * s, 0.12 * min(w, h), (0.2, 0.8),
+    _leaves_g3(occluders, rng, int(rng.integers(0, 21)), R_MIN * s, 0.1 * min(w, h), (0.2, 0.8),
                CLUTTER_CHROMA)
     img = np.asarray(occluders, dtype=np.float32) / 255
     # illumination: brightness, a slant across the image, a colour cast; then sensor noise
     slant = (1 + rng.normal(0, 0.12) * (np.arange(w) / w - 0.5)
              + rng.normal(0, 0.12) * (np.arange(h)[:, None] / h - 0.5))
-    gain = (rng.uniform(0.75, 1.2) * slant)[..., None] * (1 + rng.normal(0, 0.04, 3))
+    gain = ((rng.uniform(0.75, 1.2) * slant)[..., None] * (1 + rng.normal(0, 0.04, 3))).astype(np.float32)
     img = img * gain + NOISE * rng.standard_normal((h, w, 3), dtype=np.float32)
     return Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8), "RGB")
 
