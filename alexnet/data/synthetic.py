@@ -21,11 +21,11 @@ the class (pixel 5-NN label agreement near chance). Each image:
   occlusion model whose spectrum falls like photographs'), luminance 0.35–0.65,
   muted colours whose chroma grows with the disc's size (colour sits in the
   low frequencies) and mixes ImageNet's two chromatic axes in its proportions;
-- 2–3 class objects: the class's shape (one of 8) filled with a square-wave
+- 3–4 class objects: the class's shape (one of 8) filled with a square-wave
   grating of the class's orientation and period, light and dark at high
   contrast, in random muted colours: shape and texture define the class, no
   hue does; position, size, rotation jitter and period vary per object;
-- occlusion: up to 40 discs in front of everything;
+- occlusion: up to 20 discs in front of everything;
 - illumination: brightness, a slant across the image and a colour cast per
   image, then sensor noise.
 The first 10 classes use 5 orientations 36° apart and 2 periods an octave
@@ -188,9 +188,10 @@ def render_g2(k: int, rng: np.random.Generator) -> Image.Image:
 G3_PERIODS = (6.0, 12.0, 8.5)  # grating periods, in pixels of the prepared 256×256 image (§2's rescale)
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, PIL's "L"
 LEAVES, R_MIN = 2500, 1.0  # clutter discs per image; their smallest radius, in prepared pixels
-CLUTTER_CHROMA, OBJECT_CHROMA = 0.25, 0.2  # chroma scales (_low_chroma) of clutter and objects
+CLUTTER_CHROMA, OBJECT_CHROMA = 0.35, 0.3  # chroma scales (_low_chroma) of clutter and objects
 NOISE = 0.012  # sensor noise, standard deviation (pixels in 0–1)
 OBJECT_SIZE = (0.17, 0.28)  # a class object's radius, as a share of the image's shorter side
+OBJECTS = (3, 5)  # class objects per image: 3 or 4
 
 
 def class_spec_g3(k: int) -> dict:
@@ -262,7 +263,7 @@ def render_g3(k: int, rng: np.random.Generator) -> Image.Image:
     _leaves_g3(canvas, rng, LEAVES, R_MIN * s, 0.4 * min(w, h), (0.35, 0.65), CLUTTER_CHROMA)  # clutter
     img = np.asarray(canvas, dtype=np.float32) / 255
 
-    for _ in range(int(rng.integers(2, 4))):  # the class objects, drawn in their bounding boxes
+    for _ in range(int(rng.integers(*OBJECTS))):  # the class objects, drawn in their bounding boxes
         r = rng.uniform(*OBJECT_SIZE) * min(w, h)
         cx, cy = rng.uniform(0.5 * r, w - 0.5 * r), rng.uniform(0.5 * r, h - 0.5 * r)
         x0, y0 = max(0, int(cx - r) - 1), max(0, int(cy - r) - 1)
