@@ -196,9 +196,10 @@ def _nccl_backend():
 
 
 def check_peers() -> None:
-    """Raise RankLost when NCCL's watchdog has seen a collective fail (engine: every step, before its
-    numbers are read, so an aborted all-reduce's numbers are never taken for the run's). gloo raises
-    in the collective itself, and then lost_rank reads its message."""
+    """Raise RankLost when NCCL's watchdog has seen a collective fail (engine: every step, once the
+    host has waited for its numbers and before it uses them, so an aborted all-reduce's numbers are
+    never taken for the run's: a step whose peer is gone waits until the watchdog aborts it). gloo
+    raises in the collective itself, and then lost_rank reads its message."""
     backend = _nccl_backend()
     if backend is None:
         return

@@ -553,8 +553,8 @@ class Trainer:
             nonlocal pending
             if pending is None:
                 return
+            loss_sum, wrong1, wrong5, n, *flags = pending.read()  # on a GPU: waits for the step
             distributed.check_peers()  # NCCL: a failed all-reduce's numbers are not the run's
-            loss_sum, wrong1, wrong5, n, *flags = pending.read()
             if flags:  # under torchrun: any rank's signal, rank 0's clock (see `flags` below)
                 self.stop_agreed |= flags[0] > 0
                 self.overdue_agreed |= flags[1] > 0
