@@ -582,6 +582,7 @@ def as_rank(tiny_cache, tmp_path, monkeypatch):
             taken.append(1)
             return scenario(len(taken), engine.Trainer.current, real_step(*args, **kw))
         monkeypatch.setattr(engine, "train_step", step)
+        monkeypatch.setattr(engine.Trainer, "current", None, raising=False)
         init = engine.Trainer.__init__
 
         def remember(self, *a, **kw):
