@@ -170,6 +170,11 @@ def all_sum(values: list[float], device) -> list[float]:
 # once). The longest legitimate wait is rank 0 writing a checkpoint (435 MB; on network storage up to
 # a minute) while the others wait in the next step's all-reduce: ten minutes leaves room for that.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+# torchrun --shutdown-timeout: how long its agent waits, after forwarding a SIGTERM, before it SIGKILLs
+# the processes (torch 2.14: 30 s by default, TORCH_ELASTIC_SHUTDOWN_TIMEOUT). Rank 0 must finish its
+# step and write a checkpoint in that time, up to a minute on network storage: the README's SLURM
+# script and run_all's --nproc jobs give this.
+SHUTDOWN_TIMEOUT_S = 90
 # A collective that failed because a peer is gone, as each backend says it: gloo's closed or reset
 # connection and its timeout; NCCL's remote error (a peer's process exited, or the network failed), its
 # watchdog's timeout, and a communicator the watchdog aborted after either (libtorch_cuda.so's texts).

@@ -56,6 +56,7 @@ from alexnet.data.loader import cores_each
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
 from alexnet.data.synthetic import GENERATOR_VERSION, synthetic_name, write_synthetic_ilsvrc
+from alexnet.distributed import SHUTDOWN_TIMEOUT_S
 from alexnet.engine import (
     EXIT_INTERRUPTED,
     EXIT_NONFINITE,
@@ -479,7 +480,8 @@ def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None)
     write_text(config, json.dumps(cfg.to_dict(), indent=1))
     whole = dataclasses.replace(opts, devices=None, progress=False)
     write_text(options, json.dumps(whole.to_dict(), indent=1))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}"]  # time for rank 0's checkpoint after a SIGTERM
     launch = (torchrun if nproc > 1 else [sys.executable]) + ["-m"]
     cmd = launch + ["alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir),
                     "--config", str(config), "--options", str(options)]

@@ -121,3 +121,22 @@ def test_a_fault_mid_training_is_not_reported_as_a_bad_argument(tiny_cache, tmp_
     monkeypatch.setattr(engine.Trainer, "run", run)
     with pytest.raises(RuntimeError, match=r"training failed at step 0: ValueError\('too many values"):
         train.main(train_argv(tiny_cache, tmp_path / "run"))
+
+
+def test_torchrun_leaves_rank_0_time_for_its_checkpoint_after_a_sigterm(tmp_path):
+    """torchrun SIGKILLs its processes 30 s after it forwards a SIGTERM (torch 2.14's default), less than
+    a step and a checkpoint on network storage: the README's SLURM script and run_all's torchrun jobs
+    give --shutdown-timeout (they gave nothing)."""
+    import re
+
+    from alexnet.config import AlexNetConfig
+    from alexnet.engine import TrainOptions
+    from reproduce.run_all import job_command
+
+    from .conftest import ROOT
+    script = (ROOT / "README.md").read_text().split("#SBATCH", 1)[1].split("```", 1)[0]
+    assert "srun torchrun" in script
+    assert int(re.search(r"--shutdown-timeout[ =](\d+)", script).group(1)) >= distributed.SHUTDOWN_TIMEOUT_S
+    opts = TrainOptions(cache=tmp_path, run_dir=tmp_path / "run", devices=("cpu", "cpu"))
+    cmd = job_command(AlexNetConfig.from_profile("paper", num_classes=4), opts, nproc=2)
+    assert f"--shutdown-timeout={distributed.SHUTDOWN_TIMEOUT_S}" in cmd
