@@ -137,6 +137,6 @@ def test_torchrun_leaves_rank_0_time_for_its_checkpoint_after_a_sigterm(tmp_path
     script = (ROOT / "README.md").read_text().split("#SBATCH", 1)[1].split("```", 1)[0]
     assert "srun torchrun" in script
     assert int(re.search(r"--shutdown-timeout[ =](\d+)", script).group(1)) >= distributed.SHUTDOWN_TIMEOUT_S
-    opts = TrainOptions(cache=tmp_path, run_dir=tmp_path / "run", devices=("cpu", "cpu"))
+    opts = TrainOptions(cache=tmp_path, run_dir=tmp_path / "run", devices=(torch.device("cpu"),) * 2)
     cmd = job_command(AlexNetConfig.from_profile("paper", num_classes=4), opts, nproc=2)
     assert f"--shutdown-timeout={distributed.SHUTDOWN_TIMEOUT_S}" in cmd
