@@ -612,7 +612,8 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         name, dirs = ev.name, [dir_of[r] for r in ev.runs]
         out = plan.results / "eval" / f"{name}.json"
         if stopped_dirs & set(dirs):  # no result: the tables say why (stopped.json)
-            print(f"not evaluated: {name} (a run of it stopped on a non-finite loss)")
+            why = tables.stopped_note(ev.runs, stopped) or "a run of it stopped"
+            print(f"not evaluated: {name} ({why})")
             out.unlink(missing_ok=True)
             continue
         train = plan.results / "eval" / f"{ev.train_name}.json"  # training error: no augmentation, dropout

@@ -227,7 +227,8 @@ def test_run_all_goes_on_past_a_run_whose_loss_went_non_finite(tmp_path, capsys,
     res = tmp_path / "results"
     why = "loss is nan at epoch 1, step 1"
     assert json.loads((res / "stopped.json").read_text()) == {"no-lrn": {"why": why, "stability": "paper"}}
-    assert "not evaluated: no-lrn" in out and not (res / "eval" / "no-lrn.json").exists()
+    assert f"not evaluated: no-lrn (stopped on a non-finite loss (no-lrn: {why}))" in out
+    assert not (res / "eval" / "no-lrn.json").exists()
     assert (res / "eval" / "baseline-short.json").exists()  # the run after it was trained and evaluated
     row = json.loads((res / "tables" / "ablations.json").read_text())[0]
     assert row["ours_top1"] is None
