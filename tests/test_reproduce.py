@@ -955,3 +955,23 @@ def test_the_stability_study_runs_the_same_with_jobs_at_once(tmp_path):
     assert one.keys() == two.keys() and len(one) == 2
     for k in one:
         assert two[k] == pytest.approx(one[k], rel=1e-4)
+
+
+@pytest.mark.parametrize("size", [(), ("--classes", "4", "--train-per-class", "12", "--val-per-class", "4")])
+def test_prepare_and_run_all_give_one_synthetic_set_one_name(size, tmp_path, monkeypatch, capsys):
+    """`tools.prepare --synthetic` writes its archives and cache under the name run_all reads them by
+    (the default: synthetic-g2, with the generator's version), from the one function that names them."""
+    import tools.prepare as tp
+    from alexnet.data.synthetic import DEFAULT_DATA, GENERATOR_VERSION
+    made = []
+    monkeypatch.setattr(tp, "write_synthetic_ilsvrc", lambda raw, *a, **k: made.append(Path(raw)))
+    for name in ("open_source", "check_space"):
+        monkeypatch.setattr(tp, name, lambda *a, **k: None)
+    monkeypatch.setattr(tp, "prepare", lambda source, cache, **k: made.append(Path(cache)))
+    monkeypatch.setattr(tp, "format_report", lambda report: "")
+    assert tp.main(["--synthetic", "--no-progress", *size]) == 0
+    args = ["--work", str(tmp_path)] + (["--synthetic-size", "4,12,4"] if size else [])
+    plan = run_all_module.make_plan(run_all_module.parse_args(args)[1])
+    assert made == [Path("data") / plan.cache.name, Path("cache") / plan.cache.name]
+    assert plan.cache.name == (DEFAULT_DATA if not size else f"synthetic-4x12x4-g{GENERATOR_VERSION}")
+    assert DEFAULT_DATA == f"synthetic-g{GENERATOR_VERSION}"
