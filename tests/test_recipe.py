@@ -3,6 +3,7 @@
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,3 +176,14 @@ def test_figure3_over_seeds_reads_every_kept_run_of_1cnns_configuration(tmp_path
     noise_score = kernel_statistics(noise)["orientedness"].mean()
     assert s["runs"]["5cnns-seed2"]["orientedness"] == pytest.approx(noise_score)
     assert recipe.seeds("fc-bias0.1") is None  # nothing kept for it
+
+
+def test_each_settings_1cnn_is_read_where_it_is_committed(monkeypatch):
+    """The scale's setting from its run_all folder; superseded ones from results/history/; a candidate
+    from the study's own folder."""
+    monkeypatch.chdir(ROOT)
+    assert recipe.main_folder("fc-bias-kick-matched") == Path("results/synthetic-cpu-full")
+    assert recipe.main_folder("") == Path("results/history/synthetic-cpu-full-paper")
+    assert recipe.main_folder("per-image-lr-bias0.1") == \
+        Path("results/history/synthetic-cpu-full-per-image-lr-bias0.1")
+    assert recipe.main_folder("warmup1") == Path("results/recipe/cpu-full-warmup1")

@@ -667,8 +667,8 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     """Every committed paper-profile log's ε sequence is what alexnet.schedule gives for its own
     validation curve, with today's patience floor (two epochs) or, in folders made before it
     existed, the earlier floor of one epoch (each folder's README says which); results/synthetic/,
-    results/synthetic-cpu-full/ and -paper/, made with the floor, follow today's. Runs reused across a
-    schedule change are valid only so."""
+    results/synthetic-cpu-full/ and history/synthetic-cpu-full-*/, made with the floor, follow today's.
+    Runs reused across a schedule change are valid only so."""
     from alexnet.schedule import PlateauSchedule
 
     def follows(lines, floor):
@@ -681,7 +681,8 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
         return True
 
     checked = 0
-    for path in sorted((ROOT / "results").glob("*/logs/*.jsonl")):
+    results = ROOT / "results"
+    for path in sorted([*results.glob("*/logs/*.jsonl"), *results.glob("history/*/logs/*.jsonl")]):
         lines = [json.loads(line) for line in path.read_text().splitlines()]
         if lines[0]["lr"]["bias"] != lines[0]["lr"]["weight"]:  # cuda-convnet: milestones, not a plateau
             continue
@@ -694,11 +695,10 @@ def test_committed_logs_follow_the_plateau_schedule_they_were_made_with():
     assert checked >= 2
 
 
-@pytest.mark.parametrize("folder, scale, stability", [("synthetic", "cpu", None),
-                                                      ("synthetic-cpu-full", "cpu-full", None),
-                                                      ("synthetic-cpu-full-paper", "cpu-full", "paper"),
-                                                      ("synthetic-cpu-full-per-image-lr-bias0.1", "cpu-full",
-                                                       "per-image-lr-bias0.1")])
+@pytest.mark.parametrize("folder, scale, stability", [
+    ("synthetic", "cpu", None), ("synthetic-cpu-full", "cpu-full", None),
+    ("history/synthetic-cpu-full-paper", "cpu-full", "paper"),
+    ("history/synthetic-cpu-full-per-image-lr-bias0.1", "cpu-full", "per-image-lr-bias0.1")])
 def test_committed_evaluations_are_of_runs_trained_as_today(folder, scale, stability):
     """Every evaluation in the regenerated results folders records the training config of each
     checkpoint, and each config is the one this code trains that run with at that scale: a
