@@ -82,6 +82,17 @@ def stopped_runs(results: str | Path, stability: str | None = None) -> dict[str,
             if stability is None or rec["stability"] in (None, stability)}
 
 
+def stopped_note(runs, stopped: dict[str, str]) -> str | None:
+    """Why an evaluation of `runs` has no result, from stopped_runs' {run: why}: a run stopped on a
+    non-finite loss, or was not trained because its pre-training did. None: none of them stopped."""
+    hits = [f"{n}: {stopped[n]}" for n in runs if n in stopped]
+    if not hits:
+        return None
+    if all(stopped[n].startswith(NOT_TRAINED) for n in runs if n in stopped):  # a dependant's
+        return "; ".join(hits)
+    return "stopped on a non-finite loss (" + "; ".join(hits) + ")"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Whether an evaluation's number is a result: its errors if so (else None), the views they
@@ -182,13 +193,7 @@ class Results:
 
     def stopped_note(self, ev: Evaluation) -> str | None:
         """Which of an evaluation's runs stopped on a non-finite loss, and where; None: none did."""
-        names, stopped = ev.runs, self.stopped()
-        hits = [f"{n}: {stopped[n]}" for n in names if n in stopped]
-        if not hits:
-            return None
-        if all(stopped[n].startswith(NOT_TRAINED) for n in names if n in stopped):  # a dependant's
-            return "; ".join(hits)
-        return "stopped on a non-finite loss (" + "; ".join(hits) + ")"
+        return stopped_note(ev.runs, self.stopped())
 
     def run_size(self, checkpoint: dict):
         """The size an evaluated checkpoint's run trains at here (None: not a registered run)."""

@@ -1,6 +1,6 @@
 """Prepare a dataset once: 256×256 images (§2), mean image and RGB PCA (§4.1).
 
-    python -m tools.prepare --synthetic                       # the embedded default
+    python -m tools.prepare --synthetic                       # the embedded default: cache/synthetic-g2
     python -m tools.prepare --imagenet /data/ilsvrc2012       # the three official archives
     python -m tools.prepare --data /data/imagenette2          # any ImageFolder train/ val/ (test/)
     python -m tools.prepare --data DIR --cache cache/mine --workers 8
@@ -20,7 +20,7 @@ from pathlib import Path
 from alexnet.cli import check_at_least
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, open_source
-from alexnet.data.synthetic import DEFAULT_SIZE, synthetic_name, write_synthetic_ilsvrc
+from alexnet.data.synthetic import DEFAULT_SIZE, data_name, write_synthetic_ilsvrc
 
 DEFAULT_SYNTHETIC = dict(zip(("classes", "train_per_class", "val_per_class"), DEFAULT_SIZE))
 
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     check_at_least(ap, args, {"workers": 1, "classes": 2, "train_per_class": 1, "val_per_class": 1})
 
     if args.synthetic:
-        name = synthetic_name(args.classes, args.train_per_class, args.val_per_class, args.seed)
+        name = data_name(args.classes, args.train_per_class, args.val_per_class, args.seed)  # run_all's too
         raw = Path(args.raw or Path("data") / name)
         write_synthetic_ilsvrc(raw, args.classes, args.train_per_class, args.val_per_class, args.seed,
                                progress=not args.no_progress)
