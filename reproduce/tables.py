@@ -66,7 +66,9 @@ def stopped_records(results: str | Path) -> list[dict]:
     """A results folder's stopped.json: one {"run", "stability", "why"} per run and setting that
     stopped ("stability": the setting it trained under, "paper" for §5's values, None when recorded
     before settings were); [] when none did. Plans of several settings may share one folder, so a run
-    is recorded once per setting. Reads the earlier form, {run: {"why", "stability"}} or {run: why}."""
+    is recorded once per setting. Reads the earlier form, {run: {"why", "stability"}} or {run: why}; a
+    record without a setting counts for every setting, and any setting's record or clearing of that run
+    replaces it (run_all.Plan.record_stopped)."""
     f = Path(results) / STOPPED
     raw = json.loads(f.read_text()) if f.exists() else []
     if isinstance(raw, dict):
