@@ -75,19 +75,26 @@ def launch_problem(env, use_cuda: bool) -> str | None:
     take GPUs 0 and 1 unless SLURM gives every task its own (--gpus-per-task=2)."""
     world = int(env.get("WORLD_SIZE", "1"))
     tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
+    if env.get(IGNORE_SLURM) == "1":
+        tasks = 1  # the user's word: SLURM's variables say nothing about this launch
+    bypass = f" (if SLURM's variables do not describe this launch, set {IGNORE_SLURM}=1)"
     if world == 1 and tasks > 1 and "SLURM_PROCID" in env:
         return (f"srun started {tasks} copies of this command, and each would train alone on the same "
-                f"--run-dir; run one task per node that runs torchrun: {TORCHRUN_SLURM}")
+                f"--run-dir; run one task per node that runs torchrun: {TORCHRUN_SLURM}{bypass}")
     if world > 1 and not ("LOCAL_RANK" in env and "LOCAL_WORLD_SIZE" in env):
         return (f"WORLD_SIZE={world} without LOCAL_RANK and LOCAL_WORLD_SIZE: launched by hand or by srun "
                 "alone, this process cannot tell which GPUs are its own; launch it with torchrun, which "
                 f"sets them: {TORCHRUN_SLURM}")
     per_node = [int(n) for n in re.findall(r"(\d+)(?:\(x\d+\))?", env.get("SLURM_STEP_TASKS_PER_NODE", ""))]
-    if world > 1 and use_cuda and max(per_node, default=1) > 1 and "CUDA_VISIBLE_DEVICES" not in env:
-        return (f"srun started {max(per_node)} tasks on a node, each seeing all its GPUs: their torchrun "
-                f"processes would share GPUs 0, 1, ...; run one task per node ({TORCHRUN_SLURM}), or "
-                "give each task its own GPUs with --gpus-per-task=2")
+    shared = tasks > 1 and max(per_node, default=1) > 1 and "SLURM_GPUS_PER_TASK" not in env
+    if world > 1 and use_cuda and shared:
+        return (f"srun started {max(per_node)} tasks on a node, and SLURM gave none its own GPUs: their "
+                f"torchrun processes would share GPUs 0, 1, ...; run one task per node ({TORCHRUN_SLURM}), "
+                f"or give each task its own GPUs with --gpus-per-task=2{bypass}")
     return None
+
+
+IGNORE_SLURM = "ALEXNET_IGNORE_SLURM"  # 1: launch_problem reads no SLURM variable
 
 
 def init(devices_arg: str | None = None) -> tuple[Dist, tuple[torch.device, torch.device]]:
@@ -102,8 +109,8 @@ def init(devices_arg: str | None = None) -> tuple[Dist, tuple[torch.device, torc
         return Dist(), resolve_devices(devices_arg)
     rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     local_world = int(os.environ["LOCAL_WORLD_SIZE"])
-    if use_cuda:  # a failed collective aborts NCCL's communicator, not the process: see check_peers
-        os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = NCCL_CLEAN_UP_ONLY
+    if use_cuda and os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1") == "1":  # torchrun's default
+        os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = NCCL_CLEAN_UP_ONLY  # see check_peers
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=COLLECTIVE_TIMEOUT)
     if devices_arg and devices_arg != "cpu":
         raise ValueError("--devices is chosen per rank under torchrun (GPUs 2r, 2r+1); leave it out")
@@ -137,6 +144,7 @@ def agree_on_start(d: Dist, step: int | None, path, run_dir) -> None:
             "step": step, "where": str(path) if path is not None else f"no checkpoint in {run_dir}"}
     everyone: list = [None] * d.world_size
     dist.all_gather_object(everyone, mine)
+    check_peers()
     if len({e["step"] for e in everyone}) == 1:
         return
     seen = "; ".join(f"node {e['node']} (rank {e['rank']} on {e['host']}): "
@@ -162,7 +170,9 @@ def all_sum(values: list[float], device) -> list[float]:
     """Sum numbers over ranks (exact counts for validation)."""
     if not (dist.is_available() and dist.is_initialized()):
         return values
-    return sum_over_ranks(torch.tensor(values, dtype=torch.float64, device=device), device).tolist()
+    summed = sum_over_ranks(torch.tensor(values, dtype=torch.float64, device=device), device).tolist()
+    check_peers()  # NCCL: numbers of an aborted all-reduce are not used (validation, the epoch's stop flags)
+    return summed
 
 
 # The longest one rank waits for the others in one collective before it gives up (a node that
@@ -170,6 +180,11 @@ def all_sum(values: list[float], device) -> list[float]:
 # once). The longest legitimate wait is rank 0 writing a checkpoint (435 MB; on network storage up to
 # a minute) while the others wait in the next step's all-reduce: ten minutes leaves room for that.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+# torchrun --shutdown-timeout: how long its agent waits, after forwarding a SIGTERM, before it SIGKILLs
+# the processes (torch 2.14: 30 s by default, TORCH_ELASTIC_SHUTDOWN_TIMEOUT). Rank 0 must finish its
+# step and write a checkpoint in that time, up to a minute on network storage: the README's SLURM
+# script and run_all's --nproc jobs give this.
+SHUTDOWN_TIMEOUT_S = 90
 # A collective that failed because a peer is gone, as each backend says it: gloo's closed or reset
 # connection and its timeout; NCCL's remote error (a peer's process exited, or the network failed), its
 # watchdog's timeout, and a communicator the watchdog aborted after either (libtorch_cuda.so's texts).
@@ -180,7 +195,8 @@ _PEER = re.compile(r"\[([0-9a-fA-F.:]+)\]:(\d+)")  # gloo's "[127.0.0.1]:8108"
 # TORCH_NCCL_ASYNC_ERROR_HANDLING's CleanUpOnly. torchrun sets 1 (TearDown) for its workers: NCCL's
 # watchdog then kills the process with SIGABRT when a collective fails or times out, before Python can
 # say which rank is gone or exit 5. With 2 it aborts the communicator only, NCCL's kernels return, and
-# check_peers turns its error into RankLost.
+# check_peers turns its error into RankLost. init sets it where the value is torchrun's 1 (or unset);
+# another value a user gave (0 or 3) is theirs to keep.
 NCCL_CLEAN_UP_ONLY = "2"
 
 
@@ -196,9 +212,10 @@ def _nccl_backend():
 
 
 def check_peers() -> None:
-    """Raise RankLost when NCCL's watchdog has seen a collective fail (engine: every step, before its
-    numbers are read, so an aborted all-reduce's numbers are never taken for the run's). gloo raises
-    in the collective itself, and then lost_rank reads its message."""
+    """Raise RankLost when NCCL's watchdog has seen a collective fail (engine: every step, once the
+    host has waited for its numbers and before it uses them, so an aborted all-reduce's numbers are
+    never taken for the run's: a step whose peer is gone waits until the watchdog aborts it). gloo
+    raises in the collective itself, and then lost_rank reads its message."""
     backend = _nccl_backend()
     if backend is None:
         return

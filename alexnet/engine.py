@@ -3,7 +3,7 @@ and the evaluation of §4.1 and §6.
 
     from alexnet.engine import TrainOptions, fit
     cfg = AlexNetConfig.from_profile("paper", num_classes=10, epochs=14)
-    fit(cfg, TrainOptions(cache="cache/synthetic", run_dir="runs/1cnn"))   # 0 when done
+    fit(cfg, TrainOptions(cache="cache/synthetic-g3", run_dir="runs/1cnn"))   # 0 when done
 
 `train_step` is the only training step in the project: `Trainer` (and so
 `python -m alexnet.train` and `reproduce/run_all`), the benchmark
@@ -553,8 +553,8 @@ class Trainer:
             nonlocal pending
             if pending is None:
                 return
+            loss_sum, wrong1, wrong5, n, *flags = pending.read()  # on a GPU: waits for the step
             distributed.check_peers()  # NCCL: a failed all-reduce's numbers are not the run's
-            loss_sum, wrong1, wrong5, n, *flags = pending.read()
             if flags:  # under torchrun: any rank's signal, rank 0's clock (see `flags` below)
                 self.stop_agreed |= flags[0] > 0
                 self.overdue_agreed |= flags[1] > 0

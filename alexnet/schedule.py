@@ -13,14 +13,14 @@
   that reference at the current ε, so a run that sits at chance for its first
   epochs, as this net often does from its N(0, 0.01) start, does not have ε
   divided before it has learned anything (at 10 epochs, where patience is one
-  epoch, two of six seed replicates did; results/synthetic-cpu-full-paper/). Patience is
+  epoch, two of six seed replicates did; results/history/synthetic-cpu-full-paper/). Patience is
   `cfg.lr_patience` for 90 epochs, scaled proportionally for shorter runs, and
   never below `cfg.lr_patience_min` (2): the paper's 50,000 validation images
   measure an epoch's error to about 0.2 points, the embedded sets' 200 or 2,000
   to about 3 or 1, so one epoch that fails to beat the best is as likely noise
   as a plateau. With a floor of one epoch such epochs divided ε for good and
   left replicates of one configuration between 8.5% and 45.5% error
-  (results/synthetic-cpu-full-paper/README.md: with a floor of two, the six
+  (results/history/synthetic-cpu-full-paper/README.md: with a floor of two, the six
   replicates went from 23.3 ± 15.3 to 13.4 ± 5.5, the two worst seeds from
   45.5 and 39.5 to 21.5 and 17.0).
 - `cuda-convnet` (layer-params-145, comments): the weights' ε ÷10 after

@@ -11,12 +11,12 @@ run size in a `Scale`, chosen by `run_all` from the hardware:
   with the time they would need (`cpu-full`).
 - `cpu-full`: every row on a CPU, long enough for every run to learn: the
   short runs train as long as 1 CNN (at 10 epochs one seed of six stayed
-  above half of chance; results/synthetic-cpu-full-paper/), so baseline-short is 1 CNN's own
+  above half of chance; results/history/synthetic-cpu-full-paper/), so baseline-short is 1 CNN's own
   configuration and seed, and its replicates are 1 CNN's too.
 - `gpu` (one or two GPUs): a 100-class embedded set, every row. As at
   `cpu-full`, the short runs train as long as 1 CNN (20 epochs: a 10-epoch run
   measured on the CPU was still at 85% error after 5), so baseline-short is
-  1 CNN; about 13 minutes of training on one H200, measured (results/gpu-h200-20261127/).
+  1 CNN; about 13 minutes of training on one H200, measured (results/history/gpu-h200-20261127/).
 - `smoke`: a few steps, for tests.
 
 The five `5cnns` members are seed replicates of `baseline-short`'s
@@ -258,8 +258,9 @@ def kick_matched_bias(classes: int, batch: int) -> float:
     """fc6 and fc7's bias b at which the first steps' class-mix kick ε·‖h‖²(b)·√(p(1−p)/B) equals
     ImageNet's under §5's values (bias 1, 1,000 classes, batch 128: 0.08 nats with dropout), at the same ε:
     ‖h‖²(b) = ‖h‖²(1) × class_mix(1000, 128) / class_mix(C, B), solved on FC8_INPUT_SQ's fit. Clipped to
-    [0, 1]: where even b = 0 kicks harder (10 classes at batch 32: 0.08 at b = 0), 0; where the class mix
-    is ImageNet's or calmer, §5's 1. Rounded to 0.01."""
+    [0, 1]: where even b = 0 kicks harder (10 classes at batch 16, 3 at batch 16), 0; where the class mix
+    is ImageNet's or calmer, §5's 1. Rounded to 0.01: 10 classes at batch 32 (cpu-full) give 0.01, where
+    b = 0 kicks almost as hard as ImageNet; 100 at batch 128 give 0.48."""
     a, c, h0 = FC8_INPUT_SQ
     target = fc8_input_sq(1.0) * class_mix(PAPER_CLASSES, PAPER_BATCH) / class_mix(classes, batch)
     if target <= h0:
@@ -492,7 +493,7 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
           "the paper's 90 epochs at batch 128"),
     Scale("cpu", Size(14, 32), None, (10, 120, 20), 12,
           "about 15 min on 2 CPU cores: 1 CNN and Figure 1; the short experiments need --scale cpu-full"),
-    # Under §5's values no-dropout dies at both of these scales (results/synthetic-cpu-full-paper/,
+    # Under §5's values no-dropout dies at both of these scales (results/history/synthetic-cpu-full-paper/,
     # results/stability/gpu-nodrop-2epochs/). cpu-full takes the recipe study's choice (reproduce/PAPER.md,
     # "Recipe"): fc6 and fc7's biases kick-matched, the rest §5's. The gpu scale keeps the stability
     # setting, measured as stable there as the kick-matched bias and faster (results/recipe/criteria.md); at

@@ -41,6 +41,7 @@ from .experiments import SCALES, STABILITY
 from .stability import GRIDS, RECIPE_SCALES, RECIPE_SETTINGS, dataset
 
 OUT = Path("results/recipe")
+HISTORY = Path("results/history")  # superseded results folders, kept where their READMEs regenerate them
 FIGURE3_TARGET = (0.5, 0.40)  # low-frequency share, orientedness: the §5 run's at cpu-full (0.55, 0.40)
 BIASES = (0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
@@ -244,13 +245,15 @@ def seeds(setting: str) -> dict | None:
 # Where each setting's 14-epoch 1 CNN at cpu-full lives: the full regeneration under it where one is
 # committed, in the folder run_all's own plan names (results/synthetic-cpu-full for the scale's setting,
 # -paper for §5's, -SETTING for another) once it holds 1 CNN's evaluation (a regeneration stopped at its
-# start leaves the folder and a lock), else the study's own run_all folder.
+# start leaves the folder and a lock), or under results/history/ once superseded; else the study's own
+# run_all folder.
 def main_folder(setting: str) -> Path:
     from .run_all import ROOT, make_plan, parse_args
     _, args = parse_args(["--scale", "cpu-full", "--stability", setting or "paper"])
     args.results = None  # the committed folder, whatever RESULTS says
     full = make_plan(args).results.relative_to(ROOT)
-    return full if (full / "eval" / "1cnn.json").exists() else study_folder(setting)
+    full = next((f for f in (full, HISTORY / full.name) if (f / "eval" / "1cnn.json").exists()), None)
+    return full or study_folder(setting)
 
 
 def study_folder(setting: str) -> Path:

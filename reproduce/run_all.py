@@ -56,6 +56,8 @@ from alexnet.data.loader import cores_each
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
 from alexnet.data.synthetic import GENERATOR_VERSION, GENERATORS, synthetic_name, write_synthetic_ilsvrc
+from alexnet.data.synthetic import data_name as synthetic_data_name
+from alexnet.distributed import SHUTDOWN_TIMEOUT_S
 from alexnet.engine import (
     EXIT_INTERRUPTED,
     EXIT_NONFINITE,
@@ -286,8 +288,8 @@ def make_plan(args) -> Plan:
         name = synthetic_name(*synthetic)
         # results/synthetic is the cpu scale's; other scales name themselves
         name = name if scale == "cpu" else f"{name}-{scale}"
-        # a new generator: new archives and cache
-        data_name = f"{synthetic_name(*synthetic)}-g{args.generator}"
+        # with the generator's version: a new generator, new archives and cache
+        data_name = synthetic_data_name(*synthetic, generator=args.generator)
         source = {"imagenet": str(work / "data" / data_name)}
     # a wrong folder is refused now, not after the first stage; listed once for every stage
     listed = open_source(**source) if synthetic is None else None
@@ -486,7 +488,8 @@ def job_command(cfg, opts: TrainOptions, nproc: int, devices: str | None = None)
     write_text(config, json.dumps(cfg.to_dict(), indent=1))
     whole = dataclasses.replace(opts, devices=None, progress=False)
     write_text(options, json.dumps(whole.to_dict(), indent=1))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}"]  # time for rank 0's checkpoint after a SIGTERM
     launch = (torchrun if nproc > 1 else [sys.executable]) + ["-m"]
     cmd = launch + ["alexnet.train", "--cache", str(opts.cache), "--run-dir", str(opts.run_dir),
                     "--config", str(config), "--options", str(options)]
@@ -619,7 +622,8 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         name, dirs = ev.name, [dir_of[r] for r in ev.runs]
         out = plan.results / "eval" / f"{name}.json"
         if stopped_dirs & set(dirs):  # no result: the tables say why (stopped.json)
-            print(f"not evaluated: {name} (a run of it stopped on a non-finite loss)")
+            why = tables.stopped_note(ev.runs, stopped) or "a run of it stopped"
+            print(f"not evaluated: {name} ({why})")
             out.unlink(missing_ok=True)
             continue
         train = plan.results / "eval" / f"{ev.train_name}.json"  # training error: no augmentation, dropout

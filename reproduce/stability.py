@@ -118,8 +118,8 @@ GRID: list[Cell] = [
 # (reproduce/PAPER.md, "Stability"): cpu-full (10 classes × 120, batch 32: 37 steps an epoch) with ε at
 # the paper's rate per image and Caffe's bias 0.1; the gpu scale (100 classes × 80, batch 128: 62 steps
 # an epoch) under the paper's values to step 40 (on the CPU a step takes 6 s), past the steps at which
-# the H200 run went non-finite with these seeds (results/gpu-h200-20261127: steps 12–40), and under its
-# setting for two epochs.
+# the H200 run went non-finite with these seeds (results/history/gpu-h200-20261127: steps 12–40), and
+# under its setting for two epochs.
 CPU_FULL = dict(classes=10, per_class=120, steps=74, **setting(STABLE, batch=32))
 GPU = dict(classes=100, per_class=80, batch=128, steps=40)
 GPU_STABLE = dict(GPU, steps=124, **setting(STABLE, batch=128))

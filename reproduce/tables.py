@@ -66,7 +66,9 @@ def stopped_records(results: str | Path) -> list[dict]:
     """A results folder's stopped.json: one {"run", "stability", "why"} per run and setting that
     stopped ("stability": the setting it trained under, "paper" for §5's values, None when recorded
     before settings were); [] when none did. Plans of several settings may share one folder, so a run
-    is recorded once per setting. Reads the earlier form, {run: {"why", "stability"}} or {run: why}."""
+    is recorded once per setting. Reads the earlier form, {run: {"why", "stability"}} or {run: why}; a
+    record without a setting counts for every setting, and any setting's record or clearing of that run
+    replaces it (run_all.Plan.record_stopped)."""
     f = Path(results) / STOPPED
     raw = json.loads(f.read_text()) if f.exists() else []
     if isinstance(raw, dict):
@@ -80,6 +82,17 @@ def stopped_runs(results: str | Path, stability: str | None = None) -> dict[str,
     that did), under `stability` ("paper" or a setting's name; None: under any)."""
     return {rec["run"]: rec["why"] for rec in stopped_records(results)
             if stability is None or rec["stability"] in (None, stability)}
+
+
+def stopped_note(runs, stopped: dict[str, str]) -> str | None:
+    """Why an evaluation of `runs` has no result, from stopped_runs' {run: why}: a run stopped on a
+    non-finite loss, or was not trained because its pre-training did. None: none of them stopped."""
+    hits = [f"{n}: {stopped[n]}" for n in runs if n in stopped]
+    if not hits:
+        return None
+    if all(stopped[n].startswith(NOT_TRAINED) for n in runs if n in stopped):  # a dependant's
+        return "; ".join(hits)
+    return "stopped on a non-finite loss (" + "; ".join(hits) + ")"
 
 
 @dataclass(frozen=True)
@@ -182,13 +195,7 @@ class Results:
 
     def stopped_note(self, ev: Evaluation) -> str | None:
         """Which of an evaluation's runs stopped on a non-finite loss, and where; None: none did."""
-        names, stopped = ev.runs, self.stopped()
-        hits = [f"{n}: {stopped[n]}" for n in names if n in stopped]
-        if not hits:
-            return None
-        if all(stopped[n].startswith(NOT_TRAINED) for n in names if n in stopped):  # a dependant's
-            return "; ".join(hits)
-        return "stopped on a non-finite loss (" + "; ".join(hits) + ")"
+        return stopped_note(ev.runs, self.stopped())
 
     def run_size(self, checkpoint: dict):
         """The size an evaluated checkpoint's run trains at here (None: not a registered run)."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reproduce import claims
-from reproduce.claims import NOISE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, write_claims
+from reproduce.claims import IMAGENET, NOISE, NOT_REPRODUCED, NOT_RUN, REPRODUCED, write_claims
 from reproduce.experiments import CLAIMS, EXPERIMENTS
 from reproduce.tables import Results
 
@@ -125,10 +125,15 @@ def test_at_the_cpu_scale_the_short_runs_are_not_run_and_say_which_flag_runs_the
     assert (tmp_path / "tables" / "claims.md").read_text().count("| §") == len(CLAIMS) + 1  # and the header
 
 
-def test_every_claim_has_a_measure_and_names_registered_experiments():
+def test_every_claim_has_a_measure_and_names_registered_experiments(tmp_path):
     assert [c.name for c in CLAIMS] == list(claims.MEASURES)
     assert all(e in EXPERIMENTS for c in CLAIMS for e in c.experiments)
-    assert Results  # the claims read the tables' rules of what counts as a result
+    # with nothing run, each measure still answers, from the runs its claim names
+    res = Results(tmp_path, "cpu-full")
+    for c in CLAIMS:
+        found = claims.MEASURES[c.name](res)
+        assert isinstance(found, claims.Finding) and found.verdict in (NOT_RUN, IMAGENET), (c.name, found)
+        assert set(found.runs) <= set(c.experiments), (c.name, found.runs)
 
 
 def test_neighbours_compare_the_last_hidden_layer_with_pixels(tiny_cache, tmp_path):

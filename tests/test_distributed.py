@@ -46,6 +46,19 @@ def test_nccls_watchdog_error_stops_the_step_as_a_lost_rank(monkeypatch):
         assert distributed.lost_rank(lost.value, Dist(1, 2, 1, 2)) == "rank 0"
 
 
+def test_validation_and_the_epochs_flags_check_for_a_lost_peer(monkeypatch):
+    """all_sum (validation's counts, the epoch end's stop flags) checks NCCL's watchdog too: an aborted
+    all-reduce's numbers would otherwise decide ε and the epoch's log line."""
+    from torch._C._distributed_c10d import ErrorType
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed, "sum_over_ranks", lambda t, device: t)
+    monkeypatch.setattr(distributed, "_nccl_backend", lambda: _Backend(ErrorType.SUCCESS))
+    assert distributed.all_sum([1.0, 2.0], "cpu") == [1.0, 2.0]
+    monkeypatch.setattr(distributed, "_nccl_backend", lambda: _Backend(ErrorType.REMOTE_ERROR))
+    with pytest.raises(distributed.RankLost):
+        distributed.all_sum([1.0, 2.0], "cpu")
+
+
 def test_nccl_aborts_the_communicator_not_the_process(monkeypatch):
     """torchrun sets TORCH_NCCL_ASYNC_ERROR_HANDLING=1 (its watchdog kills the process); init asks for
     clean-up only, so that the error reaches check_peers."""
@@ -74,12 +87,15 @@ TORCHRUN = dict(WORLD_SIZE="8", RANK="1", LOCAL_RANK="1", LOCAL_WORLD_SIZE="4", 
     (SRUN, True, "srun started 8 copies"),  # srun's tasks, no torchrun: each would train alone
     ({**SRUN, "WORLD_SIZE": "8", "RANK": "1"}, True, "without LOCAL_RANK and LOCAL_WORLD_SIZE"),  # by hand
     ({**SRUN, **TORCHRUN}, True, "srun started 4 tasks on a node"),  # 4 agents per node, all GPUs seen
-    ({**SRUN, **TORCHRUN, "CUDA_VISIBLE_DEVICES": "2,3"}, True, None),  # --gpus-per-task=2: their own
+    ({**SRUN, **TORCHRUN, "SLURM_GPUS_PER_TASK": "2", "CUDA_VISIBLE_DEVICES": "2,3"}, True, None),  # own GPUs
+    ({**SRUN, **TORCHRUN, "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, True, "srun started 4 tasks on a node"),
+    ({**SRUN, **TORCHRUN, "ALEXNET_IGNORE_SLURM": "1"}, True, None),  # the user's word
+    ({**SRUN, "ALEXNET_IGNORE_SLURM": "1"}, True, None),  # one python in `srun -n 8 --pty bash`
     ({**SRUN, **TORCHRUN, "SLURM_STEP_TASKS_PER_NODE": "1(x2)", "SLURM_STEP_NUM_TASKS": "2"}, True, None),
     ({**SRUN, **TORCHRUN}, False, None),  # on CPUs nothing is shared but the cores
     ({"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1"}, True, None),  # one task: one process
-], ids=["srun-alone", "world-by-hand", "tasks-share-gpus", "gpus-per-task", "one-task-per-node", "cpu",
-        "one-task"])
+], ids=["srun-alone", "world-by-hand", "tasks-share-gpus", "gpus-per-task", "every-task-every-gpu",
+        "ignore-slurm", "ignore-slurm-one-process", "one-task-per-node", "cpu", "one-task"])
 def test_slurm_launches_are_placed_or_refused_with_the_command_that_works(env, cuda, expect):
     """A launch that would put two ranks' towers on one GPU (or leave GPUs idle) is refused before
     the process group is joined, with torchrun's SLURM command; the supported ones pass. Before, the
@@ -89,6 +105,7 @@ def test_slurm_launches_are_placed_or_refused_with_the_command_that_works(env, c
         assert problem is None
     else:
         assert expect in problem and "torchrun" in problem
+        assert ("ALEXNET_IGNORE_SLURM=1" in problem) == expect.startswith("srun")  # where SLURM decided
 
 
 def test_a_refused_launch_exits_2_before_joining(monkeypatch, tmp_path, capsys):
@@ -121,3 +138,22 @@ def test_a_fault_mid_training_is_not_reported_as_a_bad_argument(tiny_cache, tmp_
     monkeypatch.setattr(engine.Trainer, "run", run)
     with pytest.raises(RuntimeError, match=r"training failed at step 0: ValueError\('too many values"):
         train.main(train_argv(tiny_cache, tmp_path / "run"))
+
+
+def test_torchrun_leaves_rank_0_time_for_its_checkpoint_after_a_sigterm(tmp_path):
+    """torchrun SIGKILLs its processes 30 s after it forwards a SIGTERM (torch 2.14's default), less than
+    a step and a checkpoint on network storage: the README's SLURM script and run_all's torchrun jobs
+    give --shutdown-timeout (they gave nothing)."""
+    import re
+
+    from alexnet.config import AlexNetConfig
+    from alexnet.engine import TrainOptions
+    from reproduce.run_all import job_command
+
+    from .conftest import ROOT
+    script = (ROOT / "README.md").read_text().split("#SBATCH", 1)[1].split("```", 1)[0]
+    assert "srun torchrun" in script
+    assert int(re.search(r"--shutdown-timeout[ =](\d+)", script).group(1)) >= distributed.SHUTDOWN_TIMEOUT_S
+    opts = TrainOptions(cache=tmp_path, run_dir=tmp_path / "run", devices=(torch.device("cpu"),) * 2)
+    cmd = job_command(AlexNetConfig.from_profile("paper", num_classes=4), opts, nproc=2)
+    assert f"--shutdown-timeout={distributed.SHUTDOWN_TIMEOUT_S}" in cmd

@@ -496,15 +496,20 @@ def node_cmd(port: int, run_id: str, restarts: int = 0) -> list[str]:
             "--max-restarts", str(restarts)]
 
 
-def two_nodes(cache, run_dirs, *extra, until=None, restarts=0) -> list[subprocess.CompletedProcess]:
+def two_nodes(cache, run_dirs, *extra, until=None, restarts=0,
+              exits=None) -> list[subprocess.CompletedProcess]:
     """Both nodes at once. Their output goes to files, not pipes: a node blocked on a full pipe
     while the test waits on the other would stall both (they wait for each other). `until`: a
-    function called with the nodes' processes once they run (to signal them, say)."""
+    function called with the nodes' processes once they run (to signal them, say). `exits`: a folder
+    where node i's training process writes its exit status, to node<i> (tests/exit_status.py)."""
     port, run_id = free_port(), f"test-{random.Random().randint(0, 10**9)}"
     outs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in run_dirs]
-    nodes = [subprocess.Popen(node_cmd(port, run_id, restarts) + train_cmd(cache, d, *extra)[1:], cwd=ROOT,
+    train = [train_cmd(cache, d, *extra)[1:] if exits is None else
+             ["-m", "tests.exit_status", str(Path(exits) / f"node{i}"), *train_argv(cache, d, *extra)]
+             for i, d in enumerate(run_dirs)]
+    nodes = [subprocess.Popen(node_cmd(port, run_id, restarts) + cmd, cwd=ROOT,
                               env={**ENV, **TORCHRUN_ENV}, stdout=out, stderr=err, text=True)
-             for d, (out, err) in zip(run_dirs, outs)]
+             for cmd, (out, err) in zip(train, outs)]
     if until:
         until(nodes)
     done = []
@@ -582,6 +587,7 @@ def as_rank(tiny_cache, tmp_path, monkeypatch):
             taken.append(1)
             return scenario(len(taken), engine.Trainer.current, real_step(*args, **kw))
         monkeypatch.setattr(engine, "train_step", step)
+        monkeypatch.setattr(engine.Trainer, "current", None, raising=False)
         init = engine.Trainer.__init__
 
         def remember(self, *a, **kw):
@@ -648,26 +654,37 @@ def two_node_reference(tiny_cache, tmp_path_factory) -> dict:
 def test_a_preempted_two_node_run_continues_bit_for_bit(signalled, tiny_cache, tmp_path, two_node_reference):
     """SLURM's preemption: SIGTERM to every node's torchrun agent mid-epoch (or to one: a signal that
     reaches the ranks a step apart). Every rank stops after the same step with exit status 130 (the
-    one not signalled too, where it used to be left in a collective the other had left), one
-    checkpoint is written, and the same two commands run again continue the run: the final weights
-    equal an uninterrupted two-node run's, bit for bit (they differed in every tensor: a resumed
-    rank drew other dropout masks)."""
-    run_dir = tmp_path / "preempted"
+    one not signalled too, where it used to be left in a collective the other had left), rank 0
+    writes one checkpoint of that step, and the same two commands run again continue the run: the
+    final weights equal an uninterrupted two-node run's, bit for bit (they differed in every tensor:
+    a resumed rank drew other dropout masks)."""
+    run_dir, exits = tmp_path / "preempted", tmp_path / "exits"
+    exits.mkdir()
+    before = []
 
     def preempt(nodes):
         assert wait_for(lambda: any(checkpoint.step_of(f) >= 2 for f in checkpoint.files(run_dir))
                         or any(n.poll() is not None for n in nodes))
+        before.extend(checkpoint.step_of(f) for f in checkpoint.files(run_dir))
         for i in signalled:
             nodes[i].send_signal(signal.SIGTERM)
-    stopped = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED, until=preempt)
+    stopped = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED, until=preempt, exits=exits)
+    # each node's training process, signalled or not, exits 130 (a signalled agent itself exits 1)
+    assert [(exits / f"node{i}").read_text() for i in range(2)] == ["130\n", "130\n"]
     for i, node in enumerate(stopped):
-        assert node.returncode != 0, "the run ended before the signal"
         if i in signalled:
             assert "finishing this step and writing a checkpoint" in node.stderr, node.stderr[-3000:]
         else:  # its agent reports the worker's status: it stopped as asked, not on a lost peer
             assert "exitcode: 130" in node.stderr and "is gone" not in node.stderr, node.stderr[-3000:]
     at = final_weights(run_dir)["step"]
     assert 2 <= at < 6
+    # one checkpoint of the step they stopped at, written once (by rank 0), whole; nothing after it
+    said = [line for n in stopped for line in n.stderr.splitlines()
+            if line.startswith("interrupted; checkpoint")]
+    steps = [checkpoint.step_of(f) for f in checkpoint.files(run_dir)]
+    assert len(said) == 1 and said[0].split()[2].rstrip(".") == str(checkpoint.latest(run_dir)[0]), said
+    assert steps.count(at) == 1 and max(steps) == at >= max(before), (before, steps)
+    assert not list(run_dir.glob("*.tmp*"))
     again = two_nodes(tiny_cache, [run_dir, run_dir], *PREEMPTED)
     assert [n.returncode for n in again] == [0, 0], again[0].stderr[-3000:] + again[1].stderr[-3000:]
     assert any(f"(epoch {at // 3}, step {at})" in n.stderr for n in again)  # rank 0 says; the others agree

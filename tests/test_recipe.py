@@ -2,8 +2,8 @@
 (reproduce/stability.py's course, reproduce/recipe.py)."""
 
 import json
-import math
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,7 +69,8 @@ def test_the_kick_matched_bias_puts_the_first_kick_at_imagenets():
     assert 0.3 < b < 0.7
     assert kick(0.01, fc8_input_sq(b), 100, 128) == pytest.approx(imagenet, rel=0.03)
     assert kick_matched_bias(1000, 128) == 1.0 and kick_matched_bias(1000, 32) < 1.0
-    assert kick_matched_bias(10, 32) <= 0.02 and kick_matched_bias(3, 16) == 0.0
+    # its docstring's examples: clipped to 0 at 10 (and 3) classes at batch 16; 0.01 at cpu-full's 10 at 32
+    assert kick_matched_bias(10, 32) == 0.01 and kick_matched_bias(10, 16) == kick_matched_bias(3, 16) == 0.0
     measured = json.loads((ROOT / "results" / "recipe" / "fc8_input.json").read_text())["fits"]["0.5"]
     assert FC8_INPUT_SQ == (measured["a"], measured["c"], measured["h0"])
 
@@ -95,7 +96,6 @@ def test_fc_only_settings_keep_the_conv_biases_of_one():
 
 
 def test_the_recipe_study_fails_a_high_epoch_but_only_reports_a_spike():
-    ln = math.log(10)
     rows = lambda losses: [{"loss": v} for v in losses]  # noqa: E731
     spike = course(rows([2.3] * 4 + [5.0, 2.0, 1.0, 1.0]), 10, 4)  # a step above 2·ln C, epoch 2 mean 2.25
     assert spike["spike"] and not spike["high_epoch"]
@@ -107,7 +107,12 @@ def test_the_recipe_study_fails_a_high_epoch_but_only_reports_a_spike():
     # the mean of the last 10 steps first reaches ½·ln 10 = 1.15 with 7 steps at 0.5 and 3 at 2.3: step 12
     assert course(rows([2.3] * 5 + [0.5] * 20), 10, 25)["steps_to_half"] == 12
     assert course(rows([2.3] * 25), 10, 25)["steps_to_half"] is None
-    assert ln / 2 == pytest.approx(1.1513, abs=1e-4)
+    # the bounds, from the code: ½·ln 10 = 1.1513 and 2·ln 10 = 4.6052; at 100 classes 2.3026 and 9.2103
+    for classes, half, high in ((10, 1.1513, 4.6052), (100, 2.3026, 9.2103)):
+        assert course(rows([half - 1e-4] * 10), classes, 10)["steps_to_half"] == 10
+        assert course(rows([half + 1e-4] * 10), classes, 10)["steps_to_half"] is None
+        assert not course(rows([2.0] * 4 + [high - 1e-4] * 4), classes, 4)["high_epoch"]
+        assert course(rows([2.0] * 4 + [high + 1e-4] * 4), classes, 4)["high_epoch"]
 
 
 def test_the_recipe_grid_has_every_candidate_at_both_scales():
@@ -179,3 +184,14 @@ def test_the_folders_of_section_5s_values_are_named_paper(paper, monkeypatch, tm
     seeds() names it: cpu-full-paper for §5's values (it was cpu-full- or cpu-full-None)."""
     monkeypatch.chdir(tmp_path)  # no committed results/ here
     assert recipe.main_folder(paper) == recipe.study_folder(paper) == recipe.OUT / "cpu-full-paper"
+
+
+def test_each_settings_1cnn_is_read_where_it_is_committed(monkeypatch):
+    """The scale's setting from its run_all folder; superseded ones from results/history/; a candidate
+    from the study's own folder."""
+    monkeypatch.chdir(ROOT)
+    assert recipe.main_folder("fc-bias-kick-matched") == Path("results/synthetic-cpu-full")
+    assert recipe.main_folder("") == Path("results/history/synthetic-cpu-full-paper")
+    assert recipe.main_folder("per-image-lr-bias0.1") == \
+        Path("results/history/synthetic-cpu-full-per-image-lr-bias0.1")
+    assert recipe.main_folder("warmup1") == Path("results/recipe/cpu-full-warmup1")

@@ -65,6 +65,7 @@ from alexnet.checkpoint import code_version
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.loader import Loader
+from alexnet.data.synthetic import DEFAULT_DATA
 from alexnet.engine import train_step
 from alexnet.layers import LocalResponseNorm
 from alexnet.model import AlexNet
@@ -258,7 +259,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--fast", action="store_true",
                     help="also time the fast (not bit-faithful) mode: step/fast and e2e/train-fast")
     ap.add_argument("--no-compile", action="store_true", help="with --fast: skip torch.compile")
-    ap.add_argument("--cache", default="cache/synthetic", help="prepared images for the pipelines")
+    ap.add_argument("--cache", default=f"cache/{DEFAULT_DATA}",
+                    help="prepared images for the pipelines (default: tools.prepare --synthetic's)")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="results/benchmarks")
     ap.add_argument("--profile", action="store_true",

@@ -1,6 +1,6 @@
 """Prepare a dataset once: 256×256 images (§2), mean image and RGB PCA (§4.1).
 
-    python -m tools.prepare --synthetic                       # the embedded default
+    python -m tools.prepare --synthetic                       # the embedded default: cache/synthetic-g3
     python -m tools.prepare --imagenet /data/ilsvrc2012       # the three official archives
     python -m tools.prepare --data /data/imagenette2          # any ImageFolder train/ val/ (test/)
     python -m tools.prepare --data DIR --cache cache/mine --workers 8
@@ -24,7 +24,7 @@ from alexnet.data.synthetic import (
     DEFAULT_SIZE,
     GENERATOR_VERSION,
     GENERATORS,
-    synthetic_name,
+    data_name,
     write_synthetic_ilsvrc,
 )
 
@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     check_at_least(ap, args, {"workers": 1, "classes": 2, "train_per_class": 1, "val_per_class": 1})
 
     if args.synthetic:
-        name = synthetic_name(args.classes, args.train_per_class, args.val_per_class, args.seed)
-        name = f"{name}-g{args.generator}"  # as run_all names it: a new generator, new archives and cache
+        name = data_name(args.classes, args.train_per_class, args.val_per_class, args.seed,
+                         generator=args.generator)  # run_all's name too
         raw = Path(args.raw or Path("data") / name)
         write_synthetic_ilsvrc(raw, args.classes, args.train_per_class, args.val_per_class, args.seed,
                                progress=not args.no_progress, generator=args.generator)

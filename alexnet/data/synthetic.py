@@ -2,7 +2,7 @@
 the ILSVRC-2012 archive format so that the real ingestion path runs with no
 download.
 
-    python -m tools.prepare --synthetic --classes 10 --train-per-class 120 --raw data/synthetic
+    python -m tools.prepare --synthetic --classes 10 --train-per-class 120 --raw data/synthetic-g3
 
 writes, exactly as the official release is laid out:
 
@@ -70,10 +70,21 @@ GENERATORS = (2, 3)  # the ones this module still makes (1 is in git history: co
 
 
 def synthetic_name(classes: int, train_per_class: int, val_per_class: int, seed: int = 0) -> str:
-    """Folder name for a synthetic dataset: 'synthetic' for the default, else its size."""
+    """Results folder name for a synthetic dataset: 'synthetic' for the default, else its size."""
     if (classes, train_per_class, val_per_class, seed) == (*DEFAULT_SIZE, 0):
         return "synthetic"
     return f"synthetic-{classes}x{train_per_class}x{val_per_class}" + (f"-seed{seed}" if seed else "")
+
+
+def data_name(classes: int, train_per_class: int, val_per_class: int, seed: int = 0,
+              generator: int = GENERATOR_VERSION) -> str:
+    """Folder name of a synthetic set's archives and cache (data/<name>, cache/<name>): its results
+    name and the generator that made it, 'synthetic-g3' for the default. A new generator, a new set.
+    tools.prepare and run_all both name the set by this function."""
+    return f"{synthetic_name(classes, train_per_class, val_per_class, seed)}-g{generator}"
+
+
+DEFAULT_DATA = data_name(*DEFAULT_SIZE)  # 'synthetic-g3': the embedded default's data and cache folder
 
 
 def class_spec(k: int) -> dict:
