@@ -275,10 +275,11 @@ class Trainer:
                              f"{self.dist.world_size} processes")
         self.speed = Speed(fast=opts.fast, compile=opts.compile)
         self.speed.setup(self.devices)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # §5's initial weights: the same on every replica
         self.net = AlexNet(cfg, self.devices, tower_streams=opts.tower_streams)
-        if self.dist.active:  # same initial weights on every replica, but each draws its own dropout masks
-            torch.manual_seed(seed_of(cfg.seed, DROPOUT_STREAM, self.dist.rank))
+        self.dropout_generators = [torch.Generator(t.device) for t in self.net.towers]  # seed_dropout
+        for tower, g in zip(self.net.towers, self.dropout_generators):
+            tower.drop6.generator = tower.drop7.generator = g
         self.model = (torch.nn.parallel.DistributedDataParallel(self.net) if self.dist.active else self.net)
         self.forward = self.speed.forward_fn(self.model)
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
@@ -298,6 +299,7 @@ class Trainer:
             raise ValueError(f"{opts.cache}: {cache.size('train')} training images, fewer "
                              f"than one batch of {cfg.batch_size}; lower --batch-size")
         self.epoch, self.step, self.history = 0, 0, []
+        self.seed_dropout()
         self.meters = self._new_meters()
         self.last_ckpt: Path | None = None
         self.last_save = time.time()  # the last checkpoint's time (or the start's): checkpoint_minutes
@@ -400,7 +402,7 @@ class Trainer:
         self.train_loader.load_state_dict(ck["loader"])
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
         self.meters = ck["meters"]
-        checkpoint.set_rng_state(ck["rng"])  # rank 0's; under torchrun each step seeds its rank's dropout
+        checkpoint.set_rng_state(ck["rng"])  # rank 0's; dropout is seeded per step (seed_dropout)
 
     def initialize_from(self, source) -> Path:
         """A fresh run's weights from another run's checkpoint (file or run directory), every
@@ -505,6 +507,14 @@ class Trainer:
             "devices": [str(d) for d in self.devices], "mode": self.speed.label,
             "code_version": checkpoint.code_version()}, indent=1))
 
+    def seed_dropout(self) -> None:
+        """The coming step's dropout masks (§4.2): each tower draws from its own generator, on its own
+        device, seeded from (seed, tower, rank, step). So the two towers' masks are independent on any
+        layout (two GPUs, one, the CPU), every replica draws its own, and a resumed run draws what it
+        would have drawn uninterrupted, whatever the global RNG holds."""
+        for tower, g in enumerate(self.dropout_generators):
+            g.manual_seed(seed_of(self.cfg.seed, DROPOUT_STREAM, tower, self.dist.rank, self.step))
+
     def warm_up(self) -> None:
         """This step's ε under `lr_warmup_epochs` (a function of the step: resumed or not); §5: nothing."""
         if self.cfg.lr_warmup_epochs:
@@ -558,8 +568,7 @@ class Trainer:
             pending = None
 
         for x, y in loader:
-            if self.dist.active:  # each replica's masks: a function of (seed, rank, step), resumed or not
-                torch.manual_seed(seed_of(cfg.seed, DROPOUT_STREAM, self.dist.rank, self.step))
+            self.seed_dropout()
             self.warm_up()
             stats = train_step(self.forward, self.opt, x, y, self.speed)
             if self.dist.active:  # and this rank's stop flag, summed with the numbers

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import checkpoint, train
+from alexnet import checkpoint, distributed, train
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.loader import Loader
@@ -692,6 +692,64 @@ def test_torchrun_replicas_draw_their_own_dropout_masks(tiny_cache, tmp_path):
     assert 0.3 < sum(a["mask"]) / len(a["mask"]) < 0.7 and 0.3 < sum(b["mask"]) / len(b["mask"]) < 0.7
 
 
+def tiny_trainer(cache, run_dir, dist=None, **opts):
+    """A Trainer in this process, both towers on the CPU, without loader processes."""
+    from alexnet.engine import Trainer, TrainOptions
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=8)
+    return Trainer(cfg, TrainOptions(cache=cache, run_dir=run_dir, devices=("cpu", "cpu"), workers=0,
+                                     progress=False, **opts), dist=dist)
+
+
+def step_masks(trainer, step: int) -> dict[str, torch.Tensor]:
+    """The dropout masks the trainer's towers draw at `step`, in the model's order (drop6 of tower 0,
+    of tower 1, then drop7), each on 8 × 2048 ones."""
+    trainer.step = step
+    trainer.seed_dropout()
+    trainer.net.train()
+    ones = torch.ones(8, 2048)
+    return {f"t{i}.{d}": getattr(t, d)(ones).ne(0) for d in ("drop6", "drop7")
+            for i, t in enumerate(trainer.net.towers)}
+
+
+def test_each_tower_draws_its_own_dropout_masks_from_seed_tower_rank_step(tiny_cache, tmp_path):
+    """§4.2 on two GPUs: each tower's masks come from its own generator, seeded from (seed, tower,
+    rank, step). Before, both towers drew from the global generator, which torch.manual_seed seeds
+    alike on every GPU: on cuda:0 and cuda:1 the towers dropped the same units. Here both towers are
+    on the CPU and still draw from two generators: tower 1's mask is neither tower 0's nor what one
+    shared stream would give after tower 0's draw; and the masks are the same after a resume."""
+    trainer = tiny_trainer(tiny_cache, tmp_path / "a")
+    trainer.net.train()
+    ones = torch.ones(8, 2048)
+    torch.manual_seed(9)
+    t0, t1 = (t.drop6(ones).ne(0) for t in trainer.net.towers)
+    torch.manual_seed(9)
+    stream = [torch.empty_like(ones).bernoulli_(0.5).ne(0) for _ in range(2)]  # one stream, drawn twice
+    assert not torch.equal(t0, stream[0]) and not torch.equal(t1, stream[1])  # not the global stream's
+    from alexnet.data.loader import seed_of
+    from alexnet.engine import DROPOUT_STREAM
+    from alexnet.layers import keep_mask
+    gens = trainer.dropout_generators
+    assert len(gens) == 2 and gens[0] is not gens[1]
+    assert all(t.drop6.generator is g and t.drop7.generator is g for t, g in zip(trainer.net.towers, gens))
+    m = step_masks(trainer, 5)
+    assert not torch.equal(m["t0.drop6"], m["t1.drop6"]) and not torch.equal(m["t0.drop7"], m["t1.drop7"])
+    for tower in (0, 1):  # a function of (seed, tower, rank, step) alone
+        g = torch.Generator().manual_seed(seed_of(trainer.cfg.seed, DROPOUT_STREAM, tower, 0, 5))
+        assert torch.equal(m[f"t{tower}.drop6"], keep_mask(ones, 0.5, g).bool())
+        assert torch.equal(m[f"t{tower}.drop7"], keep_mask(ones, 0.5, g).bool())
+    shared = torch.Generator().manual_seed(seed_of(trainer.cfg.seed, DROPOUT_STREAM, 0, 0, 5))
+    keep_mask(ones, 0.5, shared)
+    assert not torch.equal(m["t1.drop6"], keep_mask(ones, 0.5, shared).bool())  # not one stream's next draw
+    for mask in m.values():
+        assert 0.45 < mask.float().mean() < 0.55
+    assert not torch.equal(step_masks(trainer, 6)["t0.drop6"], m["t0.drop6"])  # another step, other masks
+    torch.manual_seed(123)  # another global RNG state, another process: the same masks at step 5
+    again = step_masks(tiny_trainer(tiny_cache, tmp_path / "b"), 5)
+    assert all(torch.equal(again[k], m[k]) for k in m)
+    other_rank = step_masks(tiny_trainer(tiny_cache, tmp_path / "c", dist=distributed.Dist(rank=1)), 5)
+    assert not any(torch.equal(other_rank[k], m[k]) for k in m)
+
+
 @pytest.mark.parametrize("profile", ["paper", "cuda-convnet"])
 def test_finetune_schedule_is_the_recorded_2012_2011_run(profile):
     """layer-params-146-2012-2011.cfg: weights 0.001, conv1 0.0001, the new fc8 0.01; conv1 1e-5 at
@@ -707,3 +765,4 @@ def test_finetune_schedule_is_the_recorded_2012_2011_run(profile):
         assert apply(s, opt, cfg, epoch) == pytest.approx(
             {"conv1.weight": c1, "conv1.bias": c1b, "weight": w, "fc8.weight": fc8, "bias": b}), epoch
     assert s.lighting(37) and not s.lighting(38)
+

@@ -131,6 +131,7 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     losses = []
     while trainer.step < step:
         for x, y in loader:
+            trainer.seed_dropout()  # the run's masks at this step: from (seed, tower, rank, step)
             trainer.step += 1
             s = train_step(trainer.forward, trainer.opt, x, y, trainer.speed).tolist()
             twin.replay = own.masks
