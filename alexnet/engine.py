@@ -280,6 +280,7 @@ class Trainer:
         self.dropout_generators = [torch.Generator(t.device) for t in self.net.towers]  # seed_dropout
         for tower, g in zip(self.net.towers, self.dropout_generators):
             tower.drop6.generator = tower.drop7.generator = g
+        self.speed.layout(self.net)  # before DDP, whose gradient buckets take the parameters' strides
         self.model = (torch.nn.parallel.DistributedDataParallel(self.net) if self.dist.active else self.net)
         self.forward = self.speed.forward_fn(self.model)
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,

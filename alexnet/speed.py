@@ -44,12 +44,17 @@ class Speed:
             torch.backends.cudnn.allow_tf32 = self.fast
             torch.backends.cudnn.benchmark = True
 
+    def layout(self, model: nn.Module) -> nn.Module:
+        """Fast mode: the model's parameters in channels-last layout (faithful: as they are). Before
+        DDP wraps the model: its gradient buckets keep the strides they were built with."""
+        return model.to(memory_format=torch.channels_last) if self.fast else model
+
     def forward_fn(self, model: nn.Module):
         """The callable that runs the model: the module itself (faithful) or, in
         fast mode, the module in channels-last layout, compiled unless compile=False."""
         if not self.fast:
             return model
-        model.to(memory_format=torch.channels_last)
+        self.layout(model)
         return torch.compile(model) if self.compile else model
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
