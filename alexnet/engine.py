@@ -118,7 +118,8 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
     """The model of a checkpoint file, or of a run directory's newest valid one,
     in eval mode; with the checkpoint's other entries (config, epoch, dataset, ...:
     not its weights, now the model's, nor the optimizer's state, as large again,
-    which classifying never needs) and its path."""
+    which classifying never needs) and its path. Sets the faithful mode's backend switches
+    (`Speed.setup`: TF32 off, cuDNN deterministic), which the model then runs in."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"--checkpoint {path}: no such file or run directory")
@@ -129,6 +130,7 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
     if "config" not in ck:
         raise ValueError(f"{path}: a checkpoint without the config of its model; not one of this project's")
     model = AlexNet(AlexNetConfig.from_dict(ck["config"]), devices, weights=ck["model"])
+    FAITHFUL.setup()
     return model.eval(), {k: v for k, v in ck.items() if k not in ("model", "optimizer")}, path
 
 
@@ -137,9 +139,10 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
     """Errors of each checkpoint and of their ensemble, per view mode; and the
     ensemble's softmax per view mode: §6 "averaging the predictions of five similar
     CNNs", the mean softmax, summed checkpoint by checkpoint, so memory holds one
-    N×C array per view (191 MiB at ILSVRC's 50,000 × 1000) whatever their number."""
+    N×C array per view (191 MiB at ILSVRC's 50,000 × 1000) whatever their number. In faithful mode's
+    backend switches (`load_model`), recorded in the result's "backend"."""
     out = {"split": split, "images": cache.size(split), "classes": len(cache.classes), "checkpoints": [],
-           "ensemble": {}}
+           "ensemble": {}, "backend": FAITHFUL.setup()}
     total: dict[str, torch.Tensor] = {}
     labels = None
     for p in paths:
@@ -274,7 +277,7 @@ class Trainer:
             raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by "
                              f"{self.dist.world_size} processes")
         self.speed = Speed(fast=opts.fast, compile=opts.compile)
-        self.speed.setup(self.devices)
+        self.backend = self.speed.setup()
         torch.manual_seed(cfg.seed)  # §5's initial weights: the same on every replica
         self.net = AlexNet(cfg, self.devices, tower_streams=opts.tower_streams)
         self.dropout_generators = [torch.Generator(t.device) for t in self.net.towers]  # seed_dropout
@@ -441,7 +444,7 @@ class Trainer:
              "init_from": str(init_from) if init_from else None,
              "code_version": checkpoint.code_version(), "host": socket.gethostname(),
              "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
-             "mode": self.speed.label, "options": self.opts.to_dict()}, indent=1))
+             "mode": self.speed.label, "backend": self.backend, "options": self.opts.to_dict()}, indent=1))
 
     def record_trained_longer(self) -> None:
         """config.json of a run trained longer: the longer config, and when it was lengthened."""

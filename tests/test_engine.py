@@ -453,6 +453,73 @@ def test_ensemble_is_mean_softmax(tiny_cache, tmp_path):
     assert res["ensemble"]["center"] == errors((single[0] + single[1]) / 2, labels)
 
 
+FAITHFUL_BACKEND = {"matmul_tf32": False, "cudnn_tf32": False, "cudnn_benchmark": False,
+                    "cudnn_deterministic": True}
+
+
+def set_backend(matmul_tf32=True, cudnn_tf32=True, cudnn_benchmark=True, cudnn_deterministic=False):
+    """The backend switches; by default torch's where they differ from faithful mode (cuDNN in TF32),
+    and autotuning on."""
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_benchmark, cudnn_deterministic
+
+
+def backend() -> dict:
+    """The switches as torch holds them (what alexnet.speed.backend should report)."""
+    return {"matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic}
+
+
+@pytest.fixture
+def wrong_backend():
+    """set_backend() for the test, and the switches as they were after it."""
+    was = backend()
+    set_backend()
+    yield set_backend
+    set_backend(**was)
+
+
+def test_speed_setup_sets_each_modes_backend_switches(wrong_backend):
+    """Faithful: TF32 off for matmuls and cuDNN, cuDNN deterministic and not autotuned, so a run and
+    its resume pick the same algorithms (before: autotuned, said to be "among exact algorithms", and
+    set only where a device was a GPU). Fast: TF32 and autotuning."""
+    from alexnet.speed import Speed
+    from alexnet.speed import backend as reported
+    assert Speed().setup() == reported() == backend() == FAITHFUL_BACKEND
+    assert Speed(fast=True).setup() == {"matmul_tf32": True, "cudnn_tf32": True, "cudnn_benchmark": True,
+                                        "cudnn_deterministic": False}
+
+
+def test_evaluation_runs_in_faithful_mode_and_records_it(tiny_cache, tmp_path, monkeypatch, wrong_backend):
+    """engine.evaluate and load_model (evaluate, predict, export, run_all) set the faithful mode's
+    backend switches, as training does, and the result records them. Before, evaluation ran in
+    torch's defaults, cuDNN in TF32 while labelled "TF32 off"."""
+    from alexnet import engine
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4)
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path, {"model": AlexNet(cfg, devices="cpu").state_dict(), "config": cfg.to_dict(),
+                               "epoch": 1, "step": 1})
+    seen = []
+    plain = engine.predict
+    monkeypatch.setattr(engine, "predict", lambda m, loader: (seen.append(backend()), plain(m, loader))[1])
+    res, _ = evaluate(Cache(tiny_cache), [tmp_path], "val", views=("center",), devices="cpu", batch_size=8,
+                      workers=0)
+    assert seen == [FAITHFUL_BACKEND] and res["backend"] == FAITHFUL_BACKEND
+    wrong_backend()
+    engine.load_model(tmp_path, "cpu")
+    assert backend() == FAITHFUL_BACKEND
+
+
+def test_bench_steps_run_in_their_modes_switches(wrong_backend):
+    """tools.bench's fast step in fast mode's switches (before: in the faithful ones it inherited)."""
+    from tools.bench import our_step
+    our_step("cpu", 1, num_classes=4)
+    assert backend() == FAITHFUL_BACKEND
+    our_step("cpu", 1, fast=True, compile=False, num_classes=4)
+    assert backend()["matmul_tf32"] and backend()["cudnn_tf32"] and backend()["cudnn_benchmark"]
+
+
 def test_features_file_holds_every_row_in_order(tiny_cache, tmp_path):
     """evaluate --features: an .npy written batch by batch equals the features computed at once."""
     from alexnet.evaluate import save_features
