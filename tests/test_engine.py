@@ -882,3 +882,41 @@ def test_finetune_schedule_is_the_recorded_2012_2011_run(profile):
             {"conv1.weight": c1, "conv1.bias": c1b, "weight": w, "fc8.weight": fc8, "bias": b}), epoch
     assert s.lighting(37) and not s.lighting(38)
 
+
+# ---------- on one GPU (tools/gpu_check.sh) ----------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_faithful_evaluation_on_the_gpu_is_float32_without_tf32(tiny_cache, tmp_path, wrong_backend):
+    """load_model on a GPU: the faithful switches, and the logits of float32 (TF32 would be ~1e-3 off)."""
+    from alexnet.engine import load_model
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4)
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path, {"model": AlexNet(cfg, devices="cpu").state_dict(), "config": cfg.to_dict(),
+                               "epoch": 1, "step": 1})
+    model, _, _ = load_model(tmp_path, "cuda:0")
+    assert backend() == FAITHFUL_BACKEND
+    ref = load_model(tmp_path, "cpu")[0].double()
+    x = torch.randn(4, 3, 224, 224) * 50
+    with torch.no_grad():
+        got, want = model(x.cuda()).double().cpu(), ref(x.double())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_resume_on_the_gpu_is_bit_for_bit(tiny_cache, tmp_path):
+    """Faithful mode on one GPU (cuDNN deterministic, dropout per tower and step): 2 steps, a resume,
+    2 more, equal to 4 steps uninterrupted, to the bit."""
+    from alexnet.engine import TrainOptions, fit
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=8, epochs=1)
+
+    def run(run_dir, *stops):
+        for s in stops:
+            opts = dict(cache=tiny_cache, run_dir=run_dir, devices=("cuda:0", "cuda:0"), workers=0,
+                        progress=False, max_steps=s, resident=False)
+            assert fit(cfg, TrainOptions(**opts)) == 0
+        return checkpoint.latest(run_dir)[1]["model"]
+
+    once, resumed = run(tmp_path / "once", 4), run(tmp_path / "resumed", 2, 4)
+    assert all(torch.equal(once[k], resumed[k]) for k in once)
