@@ -9,9 +9,10 @@ NCCL; gloo on CPU). Each rank takes rows r::K of every global batch, so the
 global batch stays `cfg.batch_size` and K processes see exactly the images,
 crops, flips and PCA lighting of one process (those are drawn per global
 batch from (seed, epoch, batch) and sliced). What differs from one process:
-dropout. Every replica starts from the same weights, then seeds its own
-generator from (seed, rank), and before each step from (seed, rank, step),
-so a resumed replica draws the masks it would have drawn uninterrupted.
+dropout. Every replica starts from the same weights; before each step each
+of its towers seeds its own dropout generator from (seed, tower, rank, step)
+(engine.Trainer.seed_dropout), so a resumed replica draws the masks it would
+have drawn uninterrupted.
 The replicas' masks differ from each other (tested with two gloo processes)
 but are not the masks one process would have drawn for the same rows; their
 statistics are the same (each unit is kept with probability 1 − p,
