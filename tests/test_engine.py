@@ -907,12 +907,12 @@ import sys, warnings, torch, torch.distributed as dist
 from alexnet import distributed
 from alexnet.config import AlexNetConfig
 from alexnet.engine import Trainer, TrainOptions, train_step
-cache, run_dir, store, device = sys.argv[1:]
+cache, run_dir, store, device, compiled = sys.argv[1:]
 dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", store=dist.FileStore(store, 1),
                         rank=0, world_size=1)
 cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=8)
 opts = TrainOptions(cache=cache, run_dir=run_dir, devices=(device, device), workers=0, fast=True,
-                    compile=False, progress=False, resident=False, train_batches=2)
+                    compile=compiled == "1", progress=False, resident=False, train_batches=2)
 # a Dist of two makes the trainer wrap the net in DDP; the process group itself has one rank
 trainer = Trainer(cfg, opts, dist=distributed.Dist(world_size=2))
 with warnings.catch_warnings(record=True) as caught:
@@ -927,13 +927,14 @@ print("ok")
 """
 
 
-def ddp_fast_steps(cache, tmp_path, device: str) -> None:
+def ddp_fast_steps(cache, tmp_path, device: str, compiled: bool = False) -> None:
     """Two fast-mode steps wrapped in DDP, in a process of their own (one rank): finite, and without
     DDP's warning that the gradients' strides do not match its buckets' (before: fast mode turned the
     net channels-last after DDP had built its buckets, so every step copied each gradient)."""
     script = tmp_path / "ddp_fast.py"
     script.write_text(_DDP_FAST)
-    argv = [sys.executable, str(script), str(cache), str(tmp_path / "run"), str(tmp_path / "store"), device]
+    argv = [sys.executable, str(script), str(cache), str(tmp_path / "run"), str(tmp_path / "store"), device,
+            str(int(compiled))]
     r = subprocess.run(argv, cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
@@ -946,9 +947,10 @@ def test_fast_mode_is_channels_last_before_ddp_wraps_the_model(tiny_cache, tmp_p
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_fast_mode_under_ddp_on_one_gpu_keeps_the_gradient_strides(tiny_cache, tmp_path):
-    """One NCCL process on cuda:0."""
-    ddp_fast_steps(tiny_cache, tmp_path, "cuda:0")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_fast_mode_under_ddp_on_one_gpu_keeps_the_gradient_strides(tiny_cache, tmp_path, compiled):
+    """One NCCL process on cuda:0, eager and under torch.compile (with the dropout draws' graph breaks)."""
+    ddp_fast_steps(tiny_cache, tmp_path, "cuda:0", compiled)
 
 
 @pytest.mark.parametrize("profile", ["paper", "cuda-convnet"])
