@@ -71,13 +71,24 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """The saved states back in place. The CUDA states are per GPU: those of the GPUs visible now are
+    restored, the others are named in a warning (a checkpoint of an 8-GPU node resumed on one GPU, or
+    on none). Nothing in training draws from them: dropout draws from per-tower generators seeded every
+    step (engine.Trainer.seed_dropout), the loader from its own; they cover only other code's draws."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["bit_generator"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda", [])
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for i, s in enumerate(saved[:visible]):
+        torch.cuda.set_rng_state(s, i)
+    if len(saved) > visible:
+        lost = ", ".join(f"cuda:{i}" for i in range(visible, len(saved)))
+        warnings.warn(f"the checkpoint holds the CUDA RNG states of {len(saved)} GPUs and {visible} are "
+                      f"visible: those of {lost} are not restored (training draws nothing from them)",
+                      stacklevel=2)
 
 
 class DiskFull(OSError):

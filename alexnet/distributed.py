@@ -9,9 +9,10 @@ NCCL; gloo on CPU). Each rank takes rows r::K of every global batch, so the
 global batch stays `cfg.batch_size` and K processes see exactly the images,
 crops, flips and PCA lighting of one process (those are drawn per global
 batch from (seed, epoch, batch) and sliced). What differs from one process:
-dropout. Every replica starts from the same weights, then seeds its own
-generator from (seed, rank), and before each step from (seed, rank, step),
-so a resumed replica draws the masks it would have drawn uninterrupted.
+dropout. Every replica starts from the same weights; before each step each
+of its towers seeds its own dropout generator from (seed, tower, rank, step)
+(engine.Trainer.seed_dropout), so a resumed replica draws the masks it would
+have drawn uninterrupted.
 The replicas' masks differ from each other (tested with two gloo processes)
 but are not the masks one process would have drawn for the same rows; their
 statistics are the same (each unit is kept with probability 1 − p,
@@ -72,7 +73,8 @@ def launch_problem(env, use_cuda: bool) -> str | None:
     This code takes its ranks and GPUs from torchrun (RANK, LOCAL_RANK, LOCAL_WORLD_SIZE). Under
     SLURM the supported launch is one srun task per node running torchrun, which starts the node's
     processes: srun's own tasks carry no torchrun variables, and several tasks on one node would each
-    take GPUs 0 and 1 unless SLURM gives every task its own (--gpus-per-task=2)."""
+    take GPUs 0 and 1 (unless SLURM gave every task its own, SLURM_GPUS_PER_TASK: then each task's
+    torchrun places its processes on its own GPUs, though their loaders share the node's cores)."""
     world = int(env.get("WORLD_SIZE", "1"))
     tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
     if env.get(IGNORE_SLURM) == "1":
@@ -89,8 +91,8 @@ def launch_problem(env, use_cuda: bool) -> str | None:
     shared = tasks > 1 and max(per_node, default=1) > 1 and "SLURM_GPUS_PER_TASK" not in env
     if world > 1 and use_cuda and shared:
         return (f"srun started {max(per_node)} tasks on a node, and SLURM gave none its own GPUs: their "
-                f"torchrun processes would share GPUs 0, 1, ...; run one task per node ({TORCHRUN_SLURM}), "
-                f"or give each task its own GPUs with --gpus-per-task=2{bypass}")
+                f"torchrun processes would share GPUs 0, 1, ...; run one task per node: {TORCHRUN_SLURM}"
+                f"{bypass}")
     return None
 
 

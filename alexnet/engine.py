@@ -118,7 +118,8 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
     """The model of a checkpoint file, or of a run directory's newest valid one,
     in eval mode; with the checkpoint's other entries (config, epoch, dataset, ...:
     not its weights, now the model's, nor the optimizer's state, as large again,
-    which classifying never needs) and its path."""
+    which classifying never needs) and its path. Sets the faithful mode's backend switches
+    (`Speed.setup`: TF32 off, cuDNN deterministic), which the model then runs in."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"--checkpoint {path}: no such file or run directory")
@@ -129,6 +130,7 @@ def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
     if "config" not in ck:
         raise ValueError(f"{path}: a checkpoint without the config of its model; not one of this project's")
     model = AlexNet(AlexNetConfig.from_dict(ck["config"]), devices, weights=ck["model"])
+    FAITHFUL.setup()
     return model.eval(), {k: v for k, v in ck.items() if k not in ("model", "optimizer")}, path
 
 
@@ -137,9 +139,10 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
     """Errors of each checkpoint and of their ensemble, per view mode; and the
     ensemble's softmax per view mode: §6 "averaging the predictions of five similar
     CNNs", the mean softmax, summed checkpoint by checkpoint, so memory holds one
-    N×C array per view (191 MiB at ILSVRC's 50,000 × 1000) whatever their number."""
+    N×C array per view (191 MiB at ILSVRC's 50,000 × 1000) whatever their number. In faithful mode's
+    backend switches (`load_model`), recorded in the result's "backend"."""
     out = {"split": split, "images": cache.size(split), "classes": len(cache.classes), "checkpoints": [],
-           "ensemble": {}}
+           "ensemble": {}, "backend": FAITHFUL.setup()}
     total: dict[str, torch.Tensor] = {}
     labels = None
     for p in paths:
@@ -274,11 +277,13 @@ class Trainer:
             raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by "
                              f"{self.dist.world_size} processes")
         self.speed = Speed(fast=opts.fast, compile=opts.compile)
-        self.speed.setup(self.devices)
-        torch.manual_seed(cfg.seed)
+        self.backend = self.speed.setup()
+        torch.manual_seed(cfg.seed)  # §5's initial weights: the same on every replica
         self.net = AlexNet(cfg, self.devices, tower_streams=opts.tower_streams)
-        if self.dist.active:  # same initial weights on every replica, but each draws its own dropout masks
-            torch.manual_seed(seed_of(cfg.seed, DROPOUT_STREAM, self.dist.rank))
+        self.dropout_generators = [torch.Generator(t.device) for t in self.net.towers]  # seed_dropout
+        for tower, g in zip(self.net.towers, self.dropout_generators):
+            tower.drop6.generator = tower.drop7.generator = g
+        self.speed.layout(self.net)  # before DDP, whose gradient buckets take the parameters' strides
         self.model = (torch.nn.parallel.DistributedDataParallel(self.net) if self.dist.active else self.net)
         self.forward = self.speed.forward_fn(self.model)
         self.opt = PaperSGD(param_groups(self.net, cfg), lr=cfg.lr, momentum=cfg.momentum,
@@ -298,6 +303,7 @@ class Trainer:
             raise ValueError(f"{opts.cache}: {cache.size('train')} training images, fewer "
                              f"than one batch of {cfg.batch_size}; lower --batch-size")
         self.epoch, self.step, self.history = 0, 0, []
+        self.seed_dropout()
         self.meters = self._new_meters()
         self.last_ckpt: Path | None = None
         self.last_save = time.time()  # the last checkpoint's time (or the start's): checkpoint_minutes
@@ -401,7 +407,7 @@ class Trainer:
         self.train_loader.load_state_dict(ck["loader"])
         self.epoch, self.step, self.history = ck["epoch"], ck["step"], ck["history"]
         self.meters = ck["meters"]
-        checkpoint.set_rng_state(ck["rng"])  # rank 0's; under torchrun each step seeds its rank's dropout
+        checkpoint.set_rng_state(ck["rng"])  # rank 0's; dropout is seeded per step (seed_dropout)
 
     def initialize_from(self, source) -> Path:
         """A fresh run's weights from another run's checkpoint (file or run directory), every
@@ -439,7 +445,7 @@ class Trainer:
              "init_from": str(init_from) if init_from else None,
              "code_version": checkpoint.code_version(), "host": socket.gethostname(),
              "devices": [str(d) for d in self.devices], "world_size": self.dist.world_size,
-             "mode": self.speed.label, "options": self.opts.to_dict()}, indent=1))
+             "mode": self.speed.label, "backend": self.backend, "options": self.opts.to_dict()}, indent=1))
 
     def record_trained_longer(self) -> None:
         """config.json of a run trained longer: the longer config, and when it was lengthened."""
@@ -521,6 +527,14 @@ class Trainer:
             "devices": [str(d) for d in self.devices], "mode": self.speed.label,
             "code_version": checkpoint.code_version()}, indent=1))
 
+    def seed_dropout(self) -> None:
+        """The coming step's dropout masks (§4.2): each tower draws from its own generator, on its own
+        device, seeded from (seed, tower, rank, step). So the two towers' masks are independent on any
+        layout (two GPUs, one, the CPU), every replica draws its own, and a resumed run draws what it
+        would have drawn uninterrupted, whatever the global RNG holds."""
+        for tower, g in enumerate(self.dropout_generators):
+            g.manual_seed(seed_of(self.cfg.seed, DROPOUT_STREAM, tower, self.dist.rank, self.step))
+
     def warm_up(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """This step's ε under `lr_warmup_epochs` (a function of the step: resumed or not); §5: nothing.
         `optimizer`: another than the run's, set as the run's is (tools.replay's float64 twin)."""
@@ -578,8 +592,7 @@ class Trainer:
             pending = None
 
         for x, y in loader:
-            if self.dist.active:  # each replica's masks: a function of (seed, rank, step), resumed or not
-                torch.manual_seed(seed_of(cfg.seed, DROPOUT_STREAM, self.dist.rank, self.step))
+            self.seed_dropout()
             self.warm_up()
             stats = train_step(self.forward, self.opt, x, y, self.speed)
             if self.dist.active:  # the flags every rank decides on, summed with the numbers

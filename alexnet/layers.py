@@ -135,6 +135,11 @@ class PaperDropout(nn.Module):
     by 0.5" (= 1 − p). `torch.nn.Dropout` instead scales by 1/(1 − p) while
     training; the expectations agree, the activations the next layer sees at
     each phase do not.
+
+    The masks come from `generator` when one is set (a `torch.Generator` on the
+    input's device; the trainer gives each tower its own, seeded every step from
+    (seed, tower, rank, step): `engine.Trainer.seed_dropout`), else from torch's
+    global generator.
     """
 
     def __init__(self, p: float = 0.5):
@@ -142,16 +147,25 @@ class PaperDropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout p={p}: must be in [0, 1)")
         self.p = p
+        self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0:
             return x
         if self.training:
-            return x * torch.empty_like(x).bernoulli_(1.0 - self.p)
+            return x * keep_mask(x, 1.0 - self.p, self.generator)
         return x * (1.0 - self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+@torch.compiler.disable
+def keep_mask(x: torch.Tensor, keep: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """1 with probability `keep`, else 0, independently for each element of x (x's shape, dtype and
+    device), drawn from `generator` (None: the global one). Outside any `torch.compile` graph, which
+    cannot hold a generator: under `--fast` the compiled net breaks here and at no other place."""
+    return torch.empty_like(x).bernoulli_(keep, generator=generator)
 
 
 def ceil_padding(size: int, kernel: int, stride: int) -> int:

@@ -30,6 +30,7 @@ from alexnet.engine import train_step
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.placement import device_name
+from alexnet.speed import Speed
 
 FORWARD_SHARE = 1 / 3  # cost of a forward-only image relative to a training image, where none is measured
 FEATURE_BYTES = 4096 * 4  # one image's float32 last hidden layer (Figure 4)
@@ -122,7 +123,9 @@ def forward_share(device: torch.device, root: Path) -> tuple[float, str]:
 
 
 def measured_rate(devices, batch: int, seconds: float = 30.0) -> tuple[float, str]:
-    """Images/s of the faithful training step on these devices, timed for about `seconds`."""
+    """Images/s of the faithful training step on these devices (in its backend switches: Speed.setup),
+    timed for about `seconds`."""
+    Speed().setup()
     cfg = AlexNetConfig(num_classes=1000, batch_size=batch)
     model = AlexNet(cfg, devices)
     opt = PaperSGD(param_groups(model, cfg), lr=cfg.lr)

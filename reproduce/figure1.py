@@ -46,6 +46,7 @@ from alexnet.data.cache import Cache
 from alexnet.engine import train_step
 from alexnet.layers import SameMapNorm
 from alexnet.optim import PaperSGD
+from alexnet.speed import Speed
 
 TARGET_ERROR = 0.25  # Figure 1: "to reach 25% training error"
 
@@ -235,6 +236,7 @@ def run(out, epochs: int, cache=None, cifar=None, limit: int = CIFAR_SIZE) -> di
     t0 = time.time()
     x, y, name = load_data(cache, cifar, limit)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    backend = Speed().setup()  # faithful: float32, TF32 off, cuDNN deterministic
     res = figure1(centred(x, device), y.to(device), epochs)
     x_test, y_test, test_name = load_data(cache, cifar, limit, split="val")
     mean = x.to(device).float().mean(dim=0)
@@ -242,7 +244,7 @@ def run(out, epochs: int, cache=None, cifar=None, limit: int = CIFAR_SIZE) -> di
                                     y_test.to(device), res["relu"]["lr"], epochs), "test": test_name}
     res.update({"data": name, "images": len(y), "epochs": epochs, "seconds": round(time.time() - t0, 1),
                 "net": "layers-18pct stand-in (four weight layers)", "device": device,
-                "code_version": code_version(), "code": code_key()})
+                "backend": backend, "code_version": code_version(), "code": code_key()})
     res["verdict"] = verdict(res)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_text(out, json.dumps(res, indent=1))

@@ -189,6 +189,7 @@ def run(cell: Cell, seed: int, cache: Path, devices: str = "cpu") -> dict:
         loader.lighting = cfg.pca_lighting
         for x, y in loader:  # epoch after epoch: the loader moves on by itself
             trainer.step = len(rows)
+            trainer.seed_dropout()  # the masks the trainer draws at this step
             trainer.warm_up()  # ε as the trainer sets it at this step (a warmup's, at the first epoch's ε)
             stats = train_step(trainer.forward, trainer.opt, x, y).tolist()
             rows.append({"step": len(rows) + 1, "loss": stats[0] / stats[3], **probe.row()})

@@ -140,3 +140,23 @@ def test_replay_verdicts_do_not_contradict_themselves():
     assert verdict(math.nan, 1.0, 1.0, 10).startswith("not reproduced")
     assert verdict(math.nan, math.nan, 1.0, 10).startswith("arithmetic")
     assert verdict(1.0, 1.0, 30.0, 10).startswith("finite") and "diverging" in verdict(1.0, 1.0, 30.0, 10)
+
+
+def test_replay_gives_each_rank_of_a_torchrun_job_the_masks_it_drew(tiny_cache, tmp_path):
+    """A torchrun job of two ranks, replayed in one process (issue 46 f: before, replay drew one
+    process's masks for the whole global batch, and ignored world_size): global row j holds what rank
+    j % 2 drew at that step for its row j // 2, from (seed, tower, rank, step), in both towers."""
+    from tests.test_engine import tiny_trainer
+    from tools.replay import job_masks
+    trainer = tiny_trainer(tiny_cache, tmp_path)
+    trainer.step = 3
+    masks = job_masks(trainer, 2)
+    trainer.net.train()
+    for rank in (0, 1):
+        trainer.dist.rank = rank
+        trainer.seed_dropout()  # what the rank's training loop does before step 4
+        for name in ("drop6", "drop7"):  # in the model's order: each tower's drop6, then drop7
+            for i, tower in enumerate(trainer.net.towers):
+                drew = getattr(tower, name)(torch.ones(4, 2048)).ne(0)
+                assert torch.equal(masks[f"t{i}.{name}"][rank::2].bool(), drew), (rank, i, name)
+    assert not torch.equal(masks["t0.drop6"][0::2], masks["t0.drop6"][1::2])

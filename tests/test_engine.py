@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import checkpoint, train
+from alexnet import checkpoint, distributed, train
 from alexnet.config import AlexNetConfig
 from alexnet.data.cache import Cache
 from alexnet.data.loader import Loader
@@ -454,6 +454,73 @@ def test_ensemble_is_mean_softmax(tiny_cache, tmp_path):
     assert res["ensemble"]["center"] == errors((single[0] + single[1]) / 2, labels)
 
 
+FAITHFUL_BACKEND = {"matmul_tf32": False, "cudnn_tf32": False, "cudnn_benchmark": False,
+                    "cudnn_deterministic": True}
+
+
+def set_backend(matmul_tf32=True, cudnn_tf32=True, cudnn_benchmark=True, cudnn_deterministic=False):
+    """The backend switches; by default torch's where they differ from faithful mode (cuDNN in TF32),
+    and autotuning on."""
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn_benchmark, cudnn_deterministic
+
+
+def backend() -> dict:
+    """The switches as torch holds them (what alexnet.speed.backend should report)."""
+    return {"matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic}
+
+
+@pytest.fixture
+def wrong_backend():
+    """set_backend() for the test, and the switches as they were after it."""
+    was = backend()
+    set_backend()
+    yield set_backend
+    set_backend(**was)
+
+
+def test_speed_setup_sets_each_modes_backend_switches(wrong_backend):
+    """Faithful: TF32 off for matmuls and cuDNN, cuDNN deterministic and not autotuned, so a run and
+    its resume pick the same algorithms (before: autotuned, said to be "among exact algorithms", and
+    set only where a device was a GPU). Fast: TF32 and autotuning."""
+    from alexnet.speed import Speed
+    from alexnet.speed import backend as reported
+    assert Speed().setup() == reported() == backend() == FAITHFUL_BACKEND
+    assert Speed(fast=True).setup() == {"matmul_tf32": True, "cudnn_tf32": True, "cudnn_benchmark": True,
+                                        "cudnn_deterministic": False}
+
+
+def test_evaluation_runs_in_faithful_mode_and_records_it(tiny_cache, tmp_path, monkeypatch, wrong_backend):
+    """engine.evaluate and load_model (evaluate, predict, export, run_all) set the faithful mode's
+    backend switches, as training does, and the result records them. Before, evaluation ran in
+    torch's defaults, cuDNN in TF32 while labelled "TF32 off"."""
+    from alexnet import engine
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4)
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path, {"model": AlexNet(cfg, devices="cpu").state_dict(), "config": cfg.to_dict(),
+                               "epoch": 1, "step": 1})
+    seen = []
+    plain = engine.predict
+    monkeypatch.setattr(engine, "predict", lambda m, loader: (seen.append(backend()), plain(m, loader))[1])
+    res, _ = evaluate(Cache(tiny_cache), [tmp_path], "val", views=("center",), devices="cpu", batch_size=8,
+                      workers=0)
+    assert seen == [FAITHFUL_BACKEND] and res["backend"] == FAITHFUL_BACKEND
+    wrong_backend()
+    engine.load_model(tmp_path, "cpu")
+    assert backend() == FAITHFUL_BACKEND
+
+
+def test_bench_steps_run_in_their_modes_switches(wrong_backend):
+    """tools.bench's fast step in fast mode's switches (before: in the faithful ones it inherited)."""
+    from tools.bench import our_step
+    our_step("cpu", 1, num_classes=4)
+    assert backend() == FAITHFUL_BACKEND
+    our_step("cpu", 1, fast=True, compile=False, num_classes=4)
+    assert backend()["matmul_tf32"] and backend()["cudnn_tf32"] and backend()["cudnn_benchmark"]
+
+
 def test_features_file_holds_every_row_in_order(tiny_cache, tmp_path):
     """evaluate --features: an .npy written batch by batch equals the features computed at once."""
     from alexnet.evaluate import save_features
@@ -777,6 +844,115 @@ def test_torchrun_replicas_draw_their_own_dropout_masks(tiny_cache, tmp_path):
     assert 0.3 < sum(a["mask"]) / len(a["mask"]) < 0.7 and 0.3 < sum(b["mask"]) / len(b["mask"]) < 0.7
 
 
+def tiny_trainer(cache, run_dir, dist=None, **opts):
+    """A Trainer in this process, both towers on the CPU, without loader processes."""
+    from alexnet.engine import Trainer, TrainOptions
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=8)
+    return Trainer(cfg, TrainOptions(cache=cache, run_dir=run_dir, devices=("cpu", "cpu"), workers=0,
+                                     progress=False, **opts), dist=dist)
+
+
+def step_masks(trainer, step: int) -> dict[str, torch.Tensor]:
+    """The dropout masks the trainer's towers draw at `step`, in the model's order (drop6 of tower 0,
+    of tower 1, then drop7), each on 8 × 2048 ones."""
+    trainer.step = step
+    trainer.seed_dropout()
+    trainer.net.train()
+    ones = torch.ones(8, 2048)
+    return {f"t{i}.{d}": getattr(t, d)(ones).ne(0) for d in ("drop6", "drop7")
+            for i, t in enumerate(trainer.net.towers)}
+
+
+def test_each_tower_draws_its_own_dropout_masks_from_seed_tower_rank_step(tiny_cache, tmp_path):
+    """§4.2 on two GPUs: each tower's masks come from its own generator, seeded from (seed, tower,
+    rank, step). Before, both towers drew from the global generator, which torch.manual_seed seeds
+    alike on every GPU: on cuda:0 and cuda:1 the towers dropped the same units. Here both towers are
+    on the CPU and still draw from two generators: tower 1's mask is neither tower 0's nor what one
+    shared stream would give after tower 0's draw; and the masks are the same after a resume."""
+    trainer = tiny_trainer(tiny_cache, tmp_path / "a")
+    trainer.net.train()
+    ones = torch.ones(8, 2048)
+    torch.manual_seed(9)
+    t0, t1 = (t.drop6(ones).ne(0) for t in trainer.net.towers)
+    torch.manual_seed(9)
+    stream = [torch.empty_like(ones).bernoulli_(0.5).ne(0) for _ in range(2)]  # one stream, drawn twice
+    assert not torch.equal(t0, stream[0]) and not torch.equal(t1, stream[1])  # not the global stream's
+    from alexnet.data.loader import seed_of
+    from alexnet.engine import DROPOUT_STREAM
+    from alexnet.layers import keep_mask
+    gens = trainer.dropout_generators
+    assert len(gens) == 2 and gens[0] is not gens[1]
+    assert all(t.drop6.generator is g and t.drop7.generator is g for t, g in zip(trainer.net.towers, gens))
+    m = step_masks(trainer, 5)
+    assert not torch.equal(m["t0.drop6"], m["t1.drop6"]) and not torch.equal(m["t0.drop7"], m["t1.drop7"])
+    for tower in (0, 1):  # a function of (seed, tower, rank, step) alone
+        g = torch.Generator().manual_seed(seed_of(trainer.cfg.seed, DROPOUT_STREAM, tower, 0, 5))
+        assert torch.equal(m[f"t{tower}.drop6"], keep_mask(ones, 0.5, g).bool())
+        assert torch.equal(m[f"t{tower}.drop7"], keep_mask(ones, 0.5, g).bool())
+    shared = torch.Generator().manual_seed(seed_of(trainer.cfg.seed, DROPOUT_STREAM, 0, 0, 5))
+    keep_mask(ones, 0.5, shared)
+    assert not torch.equal(m["t1.drop6"], keep_mask(ones, 0.5, shared).bool())  # not one stream's next draw
+    for mask in m.values():
+        assert 0.45 < mask.float().mean() < 0.55
+    assert not torch.equal(step_masks(trainer, 6)["t0.drop6"], m["t0.drop6"])  # another step, other masks
+    torch.manual_seed(123)  # another global RNG state, another process: the same masks at step 5
+    again = step_masks(tiny_trainer(tiny_cache, tmp_path / "b"), 5)
+    assert all(torch.equal(again[k], m[k]) for k in m)
+    other_rank = step_masks(tiny_trainer(tiny_cache, tmp_path / "c", dist=distributed.Dist(rank=1)), 5)
+    assert not any(torch.equal(other_rank[k], m[k]) for k in m)
+
+
+_DDP_FAST = """
+import sys, warnings, torch, torch.distributed as dist
+from alexnet import distributed
+from alexnet.config import AlexNetConfig
+from alexnet.engine import Trainer, TrainOptions, train_step
+cache, run_dir, store, device, compiled = sys.argv[1:]
+dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", store=dist.FileStore(store, 1),
+                        rank=0, world_size=1)
+cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=8)
+opts = TrainOptions(cache=cache, run_dir=run_dir, devices=(device, device), workers=0, fast=True,
+                    compile=compiled == "1", progress=False, resident=False, train_batches=2)
+# a Dist of two makes the trainer wrap the net in DDP; the process group itself has one rank
+trainer = Trainer(cfg, opts, dist=distributed.Dist(world_size=2))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for x, y in trainer.train_loader:
+        stats = train_step(trainer.forward, trainer.opt, x, y, trainer.speed)
+assert torch.isfinite(stats).all(), stats
+bad = [str(w.message) for w in caught if "strides do not match" in str(w.message)]
+assert not bad, bad
+dist.destroy_process_group()
+print("ok")
+"""
+
+
+def ddp_fast_steps(cache, tmp_path, device: str, compiled: bool = False) -> None:
+    """Two fast-mode steps wrapped in DDP, in a process of their own (one rank): finite, and without
+    DDP's warning that the gradients' strides do not match its buckets' (before: fast mode turned the
+    net channels-last after DDP had built its buckets, so every step copied each gradient)."""
+    script = tmp_path / "ddp_fast.py"
+    script.write_text(_DDP_FAST)
+    argv = [sys.executable, str(script), str(cache), str(tmp_path / "run"), str(tmp_path / "store"), device,
+            str(int(compiled))]
+    r = subprocess.run(argv, cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_fast_mode_is_channels_last_before_ddp_wraps_the_model(tiny_cache, tmp_path):
+    """One gloo process on the CPU."""
+    ddp_fast_steps(tiny_cache, tmp_path, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_fast_mode_under_ddp_on_one_gpu_keeps_the_gradient_strides(tiny_cache, tmp_path, compiled):
+    """One NCCL process on cuda:0, eager and under torch.compile (with the dropout draws' graph breaks)."""
+    ddp_fast_steps(tiny_cache, tmp_path, "cuda:0", compiled)
+
+
 @pytest.mark.parametrize("profile", ["paper", "cuda-convnet"])
 def test_finetune_schedule_is_the_recorded_2012_2011_run(profile):
     """layer-params-146-2012-2011.cfg: weights 0.001, conv1 0.0001, the new fc8 0.01; conv1 1e-5 at
@@ -792,3 +968,42 @@ def test_finetune_schedule_is_the_recorded_2012_2011_run(profile):
         assert apply(s, opt, cfg, epoch) == pytest.approx(
             {"conv1.weight": c1, "conv1.bias": c1b, "weight": w, "fc8.weight": fc8, "bias": b}), epoch
     assert s.lighting(37) and not s.lighting(38)
+
+
+# ---------- on one GPU (tools/gpu_check.sh) ----------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_faithful_evaluation_on_the_gpu_is_float32_without_tf32(tiny_cache, tmp_path, wrong_backend):
+    """load_model on a GPU: the faithful switches, and the logits of float32 (TF32 would be ~1e-3 off)."""
+    from alexnet.engine import load_model
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4)
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path, {"model": AlexNet(cfg, devices="cpu").state_dict(), "config": cfg.to_dict(),
+                               "epoch": 1, "step": 1})
+    model, _, _ = load_model(tmp_path, "cuda:0")
+    assert backend() == FAITHFUL_BACKEND
+    ref = load_model(tmp_path, "cpu")[0].double()
+    x = torch.randn(4, 3, 224, 224) * 50
+    with torch.no_grad():
+        got, want = model(x.cuda()).double().cpu(), ref(x.double())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_resume_on_the_gpu_is_bit_for_bit(tiny_cache, tmp_path):
+    """Faithful mode on one GPU (cuDNN deterministic, dropout per tower and step): 2 steps, a resume,
+    2 more, equal to 4 steps uninterrupted, to the bit."""
+    from alexnet.engine import TrainOptions, fit
+    cfg = AlexNetConfig.from_profile("paper", num_classes=4, batch_size=8, epochs=1)
+
+    def run(run_dir, *stops):
+        for s in stops:
+            opts = dict(cache=tiny_cache, run_dir=run_dir, devices=("cuda:0", "cuda:0"), workers=0,
+                        progress=False, max_steps=s, resident=False)
+            assert fit(cfg, TrainOptions(**opts)) == 0
+        return checkpoint.latest(run_dir)[1]["model"]
+
+    once, resumed = run(tmp_path / "once", 4), run(tmp_path / "resumed", 2, 4)
+    assert all(torch.equal(once[k], resumed[k]) for k in once)

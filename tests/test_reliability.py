@@ -377,3 +377,31 @@ def test_rng_state_round_trips_through_a_safe_load(tmp_path):
     checkpoint.set_rng_state(checkpoint.load(checkpoint.files(tmp_path)[0])["rng"])
     got = (torch.rand(3), np.random.normal(size=3), pyrandom.random())
     assert torch.equal(expect[0], got[0]) and np.array_equal(expect[1], got[1]) and expect[2] == got[2]
+
+
+@pytest.mark.parametrize("visible", [1, 0])
+def test_a_checkpoint_of_eight_gpus_resumes_on_fewer(monkeypatch, visible):
+    """The CUDA RNG states are saved per visible GPU (8 on an 8-GPU node). Resumed where fewer are
+    visible, those that exist are restored and the rest named in a warning; before, torch indexed its
+    default generators with the eight and the resume died with an IndexError. Simulated: torch.cuda
+    pretends `visible` GPUs, and its set_rng_state fails as the real one does past the last."""
+    restored = {}
+
+    def set_rng_state(state, device="cuda"):
+        i = device if isinstance(device, int) else (torch.device(device).index or 0)
+        if i >= visible:
+            raise IndexError("list index out of range")  # torch.cuda.default_generators[i]
+        restored[i] = state
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_rng_state)  # what set_rng_state_all calls
+    state = {**checkpoint.rng_state(), "cuda": [torch.full((4,), i, dtype=torch.uint8) for i in range(8)]}
+    expect = torch.rand(3)
+    with pytest.warns(UserWarning, match="8 GPUs and %d are visible" % visible) as caught:
+        checkpoint.set_rng_state(state)
+    assert torch.equal(torch.rand(3), expect)  # the CPU's state is restored all the same
+    assert sorted(restored) == list(range(visible)) and all(int(restored[i][0]) == i for i in restored)
+    said = str(caught[0].message)
+    assert all(f"cuda:{i}" in said for i in range(visible, 8)) and f"cuda:{visible - 1}," not in said

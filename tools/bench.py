@@ -20,6 +20,8 @@ events on GPU):
   step/faithful-plain    the same with the plain LRN (torch's F.local_response_norm):
                          what the faithful mode's LRN saves
   step/faithful-streams  one CUDA stream per tower (both towers on one GPU); GPU only
+  step/faithful-autotuned  the faithful step with cuDNN autotuned and not deterministic: against
+                         step/faithful, what faithful mode's reproducible cuDNN costs; GPU only
   step/fast              --fast (bf16 autocast, channels-last, torch.compile; not bit-faithful)
   step/torchvision       torchvision alexnet + torch.optim.SGD (random data), the baseline
   data/ours-cpu          our CPU loader (cache → decode → §4.1 augmentation), images/s
@@ -97,7 +99,13 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
 
 
 def our_step(device, batch: int, fast: bool = False, compile: bool = True, num_classes: int = 1000,
-             plain_lrn: bool = False, tower_streams: bool = False):
+             plain_lrn: bool = False, tower_streams: bool = False, autotune: bool = False):
+    """A training step in the backend switches of its mode (Speed.setup), which stay set after;
+    `autotune`: faithful, but cuDNN autotuned and free to be non-deterministic (what determinism costs)."""
+    speed = Speed(fast=fast, compile=compile)
+    speed.setup()
+    if autotune:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
     torch.manual_seed(0)
     cfg = AlexNetConfig.from_profile("paper", num_classes=num_classes)
     model = AlexNet(cfg, devices=(device, device), tower_streams=tower_streams)
@@ -105,7 +113,6 @@ def our_step(device, batch: int, fast: bool = False, compile: bool = True, num_c
         if isinstance(m, LocalResponseNorm):
             m.plain = plain_lrn
     opt = PaperSGD(param_groups(model, cfg), lr=cfg.lr)
-    speed = Speed(fast=fast, compile=compile)
     fwd = speed.forward_fn(model)
     x = speed.inputs(torch.randn(batch, 3, cfg.crop_size, cfg.crop_size, device=device))
     y = torch.randint(0, num_classes, (batch,), device=device)
@@ -286,8 +293,9 @@ def main(argv=None) -> int:
     warmup = 0 if args.quick else 5 if gpu else 1
     if args.batch is not None and args.batch < 1:
         ap.error(f"--batch={args.batch}: must be at least 1")
-    Speed(fast=False).setup([device])  # faithful: float32 without TF32, cuDNN autotuning
+    faithful = Speed(fast=False).setup()  # float32 without TF32, cuDNN deterministic, not autotuned
     res = {"device": device_name(device), "batch": batch, "repeats": repeats, "quick": args.quick,
+           "backend": faithful,
            "torch": torch.__version__, "commit": code_version(), "date": time.strftime("%Y-%m-%d %H:%M"),
            "img_s": {}}
     r, name = res["img_s"], res["device"]
@@ -322,9 +330,11 @@ def main(argv=None) -> int:
     note("step/faithful-plain", step_rate(our_step(device, batch, plain_lrn=True)))
     if gpu:
         note("step/faithful-streams", step_rate(our_step(device, batch, tower_streams=True)))
+        # what faithful mode's deterministic cuDNN costs: the same step autotuned, not deterministic
+        note("step/faithful-autotuned", step_rate(our_step(device, batch, autotune=True)))
     if args.fast:
         note("step/fast", step_rate(our_step(device, batch, fast=True, compile=not args.no_compile)))
-        Speed(fast=False).setup([device])  # back to faithful for what follows
+    Speed(fast=False).setup()  # back to faithful for what follows
     note("step/torchvision", step_rate(torchvision_step(device, batch)))
 
     data_batches = 3 if args.quick else max(20, -(-4000 // batch))  # data alone: at least 4,000 images

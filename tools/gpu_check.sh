@@ -10,8 +10,12 @@
 #    float64 (logits and gradients); float32 SGD steps with and without tower streams;
 #    the GPU loader (CPU decoder, and nvJPEG) against the CPU loader, batch for batch; the resident
 #    GPU loader (the split decoded once into GPU memory) against decoding each batch; nvJPEG decoding
-#    leaving memory that queued kernels still read alone (pytorch/vision#9606);
-# 2. tools/bench.py, faithful float32 at batch 128 (tower streams, torchvision's alexnet,
+#    leaving memory that queued kernels still read alone (pytorch/vision#9606); faithful evaluation's
+#    backend switches (TF32 off, cuDNN deterministic) and its logits against float64; a run resumed on
+#    the GPU equal to an uninterrupted one bit for bit; fast mode wrapped in DDP (NCCL, one process)
+#    without DDP's gradient-stride warning (tests/test_engine.py, "on one GPU");
+# 2. tools/bench.py, faithful float32 at batch 128 (tower streams, what cuDNN determinism costs
+#    (step/faithful-autotuned), torchvision's alexnet,
 #    the data paths with and without the resident set, e2e/train and e2e/train-decode, peak memory
 #    per tower device, torch.profiler's top 15 ops),
 #    then the fast mode at batch 512 (e2e/train-fast).

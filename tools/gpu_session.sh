@@ -68,9 +68,10 @@ fi
 
 # Stability probes (the stability issue): 200 steps of the fragile configurations at the gpu scale,
 # each run's config as run_all trains it there (its stability setting chosen by
-# reproduce.experiments.choose_stability, as everywhere), decoded on the CPU and by nvJPEG, cuDNN
-# deterministic, every step logged; a non-finite loss is replayed at once (tools.replay: the run's
-# arithmetic beside float64, with the run's own decoder), before anything else.
+# reproduce.experiments.choose_stability, as everywhere), decoded on the CPU and by nvJPEG, in the
+# runs' own faithful mode (cuDNN deterministic, not autotuned: alexnet.speed), every step logged;
+# a non-finite loss is replayed at once (tools.replay: the run's arithmetic beside float64, with the
+# run's own decoder), before anything else.
 probe() {  # run decoder: a run of reproduce/experiments.py at the gpu scale
     local name=$1 decoder=$2
     local dir="$work/probes/$name-$decoder" config="$work/probes/$name.config.json"
@@ -78,8 +79,7 @@ probe() {  # run decoder: a run of reproduce/experiments.py at the gpu scale
     if [ "$(left)" -lt 120 ]; then echo "(no time left for probe $name-$decoder)"; return 124; fi
     mkdir -p "$work/probes"
     "$PY" -m reproduce.experiments --scale gpu --classes 100 --run "$name" > "$config" || return 0
-    "$PY" -c 'import sys, torch; torch.backends.cudnn.deterministic = True
-from alexnet.train import main; sys.exit(main(sys.argv[1:]))' --cache "$work/probe-cache" --run-dir "$dir" \
+    "$PY" -m alexnet.train --cache "$work/probe-cache" --run-dir "$dir" \
         --config "$config" --decoder "$decoder" --max-steps 200 --log-steps --no-progress
     local rc=$?
     stamp "probe $name-$decoder: exit $rc; its last step:"

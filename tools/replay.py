@@ -11,9 +11,12 @@ rebuilds every batch from the seed, epoch and batch index (the loader's draws
 are a pure function of them), crosses epochs as the run did (the schedule sees
 each finished epoch's validation error from log.jsonl), and takes each step
 twice in lockstep: once as the run did (its devices, dtype and mode), once in
-float64 on the CPU with the same dropout masks. It
-prints each step's loss in both, then every layer's largest |output| and
-gradient norm at step N side by side, and a verdict:
+float64 on the CPU with the same dropout masks. A torchrun job of K ranks is
+replayed whole in one process: its global batch, with each rank's dropout masks
+(drawn from (seed, tower, rank, step) as that rank drew them) on the rank's rows
+r::K, so its losses are the job's to float32 rounding, not bit for bit (DDP
+averages K per-rank means). It prints each step's loss in both, then every
+layer's largest |output| and gradient norm at step N side by side, and a verdict:
 
 - dynamics: the run's own replay is non-finite and float64's loss is too, or above 2·ln C:
   ε, the data or the init, not the arithmetic;
@@ -43,8 +46,10 @@ import torch
 from alexnet import checkpoint
 from alexnet.atomic import write_text
 from alexnet.config import AlexNetConfig
+from alexnet.data.loader import seed_of
 from alexnet.diagnostics import LayerProbe, read_steps
-from alexnet.engine import NONFINITE, Trainer, TrainOptions, train_step
+from alexnet.engine import DROPOUT_STREAM, NONFINITE, Trainer, TrainOptions, train_step
+from alexnet.layers import keep_mask
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
 from alexnet.schedule import apply
@@ -64,6 +69,24 @@ def float64_twin(trainer: Trainer) -> tuple[AlexNet, PaperSGD]:
                    weight_decay=trainer.cfg.weight_decay)
     opt.load_state_dict(trainer.opt.state_dict())  # casts the velocities to the twin's float64
     return net.train(), opt
+
+
+def job_masks(trainer: Trainer, world_size: int) -> dict[str, torch.Tensor]:
+    """The dropout masks of a torchrun job of `world_size` ranks at trainer.step, for its global batch:
+    rank r's rows r::K hold the masks rank r drew (Trainer.seed_dropout, then drop6 and drop7 in turn)."""
+    cfg, per_rank = trainer.cfg, trainer.cfg.batch_size // world_size
+    dtype = torch.bfloat16 if trainer.speed.fast else torch.float32  # fc6 and fc7's output dtype
+    masks = {}
+    for i, tower in enumerate(trainer.net.towers):
+        like = torch.empty(per_rank, cfg.fc_width, dtype=dtype, device=tower.device)
+        drawn = []
+        for rank in range(world_size):
+            g = torch.Generator(tower.device).manual_seed(
+                seed_of(cfg.seed, DROPOUT_STREAM, i, rank, trainer.step))
+            drawn.append([keep_mask(like, 1.0 - cfg.dropout, g) for _ in ("drop6", "drop7")])
+        for k, name in enumerate(("drop6", "drop7")):  # global row j: rank j % K, its row j // K
+            masks[f"t{i}.{name}"] = torch.stack([d[k] for d in drawn], dim=1).flatten(0, 1)
+    return masks
 
 
 def verdict(run_loss: float, own: float, f64: float, classes: int) -> str:
@@ -101,6 +124,7 @@ def run_options(info: dict, scratch: str, start: Path | None, devices) -> TrainO
 def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     info = json.loads((run_dir / "config.json").read_text())
     cfg = AlexNetConfig.from_dict(info["config"])
+    world_size = info.get("world_size", 1)  # a torchrun job's ranks, replayed in this one process
     start = start_checkpoint(run_dir, step)
     with tempfile.TemporaryDirectory() as scratch:
         opts = run_options(info, scratch, start, devices)
@@ -126,16 +150,21 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     own, twin = LayerProbe(trainer.net, record_masks=True), LayerProbe(net64)
     print(f"{run_dir}: replaying steps {trainer.step + 1}–{step} (from epoch {trainer.epoch + 1}) from "
           f"{start or 'the initial weights'}; the run's arithmetic on {', '.join(map(str, trainer.devices))} "
-          f"({trainer.speed.label}) beside float64 on the CPU", file=out)
+          f"({trainer.speed.label}) beside float64 on the CPU"
+          + (f"; a job of {world_size} ranks as one process (to float32 rounding)" if world_size > 1 else ""),
+          file=out)
     print(f"{'step':>6} {'epoch':>5} {'loss (run)':>14} {'loss (float64)':>16}", file=out)
     losses = []
     while trainer.step < step:
         for x, y in loader:
-            trainer.warm_up()  # as the run did before each step (the step counted from 0) ...
-            trainer.warm_up(opt64)  # ... and the twin with it
+            trainer.seed_dropout()  # the run's masks at this step: from (seed, tower, rank, step)
+            job = job_masks(trainer, world_size) if world_size > 1 and cfg.dropout > 0 else None
+            own.replay = job  # a torchrun job's: each rank's masks on its rows
+            trainer.warm_up()  # ε as the run set it before each step (the step counted from 0) ...
+            trainer.warm_up(opt64)  # ... and the twin's with it
             trainer.step += 1
             s = train_step(trainer.forward, trainer.opt, x, y, trainer.speed).tolist()
-            twin.replay = own.masks
+            twin.replay = job or own.masks
             with torch.random.fork_rng(devices=[]):  # the twin's (replaced) dropout draws: not the run's RNG
                 s64 = train_step(net64, opt64, x.detach().double().cpu(), y.cpu()).tolist()
             losses.append({"step": trainer.step, "epoch": trainer.epoch + 1, "run": s[0] / s[3],
@@ -171,8 +200,8 @@ def replay(run_dir: Path, step: int, devices=None, out=sys.stdout) -> dict:
     print(f"verdict: {v}", file=out)
     report = {"run_dir": str(run_dir), "step": step, "start": str(start) if start else None,
               "devices": [str(d) for d in trainer.devices], "mode": trainer.speed.label,
-              "decoder": opts.decoder, "recorded_loss": run_loss, "losses": losses, "layers": rows,
-              "verdict": v, "code_version": checkpoint.code_version()}
+              "decoder": opts.decoder, "world_size": world_size, "recorded_loss": run_loss, "losses": losses,
+              "layers": rows, "verdict": v, "code_version": checkpoint.code_version()}
     write_text(run_dir / f"replay-step{step}.json", json.dumps(report, indent=1))
     return report
 
