@@ -30,6 +30,9 @@ the class (pixel 5-NN label agreement near chance). Each image:
   image, then sensor noise.
 The first 10 classes use 5 orientations 36° apart and 2 periods an octave
 apart (6 and 12 pixels of the prepared image), so any two differ in texture.
+At conv1's stride of 4 the 6-pixel gratings are the hard ones: the `cpu`
+scale's 1 CNN confuses the fine-grating classes among themselves
+(results/synthetic/README.md).
 
 Generator 2 (`--generator 2`, for the results folders it made): dead-leaves
 backgrounds, 0–2 distracting gratings, one object whose class sets its shape,
@@ -65,7 +68,7 @@ SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "bar", "diamond
 
 DEFAULT_SIZE = (10, 120, 20)  # classes, train per class, val per class
 GENERATOR_VERSION = 3  # 1: shapes on gradient backgrounds; 2: dead-leaves backgrounds, gratings, a hue
-# per class; 3: natural image statistics (low-chroma clutter, 2–3 objects, no class hue)
+# per class; 3: natural image statistics (low-chroma clutter, 3–4 objects, no class hue)
 GENERATORS = (2, 3)  # the ones this module still makes (1 is in git history: commit 0e8dad6)
 
 
