@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     for path in args.cache:
         try:
             stats = image_stats.of_cache(path)
-        except (CacheError, FileNotFoundError) as e:
+        except (CacheError, FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         if args.json:

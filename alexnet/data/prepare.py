@@ -205,7 +205,11 @@ def _finish(source: Source, out: Path, fingerprint: str) -> dict:
     meta["report"] = report
     _atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     # measured on the finished cache, then added (killed before: `python -m tools.image_stats` still works)
-    meta["image_stats"] = image_stats.of_cache(out)
+    try:
+        meta["image_stats"] = image_stats.of_cache(out)
+    except ValueError as e:  # a statistic this set cannot give: the cache is whole without it
+        warnings.warn(f"{out}: no image statistics ({e})", stacklevel=2)
+        return report
     _atomic_write(out / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return report
 
