@@ -55,7 +55,7 @@ import numpy as np
 
 from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version
-from alexnet.data.synthetic import write_synthetic_ilsvrc
+from alexnet.data.synthetic import GENERATOR_VERSION, RENDER, write_synthetic_ilsvrc
 from reproduce.figure1 import CIFAR_SIZE
 from tools.bench import IMAGENET_TRAIN_IMAGES
 
@@ -151,7 +151,8 @@ def project(n_small: int, small: int, n_large: int, large: int, n_target: int, f
 
 def markdown(report: dict) -> str:
     s, l = report["sizes"]
-    lines = [f"Scale test: peak resident memory per stage, synthetic ILSVRC-format sets of {s['classes']} "
+    lines = [f"Scale test: peak resident memory per stage, synthetic ILSVRC-format sets (generator "
+             f"{report.get('generator', 2)}) of {s['classes']} "
              f"classes ({report['images'][0]['train']:,} and {report['images'][1]['train']:,} training "
              f"images, {report['images'][0]['val']:,} and {report['images'][1]['val']:,} validation); "
              f"{report['machine']}, commit {report['commit']}, {report['date']}.", "",
@@ -179,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "scale-test",
                     help="data, cache and runs of the test (several GB at the default sizes)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "scale-test")
+    ap.add_argument("--generator", type=int, choices=sorted(RENDER), default=GENERATOR_VERSION,
+                    help=f"the embedded set's generator (default {GENERATOR_VERSION}; results/scale-test was "
+                         "made by 2); its sets go to --work/g<N>")
     args = ap.parse_args(argv)
     try:
         sizes = [Size(args.classes, int(t), int(v))
@@ -190,12 +194,14 @@ def main(argv=None) -> int:
     if args.fig1_cap >= sizes[0].images["train"]:
         ap.error(f"--fig1-cap {args.fig1_cap}: must be below the small set's {sizes[0].images['train']} "
                  "training images, so that both sets are above it")
+    args.work = args.work / f"g{args.generator}"  # one generator's sets apart from another's
     (args.work / "logs").mkdir(parents=True, exist_ok=True)
     peaks: dict[str, list] = {}
     for size in sizes:
         print(f"== {size.name}: {size.images['train']:,} train, {size.images['val']:,} val images",
               flush=True)
-        write_synthetic_ilsvrc(args.work / "data" / size.name, size.classes, size.train, size.val)
+        write_synthetic_ilsvrc(args.work / "data" / size.name, size.classes, size.train, size.val,
+                               generator=args.generator)
         for stage, scales_with, cmd in stages(size, args.work, args.devices, args.fig1_cap):
             try:
                 peak, sec = peak_rss(cmd, args.work / "logs" / f"{size.name}-{stage.replace(':', '-')}.log")
@@ -233,7 +239,7 @@ def main(argv=None) -> int:
         "what": "peak resident memory (ru_maxrss of the stage's largest process) per run_all stage",
         "sizes": [{"name": s.name, "classes": s.classes, "train_per_class": s.train, "val_per_class": s.val}
                   for s in sizes],
-        "images": [s.images for s in sizes], "imagenet": IMAGENET,
+        "images": [s.images for s in sizes], "imagenet": IMAGENET, "generator": args.generator,
         "allowance": f"max({ALLOWANCE[0] // MiB} MiB, {ALLOWANCE[1]:.0%})",
         "stages": rows,
         "figure1_note": (f"Figure 1 runs with its subset capped at {args.fig1_cap:,} images here (both sets "
