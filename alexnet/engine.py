@@ -53,6 +53,13 @@ NONFINITE = "nonfinite.json"  # in a run directory: the step whose loss was not 
 DROPOUT_STREAM = 0xD0  # the key that sets each replica's dropout generator apart from the loader's streams
 
 
+def dropout_seed(seed: int, tower: int, rank: int, step: int) -> int:
+    """The seed of a tower's dropout generator before a step (§4.2's masks): a function of these four
+    numbers alone, so the towers' masks are independent, every replica draws its own, and a resumed
+    run draws what it would have drawn (Trainer.seed_dropout; tools.replay redraws a job's from it)."""
+    return seed_of(seed, DROPOUT_STREAM, tower, rank, step)
+
+
 class NonFiniteLoss(RuntimeError):
     pass
 
@@ -533,7 +540,7 @@ class Trainer:
         layout (two GPUs, one, the CPU), every replica draws its own, and a resumed run draws what it
         would have drawn uninterrupted, whatever the global RNG holds."""
         for tower, g in enumerate(self.dropout_generators):
-            g.manual_seed(seed_of(self.cfg.seed, DROPOUT_STREAM, tower, self.dist.rank, self.step))
+            g.manual_seed(dropout_seed(self.cfg.seed, tower, self.dist.rank, self.step))
 
     def warm_up(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """This step's ε under `lr_warmup_epochs` (a function of the step: resumed or not); §5: nothing.

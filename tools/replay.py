@@ -46,9 +46,8 @@ import torch
 from alexnet import checkpoint
 from alexnet.atomic import write_text
 from alexnet.config import AlexNetConfig
-from alexnet.data.loader import seed_of
 from alexnet.diagnostics import LayerProbe, read_steps
-from alexnet.engine import DROPOUT_STREAM, NONFINITE, Trainer, TrainOptions, train_step
+from alexnet.engine import NONFINITE, Trainer, TrainOptions, dropout_seed, train_step
 from alexnet.layers import keep_mask
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, param_groups
@@ -81,8 +80,7 @@ def job_masks(trainer: Trainer, world_size: int) -> dict[str, torch.Tensor]:
         like = torch.empty(per_rank, cfg.fc_width, dtype=dtype, device=tower.device)
         drawn = []
         for rank in range(world_size):
-            g = torch.Generator(tower.device).manual_seed(
-                seed_of(cfg.seed, DROPOUT_STREAM, i, rank, trainer.step))
+            g = torch.Generator(tower.device).manual_seed(dropout_seed(cfg.seed, i, rank, trainer.step))
             drawn.append([keep_mask(like, 1.0 - cfg.dropout, g) for _ in ("drop6", "drop7")])
         for k, name in enumerate(("drop6", "drop7")):  # global row j: rank j % K, its row j // K
             masks[f"t{i}.{name}"] = torch.stack([d[k] for d in drawn], dim=1).flatten(0, 1)
