@@ -128,6 +128,11 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> li
     raise ValueError(shape)
 
 
+def _leaf_radii(u: np.ndarray, r_min: float, r_max: float) -> np.ndarray:
+    """Dead-leaves radii from uniform draws u: the inverse CDF of p(r) ∝ r⁻³ on [r_min, r_max]."""
+    return (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5
+
+
 def _dead_leaves(w: int, h: int, rng: np.random.Generator, leaves: int = 500) -> Image.Image:
     """Opaque discs dropped one over another in random order, radii ∝ r⁻³ on
     [5 px, 0.4·min(w, h)], colours of random lightness and muted saturation:
@@ -136,7 +141,7 @@ def _dead_leaves(w: int, h: int, rng: np.random.Generator, leaves: int = 500) ->
     draw = ImageDraw.Draw(img)
     r_min, r_max = 5.0, 0.4 * min(w, h)
     u = rng.random(leaves)
-    radii = (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5  # inverse CDF of p(r) ∝ r⁻³
+    radii = _leaf_radii(u, r_min, r_max)
     xs, ys = rng.uniform(0, w, leaves), rng.uniform(0, h, leaves)
     grey = rng.uniform(20, 235, (leaves, 1))
     sat = rng.uniform(0, 0.6, (leaves, 1))
@@ -159,6 +164,19 @@ def _mask(w: int, h: int, draw_fn) -> np.ndarray:
     return np.asarray(m, dtype=np.float64)[..., None] / 255.0
 
 
+def _shape_mask(shape: str, w: int, h: int, cx: float, cy: float, r: float, rot: float) -> np.ndarray:
+    """h×w×1 in {0, 1}: the shape centred at (cx, cy), radius r, turned by rot."""
+    def draw_fn(draw):
+        if shape in ("disc", "ring"):
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+            if shape == "ring":
+                draw.ellipse([cx - .55 * r, cy - .55 * r, cx + .55 * r, cy + .55 * r], fill=0)
+        else:
+            for p in _shape_polygon(shape, cx, cy, r, rot):
+                draw.polygon(p, fill=255)
+    return _mask(w, h, draw_fn)
+
+
 def render_g2(k: int, rng: np.random.Generator) -> Image.Image:
     """One image of class k, generator 2."""
     spec = class_spec(k)
@@ -177,16 +195,7 @@ def render_g2(k: int, rng: np.random.Generator) -> Image.Image:
     r = rng.uniform(0.2, 0.42) * min(w, h)
     cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
     rot = np.deg2rad(rng.normal(0, 12))
-
-    def shape(draw):
-        if spec["shape"] in ("disc", "ring"):
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
-            if spec["shape"] == "ring":
-                draw.ellipse([cx - .55 * r, cy - .55 * r, cx + .55 * r, cy + .55 * r], fill=0)
-        else:
-            for p in _shape_polygon(spec["shape"], cx, cy, r, rot):
-                draw.polygon(p, fill=255)
-    mask = _mask(w, h, shape)
+    mask = _shape_mask(spec["shape"], w, h, cx, cy, r, rot)
     hue = (spec["hue"] + rng.normal(0, 0.025)) % 1.0
     bright = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.8, 1.0))) * 255
     dark = bright * rng.uniform(0.15, 0.4)
@@ -246,25 +255,12 @@ def _leaves_g3(img: Image.Image, rng: np.random.Generator, n: int, r_min: float,
     w, h = img.size
     draw = ImageDraw.Draw(img)
     u = rng.random(n)
-    radii = (r_min ** -2 - u * (r_min ** -2 - r_max ** -2)) ** -0.5  # inverse CDF of p(r) ∝ r⁻³
+    radii = _leaf_radii(u, r_min, r_max)
     xs, ys = rng.uniform(0, w, n), rng.uniform(0, h, n)
     size = np.log(radii / r_min) / np.log(r_max / r_min)  # 0 for the smallest disc, 1 for the largest
     colours = (_low_chroma(rng.uniform(*lum, n), chroma * rng.random(n) * size, rng) * 255).astype(int)
     for x, y, r, c in zip(xs.tolist(), ys.tolist(), radii.tolist(), colours.tolist()):
         draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(c))
-
-
-def _shape_mask(shape: str, w: int, h: int, cx: float, cy: float, r: float, rot: float) -> np.ndarray:
-    """h×w×1 in {0, 1}: the shape centred at (cx, cy), radius r, turned by rot."""
-    def draw_fn(draw):
-        if shape in ("disc", "ring"):
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
-            if shape == "ring":
-                draw.ellipse([cx - .55 * r, cy - .55 * r, cx + .55 * r, cy + .55 * r], fill=0)
-        else:
-            for p in _shape_polygon(shape, cx, cy, r, rot):
-                draw.polygon(p, fill=255)
-    return _mask(w, h, draw_fn)
 
 
 def render_g3(k: int, rng: np.random.Generator) -> Image.Image:
