@@ -72,10 +72,9 @@ def pca_ratios(eigvals) -> dict:
     return {"lambda2_over_lambda1": float(lam[1] / lam[0]), "lambda3_over_lambda1": float(lam[2] / lam[0])}
 
 
-def spectrum_slope(images: np.ndarray, band: tuple[int, int] = SPECTRUM_BAND, octaves: bool = False) -> float:
-    """Slope of log power against log frequency of the luminance, over `band` (cycles per image):
-    fitted to rings one cycle wide, or with `octaves` to 4 log-spaced bins per octave (each octave
-    weighs the same). images: N×H×W×3 RGB or N×H×W grey, square."""
+def ring_power(images: np.ndarray, band: tuple[int, int] = SPECTRUM_BAND) -> tuple[np.ndarray, np.ndarray]:
+    """The luminance's mean power on each ring one cycle wide over `band` (cycles per image): the
+    rings' frequencies and powers. images: N×H×W×3 RGB or N×H×W grey, square."""
     images = np.asarray(images, np.float64)
     grey = images @ LUMA if images.ndim == 4 else images
     n, h, w = grey.shape
@@ -88,14 +87,26 @@ def spectrum_slope(images: np.ndarray, band: tuple[int, int] = SPECTRUM_BAND, oc
     fy, fx = np.meshgrid(np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * w, indexing="ij")
     ring = np.rint(np.hypot(fy, fx)).astype(int)
     freqs = np.arange(band[0], band[1] + 1)
-    mean_power = np.array([power[ring == f].mean() for f in freqs])
+    return freqs, np.array([power[ring == f].mean() for f in freqs])
+
+
+def fitted_slope(freqs: np.ndarray, mean_power: np.ndarray, octaves: bool = False) -> float:
+    """Slope of log power against log frequency: fitted to the rings, or with `octaves` to 4
+    log-spaced bins per octave (each octave weighs the same)."""
     if octaves:  # each bin: the rings whose frequency falls in it, at their geometric centre
-        edges = np.geomspace(band[0], band[1] + 1, 4 * round(np.log2((band[1] + 1) / band[0])) + 1)
+        edges = np.geomspace(freqs[0], freqs[-1] + 1, 4 * round(np.log2((freqs[-1] + 1) / freqs[0])) + 1)
         which = np.digitize(freqs, edges[1:-1])
         keep = [b for b in range(len(edges) - 1) if np.any(which == b)]
-        freqs = np.array([np.exp(np.log(freqs[which == b]).mean()) for b in keep])
-        mean_power = np.array([np.exp(np.log(mean_power[which == b]).mean()) for b in keep])
+        freqs, mean_power = (np.array([np.exp(np.log(a[which == b]).mean()) for b in keep])
+                             for a in (freqs, mean_power))
     return float(np.polyfit(np.log(freqs), np.log(mean_power), 1)[0])
+
+
+def spectrum_slope(images: np.ndarray, band: tuple[int, int] = SPECTRUM_BAND, octaves: bool = False) -> float:
+    """Slope of log power against log frequency of the luminance, over `band` (cycles per image):
+    fitted to rings one cycle wide, or with `octaves` to 4 log-spaced bins per octave (each octave
+    weighs the same). images: N×H×W×3 RGB or N×H×W grey, square."""
+    return fitted_slope(*ring_power(images, band), octaves=octaves)
 
 
 def knn_label_agreement(train: np.ndarray, train_labels, val: np.ndarray, val_labels,
@@ -159,9 +170,9 @@ def of_cache(path: str | Path, spectrum_images: int = SPECTRUM_IMAGES, knn_limit
     eigvals = cache.eigvals
     stats = pca_ratios(eigvals)
     idx = _spread(cache.size("train"), spectrum_images)
-    images = _decode(cache, "train", idx)
-    stats["spectrum_slope"] = spectrum_slope(images)
-    stats["spectrum_slope_octaves"] = spectrum_slope(images, octaves=True)
+    rings = ring_power(_decode(cache, "train", idx))  # one spectrum, two fits
+    stats["spectrum_slope"] = fitted_slope(*rings)
+    stats["spectrum_slope_octaves"] = fitted_slope(*rings, octaves=True)
     sample = f"PCA: all {cache.size('train')} training images; spectrum: {len(idx)} training images"
     if "val" in cache.splits:
         tr = _spread(cache.size("train"), knn_limit["train"])
