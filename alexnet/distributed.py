@@ -68,6 +68,9 @@ TORCHRUN_SLURM = ("srun --ntasks-per-node 1 torchrun --nnodes $SLURM_NNODES --np
                   "(one task per node, N = the node's GPUs / 2; README, \"On SLURM\")")
 
 
+IGNORE_SLURM = "ALEXNET_IGNORE_SLURM"  # 1: launch_problem reads no SLURM variable
+
+
 def launch_problem(env, use_cuda: bool) -> str | None:
     """Why a launch cannot place its ranks right, with the command that can; None when it can.
     This code takes its ranks and GPUs from torchrun (RANK, LOCAL_RANK, LOCAL_WORLD_SIZE). Under
@@ -94,9 +97,6 @@ def launch_problem(env, use_cuda: bool) -> str | None:
                 f"torchrun processes would share GPUs 0, 1, ...; run one task per node: {TORCHRUN_SLURM}"
                 f"{bypass}")
     return None
-
-
-IGNORE_SLURM = "ALEXNET_IGNORE_SLURM"  # 1: launch_problem reads no SLURM variable
 
 
 def init(devices_arg: str | None = None) -> tuple[Dist, tuple[torch.device, torch.device]]:

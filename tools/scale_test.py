@@ -55,7 +55,7 @@ import numpy as np
 
 from alexnet.atomic import write_text
 from alexnet.checkpoint import code_version
-from alexnet.data.synthetic import GENERATOR_VERSION, RENDER, write_synthetic_ilsvrc
+from alexnet.data.synthetic import GENERATOR_VERSION, GENERATORS, write_synthetic_ilsvrc
 from reproduce.figure1 import CIFAR_SIZE
 from tools.bench import IMAGENET_TRAIN_IMAGES
 
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "scale-test",
                     help="data, cache and runs of the test (several GB at the default sizes)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "scale-test")
-    ap.add_argument("--generator", type=int, choices=sorted(RENDER), default=GENERATOR_VERSION,
+    ap.add_argument("--generator", type=int, choices=GENERATORS, default=GENERATOR_VERSION,
                     help=f"the embedded set's generator (default {GENERATOR_VERSION}; results/scale-test was "
                          "made by 2); its sets go to --work/g<N>")
     args = ap.parse_args(argv)
