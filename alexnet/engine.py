@@ -3,7 +3,7 @@ and the evaluation of §4.1 and §6.
 
     from alexnet.engine import TrainOptions, fit
     cfg = AlexNetConfig.from_profile("paper", num_classes=10, epochs=14)
-    fit(cfg, TrainOptions(cache="cache/synthetic-g3", run_dir="runs/1cnn"))   # 0 when done
+    fit(cfg, TrainOptions(cache="cache/synthetic-g4", run_dir="runs/1cnn"))   # 0 when done
 
 `train_step` is the only training step in the project: `Trainer` (and so
 `python -m alexnet.train` and `reproduce/run_all`), the benchmark

@@ -2,7 +2,7 @@
 average of ten patches' softmax (§4.1); several checkpoints = an ensemble
 ("5 CNNs": their softmax outputs averaged, §6).
 
-    python -m alexnet.evaluate --cache cache/synthetic-g3 --checkpoint runs/1cnn --out results/eval.json
+    python -m alexnet.evaluate --cache cache/synthetic-g4 --checkpoint runs/1cnn --out results/eval.json
     python -m alexnet.evaluate --cache C --checkpoint runs/s1 runs/s2 runs/s3 runs/s4 runs/s5   # ensemble
     python -m alexnet.evaluate --cache C --checkpoint runs/1cnn --split test --submission test.txt
     python -m alexnet.evaluate --cache C --checkpoint runs/1cnn --split train --features feats.npy

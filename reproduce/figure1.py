@@ -18,7 +18,7 @@ no download), or a prepared cache's training images shrunk to 32×32, at most
 CIFAR-10's 50,000 (a fixed subset of a larger set), labelled as what they are.
 It trains on the GPU when there is one.
 
-    python -m reproduce.figure1 --cache cache/synthetic-g3 --out results/synthetic/figure1.json
+    python -m reproduce.figure1 --cache cache/synthetic-g4 --out results/synthetic/figure1.json
 """
 
 from __future__ import annotations

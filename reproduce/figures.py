@@ -14,8 +14,8 @@
   tanh dashed, with the epochs-to-25% ratio.
 - `training_curves.png` — train and validation top-1 error per epoch of every run.
 
-    python -m reproduce.figures --results results/synthetic --cache cache/synthetic-g3 \
-        --run runs/synthetic-g3/e14-b32/1cnn
+    python -m reproduce.figures --results results/synthetic --cache cache/synthetic-g4 \
+        --run runs/synthetic-g4/e14-b32/1cnn
 """
 
 from __future__ import annotations

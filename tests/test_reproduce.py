@@ -962,7 +962,7 @@ def test_the_stability_study_runs_the_same_with_jobs_at_once(tmp_path):
 @pytest.mark.parametrize("size", [(), ("--classes", "4", "--train-per-class", "12", "--val-per-class", "4")])
 def test_prepare_and_run_all_give_one_synthetic_set_one_name(size, tmp_path, monkeypatch, capsys):
     """`tools.prepare --synthetic` writes its archives and cache under the name run_all reads them by
-    (the default: synthetic-g3, with the generator's version), from the one function that names them."""
+    (the default: synthetic-g4, with the generator's version), from the one function that names them."""
     import tools.prepare as tp
     from alexnet.data.synthetic import DEFAULT_DATA, GENERATOR_VERSION
     made = []
