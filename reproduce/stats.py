@@ -96,23 +96,27 @@ def compare(ablation: dict, baseline: dict, helps: bool = True, paired: bool = T
         d = sign * (np.array([ablation[s] for s in pairs]) - np.array([baseline[s] for s in pairs]))
         se, df = float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1
         diff, how = float(d.mean()), f"paired over {len(d)} seeds"
-        if se == 0:  # identical differences: the t interval is the point
+        if se < 1e-9:  # identical differences: the t interval is the point
             return Comparison(diff, (diff, diff), 0.0, 0.0, df, how, seeds)
         ci = stats.ttest_rel(sign * np.array([ablation[s] for s in pairs]),
                              sign * np.array([baseline[s] for s in pairs])).confidence_interval(1 - ALPHA)
         return Comparison(diff, (float(ci.low), float(ci.high)), detectable(se, df), se, df, how, seeds)
     diff = sign * float(a.mean() - b.mean())
     if len(a) >= 2 and len(b) >= 2:
+        if max(a.std(), b.std()) < 1e-9:
+            return Comparison(diff, (diff, diff), 0.0, 0.0, len(a) + len(b) - 2, "Welch", seeds)
         res = stats.ttest_ind(sign * a, sign * b, equal_var=False)
         ci = res.confidence_interval(1 - ALPHA)
         se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
         return Comparison(diff, (float(ci.low), float(ci.high)), detectable(se, res.df), se, float(res.df),
                           "Welch", seeds)
-    many, one = (a, b) if len(a) >= 2 else (b, a)  # one run in the other arm: it has the many's sd
+    many = a if len(a) >= 2 else b  # one run in the other arm: it has the many's sd
     sd = float(many.std(ddof=1))
     se, df = sd * math.sqrt(1 + 1 / len(many)), len(many) - 1
-    return Comparison(diff, _interval(diff, se, df), detectable(se, df), se, df,
-                      f"one run: its sd taken as the other arm's {sd:.1f}", seeds)
+    how = f"one run: its sd taken as the other arm's {sd:.1f}"
+    if se < 1e-9:
+        return Comparison(diff, (diff, diff), 0.0, 0.0, df, how, seeds)
+    return Comparison(diff, _interval(diff, se, df), detectable(se, df), se, df, how, seeds)
 
 
 def one_sample(values, helps: bool = True) -> Comparison:
@@ -120,7 +124,7 @@ def one_sample(values, helps: bool = True) -> Comparison:
     d = (1.0 if helps else -1.0) * np.asarray(values, dtype=float)
     se, df = float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1
     diff = float(d.mean())
-    if se == 0:
+    if se < 1e-9:
         return Comparison(diff, (diff, diff), 0.0, 0.0, df, f"{len(d)} paired values", {"n": len(d)})
     ci = stats.ttest_1samp(d, 0.0).confidence_interval(1 - ALPHA)
     return Comparison(diff, (float(ci.low), float(ci.high)), detectable(se, df), se, df,
