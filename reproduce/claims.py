@@ -185,7 +185,7 @@ class Compared:
         if self.left_out:
             out += f"; left out, failed to train: {'; '.join(self.left_out)}"
         if self.c.seeds["ablation"] == 1:
-            out += "; one seed: a relapse of that run reads as an effect (--experiments paired-seeds adds two)"
+            out += "; one seed: a relapse of that run reads as an effect (paired-seeds adds two)"
         return out
 
     def finding(self, ours: str, verdict: str | None = None, runs: tuple = (), numbers: dict | None = None):
