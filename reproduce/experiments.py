@@ -581,7 +581,7 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # FIXED_SCHEDULES' step-5/7, 1 CNN with them (it is baseline-short's run).
     Scale("cpu-full", Size(14, 32, stability=SMALL_DATA, schedule="step-5/7"),
           Size(14, 32, stability=SMALL_DATA, schedule="step-5/7"), (10, 120, 20), 12,
-          "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 9 ablations"),
+          "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 10 ablations"),
     Scale("gpu", Size(20, 128, stability=STABLE), Size(20, 128, stability=STABLE), (100, 80, 20), 30,
           "100 classes, every row: 15 runs of 20 epochs (12 of them: about 13 min of training on one H200)"),
     Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2,
