@@ -53,13 +53,24 @@ from .experiments import (
     same_run,
     seed_run,
 )
-from .stats import ALPHA, CONTRADICTED, NOISE, REPRODUCED, Comparison, compare, one_sample, runs_needed
+from .stats import (
+    ALPHA,
+    CONTRADICTED,
+    NEEDS_SEEDS,
+    NOISE,
+    REPRODUCED,
+    Comparison,
+    compare,
+    one_sample,
+    runs_needed,
+)
 from .tables import NOISE_RULE, Results, _write, add_run_options, header
 
 NOT_REPRODUCED = "not reproduced"  # a claim of presence that the null does not reject (and Figure 1's rows)
 NOT_RUN, IMAGENET, FAILED = "not run at this scale", "needs ImageNet", "failed to train"
 NOT_OVERFITTING = "not in its overfitting regime"
-VERDICTS = (REPRODUCED, CONTRADICTED, NOT_REPRODUCED, NOISE, NOT_OVERFITTING, FAILED, NOT_RUN, IMAGENET)
+VERDICTS = (REPRODUCED, CONTRADICTED, NOT_REPRODUCED, NOISE, NEEDS_SEEDS, NOT_OVERFITTING, FAILED, NOT_RUN,
+            IMAGENET)
 RELU_SEVERAL = 2.0  # Figure 1's ratio that counts as "several times faster"
 OVERFIT_TRAIN = 5.0  # percent: a net overfits only where its training-split top-1 is below this
 CONVERGED = 3.0  # points: converged from the epoch whose validation top-1 stays within this of the last
@@ -185,7 +196,8 @@ class Compared:
         if self.left_out:
             out += f"; left out, failed to train: {'; '.join(self.left_out)}"
         if self.c.seeds["ablation"] == 1:
-            out += "; one seed: a relapse of that run reads as an effect (paired-seeds adds two)"
+            out += ("; one seed: a relapse of that run would read as an effect (--experiments paired-seeds "
+                    "adds two)")
         return out
 
     def finding(self, ours: str, verdict: str | None = None, runs: tuple = (), numbers: dict | None = None):

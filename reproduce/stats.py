@@ -16,7 +16,8 @@ reported (reproduce/PAPER.md, "Claims: statistics"):
   quantiles. Shown beside the paper's effect: when it is larger, "within noise" says nothing about
   the paper's size.
 - the verdict: "reproduced" when the interval lies above zero (the paper's sign), "contradicted"
-  when below, "within noise" when it holds zero.
+  when below, "within noise" when it holds zero; "needs seeds" when it excludes zero but an arm holds
+  one run (a relapse of that run would read the same: more seeds decide it).
 
     from reproduce.stats import compare
     c = compare(ablation={0: 14.5, 1: 12.0}, baseline={0: 12.5, 1: 10.0, 2: 11.0})
@@ -33,6 +34,7 @@ from scipy import stats
 
 ALPHA, POWER = 0.05, 0.80
 REPRODUCED, CONTRADICTED, NOISE = "reproduced", "contradicted", "within noise"
+NEEDS_SEEDS = "needs seeds"  # an interval beyond zero from one run in an arm: an effect, or its relapse
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,10 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        return from_interval(self.interval)
+        """from_interval's, except that one run in an arm decides nothing beyond "within noise": its sd is
+        borrowed, so a run that relapsed (or kept another ε) reads as an effect. Such a row "needs seeds"."""
+        verdict = from_interval(self.interval)
+        return NEEDS_SEEDS if verdict != NOISE and min(self.seeds.values()) < 2 else verdict
 
     def shown(self, unit: str = "") -> str:
         lo, hi = self.interval
