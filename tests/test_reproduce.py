@@ -45,7 +45,7 @@ def test_registry_has_every_row_and_ablation():
                  "no-dropout", "no-crop", "no-wd", "no-conv4", "cuda-convnet"):
         assert name in EXPERIMENTS
     assert set(ABLATIONS) == {"no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "no-crop", "no-wd",
-                              "no-conv4", "cuda-convnet"}
+                              "no-conv4", "cuda-convnet", "bias0"}
     assert [EXPERIMENTS[n].runs[0].overrides for n in ("no-crop", "no-wd", "no-conv4")] == [
         {"random_crops": False}, {"weight_decay": 0.0}, {"conv4": False}]
     assert len(EXPERIMENTS["5cnns"].runs) == 5 and len({r.seed for r in EXPERIMENTS["5cnns"].runs}) == 5
