@@ -15,9 +15,11 @@ Generator 4 (the default) has the image statistics that can be measured on
 ImageNet (alexnet/data/image_stats.py; `python -m tools.image_stats CACHE`
 prints them beside ImageNet's): RGB PCA eigenvalue ratios λ2/λ1, λ3/λ1 near
 ImageNet's 0.086 and 0.021 (luminance carries most of the variance), a
-luminance power spectrum falling about as 1/f² from 4 to 100 cycles per image
-(both when each one-cycle ring and when each octave weighs the same), and
-pixels that do not name the class (pixel 5-NN label agreement near chance).
+luminance power spectrum whose slope from 4 to 100 cycles per image is within
+−2 ± 0.3 whether each one-cycle ring or each octave weighs the same (−2.11 and
+−1.73: not a clean power law; the gratings lift 8–32 cycles up to 2.9 times the
+fitted line, where crops of two photographs stay within 1.6), and pixels that do not
+name the class (pixel 5-NN label agreement near chance).
 Each image:
 - clutter: a dead-leaves composition, opaque discs of radii p(r) ∝ r⁻³ (the
   occlusion model whose spectrum falls like photographs'), luminance 0.35–0.65,
@@ -38,8 +40,10 @@ Each image:
   sensor noise.
 The first 10 classes use 5 orientations 36° apart and 2 periods an octave
 apart (10 and 20 pixels of the prepared image at the mean object size), so
-any two differ in texture; both are longer than 8 pixels, twice conv1's
-stride of 4, so conv1's output samples them without aliasing.
+any two differ in texture. With the object's size and the jitter, a 10-pixel
+class's gratings span 6–16 pixels and a 20-pixel class's 12–31: the two
+overlap, and about one object in eight of the fine classes falls under 8
+pixels (twice conv1's stride of 4), where conv1's output aliases it.
 
 Generator 3 (in git history, commit 2bafc40; results/history/ holds what it
 made) had the same design with square-wave gratings of 6 and 12 pixels at
@@ -236,14 +240,35 @@ SHADING, SHADING_BELOW = 0.35, 4.0  # illumination: a 1/f field's sd (log gain),
 NOISE = 0.012  # sensor noise, standard deviation (pixels in 0–1)
 
 
+_G4_ANGLES: list[int] = []  # class k's grating angle in degrees, made on demand by _g4_angle
+
+
+def _g4_angle(k: int) -> int:
+    """The grating angle of class k, in degrees. Classes 0–9: 5 orientations 36° apart. Each later
+    class: the whole degree farthest from the angles of the earlier classes that share its shape and
+    period (the first such degree), so that no two classes differ by the ±3° rotation jitter alone
+    (100 classes: at least 22° apart; tests/test_data.py)."""
+    while len(_G4_ANGLES) <= k:
+        j = len(_G4_ANGLES)
+        if j < 10:
+            _G4_ANGLES.append((j % 5) * 36)
+            continue
+        same = [_G4_ANGLES[i] for i in range(j)
+                if i % len(SHAPES) == j % len(SHAPES) and (i // 5) % 2 == (j // 5) % 2]
+        gap = lambda a: min(min(abs(a - b), 180 - abs(a - b)) for b in same) if same else 180  # noqa: E731
+        _G4_ANGLES.append(max(range(180), key=gap))
+    return _G4_ANGLES[k]
+
+
 def class_spec_g4(k: int) -> dict:
     """The fixed attributes of class k, generator 4: a shape and a grating (orientation, period).
     The first 10 classes: 5 orientations 36° apart × 2 periods an octave apart, so two classes
-    with the same period differ by at least 36° and any two differ in texture; 8 shapes on top."""
+    with the same period differ by at least 36° and any two differ in texture; 8 shapes on top.
+    Later classes: _g4_angle keeps those with the same shape and period apart in orientation."""
     return {
         "wnid": f"n{90000000 + k:08d}",
         "shape": SHAPES[k % len(SHAPES)],
-        "stripe_angle": ((k % 5) * 36 + 17 * (k // 10)) % 180,
+        "stripe_angle": _g4_angle(k),
         "stripe_period": G4_PERIODS[(k // 5) % 2],
     }
 
