@@ -45,6 +45,7 @@ from .tables import NOISE_RULE, Results, _write, add_run_options, header
 
 REPRODUCED, NOT_REPRODUCED, NOISE = "reproduced", "not reproduced", "within noise"
 NOT_RUN, IMAGENET = "not run at this scale", "needs ImageNet"
+CONTRADICTED, FAILED = "contradicted", "failed to train"
 RELU_SEVERAL = 2.0  # Figure 1's ratio that counts as "several times faster"
 COLOUR_GAP = 0.2  # a tower is colour-specific beside the other when their conv1 colour shares differ so much
 NEIGHBOURS_K = 5
@@ -57,13 +58,19 @@ class Finding:
     verdict: str
     runs: tuple[str, ...] = ()  # the runs it comes from
     numbers: dict = field(default_factory=dict)
+    interval: list | None = None  # [low, high]: the 95% interval of the difference (None: unbounded)
+    detectable: float | None = None  # the smallest effect the interval would tell from none
+    seeds: dict = field(default_factory=dict)  # {arm: seeds}
+    max_ratio: float | None = None  # Figure 1: the largest ratio its window can measure
 
 
 def _not_run(res: Results, exp: str) -> Finding:
     """A claim whose runs are not results here: why (the tables' reason), and the flag that runs them."""
     ev = EVALUATIONS.get(exp)
     why = res.verdict(ev).why if ev else ""
-    if res.size(EXPERIMENTS[exp].scale) is None:
+    if not EXPERIMENTS[exp].runs:  # Figure 1: run_all runs it at every scale
+        why = f"no {exp} results here: run_all makes them (--experiments {exp})"
+    elif res.size(EXPERIMENTS[exp].scale) is None:
         why = f"{exp} is not run at the {res.scale} scale: --scale cpu-full (or a GPU: --scale gpu) runs it"
     elif not why:
         why = f"run the {exp} experiment (--experiments {exp})"
@@ -155,21 +162,50 @@ def _epochs_to(log: list[dict], error: float) -> int | None:
 
 # ---- the measures ----
 
-def relu(res: Results) -> Finding:
+def _from_interval(low: float | None, high: float | None, no_effect: float) -> str:
+    """The paper's sign with the interval clear of `no_effect`: reproduced; the other sign: contradicted;
+    else within noise (None: unbounded on that side)."""
+    if low is not None and low > no_effect:
+        return REPRODUCED
+    if high is not None and high < no_effect:
+        return CONTRADICTED
+    return NOISE
+
+
+def _figure1(res: Results) -> dict | None:
+    """figure1.json when it is there and counts steps (made since 2026-12-07); None otherwise."""
     path = res.root / "figure1.json"
-    if not path.exists():
+    f = json.loads(path.read_text()) if path.exists() else None
+    return f if f and "window" in f else None
+
+
+def relu(res: Results) -> Finding:
+    """Figure 1: tanh's steps to 25% training error over ReLU's (figure1.ratio_test: geometric means over
+    seeds, a 95% Welch interval on the log steps), against 1 for the sign and the paper's 6×."""
+    from .figure1 import PAPER_RATIO, ratio_test
+    f = _figure1(res)
+    if f is None:
         return _not_run(res, "fig1")
-    f = json.loads(path.read_text())
-    r, t, n = f["relu"]["epochs_to_25"], f["tanh"]["epochs_to_25"], f["epochs"]
-    ours = (f"ReLU reached 25% training error in {r} epoch(s), tanh in {t} of {n} "
-            f"({f['net']}, {f['data']})")
-    if r is None:
-        return Finding(ours + ": no ratio (give Figure 1 more epochs)", NOT_RUN, ("fig1",))
-    ratio = (n + 1) / r if t is None else t / r  # tanh not there: more than (n + 1)/r
-    # one run each, epoch-granular: "several times" is at least RELU_SEVERAL×; not faster at all is not it
-    verdict = REPRODUCED if ratio >= RELU_SEVERAL else NOT_REPRODUCED if ratio <= 1 else NOISE
-    return Finding(ours + f": {'more than ' if t is None else ''}{ratio:.1f}×", verdict, ("fig1",),
-                   {"relu_epochs": r, "tanh_epochs": t, "ratio": ratio})
+    r, t = f["relu"], f["tanh"]
+    test = ratio_test(r["steps_to_25"], t["steps_to_25"], r["limit"], t["limit"])
+    seeds = {"relu": len(r["steps_to_25"]), "tanh": len(t["steps_to_25"])}
+    reached = {a: sum(s is not None for s in f[a]["steps_to_25"]) for a in seeds}
+    max_ratio = t["limit"] / math.exp(statistics.fmean(math.log(s or r["limit"]) for s in r["steps_to_25"]))
+    steps = lambda a: ", ".join(f"{s:,}" if s else f">{f[a]['limit']:,}" for s in f[a]["steps_to_25"])  # noqa: E731
+    ours = (f"steps to 25% training error, ReLU {steps('relu')} (lr {r['lr']}), tanh {steps('tanh')} "
+            f"(lr {t['lr']}); batch {f['batch']}, {f['net']}, {f['data']}")
+    numbers = {**test, "reached": reached, "paper": PAPER_RATIO}
+    common = dict(runs=("fig1",), numbers=numbers, seeds=seeds, max_ratio=max_ratio)
+    if test["failed"]:
+        return Finding(ours + f": neither net reached 25% in {r['limit']:,} steps", FAILED, **common)
+    low, high = test["interval"]
+    shown = "–".join(f"{v:.1f}×" if v is not None else "∞" if i else "0" for i, v in enumerate((low, high)))
+    bound = {"lower": "at least ", "upper": "at most "}.get(test["bound"], "")
+    shown += f"; detectable {test['detectable']:.1f}×" if test["detectable"] else ""
+    ours += (f": tanh/ReLU {bound}{test['ratio']:.1f}× (95% interval {shown}; the window measures up to "
+             f"{max_ratio:.1f}×; paper {PAPER_RATIO}×)")
+    return Finding(ours, _from_interval(low, high, 1.0), interval=[low, high], detectable=test["detectable"],
+                   **common)
 
 
 def two_towers_time(res: Results) -> Finding:
@@ -193,22 +229,33 @@ def two_towers_time(res: Results) -> Finding:
 
 
 def lrn_cifar(res: Results) -> Finding:
-    """figure1.json's norm_pair: Figure 1's ReLU net with and without its normalization layers, a few
-    seeds each; the test error without minus with, against NOISE_RULE times their pooled sd."""
-    path = res.root / "figure1.json"
-    pair = json.loads(path.read_text()).get("norm_pair") if path.exists() else None
+    """figure1.json's norm_pair: Figure 1's ReLU net with and without §3.3's normalization across maps,
+    the same seeds (paired); the test error without minus with, its 95% paired t interval against 0.
+    Failed to train: an arm's mean test error not below half of chance."""
+    from .figure1 import PAPER_NORM, paired_test
+    f = _figure1(res)
+    pair = f.get("norm_pair") if f else None
     if pair is None:
-        return Finding("no pair of runs with and without normalization in figure1.json (made by "
-                       "reproduce/figure1.py since 2026-12-04): run fig1", NOT_RUN, ("fig1",))
-    with_, without = (100 * np.array(pair[k]) for k in ("with", "without"))
-    diff = float(without.mean() - with_.mean())
-    noise = NOISE_RULE * math.sqrt((with_.var(ddof=1) + without.var(ddof=1)) / 2)
-    return Finding(f"Figure 1's ReLU net, {len(with_)} seeds each, {pair['epochs']} epochs, on "
-                   f"{pair['test']}: "
-                   f"{without.mean():.1f} ± {without.std(ddof=1):.1f} without, {with_.mean():.1f} ± "
-                   f"{with_.std(ddof=1):.1f} with (noise {noise:.1f})",
-                   _beyond(diff, noise, True), ("fig1",),
-                   {"with": with_.tolist(), "without": without.tolist()})
+        return _not_run(res, "fig1")
+    with_, without = ([100 * e for e in pair[k]] for k in ("with", "without"))
+    test = paired_test(with_, without)
+    half_chance = 50 * pair["chance"]
+    mean = {k: statistics.fmean(v) for k, v in (("with", with_), ("without", without))}
+    norm = {"across-maps": "§3.3's normalization across maps", "same-map": "the 2012 code's same-map "
+            "normalization"}.get(pair["norm"], pair["norm"])
+    ours = (f"Figure 1's ReLU net with and without {norm}, seeds {', '.join(map(str, pair['seeds']))} each "
+            f"(paired), {pair['steps']:,} steps, on {pair['test']}: {mean['without']:.1f} without, "
+            f"{mean['with']:.1f} with")
+    common = dict(runs=("fig1",), numbers={**test, "with": with_, "without": without, "paper": PAPER_NORM},
+                  seeds={"with": len(with_), "without": len(without)}, detectable=test["detectable"])
+    if max(mean.values()) >= half_chance:
+        return Finding(ours + f" (not below half of chance, {half_chance:.0f}%: the nets did not learn)",
+                       FAILED, interval=test["interval"], **common)
+    low, high = test["interval"]
+    shown = ("one seed: no interval" if low is None else
+             f"95% interval {low:+.1f} to {high:+.1f}; detectable {test['detectable']:.1f}")
+    ours += f": without − with {test['difference']:+.1f} points ({shown}; paper {PAPER_NORM:+.1f})"
+    return Finding(ours, _from_interval(low, high, 0.0), interval=[low, high], **common)
 
 
 def dropout_slower(res: Results) -> Finding:
