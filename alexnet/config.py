@@ -82,7 +82,9 @@ class AlexNetConfig:
     bias_weight_decay: bool = True  # 2012 code: no decay on biases
     lr_schedule: str = "plateau"  # §5 "divide by 10 when val error stopped improving";
     #                               "cuda-convnet": the recorded epochs 25/51/79;
-    #                               "finetune": 1 CNN*'s recorded fine-tuning (layer-params-146-2012-2011)
+    #                               "finetune": 1 CNN*'s recorded fine-tuning (layer-params-146-2012-2011);
+    #                               "step": ε ÷ 10 after each of lr_step_epochs (a deviation from §5)
+    lr_step_epochs: tuple[int, ...] = ()  # "step": fixed epochs (reproduce/experiments.py, FIXED_SCHEDULES)
     lr_drops: int = 3  # §5 "reduced three times prior to termination"
     lr_patience: int = 5  # our reading of §5: epochs without a new best val error (of 90; scaled)
     lr_patience_min: int = 2  # the scaled patience's floor: one epoch cannot tell a plateau from noise
@@ -108,8 +110,8 @@ class AlexNetConfig:
             "num_classes": (self.num_classes >= 2, "at least 2"),
             "pca_noise": (self.pca_noise in PROFILES, f"one of {PROFILES}"),
             "mean_crop": (self.mean_crop in ("same", "center"), "'same' or 'center'"),
-            "lr_schedule": (self.lr_schedule in ("plateau", "cuda-convnet", "finetune"),
-                            "'plateau', 'cuda-convnet' or 'finetune'"),
+            "lr_schedule": (self.lr_schedule in ("plateau", "cuda-convnet", "finetune", "step"),
+                            "'plateau', 'cuda-convnet', 'finetune' or 'step'"),
             "batch_size": (self.batch_size >= 1, "at least 1"),
             "epochs": (self.epochs >= 1, "at least 1"),
             "crop_chunk": (self.crop_chunk >= 1, "at least 1"),
@@ -156,8 +158,9 @@ class AlexNetConfig:
         # loaded as such, its run resumes by its own rule and is never taken for a run of today's.
         d.setdefault("lr_patience_min", 1)
         d.setdefault("stability", None)  # recorded before the setting's name was: known by its values
-        if "bias_one_layers" in d:
-            d["bias_one_layers"] = tuple(d["bias_one_layers"])
+        for k in ("bias_one_layers", "lr_step_epochs"):  # JSON lists
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
     # ---- per-tower widths (§3.5, footnote 2) ----

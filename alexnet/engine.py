@@ -3,7 +3,7 @@ and the evaluation of §4.1 and §6.
 
     from alexnet.engine import TrainOptions, fit
     cfg = AlexNetConfig.from_profile("paper", num_classes=10, epochs=14)
-    fit(cfg, TrainOptions(cache="cache/synthetic-g3", run_dir="runs/1cnn"))   # 0 when done
+    fit(cfg, TrainOptions(cache="cache/synthetic-g4", run_dir="runs/1cnn"))   # 0 when done
 
 `train_step` is the only training step in the project: `Trainer` (and so
 `python -m alexnet.train` and `reproduce/run_all`), the benchmark
@@ -51,6 +51,7 @@ NONFINITE = "nonfinite.json"  # in a run directory: the step whose loss was not 
 
 
 DROPOUT_STREAM = 0xD0  # the key that sets each replica's dropout generator apart from the loader's streams
+DROPOUT_EVAL_STREAM = 0xD1  # dropout_predictions' masks: apart from training's
 
 
 def dropout_seed(seed: int, tower: int, rank: int, step: int) -> int:
@@ -110,6 +111,43 @@ def predict(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
     return _eval_outputs(probs, model, loader)
 
 
+def dropout_predictions(model, loader, masks: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """§4.2: "At test time, we use all the neurons but multiply their outputs by 0.5, which is a
+    reasonable approximation to taking the geometric mean of the predictive distributions produced by
+    the exponentially-many dropout networks." Both, for a loader's split: the net in eval mode (×0.5:
+    its log-softmax), and the mean log-softmax of `masks` dropout networks (the log of their normalized
+    geometric mean, up to a constant per image: the same ranking of classes). Mask m of batch b is drawn
+    from generators seeded with (DROPOUT_EVAL_STREAM, m, b, tower): the same networks on every call.
+    Returns (scaled, geometric, labels): N×C, N×C and N."""
+    drops = [d for t in model.towers for d in (t.drop6, t.drop7)]
+    gens = [torch.Generator(t.device) for t in model.towers]
+    batch = iter(range(1 << 62))
+
+    def both(x):
+        b = next(batch)
+        scaled = F.log_softmax(model(x), dim=1)
+        total = torch.zeros_like(scaled)
+        before = [d.generator for d in drops]
+        try:
+            for t, g in zip(model.towers, gens):
+                for d in (t.drop6, t.drop7):
+                    d.train()
+                    d.generator = g
+            for m in range(masks):
+                for tower, g in enumerate(gens):
+                    g.manual_seed(seed_of(DROPOUT_EVAL_STREAM, m, b, tower))
+                total += F.log_softmax(model(x), dim=1)
+        finally:
+            for d, g in zip(drops, before):
+                d.eval()
+                d.generator = g
+        return torch.cat([scaled, total / masks], dim=1)
+
+    out, labels = _eval_outputs(both, model, loader)
+    c = out.shape[1] // 2
+    return out[:, :c], out[:, c:], labels
+
+
 def features(model, loader):
     """Last hidden layer (4096-d, fc7 after ReLU), centre patch: (features, labels) batch by batch."""
     return outputs(model.features, model, loader)
@@ -167,8 +205,14 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
         del model, ck
     mean = {v: total[v].div_(len(paths)) for v in views}
     for v in views:
-        out["ensemble"][v] = errors(mean[v], labels)
+        out["ensemble"][v] = {**errors(mean[v], labels), "wrong": wrong_bits(mean[v], labels)}
     return out, mean
+
+
+def wrong_bits(probs: torch.Tensor, labels: torch.Tensor) -> str:
+    """Top-1 per image, in the split's order: "1" wrong, "0" right (one character an image: 50 KB for
+    ILSVRC's 50,000). What a paired comparison of two views or two nets over the same images reads."""
+    return "".join("1" if w else "0" for w in (probs.argmax(1) != labels).tolist())
 
 
 # ---------------------------------------------------------------- one step

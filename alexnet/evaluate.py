@@ -2,7 +2,7 @@
 average of ten patches' softmax (§4.1); several checkpoints = an ensemble
 ("5 CNNs": their softmax outputs averaged, §6).
 
-    python -m alexnet.evaluate --cache cache/synthetic-g3 --checkpoint runs/1cnn --out results/eval.json
+    python -m alexnet.evaluate --cache cache/synthetic-g4 --checkpoint runs/1cnn --out results/eval.json
     python -m alexnet.evaluate --cache C --checkpoint runs/s1 runs/s2 runs/s3 runs/s4 runs/s5   # ensemble
     python -m alexnet.evaluate --cache C --checkpoint runs/1cnn --split test --submission test.txt
     python -m alexnet.evaluate --cache C --checkpoint runs/1cnn --split train --features feats.npy
@@ -31,7 +31,7 @@ from .atomic import atomic_write, write_text
 from .cli import check_at_least
 from .data.cache import Cache, CacheError
 from .data.loader import Loader
-from .engine import evaluate, features, load_model
+from .engine import dropout_predictions, errors, evaluate, features, load_model, wrong_bits
 from .placement import resolve_devices
 
 
@@ -104,6 +104,32 @@ def save_errors(cache: Cache, checkpoints: list, out=None, split: str = "val", v
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_text(out, json.dumps(res, indent=1))
     return res, probs
+
+
+def save_dropout_mean(cache: Cache, checkpoint_path, out, split: str = "val", masks: int = 16, devices=None,
+                      batch_size: int = 50, workers: int | None = None, root=None) -> dict:
+    """§4.2's test-time rule against what it approximates (`engine.dropout_predictions`), centre patch:
+    the errors of the net in eval mode (×0.5) and of the geometric mean of `masks` dropout networks, each
+    with its top-1 per image (`engine.wrong_bits`), and the share of images where their top-1 agree;
+    written as JSON with the checkpoint it read (the form run_all's `evaluated` checks)."""
+    t0 = time.time()
+    model, ck, path = load_model(checkpoint_path, devices)
+    loader = Loader(cache, split, model.config, train=False, views="center", batch_size=batch_size,
+                    device=model.devices[0], workers=workers)
+    scaled, geometric, labels = dropout_predictions(model, loader, masks)
+    res = {"split": split, "masks": masks, "classes": len(cache.classes),
+           "checkpoints": [{"path": shown(path, root), "epoch": ck["epoch"], "saved_at": ck.get("saved_at"),
+                            "config": ck["config"]}],
+           **{name: {**errors(p, labels), "wrong": wrong_bits(p, labels)}
+              for name, p in (("scaled", scaled), ("geometric", geometric))},
+           "agreement": float((scaled.argmax(1) == geometric.argmax(1)).double().mean()),
+           "seconds": round(time.time() - t0, 1), "code_version": checkpoint.code_version(),
+           "date": time.strftime("%Y-%m-%d")}
+    print(f"×0.5 top-1 error {res['scaled']['top1']:.4f}, geometric mean of {masks} dropout networks "
+          f"{res['geometric']['top1']:.4f}; top-1 agree on {res['agreement']:.1%} of {len(labels)} images")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, json.dumps(res, indent=1))
+    return res
 
 
 def main(argv=None) -> int:

@@ -32,6 +32,11 @@
   E/90, and none falls before epoch 1: the first epoch always trains at the
   initial ε.
 
+- `step` (a deviation from §5, for short runs that are compared with one another:
+  reproduce/experiments.py, FIXED_SCHEDULES): ε ÷ 10 after each epoch of
+  `lr_step_epochs`, whatever the validation error does, so that every run of a
+  comparison trains at the same ε at every epoch.
+
 Epochs are counted from 0 here: "after epoch 25" of the 2012 log is index 25.
 """
 
@@ -148,7 +153,33 @@ class FinetuneSchedule(CudaConvnetSchedule):
         return epoch < self.m(38)
 
 
+class StepSchedule:
+    """ε ÷ `factor` after each epoch of `after` (counted from 1: after=(10,) trains epochs 0–9 at ε and
+    10 onwards at ε/10), every group alike; the validation error decides nothing."""
+
+    def __init__(self, after: tuple[int, ...], factor: float = 10.0):
+        self.after, self.factor = tuple(after), factor
+
+    def factors(self, epoch: int) -> dict[str, float]:
+        f = self.factor ** -sum(epoch >= a for a in self.after)
+        return {"conv1.weight": f, "conv1.bias": f, "weight": f, "bias": f}
+
+    def lighting(self, epoch: int) -> bool:
+        return True
+
+    def end_epoch(self, epoch: int, val_error: float) -> str | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, s: dict) -> None:
+        pass
+
+
 def make_schedule(cfg: AlexNetConfig):
+    if cfg.lr_schedule == "step":
+        return StepSchedule(cfg.lr_step_epochs)
     if cfg.lr_schedule == "finetune":
         return FinetuneSchedule(cfg.epochs, cfg.lr)
     if cfg.lr_schedule == "cuda-convnet":

@@ -1,6 +1,6 @@
 """Train AlexNet with §5's SGD and schedule; resumable, one JSON line per epoch.
 
-    python -m alexnet.train --cache cache/synthetic-g3 --run-dir runs/1cnn
+    python -m alexnet.train --cache cache/synthetic-g4 --run-dir runs/1cnn
     python -m alexnet.train --cache cache/imagenet --run-dir runs/1cnn --devices cuda:0,cuda:1
     python -m alexnet.train ... --profile cuda-convnet --epochs 30 --no-lrn     # an ablation
     python -m alexnet.train ... --fast    # bf16 + channels-last + torch.compile: faster, NOT bit-faithful

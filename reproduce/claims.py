@@ -4,15 +4,22 @@ computed verdict: <results>/tables/claims.md and claims.json.
     python -m reproduce.claims --results results/synthetic-cpu-full --scale cpu-full
 
 The claims are reproduce/experiments.py's CLAIMS; each has a measure here (MEASURES). A measure reads the
-results folder only (logs/, eval/ including the training split's eval/<run>-train.json, conv1/<run>.npy,
-figure1.json, figures/neighbours.json) and retrains nothing. Verdicts:
+results folder only (logs/, eval/ including the training split's eval/<run>-train.json and 1 CNN's
+eval/1cnn-dropout.json, conv1/<run>.npy, figure1.json, figures/neighbours.json) and retrains nothing.
+Verdicts (reproduce/PAPER.md, "Claims: statistics"):
 
-- reproduced: the direction the paper gives, beyond noise;
-- not reproduced: the other direction, beyond noise, or absent where the paper says always;
-- within noise: a difference within NOISE_RULE standard deviations of the seed replicates (baseline-short
-  and the 5 CNNs' members that learned: reproduce/tables.py's band), or of what stands in for them;
-- not run at this scale: with the flag that runs it;
-- needs ImageNet: only the paper's data can test it.
+- a comparison (an ablation against the baseline's seed replicates, paired by seed where both have two
+  or more; images against images; members against their ensemble) gives the 95 % interval of its
+  difference in the paper's direction (reproduce/stats.py): reproduced when it lies above zero,
+  contradicted when below, within noise when it holds zero; beside it, the smallest difference the
+  design detects, to set against the paper's;
+- a claim of presence (the towers' colour split in every run, Figure 4's neighbours, Figure 3's kernels)
+  is judged against a null made from the same data: reproduced when present beyond it at α = 0.05,
+  not reproduced otherwise;
+- failed to train: the ablation's runs stopped on a non-finite loss or finished without learning;
+- not in its overfitting regime: an overfitting claim whose nets fit their training split no better
+  than OVERFIT_TRAIN (the gap then measures something else);
+- not run at this scale: with the flag that runs it; needs ImageNet: only the paper's data can test it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from alexnet.diagnostics import read_steps
 
@@ -35,19 +43,41 @@ from .experiments import (
     EVALUATIONS,
     EXPERIMENTS,
     MAIN,
+    PAIRED,
+    PAIRED_SEEDS,
     RUNS,
     SCALES,
     SEED_REPLICATES,
+    STABILITY,
     Override,
     same_run,
+    seed_run,
 )
-from .tables import NOISE_RULE, Results, _write, add_run_options, header
+from .stats import (
+    ALPHA,
+    CONTRADICTED,
+    NEEDS_SEEDS,
+    NOISE,
+    REPRODUCED,
+    Comparison,
+    compare,
+    from_interval,
+    one_sample,
+    runs_needed,
+)
+from .tables import Results, _write, add_run_options, header
 
-REPRODUCED, NOT_REPRODUCED, NOISE = "reproduced", "not reproduced", "within noise"
-NOT_RUN, IMAGENET = "not run at this scale", "needs ImageNet"
-CONTRADICTED, FAILED = "contradicted", "failed to train"
-RELU_SEVERAL = 2.0  # Figure 1's ratio that counts as "several times faster"
-COLOUR_GAP = 0.2  # a tower is colour-specific beside the other when their conv1 colour shares differ so much
+NOT_REPRODUCED = "not reproduced"  # a claim of presence that the null does not reject (and Figure 1's rows)
+NOT_RUN, IMAGENET, FAILED = "not run at this scale", "needs ImageNet", "failed to train"
+NOT_OVERFITTING = "not in its overfitting regime"
+VERDICTS = (REPRODUCED, CONTRADICTED, NOT_REPRODUCED, NOISE, NEEDS_SEEDS, NOT_OVERFITTING, FAILED, NOT_RUN,
+            IMAGENET)
+OVERFIT_TRAIN = 5.0  # percent: a net overfits only where its training-split top-1 is below this
+CONVERGED = 3.0  # points: converged from the epoch whose validation top-1 stays within this of the last
+EARLY = 0.2  # the early stages of learning: this share of a run's epochs (3 of 14)
+EQUIVALENT = 2.0  # points: ×0.5 approximates the geometric mean where their top-1 differ by less
+NULL_SPLITS = 9999  # random 48/48 splits of a run's conv1 kernels: the null of the towers' colour gap
+NULL_KERNELS = 9600  # kernels drawn as §5 initializes them: the null of Figure 3's statistics
 NEIGHBOURS_K = 5
 IMAGENET_TRAIN = 1_281_167  # ILSVRC-2012's training images (§2: "roughly 1.2 million")
 
@@ -58,9 +88,9 @@ class Finding:
     verdict: str
     runs: tuple[str, ...] = ()  # the runs it comes from
     numbers: dict = field(default_factory=dict)
-    interval: list | None = None  # [low, high]: the 95% interval of the difference (None: unbounded)
-    detectable: float | None = None  # the smallest effect the interval would tell from none
-    seeds: dict = field(default_factory=dict)  # {arm: seeds}
+    interval: list[float] | None = None  # 95 % interval of the difference, the paper's direction positive
+    detectable: float | None = None  # the smallest difference the design finds (80 % power, α 0.05)
+    seeds: dict = field(default_factory=dict)  # runs per arm
     max_ratio: float | None = None  # Figure 1: the largest ratio its window can measure
 
 
@@ -77,32 +107,15 @@ def _not_run(res: Results, exp: str) -> Finding:
     return Finding(why, NOT_RUN, (exp,))
 
 
-def _top1(res: Results, name: str) -> float | None:
-    """An evaluation's top-1 in percent when it is a result here (reproduce/tables.py's rules)."""
-    err = res.verdict(EVALUATIONS[name]).errors
-    return None if err is None else 100 * err["top1"]
+# ---- each run's numbers ----
+
+def _seed(run: str) -> int:
+    return RUNS[run][1].seed
 
 
-def _beyond(diff: float, noise: float, helps: bool) -> str:
-    """The verdict of a difference measured in the direction the paper claims (`helps`: positive means
-    the paper's direction)."""
-    if abs(diff) <= noise:
-        return NOISE
-    return REPRODUCED if (diff > 0) == helps else NOT_REPRODUCED
-
-
-def error_delta(res: Results, exp: str, paper: float) -> Finding:
-    """The ablation's top-1 minus the replicates' mean (the feature's reduction), against NOISE_RULE sd."""
-    band, ablated = res.band(), _top1(res, exp)
-    if ablated is None:
-        return _not_run(res, exp)
-    if band is None:
-        return Finding("no seed replicates to compare with: run baseline-short and 5cnns", NOT_RUN, (exp,))
-    red, noise = ablated - band["top1"], NOISE_RULE * band["top1_sd"]
-    return Finding(f"{exp} {ablated:.1f} against the replicates' {band['top1']:.1f} ± {band['top1_sd']:.1f}: "
-                   f"the feature lowers top-1 by {red:+.1f} (paper {paper:.1f}; noise {noise:.1f})",
-                   _beyond(red, noise, True), (exp, *band["runs"]),
-                   {"ablated": ablated, "reduction": red, "noise": noise, "paper": paper})
+def ablation_runs(exp: str) -> list[str]:
+    """An ablation's runs: seed 0, and the paired-seeds set's seeds where it has them."""
+    return [seed_run(exp, s).name for s in (0, *PAIRED_SEEDS)] if exp in PAIRED else [exp]
 
 
 def train_errors(res: Results, name: str) -> dict[str, float]:
@@ -118,59 +131,392 @@ def train_errors(res: Results, name: str) -> dict[str, float]:
     return {Path(c["path"]).parent.name: 100 * c["center"]["top1"] for c in ev["checkpoints"]}
 
 
-def replicate_train_errors(res: Results) -> dict[str, float]:
-    """The training-split top-1 of each replicate in the band (those that learned)."""
-    every = {**train_errors(res, BASELINE.name), **train_errors(res, SEED_REPLICATES.name)}
-    return {r["run"]: every[r["run"]] for r in res.replicates() if r["run"] in every}
+def _train(res: Results, run: str) -> float | None:
+    """A run's training-split top-1 (percent)."""
+    name = SEED_REPLICATES.name if run in SEED_REPLICATES.runs else run
+    return train_errors(res, name).get(run) if name in EVALUATIONS else None
 
 
-def _val_errors(res: Results) -> dict[str, float]:
-    return {r["run"]: r["top1"] for r in res.replicates()}
-
-
-def gap(res: Results, exp: str, more_without: bool = True) -> Finding:
-    """Overfitting: validation top-1 − training-split top-1 (both centre patch, no dropout), the ablation's
-    against the replicates' (mean ± sd). The paper: the gap is larger without the feature."""
-    ablated = _top1(res, exp)
-    if ablated is None:
-        return _not_run(res, exp)
-    train = train_errors(res, exp)
-    reps_train, reps_val = replicate_train_errors(res), _val_errors(res)
-    if exp not in train or len(reps_train) < 2:
-        return Finding("no training-split evaluation of these runs (run_all makes eval/<run>-train.json "
-                       "where the training split has at most 20,000 images)", NOT_RUN, (exp,))
-    # the ablation's own centre-patch error, as the replicates' are
-    ablated_center = 100 * res.eval(exp)["ensemble"]["center"]["top1"]
-    mine = ablated_center - train[exp]
-    gaps = [reps_val[r] - reps_train[r] for r in reps_train]
-    mean, sd = statistics.mean(gaps), statistics.stdev(gaps)
-    diff, noise = mine - mean, NOISE_RULE * sd
-    return Finding(f"gap (val − train, top-1) {exp} {mine:.1f} against the replicates' {mean:.1f} ± {sd:.1f} "
-                   f"(train {train[exp]:.1f}, val {ablated_center:.1f})",
-                   _beyond(diff, noise, more_without), (exp, *reps_train),
-                   {"gap": mine, "replicates_gap": mean, "replicates_gap_sd": sd, "noise": noise})
+def _val(res: Results, run: str) -> float | None:
+    """A run's validation top-1 (percent, centre patch): a replicate's as the band has it."""
+    reps = {r["run"]: r["top1"] for r in res.replicates()}
+    if run in reps:
+        return reps[run]
+    ev = res.eval(run) if run in EVALUATIONS else None
+    return None if ev is None else 100 * ev["ensemble"]["center"]["top1"]
 
 
 def _log(res: Results, run: str) -> list[dict]:
     return read_steps(res.root / "logs" / f"{run}.jsonl")
 
 
-def _epochs_to(log: list[dict], error: float) -> int | None:
-    """The first epoch whose logged training top-1 (augmented batches, dropout on) is at most `error`."""
-    return next((h["epoch"] for h in log if h["train_top1"] <= error), None)
+def converged(log: list[dict]) -> int | None:
+    """The first epoch from which the logged validation top-1 (net in eval mode, no dropout) stays within
+    CONVERGED points of its last epoch's."""
+    if not log:
+        return None
+    last = log[-1]["val_top1"]
+    late = [h["epoch"] for h in log if h["val_top1"] > last + CONVERGED / 100]
+    return max(late, default=0) + 1
 
 
-# ---- the measures ----
+def early_error(log: list[dict]) -> float | None:
+    """The mean logged training top-1 (percent) over the first EARLY of a run's epochs (at least one)."""
+    if not log:
+        return None
+    first = log[:max(1, round(EARLY * len(log)))]
+    return 100 * statistics.mean(h["train_top1"] for h in first)
 
-def _from_interval(low: float | None, high: float | None, no_effect: float) -> str:
-    """The paper's sign with the interval clear of `no_effect`: reproduced; the other sign: contradicted;
-    else within noise (None: unbounded on that side)."""
-    if low is not None and low > no_effect:
-        return REPRODUCED
-    if high is not None and high < no_effect:
-        return CONTRADICTED
-    return NOISE
 
+# ---- comparisons ----
+
+@dataclass
+class Compared:
+    """An ablation's arm against the baseline's, compared (reproduce/stats.py)."""
+    exp: str
+    c: Comparison
+    unpaired: Comparison | None  # the same runs unpaired, where c is paired: what the pairing gains
+    ablation: dict  # {seed: number}
+    baseline: dict
+    left_out: list[str]  # runs of the ablation that failed to train, and why
+
+    def mean(self, arm: str) -> float:
+        return statistics.mean(getattr(self, arm).values())
+
+    def said(self, unit: str = "") -> str:
+        out = self.c.shown(unit)
+        if self.unpaired:
+            lo, hi = self.unpaired.interval
+            out += f"; unpaired [{lo:+.1f}, {hi:+.1f}]"
+        if self.left_out:
+            out += f"; left out, failed to train: {'; '.join(self.left_out)}"
+        if self.c.seeds["ablation"] == 1:
+            out += ("; one seed: a relapse of that run would read as an effect (--experiments paired-seeds "
+                    "adds two)")
+        return out
+
+    def finding(self, ours: str, verdict: str | None = None, runs: tuple = (), numbers: dict | None = None):
+        lo, hi = self.c.interval
+        return Finding(ours, verdict or self.c.verdict, runs or (self.exp,),
+                       {"difference": self.c.diff, "how": self.c.how,
+                        "unpaired_interval": self.unpaired and list(self.unpaired.interval),
+                        "ablation": self.ablation, "baseline": self.baseline, **(numbers or {})},
+                       [round(lo, 2), round(hi, 2)], round(self.c.detectable, 2),
+                       {self.exp: self.c.seeds["ablation"], "baseline": self.c.seeds["baseline"]})
+
+
+def comparison(res: Results, exp: str, value, what: str, helps: bool = True) -> Compared | Finding:
+    """The ablation `exp`'s runs against the baseline's seed replicates (those that learned), each run's
+    number `value(run)` (None: not measured), paired by seed; or the Finding that says why there is
+    none. Runs of the ablation that failed to train are left out and named; all of them: failed to train."""
+    ablation, left_out = {}, []
+    for run in ablation_runs(exp):
+        ev = EVALUATIONS[run]
+        if res.verdict(ev).errors is not None:
+            if (v := value(run)) is not None:
+                ablation[_seed(run)] = v
+        elif why := res.failed(ev):
+            left_out.append(f"{run}: {why}")
+    if not ablation and left_out:
+        return Finding("; ".join(left_out), FAILED, (exp,), seeds={exp: 0})
+    if not ablation:
+        ran = any(res.verdict(EVALUATIONS[r]).errors is not None for r in ablation_runs(exp))
+        return (Finding(f"no {what} for {exp}", NOT_RUN, (exp,)) if ran else _not_run(res, exp))
+    baseline = {_seed(r["run"]): v for r in res.replicates() if (v := value(r["run"])) is not None}
+    if not baseline or len(ablation) + len(baseline) < 3:
+        return Finding(f"too few seed replicates with {what} to compare with: run baseline-short and 5cnns",
+                       NOT_RUN, (exp,))
+    c = compare(ablation, baseline, helps)
+    unpaired = compare(ablation, baseline, helps, paired=False) if c.how.startswith("paired") else None
+    return Compared(exp, c, unpaired, ablation, baseline, left_out)
+
+
+def error_delta(res: Results, exp: str, paper: float) -> Finding:
+    """The ablation's validation top-1 minus the baseline's (the feature's reduction), paired by seed."""
+    got = comparison(res, exp, lambda run: _val(res, run), "validation error")
+    if isinstance(got, Finding):
+        return got
+    sd = res.band()["top1_sd"] if res.band() else None
+    need = f"; {runs_needed(sd, paper)} runs per arm would detect the paper's {paper:.1f}" if sd else ""
+    return got.finding(f"{exp} {got.mean('ablation'):.1f} against the baseline's {got.mean('baseline'):.1f} "
+                       f"(top-1, centre patch): the feature lowers it by {got.said()} (paper {paper:.1f}"
+                       f"{need})", numbers={"reduction": got.c.diff, "paper": paper,
+                                            "runs_needed": sd and runs_needed(sd, paper)})
+
+
+def gap(res: Results, exp: str, more_without: bool = True) -> Finding:
+    """Overfitting: validation top-1 − training-split top-1 (both centre patch, no dropout), the
+    ablation's against the baseline's, paired by seed. The paper: the gap is larger without the feature.
+    Only nets that fit their training split (below OVERFIT_TRAIN) are in a regime where the gap is
+    overfitting."""
+    def gap_of(run):
+        v, t = _val(res, run), _train(res, run)
+        return None if v is None or t is None else v - t
+    got = comparison(res, exp, gap_of, "training-split evaluation (run_all makes eval/<run>-train.json "
+                     "where the training split has at most 20,000 images)", more_without)
+    if isinstance(got, Finding):
+        return got
+    train = {arm: statistics.mean(_train(res, run) for run in runs) for arm, runs in (
+        ("ablation", [r for r in ablation_runs(exp) if _seed(r) in got.ablation]),
+        ("baseline", [r["run"] for r in res.replicates() if _seed(r["run"]) in got.baseline]))}
+    fits = max(train.values()) < OVERFIT_TRAIN
+    ours = (f"gap (val − train, top-1) {exp} {got.mean('ablation'):.1f} against the baseline's "
+            f"{got.mean('baseline'):.1f}: {got.said()}; training-split top-1 {exp} {train['ablation']:.1f}, "
+            f"baseline {train['baseline']:.1f}")
+    if not fits:
+        ours += f": above {OVERFIT_TRAIN:g}%, the nets underfit, and the gap is not overfitting"
+    return got.finding(ours, None if fits else NOT_OVERFITTING,
+                       numbers={"gap": got.mean("ablation"), "baseline_gap": got.mean("baseline"),
+                                "train": train["ablation"], "baseline_train": train["baseline"]})
+
+
+def dropout_slower(res: Results) -> Finding:
+    """Epochs to converge (`converged`: the validation top-1, net in eval mode, stays within CONVERGED
+    points of its last), with dropout (the baseline) against without, paired by seed. The paper: about
+    twice as many with dropout."""
+    got = comparison(res, "no-dropout", lambda run: converged(_log(res, run)), "training log", helps=False)
+    if isinstance(got, Finding):
+        return got
+    with_, without = got.mean("baseline"), got.mean("ablation")
+    return got.finding(f"epochs until the validation top-1 stays within {CONVERGED:g} points of its last: "
+                       f"with dropout {with_:.1f}, without {without:.1f} ({with_ / without:.1f}×); "
+                       f"with − without {got.said(' epochs')}",
+                       runs=("no-dropout", *(r["run"] for r in res.replicates())),
+                       numbers={"with": with_, "without": without, "ratio": with_ / without})
+
+
+def wd_train(res: Results) -> Finding:
+    """Training-split top-1 without weight decay against with, paired by seed. The paper: higher without."""
+    got = comparison(res, "no-wd", lambda run: _train(res, run), "training-split evaluation")
+    if isinstance(got, Finding):
+        return got
+    return got.finding(f"training-split top-1 without weight decay {got.mean('ablation'):.1f}, with "
+                       f"{got.mean('baseline'):.1f}: {got.said()}",
+                       numbers={"without": got.mean("ablation"), "with": got.mean("baseline")})
+
+
+def bias_early(res: Results) -> Finding:
+    """The mean logged training top-1 over the first EARLY of the epochs, biases 0 (bias0) against §5's
+    1, paired by seed. The paper: lower with biases of 1."""
+    got = comparison(res, "bias0", lambda run: early_error(_log(res, run)), "training log")
+    if isinstance(got, Finding):
+        return got
+    n = max(1, round(EARLY * len(_log(res, BASELINE.name) or _log(res, "bias0"))))
+    fc = res.size("short").stability and STABILITY[res.size("short").stability].fc_bias is not None
+    return got.finding(f"mean training top-1 (logged) over the first {n} epoch(s): biases 0 "
+                       f"{got.mean('ablation'):.1f}, §5's 1 {got.mean('baseline'):.1f}: {got.said()}"
+                       + (" (this scale's recipe sets fc6 and fc7's biases in the baseline: the 1s "
+                          "compared are conv2, conv4 and conv5's)" if fc else ""))
+
+
+def ensemble(res: Results) -> Finding:
+    """The 5 CNNs' averaged top-1 against each member's: the members' mean excess, a one-sample t interval
+    over the members."""
+    ens = res.verdict(SEED_REPLICATES).errors
+    if ens is None:
+        return (Finding(why, FAILED, (SEED_REPLICATES.name,)) if (why := res.failed(SEED_REPLICATES))
+                else _not_run(res, SEED_REPLICATES.name))
+    ens = 100 * res.eval(SEED_REPLICATES.name)["ensemble"]["center"]["top1"]
+    members = [r["top1"] for r in res.replicates() if r["run"] in SEED_REPLICATES.runs]
+    if len(members) < 2:
+        return Finding("fewer than two members learned", NOT_RUN, (SEED_REPLICATES.name,))
+    c = one_sample([m - ens for m in members])
+    lo, hi = c.interval
+    return Finding(f"5 CNNs {ens:.1f} (centre patch) against its {len(members)} members' "
+                   f"{statistics.mean(members):.1f} (best {min(members):.1f}): lower by {c.shown()}",
+                   c.verdict, SEED_REPLICATES.runs, {"ensemble": ens, "members": members},
+                   [round(lo, 2), round(hi, 2)], round(c.detectable, 2), {"5cnns members": len(members)})
+
+
+def two_towers_time(res: Results) -> Finding:
+    """Seconds per training epoch (the logs' median), one-tower against the baseline, paired by seed."""
+    if res.verdict(EVALUATIONS["one-tower"]).errors is None:
+        return _not_run(res, "one-tower")
+    devices = {tuple(h["devices"]) for r in ("one-tower", BASELINE.name) for h in _log(res, r)}
+    if not all(len(set(d)) == 2 and all(x.startswith("cuda") for x in d) for d in devices if len(d) == 2):
+        return Finding("the claim is about two GPUs working at once; here the towers ran on "
+                       f"{', '.join(sorted({'/'.join(d) for d in devices}))}: run on two GPUs "
+                       "(--devices cuda:0,cuda:1)", NOT_RUN, ("one-tower",))
+    per = lambda run: statistics.median(h["seconds"] for h in log) if (log := _log(res, run)) else None  # noqa: E731
+    got = comparison(res, "one-tower", per, "training log")
+    if isinstance(got, Finding):
+        return got
+    return got.finding(f"median seconds per epoch: one tower {got.mean('ablation'):.1f}, two towers "
+                       f"{got.mean('baseline'):.1f} (two GPUs): {got.said(' s')}")
+
+
+# ---- evaluation-only comparisons of 1 CNN ----
+
+def _main_run(res: Results) -> Finding | None:
+    """Why 1 CNN's run is no result here (None: it is one)."""
+    if res.verdict(MAIN).errors is not None:
+        return None
+    why = res.failed(MAIN)
+    return Finding(why, FAILED, (MAIN.name,)) if why else _not_run(res, MAIN.name)
+
+
+def _bits(wrong: str) -> np.ndarray:
+    return np.frombuffer(wrong.encode(), np.uint8) - ord("0")
+
+
+def _images(c: Comparison, what: str) -> str:
+    lo, hi = c.interval
+    return f"{what} {c.diff:+.1f} points [{lo:+.1f}, {hi:+.1f}] (paired over {c.seeds['n']} images)"
+
+
+def _interval_of(c: Comparison) -> list[float]:
+    return [round(c.interval[0], 2), round(c.interval[1], 2)]
+
+
+def ten_patches(res: Results) -> Finding:
+    """1 CNN's top-1 on the centre patch against the average of ten patches' softmax (§4.1), image by
+    image (eval/1cnn.json's per-image errors)."""
+    if no := _main_run(res):
+        return no
+    views = res.eval(MAIN.name)["ensemble"]
+    if "ten" not in views or "wrong" not in views["center"]:
+        return Finding("eval/1cnn.json has no per-image errors of both views (made before they were "
+                       "recorded): run_all's evaluate stage makes it again", NOT_RUN, (MAIN.name,))
+    c = one_sample(100 * (_bits(views["center"]["wrong"]) - _bits(views["ten"]["wrong"]).astype(float)))
+    return Finding(f"top-1 centre patch {100 * views['center']['top1']:.1f}, ten patches "
+                   f"{100 * views['ten']['top1']:.1f}: {_images(c, 'ten patches lower it by')}, detectable "
+                   f"{c.detectable:.1f}", c.verdict, (MAIN.name,), {"difference": c.diff},
+                   _interval_of(c), round(c.detectable, 2), {"images": c.seeds["n"], MAIN.name: 1})
+
+
+def dropout_mean(res: Results) -> Finding:
+    """§4.2's ×0.5 against the geometric mean of dropout networks (eval/1cnn-dropout.json), image by
+    image: reproduced when the interval of their top-1 difference lies within ±EQUIVALENT points,
+    contradicted when it lies wholly outside, within noise otherwise."""
+    if no := _main_run(res):
+        return no
+    path = res.root / "eval" / f"{MAIN.dropout_name}.json"
+    if not path.exists():
+        return Finding(f"no eval/{path.name}: run_all's evaluate stage makes it for 1 CNN", NOT_RUN,
+                       (MAIN.name,))
+    d = json.loads(path.read_text())
+    c = one_sample(100 * (_bits(d["scaled"]["wrong"]) - _bits(d["geometric"]["wrong"]).astype(float)))
+    lo, hi = c.interval
+    verdict = (REPRODUCED if -EQUIVALENT <= lo and hi <= EQUIVALENT else
+               CONTRADICTED if lo > EQUIVALENT or hi < -EQUIVALENT else NOISE)
+    return Finding(f"top-1 ×0.5 {100 * d['scaled']['top1']:.1f}, geometric mean of {d['masks']} dropout "
+                   f"networks {100 * d['geometric']['top1']:.1f}: "
+                   f"{_images(c, '×0.5 − geometric mean')}, against ±{EQUIVALENT:g}; the two agree on "
+                   f"{100 * d['agreement']:.1f}% of top-1 predictions", verdict, (MAIN.name,),
+                   {"difference": c.diff, "agreement": d["agreement"], "masks": d["masks"]},
+                   _interval_of(c), round(c.detectable, 2), {"images": c.seeds["n"], MAIN.name: 1})
+
+
+# ---- claims of presence, against a null from the same data ----
+
+def _is_result(res: Results, run: str) -> bool:
+    """Whether a run is a result here: finished, trained as this code trains it, learned, not stopped."""
+    if run == BASELINE.name or run in SEED_REPLICATES.runs:
+        return run in {r["run"] for r in res.replicates()}
+    return run in EVALUATIONS and res.verdict(EVALUATIONS[run]).errors is not None
+
+
+def colour_null(share: np.ndarray) -> tuple[float, float, float]:
+    """A run's towers' colour gap (tower 0's mean colour share − tower 1's) against random 48/48 splits of
+    the same kernels (scipy's permutation test, NULL_SPLITS splits): (gap, two-sided p, gap ÷ the null's
+    sd)."""
+    half = len(share) // 2
+    diff = lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis)  # noqa: E731
+    t = scipy_stats.permutation_test((share[:half], share[half:]), diff, vectorized=True,
+                                     n_resamples=NULL_SPLITS, random_state=0)
+    return float(t.statistic), float(t.pvalue), float(t.statistic / t.null_distribution.std())
+
+
+def towers_colour(res: Results) -> Finding:
+    """Per run with two towers that is a result: the towers' gap in mean conv1 colour share
+    (reproduce/figures.py) against random splits of its kernels (colour_null). The paper: one tower
+    colour-agnostic, the other colour-specific, in every run."""
+    from .figures import kernel_statistics
+    files = {p.stem: p for p in sorted((res.root / "conv1").glob("*.npy"))}
+    figure3 = res.root / "figures" / "conv1_kernels.npy"  # 1 CNN's, from folders made before conv1/ was
+    if MAIN.runs[0] not in files and figure3.exists():
+        files[MAIN.runs[0]] = figure3
+    tested, one_runs = {}, set()
+    for run, path in sorted(files.items(), key=lambda f: f[0] not in MAIN.runs):
+        if run not in RUNS or RUNS[run][1].overrides.get("towers", 2) != 2 or not _is_result(res, run):
+            continue  # one tower, or stopped, stale, unfinished or not learned: not a result
+        exp, spec = RUNS[run]
+        one = same_run(res.size(exp.scale), spec)
+        if one in one_runs:  # baseline-short as 1 CNN's run: counted once
+            continue
+        one_runs.add(one)
+        tested[run] = colour_null(kernel_statistics(np.load(path))["colour_share"])
+    if not tested:
+        return Finding("no finished run's conv1 kernels here (run_all keeps conv1/<run>.npy for each)",
+                       NOT_RUN, ())
+    split = {r: p < ALPHA for r, (_, p, _) in tested.items()}
+    shown = ", ".join(f"{r} {g:+.2f} (z {z:+.1f})" for r, (g, _, z) in tested.items())
+    return Finding(f"{sum(split.values())} of {len(tested)} runs split their towers' colour share beyond "
+                   f"random 48/48 splits of their kernels (p < {ALPHA:g}; tower 0 − tower 1: {shown})",
+                   REPRODUCED if all(split.values()) else NOT_REPRODUCED, tuple(tested),
+                   {"gaps": {r: g for r, (g, _, _) in tested.items()},
+                    "p": {r: p for r, (_, p, _) in tested.items()}},
+                   seeds={"runs": len(tested)})
+
+
+def kernels(res: Results) -> Finding:
+    """1 CNN's conv1 kernels against §5's initialization (NULL_KERNELS kernels drawn i.i.d. normal; the
+    statistics do not depend on the scale): for orientedness, low-frequency share and, for coloured blobs,
+    colour share and low-frequency share together, the kernels beyond the null's 95th percentile, against
+    the null's own share of them (scipy's binomial test). Reproduced when all three are beyond it."""
+    from .figures import kernel_statistics
+    if no := _main_run(res):
+        return no
+    path = res.root / "conv1" / f"{MAIN.runs[0]}.npy"
+    if not path.exists():
+        return Finding("no conv1/1cnn.npy (run_all keeps it for each finished run)", NOT_RUN, (MAIN.name,))
+    w = kernel_statistics(np.load(path))
+    null = kernel_statistics(np.random.default_rng(0).normal(size=(NULL_KERNELS, 3, 11, 11)))
+    top = {k: np.percentile(v, 95) for k, v in null.items()}
+    beyond = lambda s, *keys: np.all([s[k] > top[k] for k in keys], axis=0)  # noqa: E731
+    tests = {"orientation-selective": ("orientedness",), "frequency-selective": ("low_frequency",),
+             "coloured blobs": ("colour_share", "low_frequency")}
+    found, n = {}, len(w["orientedness"])
+    for name, keys in tests.items():
+        k, p0 = int(beyond(w, *keys).sum()), max(float(beyond(null, *keys).mean()), 1 / NULL_KERNELS)
+        found[name] = (k, p0, scipy_stats.binomtest(k, n, p0, "greater").pvalue)
+    shown = "; ".join(f"{name} {k} of {n} (init {100 * p0:.1f}%, p {p:.2g})"
+                      for name, (k, p0, p) in found.items())
+    return Finding(f"kernels beyond the initialization's 95th percentile: {shown}",
+                   REPRODUCED if all(p < ALPHA for _, _, p in found.values()) else NOT_REPRODUCED,
+                   (MAIN.name,), {name: {"kernels": k, "null_share": p0, "p": p}
+                                  for name, (k, p0, p) in found.items()}, seeds={MAIN.name: 1})
+
+
+def neighbours(res: Results) -> Finding:
+    """Figure 4's claim, query by query (figures/neighbours.json): the feature neighbours share the
+    query's class more often than the pixel neighbours (paired interval above zero), and are no nearer in
+    pixels than an image of the query's class is (the interval of their percentile minus the class's
+    does not lie below zero). The row's interval is the second: their percentile minus the class's."""
+    path = res.root / "figures" / "neighbours.json"
+    if not path.exists():
+        return Finding("no neighbours.json: run_all's figures stage writes it from 1 CNN's features", NOT_RUN,
+                       ("1cnn",))
+    n = json.loads(path.read_text())
+    if "per_query" not in n:
+        return Finding("neighbours.json has no per-query numbers (made before they were recorded): "
+                       "run_all's figures stage makes it again", NOT_RUN, ("1cnn",))
+    q = {k: np.array(v) for k, v in n["per_query"].items()}
+    share = one_sample(100 * (q["feature_agreement"] - q["pixel_agreement"]))
+    near = one_sample(q["feature_percentile"] - q["same_class_percentile"])  # below 0: near in pixels
+    verdict = REPRODUCED if share.verdict == REPRODUCED and near.interval[1] >= 0 else NOT_REPRODUCED
+    lo, hi = near.interval
+    return Finding(f"{n['k']}-NN over {n['queries']} validation images: class agreement, last hidden layer "
+                   f"{n['feature_agreement']:.2f} against pixels {n['pixel_agreement']:.2f} (chance "
+                   f"{n['chance']:.2f}; {_images(share, 'difference')}); pixel-distance percentile, feature "
+                   f"neighbours {n['pixel_percentile']:.0f} against their class's "
+                   f"{n['same_class_percentile']:.0f} "
+                   f"(feature neighbours − class {near.diff:+.1f} [{lo:+.1f}, {hi:+.1f}] percentile points)",
+                   verdict, ("1cnn",), {k: v for k, v in n.items() if k != "per_query"},
+                   [round(lo, 2), round(hi, 2)], round(near.detectable, 2), {"queries": n["queries"]})
+
+
+# ---- Figure 1 (reproduce/figure1.py's runs) and the projection ----
 
 def _figure1(res: Results) -> dict | None:
     """figure1.json when it is there and counts steps (made since 2026-12-07); None otherwise."""
@@ -181,7 +527,7 @@ def _figure1(res: Results) -> dict | None:
 
 def relu(res: Results) -> Finding:
     """Figure 1: tanh's steps to 25% training error over ReLU's (figure1.ratio_test: geometric means over
-    seeds, a 95% Welch interval on the log steps), against 1 for the sign and the paper's 6×."""
+    seeds, Welch's 95% interval on the log steps), against 1 for the sign and beside the paper's 6×."""
     from .figure1 import PAPER_RATIO, ratio_test
     f = _figure1(res)
     if f is None:
@@ -189,169 +535,50 @@ def relu(res: Results) -> Finding:
     r, t = f["relu"], f["tanh"]
     test = ratio_test(r["steps_to_25"], t["steps_to_25"], r["limit"], t["limit"])
     seeds = {"relu": len(r["steps_to_25"]), "tanh": len(t["steps_to_25"])}
-    reached = {a: sum(s is not None for s in f[a]["steps_to_25"]) for a in seeds}
     max_ratio = t["limit"] / math.exp(statistics.fmean(math.log(s or r["limit"]) for s in r["steps_to_25"]))
     steps = lambda a: ", ".join(f"{s:,}" if s else f">{f[a]['limit']:,}" for s in f[a]["steps_to_25"])  # noqa: E731
     ours = (f"steps to 25% training error, ReLU {steps('relu')} (lr {r['lr']}), tanh {steps('tanh')} "
             f"(lr {t['lr']}); batch {f['batch']}, {f['net']}, {f['data']}")
-    numbers = {**test, "reached": reached, "paper": PAPER_RATIO}
-    common = dict(runs=("fig1",), numbers=numbers, seeds=seeds, max_ratio=max_ratio)
+    common = dict(runs=("fig1",), numbers={**test, "paper": PAPER_RATIO}, seeds=seeds, max_ratio=max_ratio)
     if test["failed"]:
         return Finding(ours + f": neither net reached 25% in {r['limit']:,} steps", FAILED, **common)
     low, high = test["interval"]
     shown = "–".join(f"{v:.1f}×" if v is not None else "∞" if i else "0" for i, v in enumerate((low, high)))
-    bound = {"lower": "at least ", "upper": "at most "}.get(test["bound"], "")
     shown += f"; detectable {test['detectable']:.1f}×" if test["detectable"] else ""
+    bound = {"lower": "at least ", "upper": "at most "}.get(test["bound"], "")
     ours += (f": tanh/ReLU {bound}{test['ratio']:.1f}× (95% interval {shown}; the window measures up to "
              f"{max_ratio:.1f}×; paper {PAPER_RATIO}×)")
-    return Finding(ours, _from_interval(low, high, 1.0), interval=[low, high], detectable=test["detectable"],
+    log_interval = (math.log(low) if low else -math.inf, math.log(high) if high else math.inf)
+    return Finding(ours, from_interval(log_interval), interval=[low, high], detectable=test["detectable"],
                    **common)
-
-
-def two_towers_time(res: Results) -> Finding:
-    """Seconds per training epoch (logs), one-tower against the replicates (mean ± sd)."""
-    if _top1(res, "one-tower") is None:
-        return _not_run(res, "one-tower")
-    devices = {tuple(h["devices"]) for r in ("one-tower", BASELINE.name) for h in _log(res, r)}
-    if not all(len(set(d)) == 2 and all(x.startswith("cuda") for x in d) for d in devices if len(d) == 2):
-        return Finding("the claim is about two GPUs working at once; here the towers ran on "
-                       f"{', '.join(sorted({'/'.join(d) for d in devices}))}: run on two GPUs "
-                       "(--devices cuda:0,cuda:1)", NOT_RUN, ("one-tower",))
-    per = lambda run: statistics.median(h["seconds"] for h in _log(res, run))  # noqa: E731
-    reps = [per(r["run"]) for r in res.replicates() if _log(res, r["run"])]
-    one = per("one-tower")
-    if len(reps) < 2:
-        return Finding("no replicates' logs to compare with", NOT_RUN, ("one-tower",))
-    mean, sd = statistics.mean(reps), statistics.stdev(reps)
-    ours = f"median seconds per epoch: one tower {one:.1f}, two towers {mean:.1f} ± {sd:.1f} (two GPUs)"
-    return Finding(ours, _beyond(one - mean, NOISE_RULE * sd, True), ("one-tower",),
-                   {"one_tower_s": one, "two_towers_s": mean, "two_towers_sd": sd})
 
 
 def lrn_cifar(res: Results) -> Finding:
     """figure1.json's norm_pair: Figure 1's ReLU net with and without §3.3's normalization across maps,
-    the same seeds (paired); the test error without minus with, its 95% paired t interval against 0.
-    Failed to train: an arm's mean test error not below half of chance."""
-    from .figure1 import PAPER_NORM, paired_test
+    the same seeds; the test error without minus with, paired by seed (reproduce/stats.py's compare).
+    Failed to train: an arm's mean test error not below half of chance (the tables' rule)."""
+    from .figure1 import PAPER_NORM
     f = _figure1(res)
     pair = f.get("norm_pair") if f else None
     if pair is None:
         return _not_run(res, "fig1")
-    with_, without = ([100 * e for e in pair[k]] for k in ("with", "without"))
-    test = paired_test(with_, without)
-    half_chance = 50 * pair["chance"]
-    mean = {k: statistics.fmean(v) for k, v in (("with", with_), ("without", without))}
-    norm = {"across-maps": "§3.3's normalization across maps", "same-map": "the 2012 code's same-map "
-            "normalization"}.get(pair["norm"], pair["norm"])
-    ours = (f"Figure 1's ReLU net with and without {norm}, seeds {', '.join(map(str, pair['seeds']))} each "
-            f"(paired), {pair['steps']:,} steps, on {pair['test']}: {mean['without']:.1f} without, "
+    arms = {k: dict(zip(pair["seeds"], (100 * e for e in pair[k]))) for k in ("with", "without")}
+    mean = {k: statistics.fmean(v.values()) for k, v in arms.items()}
+    norm = {"across-maps": "§3.3's normalization across maps",
+            "same-map": "the 2012 code's same-map normalization"}.get(pair["norm"], pair["norm"])
+    ours = (f"Figure 1's ReLU net with and without {norm}, seeds {', '.join(map(str, pair['seeds']))}, "
+            f"{pair['steps']:,} steps, on {pair['test']}: {mean['without']:.1f} without, "
             f"{mean['with']:.1f} with")
-    common = dict(runs=("fig1",), numbers={**test, "with": with_, "without": without, "paper": PAPER_NORM},
-                  seeds={"with": len(with_), "without": len(without)}, detectable=test["detectable"])
-    if max(mean.values()) >= half_chance:
-        return Finding(ours + f" (not below half of chance, {half_chance:.0f}%: the nets did not learn)",
-                       FAILED, interval=test["interval"], **common)
-    low, high = test["interval"]
-    shown = ("one seed: no interval" if low is None else
-             f"95% interval {low:+.1f} to {high:+.1f}; detectable {test['detectable']:.1f}")
-    ours += f": without − with {test['difference']:+.1f} points ({shown}; paper {PAPER_NORM:+.1f})"
-    return Finding(ours, _from_interval(low, high, 0.0), interval=[low, high], **common)
-
-
-def dropout_slower(res: Results) -> Finding:
-    """Epochs until the logged training error first reaches half of chance: the replicates' (dropout)
-    against no-dropout's. The paper: about twice as many with dropout."""
-    if _top1(res, "no-dropout") is None:
-        return _not_run(res, "no-dropout")
-    target = 100 * res.chance()[0] / 2
-    reps = {r["run"]: _epochs_to(_log(res, r["run"]), target / 100) for r in res.replicates()}
-    reached = [e for e in reps.values() if e is not None]
-    mine = _epochs_to(_log(res, "no-dropout"), target / 100)
-    if mine is None or len(reached) < 2:
-        return Finding(f"the training error did not reach {target:.0f}% in enough runs", NOT_RUN,
-                       ("no-dropout",))
-    mean, sd = statistics.mean(reached), statistics.stdev(reached)
-    noise = max(NOISE_RULE * sd, 1.0)  # epoch-granular: one epoch at least
-    return Finding(f"epochs to {target:.0f}% training error (logged): with dropout {mean:.1f} ± {sd:.1f} "
-                   f"({len(reached)} of {len(reps)} replicates), without {mine}: {mean / mine:.1f}×",
-                   _beyond(mean - mine, noise, True), ("no-dropout", *reps),
-                   {"with": mean, "with_sd": sd, "without": mine, "ratio": mean / mine})
-
-
-def wd_train(res: Results) -> Finding:
-    """Training-split top-1 without weight decay against the replicates'. The paper: higher without."""
-    if _top1(res, "no-wd") is None:
-        return _not_run(res, "no-wd")
-    mine, reps = train_errors(res, "no-wd").get("no-wd"), replicate_train_errors(res)
-    if mine is None or len(reps) < 2:
-        return Finding("no training-split evaluation of these runs", NOT_RUN, ("no-wd",))
-    mean, sd = statistics.mean(reps.values()), statistics.stdev(reps.values())
-    return Finding(f"training-split top-1 without weight decay {mine:.1f}, with {mean:.1f} ± {sd:.1f}",
-                   _beyond(mine - mean, NOISE_RULE * sd, True), ("no-wd", *reps),
-                   {"without": mine, "with": mean, "with_sd": sd})
-
-
-def ensemble(res: Results) -> Finding:
-    """The 5 CNNs' averaged top-1 against its members' mean: beyond NOISE_RULE standard errors of it."""
-    ens = _top1(res, SEED_REPLICATES.name)
-    if ens is None:
-        return _not_run(res, SEED_REPLICATES.name)
-    members = [r["top1"] for r in res.replicates() if r["run"] in SEED_REPLICATES.runs]
-    if len(members) < 2:
-        return Finding("fewer than two members learned", NOT_RUN, (SEED_REPLICATES.name,))
-    mean, sd = statistics.mean(members), statistics.stdev(members)
-    noise = NOISE_RULE * sd / math.sqrt(len(members))
-    return Finding(f"5 CNNs {ens:.1f} (centre patch) against its {len(members)} members' "
-                   f"{mean:.1f} ± {sd:.1f} (best {min(members):.1f})",
-                   _beyond(mean - ens, noise, True), SEED_REPLICATES.runs,
-                   {"ensemble": ens, "members": mean, "members_sd": sd, "noise": noise})
-
-
-def towers_colour(res: Results) -> Finding:
-    """Per run with two towers: the mean colour share of each tower's conv1 kernels (reproduce/figures.py)
-    and their gap. The paper: one tower colour-agnostic, the other colour-specific, in every run."""
-    from .figures import kernel_statistics
-    gaps = {}
-    files = {p.stem: p for p in sorted((res.root / "conv1").glob("*.npy"))}
-    figure3 = res.root / "figures" / "conv1_kernels.npy"  # 1 CNN's, from folders made before conv1/ was
-    if MAIN.runs[0] not in files and figure3.exists() and _top1(res, MAIN.name) is not None:
-        files[MAIN.runs[0]] = figure3
-    one_runs = set()
-    for run, path in sorted(files.items(), key=lambda f: f[0] not in MAIN.runs):
-        if run not in RUNS or RUNS[run][1].overrides.get("towers", 2) != 2:
-            continue
-        exp, spec = RUNS[run]
-        one = same_run(res.size(exp.scale), spec)
-        if one in one_runs:  # baseline-short as 1 CNN's run: counted once
-            continue
-        one_runs.add(one)
-        share = kernel_statistics(np.load(path))["colour_share"]
-        half = len(share) // 2
-        gaps[run] = (float(share[:half].mean()), float(share[half:].mean()))
-    if not gaps:
-        return Finding("no run's conv1 kernels here (run_all keeps conv1/<run>.npy for each finished run)",
-                       NOT_RUN, ())
-    split = {r: abs(a - b) >= COLOUR_GAP for r, (a, b) in gaps.items()}
-    shown = ", ".join(f"{r} {a - b:+.2f}" for r, (a, b) in gaps.items())
-    verdict = REPRODUCED if all(split.values()) else NOT_REPRODUCED
-    return Finding(f"{sum(split.values())} of {len(gaps)} runs have a tower gap of at least {COLOUR_GAP} in "
-                   f"colour share (tower 0 − tower 1: {shown})", verdict, tuple(gaps),
-                   {"gaps": {r: a - b for r, (a, b) in gaps.items()}})
-
-
-def neighbours(res: Results) -> Finding:
-    path = res.root / "figures" / "neighbours.json"
-    if not path.exists():
-        return Finding("no neighbours.json: run_all's figures stage writes it from 1 CNN's features", NOT_RUN,
-                       ("1cnn",))
-    n = json.loads(path.read_text())
-    ours = (f"{n['k']}-NN label agreement over {n['queries']} validation images: last hidden layer "
-            f"{n['feature_agreement']:.2f}, pixels {n['pixel_agreement']:.2f} (chance {n['chance']:.2f}); "
-            f"the feature neighbours' median pixel-distance percentile {n['pixel_percentile']:.0f}")
-    near_in_pixels = n["pixel_percentile"] < 10
-    verdict = (REPRODUCED if n["feature_agreement"] - n["pixel_agreement"] >= 0.2 and not near_in_pixels
-               else NOT_REPRODUCED)
-    return Finding(ours, verdict, ("1cnn",), n)
+    c = compare(arms["without"], arms["with"], helps=True)
+    numbers = {"with": arms["with"], "without": arms["without"], "diff": c.diff, "how": c.how,
+               "paper": PAPER_NORM}
+    common = dict(runs=("fig1",), numbers=numbers, interval=list(c.interval), detectable=c.detectable,
+                  seeds={k: len(v) for k, v in arms.items()})
+    if max(mean.values()) >= 50 * pair["chance"]:
+        return Finding(ours + f" (not below half of chance, {50 * pair['chance']:.0f}%: the nets did not "
+                       "learn the test images)", FAILED, **common)
+    return Finding(ours + f": without − with {c.shown(' points')}; paper {PAPER_NORM:+.1f}", c.verdict,
+                   **common)
 
 
 def time(res: Results) -> Finding:
@@ -377,33 +604,46 @@ MEASURES = {
     "pool-overfit": lambda res: gap(res, "pool-z2"),
     "crop-overfit": lambda res: gap(res, "no-crop"),
     "pca": lambda res: error_delta(res, "no-pca", 1.0),
+    "ten-patches": ten_patches,
     "dropout-overfit": lambda res: gap(res, "no-dropout"),
     "dropout-slower": dropout_slower,
+    "dropout-mean": dropout_mean,
+    "bias-early": bias_early,
     "wd-train": wd_train,
     "ensemble": ensemble,
     "towers-colour": towers_colour,
+    "kernels": kernels,
     "neighbours": neighbours,
     "depth": lambda res: error_delta(res, "no-conv4", 2.0),
     "time": time,
 }
 
 NOTES = f"""
-Every verdict is computed (reproduce/claims.py). Definitions:
-- replicates: baseline-short and the 5 CNNs' members that finished and learned (the ablation table's
-  band); "within noise": within {NOISE_RULE} of their standard deviations ({NOISE_RULE} standard errors of
-  their mean for the ensemble);
-- reduction: an ablation's top-1 (its best view) minus the replicates' mean top-1 (centre patch);
+Every verdict is computed (reproduce/claims.py, reproduce/stats.py; reproduce/PAPER.md, "Claims: statistics"):
+- a comparison gives the 95 % t interval of a difference taken in the paper's direction (points unless
+  it says otherwise): reproduced when it lies above zero, contradicted when below, within noise when it
+  holds zero. Arms: an ablation's runs (seed 0; seeds 1 and 2 with `--experiments paired-seeds`) against
+  the baseline's seed replicates (baseline-short, seed 0, and the 5 CNNs' members, seeds 1–5, those that
+  learned), paired seed by seed where both arms have two or more (same data order, augmentation and
+  dropout draws, and initial weights where the shapes agree), Welch's otherwise; with one run in an arm,
+  its sd is taken to be the other arm's. "detectable": the smallest true difference the design finds with
+  80 % power at α = 0.05. Runs that failed to train are left out and named; all of them: failed to train;
+- reduction: an ablation's top-1 minus the baseline's (centre patch);
 - gap: validation top-1 minus top-1 on the training split, both centre patch with the net in eval mode
-  (eval/<run>-train.json): overfitting without the augmentation and dropout that the training log's error has;
-- epochs to an error: the first epoch whose logged training top-1 (augmented batches, dropout on) is at
-  most half of chance;
-- colour share: a kernel's power off its grey mean over its total power (reproduce/figures.py); a run's
-  towers differ when their means differ by at least {COLOUR_GAP} (a choice: white noise 0.67, grey 0);
-- neighbours: for each validation image, its {NEIGHBOURS_K} nearest training images by Euclidean distance
-  in the 4096-d last hidden layer, and in pixels (the centre 224 patch); agreement: the share of them with
-  the query's class; a neighbour is near in pixels when its pixel distance is in the nearest 10% of the
-  training set. Reproduced: feature agreement at least 0.2 above pixel agreement, and the feature
-  neighbours' median pixel-distance percentile 10 or more.
+  (eval/<run>-train.json). An overfitting row whose nets have a training-split top-1 of {OVERFIT_TRAIN:g}% or
+  more is not in its overfitting regime: they underfit, and the gap is not overfitting;
+- convergence: the first epoch from which the validation top-1 (net in eval mode) stays within {CONVERGED:g}
+  points of its last; early learning: the mean logged training top-1 over the first {EARLY:.0%} of the epochs;
+- ten patches, ×0.5 and neighbours: paired image by image (per-image errors in eval/). ×0.5 approximates
+  the geometric mean of 16 dropout networks when the interval lies within ±{EQUIVALENT:g} points;
+- claims of presence, against a null from the same data, at α = {ALPHA:g}: the towers' colour gap
+  (colour share: a kernel's power off its grey mean over its total power) against {NULL_SPLITS} random
+  48/48 splits of the run's kernels, in every run that is a result; Figure 3's kernels against
+  {NULL_KERNELS} kernels drawn as §5 initializes them (beyond the init's 95th percentile, binomial test);
+  Figure 4's neighbours: the feature neighbours share the query's class more than the pixel
+  neighbours, and are no nearer in pixels (percentile among the training images) than the query's class;
+- the runs' ε schedule is the scale's (the header's recipe line): at cpu-full a fixed step for every run,
+  not §5's plateau rule, so that compared runs share their ε at every epoch.
 """
 
 
@@ -415,16 +655,24 @@ def claims(res: Results) -> list[dict]:
     return rows
 
 
+def _interval(r: dict) -> str:
+    if r["interval"] is None:
+        return "—"
+    lo, hi = r["interval"]
+    return f"[{lo:+.1f}, {hi:+.1f}]" + (f"; {r['detectable']:.1f}" if r["detectable"] is not None else "")
+
+
 def write_claims(results: str | Path, dataset: str, scale: str, override: Override = Override()) -> Path:
     res = Results(results, scale, override)
     rows = claims(res)
     md = header(f"The paper's claims beyond its tables (ours: {dataset}, {scale} scale)", dataset, res)
-    md += "| § | claim | paper | ours | verdict |\n|---|---|---|---|---|\n"
-    md += "".join(f"| {r['section']} | {r['claim']} | {r['paper']} | {r['ours']} | **{r['verdict']}** |\n"
+    md += ("| § | claim | paper | ours | 95 % interval; detectable | runs | verdict |\n"
+           "|---|---|---|---|---|---|---|\n")
+    md += "".join(f"| {r['section']} | {r['claim']} | {r['paper']} | {r['ours']} | {_interval(r)} | "
+                  f"{', '.join(f'{k} {n}' for k, n in r['seeds'].items()) or '—'} | **{r['verdict']}** |\n"
                   for r in rows)
-    counts = {v: sum(r["verdict"] == v for r in rows) for v in (REPRODUCED, NOT_REPRODUCED, NOISE, NOT_RUN,
-                                                                 IMAGENET)}
-    md += "\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".\n" + NOTES
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    md += "\n" + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".\n" + NOTES
     _write(res.root / "tables", "claims", md, rows)
     return res.root / "tables" / "claims.md"
 

@@ -21,7 +21,17 @@ run size in a `Scale`, chosen by `run_all` from the hardware:
 
 The five `5cnns` members are seed replicates of `baseline-short`'s
 configuration at the same size, so together they give the baseline's
-seed-to-seed spread, the noise band of every ablation's difference.
+seed-to-seed spread.
+
+Pairing: an ablation's seed k is compared with the baseline's seed k
+(baseline-short is seed 0, 5cnns-seedk seed k). A seed fixes the data order
+and every augmentation draw (alexnet/data/loader.py: functions of seed, epoch
+and batch), the dropout masks (engine.dropout_seed) and the initial weights,
+drawn layer after layer from torch.manual_seed(seed): the same draws wherever
+the shapes agree, which is every ablation but one-tower and no-conv4 (whose
+layers after the first that differs draw other numbers). The default runs
+one seed of each ablation; `--experiments paired-seeds` adds seeds 1 and 2
+(PAIRED_SEEDS), so each comparison is paired over three seeds.
 
 Sources of the paper's numbers: reproduce/PAPER.md ("Reported results").
 """
@@ -111,10 +121,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("cuda-convnet", "the released 2012 code's profile instead of the text's",
                (Run("cuda-convnet", profile="cuda-convnet"),), scale="short",
                paper_note="not in the paper: text vs code"),
+    # §5's biases of 1 (conv2, conv4, conv5, fc6, fc7) at 0: "this initialization accelerates the early
+    # stages of learning"; fc6 and fc7's too, whatever the stability setting gives them
+    Experiment("bias0", "§5: the biases of 1 at 0", (Run("bias0", {"bias_init": 0.0, "fc_bias_init": 0.0}),),
+               scale="short", paper_note="'accelerates the early stages of learning'; no number given"),
     Experiment("fig1", "Figure 1: four-layer CIFAR-10 convnet, ReLU vs tanh", (), scale="short"),
 ]}
-
-RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}  # by run name
 
 
 def same_run(size, run: Run) -> tuple:
@@ -123,8 +135,26 @@ def same_run(size, run: Run) -> tuple:
     return size, repr(replace(run, name=""))
 
 ABLATIONS = ("no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "no-crop", "no-wd", "no-conv4",
-             "cuda-convnet")
+             "cuda-convnet", "bias0")
 DEFAULT = ("1cnn", "5cnns", "1cnn-star", "baseline-short", *ABLATIONS, "fig1")
+
+# Seeds 1 and 2 of every ablation but cuda-convnet (no claim reads it), paired with 5cnns-seed1 and -seed2:
+# `--experiments paired-seeds`, not in DEFAULT. 18 runs of the short size: at cpu-full about 4.5 h on 2
+# cores (15 min a run with its evaluations, as the default's 16 runs take about 4 h).
+PAIRED_SEEDS = (1, 2)
+PAIRED = tuple(a for a in ABLATIONS if a != "cuda-convnet")
+
+
+def seed_run(ablation: str, seed: int) -> Run:
+    """Seed `seed` of an ablation: its run with another seed (seed 0 is the ablation's own run)."""
+    run = EXPERIMENTS[ablation].runs[0]
+    return run if seed == run.seed else replace(run, name=f"{ablation}-seed{seed}", seed=seed)
+
+
+EXPERIMENTS["paired-seeds"] = Experiment(
+    "paired-seeds", "more seeds of each ablation, paired with the baseline's (5cnns-seed1, -seed2)",
+    tuple(seed_run(a, s) for a in PAIRED for s in PAIRED_SEEDS), scale="short")
+RUNS = {run.name: (exp, run) for exp in EXPERIMENTS.values() for run in exp.runs}  # by run name
 
 
 @dataclass(frozen=True)
@@ -144,6 +174,11 @@ class Evaluation:
         return f"{self.name}-test"
 
     @property
+    def dropout_name(self) -> str:
+        """Its ×0.5 against the geometric mean of dropout networks (§4.2; run_all makes it for 1 CNN)."""
+        return f"{self.name}-dropout"
+
+    @property
     def train_name(self) -> str:
         """Its evaluation on the training split (centre patch, no dropout): the overfitting claims' gap."""
         return f"{self.name}-train"
@@ -158,6 +193,7 @@ EVALUATIONS: dict[str, Evaluation] = {e.name: e for e in [
                note="pre-trained on the --pretrain-data set, then fine-tuned (reproduce/PAPER.md)"),
     Evaluation(BASELINE.name, (BASELINE.name,)),
     *(Evaluation(name, (name,)) for name in ABLATIONS),
+    *(Evaluation(run.name, (run.name,)) for run in EXPERIMENTS["paired-seeds"].runs),
     Evaluation("7cnns-star", _SEEDS + _FINE_TUNED, "short", ("center", "ten"), row="7 CNNs*",
                note="the 5 CNNs and two pre-trained, fine-tuned nets, softmax averaged"),
 ]}
@@ -194,15 +230,23 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("crop-overfit", "§4.1", "without random crops and reflections the net overfits substantially",
           "\"substantial overfitting\"", ("no-crop",)),
     Claim("pca", "§4.1", "PCA lighting lowers top-1 error by over 1%", "> 1 point top-1", ("no-pca",)),
+    Claim("ten-patches", "§4.1", "averaging the softmax of ten patches beats the centre patch alone",
+          "the test-time rule of §4.1; no separate number", ("1cnn",)),
     Claim("dropout-overfit", "§4.2", "without dropout the net overfits substantially",
           "\"substantial overfitting\"", ("no-dropout",)),
     Claim("dropout-slower", "§4.2", "dropout roughly doubles the iterations needed to converge", "about 2×",
           ("no-dropout",)),
+    Claim("dropout-mean", "§4.2", "multiplying the outputs by 0.5 at test time approximates the geometric "
+          "mean of the dropout networks' predictions", "\"a reasonable approximation\"", ("1cnn",)),
+    Claim("bias-early", "§5", "biases of 1 accelerate the early stages of learning",
+          "\"accelerates the early stages of learning\"", ("bias0",)),
     Claim("wd-train", "§5", "weight decay lowers the training error, not only the validation error",
           "\"reduces the model's training error\"", ("no-wd",)),
     Claim("ensemble", "§6", "averaging 5 CNNs beats one", "38.1 against 40.7 top-1", ("5cnns",)),
     Claim("towers-colour", "§6.1, Fig. 3", "one tower's conv1 kernels are colour-agnostic, the other's "
           "colour-specific, in every run", "\"during every run\"", ("1cnn", "5cnns", *ABLATIONS)),
+    Claim("kernels", "§6.1, Fig. 3", "conv1 learns frequency- and orientation-selective kernels and coloured "
+          "blobs, unlike its random initialization", "Figure 3's 96 kernels", ("1cnn",)),
     Claim("neighbours", "§6.1, Fig. 4", "images near in the last hidden layer share a class without being "
           "near in pixels", "Figure 4's rows", ("1cnn",)),
     Claim("depth", "§7", "removing a middle conv layer costs about 2% top-1", "about 2 points top-1",
@@ -222,6 +266,8 @@ def select(names: str | None) -> list[Experiment]:
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; choose from {', '.join(EXPERIMENTS)} "
                          "(or a run of one, e.g. 5cnns-seed1)")
+    if "paired-seeds" in wanted and "5cnns" not in wanted:  # its baseline: seeds 1 and 2 of the 5 CNNs
+        wanted = (*wanted, *(f"5cnns-seed{s}" for s in PAIRED_SEEDS))
     if any(n in ABLATIONS for n in wanted) and "baseline-short" not in wanted:
         wanted = ("baseline-short", *wanted)
     chosen: dict[str, set[str]] = {}  # experiment → the names of its selected runs
@@ -400,6 +446,36 @@ def choose_stability(classes: int | None, batch: int, scale: str, asked: str | N
 
 
 @dataclass(frozen=True)
+class FixedSchedule:
+    """A named deviation from §5's plateau rule ("divide the learning rate by 10 when the validation
+    error rate stopped improving"): ε ÷ 10 after fixed shares of a run's epochs, whatever its validation
+    error does (alexnet/schedule.py, StepSchedule). Runs that follow the rule are compared at different
+    ε: at cpu-full the rule, reading 200 validation images, divided the replicates' ε at epochs 8 to 12
+    and never one-tower's, which was then scored at ten times their ε. Runs of a scale that names one
+    follow it, ablations and baseline alike; runs of another recorded schedule (cuda-convnet's, 1 CNN*'s
+    fine-tuning) keep theirs."""
+    name: str
+    after: tuple[float, ...]  # shares of the run's epochs after which ε ÷ 10
+    why: str
+
+    def epochs(self, epochs: int) -> tuple[int, ...]:
+        """The epochs (counted from 1) after which ε ÷ 10 in a run of `epochs`."""
+        return tuple(max(1, round(a * epochs)) for a in self.after)
+
+    def describe(self, epochs: int) -> str:
+        return (f"ε schedule `{self.name}`, **not §5's plateau rule**: ε ÷ 10 after epoch "
+                f"{', '.join(map(str, self.epochs(epochs)))} of {epochs} in every run; {self.why}")
+
+
+FIXED_SCHEDULES: dict[str, FixedSchedule] = {s.name: s for s in [
+    # at cpu-full, 10 of 14: where the plateau rule divided the replicates' ε (epochs 8 to 12), and 4
+    # epochs at ε/10, as the paper's last division left about a tenth of its 90 epochs
+    FixedSchedule("step-5/7", (5 / 7,), why="an ablation and its baseline train at the same ε at every "
+                  "epoch (the plateau rule on 200 validation images divided it at epochs 8 to 12, or never)"),
+]}
+
+
+@dataclass(frozen=True)
 class Size:
     """How long the runs of one scale train: config fields (epochs, batch_size) and train_batches;
     and `stability`, a STABILITY setting's name ("": the paper's recipe; None: choose_stability's
@@ -408,6 +484,7 @@ class Size:
     batch_size: int
     train_batches: int = 0  # only the first N batches of each epoch (0: all)
     stability: str | None = ""
+    schedule: str = ""  # a FIXED_SCHEDULES name instead of §5's plateau rule ("": the rule)
 
     def __post_init__(self):
         if self.stability and self.stability not in STABILITY:
@@ -420,7 +497,8 @@ class Size:
         setting): the run directory level of this size."""
         return (f"e{self.epochs}-b{self.batch_size}"
                 + (f"-t{self.train_batches}" if self.train_batches else "")
-                + (f"-{self.stability}" if self.stability else ""))
+                + (f"-{self.stability}" if self.stability else "")
+                + (f"-{self.schedule.replace('/', 'of')}" if self.schedule else ""))
 
     def describe(self) -> str:
         """'1 epoch(s) of 6 batches of 32'."""
@@ -429,9 +507,10 @@ class Size:
 
     def recipe(self) -> str:
         """What the runs' ε and biases are: §5's, or the stability setting's, said as a deviation."""
+        schedule = f"; {FIXED_SCHEDULES[self.schedule].describe(self.epochs)}" if self.schedule else ""
         if not self.stability:
-            return "the paper's (ε and bias initialization as §5 gives them, at this batch size)"
-        return "**not the paper's**: " + STABILITY[self.stability].describe(self.batch_size)
+            return "the paper's (ε and bias initialization as §5 gives them, at this batch size)" + schedule
+        return "**not the paper's**: " + STABILITY[self.stability].describe(self.batch_size) + schedule
 
 
 @dataclass(frozen=True)
@@ -509,9 +588,12 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # "Recipe"): fc6 and fc7's biases kick-matched, the rest §5's. The gpu scale keeps the stability
     # setting, measured as stable there as the kick-matched bias and faster (results/recipe/criteria.md); at
     # batch 128 its ε is the paper's, only the biases change.
-    Scale("cpu-full", Size(14, 32, stability=SMALL_DATA), Size(14, 32, stability=SMALL_DATA), (10, 120, 20),
+    # Its runs are compared with one another (the ablations, the claims), so they share one ε schedule,
+    # FIXED_SCHEDULES' step-5/7, 1 CNN with them (it is baseline-short's run).
+    Scale("cpu-full", Size(14, 32, stability=SMALL_DATA, schedule="step-5/7"),
+          Size(14, 32, stability=SMALL_DATA, schedule="step-5/7"), (10, 120, 20),
           Figure1Size(30_000, 10, 3, 32),
-          "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 9 ablations"),
+          "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 10 ablations"),
     Scale("gpu", Size(20, 128, stability=STABLE), Size(20, 128, stability=STABLE), (100, 80, 20),
           Figure1Size(50_000, 10, 5, 128),
           "100 classes, every row: 15 runs of 20 epochs (12 of them: about 13 min of training on one H200)"),
@@ -525,7 +607,12 @@ def run_config(run: Run, size: Size, num_classes: int) -> AlexNetConfig:
     """The AlexNetConfig of one run: its profile, seed and overrides at a size (and its stability setting)."""
     cfg = AlexNetConfig.from_profile(run.profile, num_classes=num_classes, seed=run.seed, epochs=size.epochs,
                                      batch_size=size.batch_size, **run.overrides)
-    return STABILITY[size.stability].apply(cfg) if size.stability else cfg
+    if size.stability:  # the run's own overrides win over the setting's (bias0's biases)
+        cfg = STABILITY[size.stability].apply(cfg).replace(**run.overrides)
+    if size.schedule and cfg.lr_schedule == "plateau":
+        steps = FIXED_SCHEDULES[size.schedule].epochs(size.epochs)
+        cfg = cfg.replace(lr_schedule="step", lr_step_epochs=steps)
+    return cfg
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,7 @@ Data: CIFAR-10 from a torchvision folder (`--cifar DIR`, python pickle format, n
 prepared cache's training images shrunk to 32×32, at most `--max-images` (a fixed subset of a larger
 set), labelled as what they are. It trains on the GPU when there is one.
 
-    python -m reproduce.figure1 --cache cache/synthetic-g3 --out figure1.json --scale cpu-full
+    python -m reproduce.figure1 --cache cache/synthetic-g4 --out figure1.json --scale cpu-full
     python -m reproduce.figure1 --cifar data/cifar10 --out figure1.json --scale gpu
 """
 
@@ -49,7 +49,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 from PIL import Image
 from torch import nn
@@ -67,6 +66,7 @@ from alexnet.optim import PaperSGD
 from alexnet.speed import Speed
 
 from .experiments import SCALES
+from .stats import compare
 
 TARGET_ERROR = 0.25  # Figure 1: "to reach 25% training error"
 PAPER_RATIO = 6  # "six times faster than an equivalent network with tanh neurons"
@@ -264,40 +264,26 @@ def geometric_mean(steps: list[int | None], limit: int) -> float:
     return math.exp(statistics.fmean(math.log(s or limit) for s in steps))
 
 
-def ratio_test(relu: list[int | None], tanh: list[int | None], relu_limit: int, tanh_limit: int,
-               level: float = 0.95) -> dict:
+def ratio_test(relu: list[int | None], tanh: list[int | None], relu_limit: int, tanh_limit: int) -> dict:
     """tanh's steps to 25% over ReLU's: the ratio of their geometric means over seeds, with the 95%
-    interval of Welch's t on the log steps (unpaired: the nets differ). A run that never reached 25%
-    counts at its limit: a tanh run makes the ratio a lower bound (interval [low, None]), a ReLU run an
-    upper bound ([None, high]); both, no bound ([None, None]). `detectable`: the smallest ratio whose
-    interval would exclude 1 at this spread and these seeds. `failed`: no run of either reached 25%."""
-    logs = [[math.log(s or limit) for s in arm] for arm, limit in ((relu, relu_limit), (tanh, tanh_limit))]
-    ratio = math.exp(statistics.fmean(logs[1]) - statistics.fmean(logs[0]))
+    interval of Welch's t on the log steps (reproduce/stats.py's compare, unpaired: the nets differ) and
+    `detectable`, the smallest ratio it finds with 80% power. A run that never reached 25% counts at its
+    limit: a tanh run makes the ratio a lower bound (interval [low, None]), a ReLU run an upper bound
+    ([None, high]); both, no bound ([None, None]). `failed`: no run of either reached 25%."""
+    logs = [{seed: math.log(s or limit) for seed, s in enumerate(arm, 1)}
+            for arm, limit in ((tanh, tanh_limit), (relu, relu_limit))]
+    ratio = math.exp(statistics.fmean(logs[0].values()) - statistics.fmean(logs[1].values()))
     out = {"ratio": ratio, "interval": [None, None], "detectable": None, "bound": None,
            "failed": all(s is None for s in relu + tanh)}
     if min(len(relu), len(tanh)) < 2:
         return out
-    v = [statistics.variance(a) / len(a) for a in logs]
-    se = math.sqrt(sum(v))
-    df = sum(v) ** 2 / sum(vi ** 2 / (len(a) - 1) for vi, a in zip(v, logs)) if se > 0 else 1
-    half = scipy.stats.t.ppf(0.5 + level / 2, df) * se
+    c = compare(*logs, helps=True, paired=False)
     censored = (None in relu, None in tanh)
-    low, high = ratio / math.exp(half), ratio * math.exp(half)
     out["bound"] = {(False, True): "lower", (True, False): "upper", (True, True): "none"}.get(censored)
-    out["interval"] = [None if censored[0] else low, None if censored[1] else high]
-    out["detectable"] = math.exp(half)
+    out["interval"] = [None if censored[0] else math.exp(c.interval[0]),
+                       None if censored[1] else math.exp(c.interval[1])]
+    out["detectable"] = math.exp(c.detectable)
     return out
-
-
-def paired_test(with_: list[float], without: list[float], level: float = 0.95) -> dict:
-    """without − with, per seed (the same seed: paired): its mean, the 95% t interval, and
-    `detectable`, the interval's half-width (the smallest mean difference it would tell from 0)."""
-    d = [b - a for a, b in zip(with_, without)]
-    mean = statistics.fmean(d)
-    if len(d) < 2:
-        return {"difference": mean, "interval": [None, None], "detectable": None}
-    half = scipy.stats.t.ppf(0.5 + level / 2, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
-    return {"difference": mean, "interval": [mean - half, mean + half], "detectable": half}
 
 
 @torch.no_grad()
@@ -385,8 +371,7 @@ def run(out, size, cache=None, cifar=None, norm: str = "across-maps") -> dict:
     steps = min(size.steps, math.ceil(PAIR_STEPS * res["relu_steps"]))
     pair = norm_pair(x_train, y_train, centred(x_test, device, mean), y_test.to(device), res["relu"]["lr"],
                      steps, size, norm)
-    res["norm_pair"] = {**pair, "test": test_name, "chance": 1 - 1 / (int(y.max()) + 1),
-                        **paired_test([100 * e for e in pair["with"]], [100 * e for e in pair["without"]])}
+    res["norm_pair"] = {**pair, "test": test_name, "chance": 1 - 1 / (int(y.max()) + 1)}
     res.update({"data": name, "images": len(y), "size": dataclasses.asdict(size), "batch": size.batch,
                 "trail_images": TRAIL_IMAGES, "seconds": round(time.time() - t0, 1),
                 "cpu_seconds": round(time.process_time() - cpu0, 1),  # all threads: the load-free cost

@@ -14,8 +14,8 @@
   ReLU solid, tanh dashed, with tanh's window and the ratio's verdict.
 - `training_curves.png` — train and validation top-1 error per epoch of every run.
 
-    python -m reproduce.figures --results results/synthetic --cache cache/synthetic-g3 \
-        --run runs/synthetic-g3/e14-b32/1cnn
+    python -m reproduce.figures --results results/synthetic --cache cache/synthetic-g4 \
+        --run runs/synthetic-g4/e14-b32/1cnn
 """
 
 from __future__ import annotations
@@ -313,7 +313,9 @@ def neighbours(cache, train_feats: np.ndarray, val_feats: np.ndarray, path: Path
     training images by Euclidean distance in the last hidden layer and in pixels (the centre 224 patch,
     0–255); the share of them in the query's class each way; and where the feature neighbours fall in
     pixel distance, as the median percentile of their distances among all the training images'
-    (50: unrelated to pixels; near 0: near in pixels). Up to NEIGHBOUR_IMAGES images of each split."""
+    (50: unrelated to pixels; near 0: near in pixels), beside where the query's own class sits (the
+    median percentile of the training images of its class): the null of "not near in pixels". Per
+    query too. Up to NEIGHBOUR_IMAGES images of each split."""
     tr, va = _spread(len(train_feats), NEIGHBOUR_IMAGES), _spread(len(val_feats), NEIGHBOUR_IMAGES)
     train_labels, val_labels = cache.labels("train")[tr], cache.labels("val")[va]
     off, s = (cache.mean.shape[-1] - 224) // 2, 224
@@ -330,11 +332,21 @@ def neighbours(cache, train_feats: np.ndarray, val_feats: np.ndarray, path: Path
     by_pixel = d_px.topk(k, largest=False).indices
     same = torch.from_numpy(train_labels)[None, :] == torch.from_numpy(val_labels)[:, None]
     agree = lambda idx: float(same.gather(1, idx).float().mean())  # noqa: E731
-    # each feature neighbour's pixel distance: the share of the training images nearer the query in pixels
-    ranks = (d_px[:, None, :] < d_px.gather(1, by_feature)[:, :, None]).float().mean(-1)
+    # each training image's pixel distance from each query as a percentile: the share of the training
+    # images nearer the query in pixels (50: unrelated to pixels; near 0: near in pixels)
+    pct = 100 * (d_px.argsort(1).argsort(1).float() / d_px.shape[1])
+    feature_pct = pct.gather(1, by_feature).median(1).values
+    # the null of "not near in pixels": where an image of the query's class sits, whatever its features
+    same_class_pct = torch.stack([row[m].median() for row, m in zip(pct, same)])
     out = {"k": k, "queries": len(va), "training_images": len(tr), "feature_agreement": agree(by_feature),
            "pixel_agreement": agree(by_pixel), "chance": float(np.mean(val_labels[:, None] == train_labels)),
-           "pixel_percentile": 100 * float(ranks.median())}
+           "pixel_percentile": float(feature_pct.median()),
+           "same_class_percentile": float(same_class_pct.median()),
+           "per_query": {  # what claims.py pairs, query by query
+               "feature_agreement": same.gather(1, by_feature).float().mean(1).tolist(),
+               "pixel_agreement": same.gather(1, by_pixel).float().mean(1).tolist(),
+               "feature_percentile": [round(x, 2) for x in feature_pct.tolist()],
+               "same_class_percentile": [round(x, 2) for x in same_class_pct.tolist()]}}
     write_text(path, json.dumps(out, indent=1))
     return out
 

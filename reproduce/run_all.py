@@ -67,7 +67,7 @@ from alexnet.engine import (
     fit,
     load_model,
 )
-from alexnet.evaluate import save_errors, save_features, shown
+from alexnet.evaluate import save_dropout_mean, save_errors, save_features, shown
 from alexnet.placement import resolve_devices
 
 from . import claims, figure1, figures, tables
@@ -350,7 +350,10 @@ def evaluated(out: Path, dirs: list[Path], root: Path) -> bool:
     latest = [newest(d) for d in dirs]
     if not up_to_date(out, *latest):
         return False
-    recorded = [(c["path"], c.get("saved_at")) for c in json.loads(out.read_text()).get("checkpoints", [])]
+    made = json.loads(out.read_text())
+    if any("wrong" not in e for e in made.get("ensemble", {}).values()):  # made before per-image errors
+        return False
+    recorded = [(c["path"], c.get("saved_at")) for c in made.get("checkpoints", [])]
     return recorded == [(shown(p, root), saved_at(p)) for p in latest]
 
 
@@ -636,9 +639,15 @@ def evaluate(plan: Plan, cache: Cache) -> None:
         if ev is MAIN and plan.ilsvrc2010 and "test" in cache.splits:  # Table 1 is ILSVRC-2010's test set
             save_errors(cache, dirs, plan.results / "eval" / f"{ev.test_name}.json", "test", ev.views,
                         plan.devices, root=plan.work)
+    main = [d for r, d in dir_of.items() if r in MAIN.runs and d not in stopped_dirs]
+    out = plan.results / "eval" / f"{MAIN.dropout_name}.json"  # §4.2's ×0.5 against the geometric mean
+    if main and trained_with(main[0]).dropout and not evaluated(out, main, plan.work):
+        save_dropout_mean(cache, main[0], out, "val", DROPOUT_MASKS, plan.devices, root=plan.work)
     shared = plan.shared()  # baseline-short where it is 1 CNN's run: one file, 1cnn's
     keep_conv1(plan, {name: d for name, d in dir_of.items() if d not in stopped_dirs and name not in shared})
 
+
+DROPOUT_MASKS = 16  # dropout networks whose geometric mean 1 CNN's ×0.5 is compared with (§4.2)
 
 # Each evaluation is also made on the training split (centre patch, the net in eval mode), where it is at
 # most this large (the embedded sets: 1,200 to 8,000 images): the train − validation gap of §4's
@@ -649,15 +658,20 @@ TRAIN_SPLIT_IMAGES = 20_000
 def keep_conv1(plan: Plan, dir_of: dict[str, Path]) -> None:
     """Each finished run's conv1 kernels (K×3×11×11 float32, tower 0 first: 139 KB for 96) in
     <results>/conv1/<run>.npy, beside its log: §6.1's claim about the towers' kernels is judged on every
-    run (reproduce/claims.py), where Figure 3 draws only 1 CNN's. A file newer than the run's last
-    checkpoint is kept."""
+    run (reproduce/claims.py), where Figure 3 draws only 1 CNN's. Beside it, <run>.json records the
+    checkpoint it came from (path and time written, as an evaluation does): the file is kept only while
+    that is the run's newest checkpoint, not by its date (a file from a pull is newer than every run)."""
     for name, run_dir in dir_of.items():
         out, last, was = plan.results / "conv1" / f"{name}.npy", newest(run_dir), trained_with(run_dir)
-        if last is None or was is None or checkpoint.epoch_of(last) < was.epochs or up_to_date(out, last):
+        source = out.with_suffix(".json")
+        if last is None or was is None or checkpoint.epoch_of(last) < was.epochs or \
+                (out.exists() and evaluated(source, [run_dir], plan.work)):
             continue  # not trained to its end, or kept already
         model, _, _ = load_model(run_dir, "cpu")
         out.parent.mkdir(parents=True, exist_ok=True)
         figures.write_npy(out, model.conv1_kernels().numpy())
+        write_text(source, json.dumps({"checkpoints": [{"path": shown(last, plan.work),
+                                                         "saved_at": saved_at(last)}]}, indent=1))
         print(f"conv1 kernels → {out}")
 
 

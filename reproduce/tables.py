@@ -59,6 +59,7 @@ STOPPED = "stopped.json"  # run_all: [{"run", "stability", "why"}] for runs whos
 
 
 NOT_TRAINED = "not trained:"  # how a stop record of a run whose pre-training stopped begins (run_all)
+STOPPED_NONFINITE, NOT_LEARNED = "stopped on a non-finite loss", "did not learn"  # how those reasons begin
 
 
 def stopped_records(results: str | Path) -> list[dict]:
@@ -91,7 +92,7 @@ def stopped_note(runs, stopped: dict[str, str]) -> str | None:
         return None
     if all(stopped[n].startswith(NOT_TRAINED) for n in runs if n in stopped):  # a dependant's
         return "; ".join(hits)
-    return "stopped on a non-finite loss (" + "; ".join(hits) + ")"
+    return f"{STOPPED_NONFINITE} (" + "; ".join(hits) + ")"
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,15 @@ class Results:
         if stale := self.stale(name):
             return Verdict(None, views, f"{stale}: not a result of this code")
         if not self.learned(err):
-            return Verdict(None, views, f"did not learn at this scale (top-1 {100 * err['top1']:.1f}%, "
+            return Verdict(None, views, f"{NOT_LEARNED} at this scale (top-1 {100 * err['top1']:.1f}%, "
                                         f"chance {100 * self.chance()[0]:.1f}%): not a result")
         return Verdict(err, views, "")
+
+    def failed(self, ev: Evaluation) -> str | None:
+        """Why an evaluation's runs failed to train, where they did: a run stopped on a non-finite loss,
+        or finished (as this code trains it) without learning; None otherwise (a result, or not run)."""
+        why = self.verdict(ev).why
+        return why if why.startswith(STOPPED_NONFINITE) or why.startswith(NOT_LEARNED) else None
 
     def errors(self, run: str) -> tuple[dict | None, str]:
         """The best view mode evaluated for a run (ten patches, else centre) and its name."""

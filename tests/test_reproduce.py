@@ -46,7 +46,7 @@ def test_registry_has_every_row_and_ablation():
                  "no-dropout", "no-crop", "no-wd", "no-conv4", "cuda-convnet"):
         assert name in EXPERIMENTS
     assert set(ABLATIONS) == {"no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "no-crop", "no-wd",
-                              "no-conv4", "cuda-convnet"}
+                              "no-conv4", "cuda-convnet", "bias0"}
     assert [EXPERIMENTS[n].runs[0].overrides for n in ("no-crop", "no-wd", "no-conv4")] == [
         {"random_crops": False}, {"weight_decay": 0.0}, {"conv4": False}]
     assert len(EXPERIMENTS["5cnns"].runs) == 5 and len({r.seed for r in EXPERIMENTS["5cnns"].runs}) == 5
@@ -955,7 +955,7 @@ def test_the_stability_study_runs_the_same_with_jobs_at_once(tmp_path):
 @pytest.mark.parametrize("size", [(), ("--classes", "4", "--train-per-class", "12", "--val-per-class", "4")])
 def test_prepare_and_run_all_give_one_synthetic_set_one_name(size, tmp_path, monkeypatch, capsys):
     """`tools.prepare --synthetic` writes its archives and cache under the name run_all reads them by
-    (the default: synthetic-g3, with the generator's version), from the one function that names them."""
+    (the default: synthetic-g4, with the generator's version), from the one function that names them."""
     import tools.prepare as tp
     from alexnet.data.synthetic import DEFAULT_DATA, GENERATOR_VERSION
     made = []

@@ -2,7 +2,7 @@
 eigenvalue ratios, luminance power-spectrum slope, pixel 5-NN label agreement
 (alexnet/data/image_stats.py defines them).
 
-    python -m tools.image_stats cache/synthetic-g3
+    python -m tools.image_stats cache/synthetic-g4
     python -m tools.image_stats cache/mine --json        # the numbers as JSON
     python -m tools.image_stats cache/a cache/b           # several caches, one after another
 

@@ -1,6 +1,6 @@
 """Prepare a dataset once: 256×256 images (§2), mean image and RGB PCA (§4.1).
 
-    python -m tools.prepare --synthetic                       # the embedded default: cache/synthetic-g3
+    python -m tools.prepare --synthetic                       # the embedded default: cache/synthetic-g4
     python -m tools.prepare --imagenet /data/ilsvrc2012       # the three official archives
     python -m tools.prepare --data /data/imagenette2          # any ImageFolder train/ val/ (test/)
     python -m tools.prepare --data DIR --cache cache/mine --workers 8

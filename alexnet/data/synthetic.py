@@ -2,7 +2,7 @@
 the ILSVRC-2012 archive format so that the real ingestion path runs with no
 download.
 
-    python -m tools.prepare --synthetic --classes 10 --train-per-class 120 --raw data/synthetic-g3
+    python -m tools.prepare --synthetic --classes 10 --train-per-class 120 --raw data/synthetic-g4
 
 writes, exactly as the official release is laid out:
 
@@ -11,28 +11,41 @@ writes, exactly as the official release is laid out:
     ILSVRC2012_devkit_t12.tar.gz ILSVRC2012_devkit_t12/data/meta.mat (synsets) and
                                  .../data/ILSVRC2012_validation_ground_truth.txt
 
-Generator 3 (the default) has the image statistics that can be measured on
+Generator 4 (the default) has the image statistics that can be measured on
 ImageNet (alexnet/data/image_stats.py; `python -m tools.image_stats CACHE`
 prints them beside ImageNet's): RGB PCA eigenvalue ratios λ2/λ1, λ3/λ1 near
 ImageNet's 0.086 and 0.021 (luminance carries most of the variance), a
-luminance power spectrum falling about as 1/f², and pixels that do not name
-the class (pixel 5-NN label agreement near chance). Each image:
+luminance power spectrum falling about as 1/f² from 4 to 100 cycles per image
+(both when each one-cycle ring and when each octave weighs the same), and
+pixels that do not name the class (pixel 5-NN label agreement near chance).
+Each image:
 - clutter: a dead-leaves composition, opaque discs of radii p(r) ∝ r⁻³ (the
   occlusion model whose spectrum falls like photographs'), luminance 0.35–0.65,
   muted colours whose chroma grows with the disc's size (colour sits in the
-  low frequencies) and mixes ImageNet's two chromatic axes in its proportions;
-- 3–4 class objects: the class's shape (one of 8) filled with a square-wave
-  grating of the class's orientation and period, light and dark at high
-  contrast, in random muted colours: shape and texture define the class, no
-  hue does; position, size, rotation jitter and period vary per object;
+  low frequencies) and mixes ImageNet's two chromatic axes in its proportions,
+  with a fine texture: 1/f noise above 48 cycles per image (the discs' edges
+  alone fall faster than 1/f² above ~30 cycles, their smallest radius being
+  1 px: without it the slope is −3.4);
+- 3–4 class objects, untextured but for their grating: the class's shape (one
+  of 8) filled with a sine grating of the class's orientation and period,
+  amplitude 0.3–0.45 about a mean of 0.35–0.65, in random muted colours: shape
+  and texture define the class, no hue does; position, size, rotation jitter
+  and period vary per object, and the period grows with the object's size (a
+  class's gratings spread over most of an octave: no sharp spectral peak);
 - occlusion: up to 20 discs in front of everything;
-- illumination: brightness, a slant across the image and a colour cast per
-  image, then sensor noise.
+- illumination: smooth 1/f shading below 4 cycles (log gain, sd 0.35), a
+  slant across the image, a brightness and a colour cast per image, then
+  sensor noise.
 The first 10 classes use 5 orientations 36° apart and 2 periods an octave
-apart (6 and 12 pixels of the prepared image), so any two differ in texture.
-At conv1's stride of 4 the 6-pixel gratings are the hard ones: the `cpu`
-scale's 1 CNN confuses the fine-grating classes among themselves
-(results/synthetic/README.md).
+apart (10 and 20 pixels of the prepared image at the mean object size), so
+any two differ in texture; both are longer than 8 pixels, twice conv1's
+stride of 4, so conv1's output samples them without aliasing.
+
+Generator 3 (in git history, commit 2bafc40; results/history/ holds what it
+made) had the same design with square-wave gratings of 6 and 12 pixels at
+high contrast and low-contrast clutter: its spectrum peaked about ten times
+above the power law at the gratings' frequencies and met the slope target
+only when the rings weighed equally (−2.00; −1.26 per octave).
 
 Generator 2 (`--generator 2`, for the results folders it made): dead-leaves
 backgrounds, 0–2 distracting gratings, one object whose class sets its shape,
@@ -57,6 +70,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import scipy.fft
 import scipy.io
 from PIL import Image, ImageDraw
 
@@ -67,9 +81,9 @@ SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "bar", "diamond
 
 
 DEFAULT_SIZE = (10, 120, 20)  # classes, train per class, val per class
-GENERATOR_VERSION = 3  # 1: shapes on gradient backgrounds; 2: dead-leaves backgrounds, gratings, a hue
-# per class; 3: natural image statistics (low-chroma clutter, 3–4 objects, no class hue)
-GENERATORS = (2, 3)  # the ones this module still makes (1 is in git history: commit 0e8dad6)
+GENERATOR_VERSION = 4  # 1: shapes on gradient backgrounds; 2: dead-leaves backgrounds, gratings, a hue
+# per class; 3: low-chroma clutter, 3–4 objects, no class hue; 4: 3's with ImageNet's spectrum (issue 48)
+GENERATORS = (2, 4)  # the ones this module still makes (1 and 3 are in git history: commits 0e8dad6, 2bafc40)
 
 
 def synthetic_name(classes: int, train_per_class: int, val_per_class: int, seed: int = 0) -> str:
@@ -82,12 +96,12 @@ def synthetic_name(classes: int, train_per_class: int, val_per_class: int, seed:
 def data_name(classes: int, train_per_class: int, val_per_class: int, seed: int = 0,
               generator: int = GENERATOR_VERSION) -> str:
     """Folder name of a synthetic set's archives and cache (data/<name>, cache/<name>): its results
-    name and the generator that made it, 'synthetic-g3' for the default. A new generator, a new set.
+    name and the generator that made it, 'synthetic-g4' for the default. A new generator, a new set.
     tools.prepare and run_all both name the set by this function."""
     return f"{synthetic_name(classes, train_per_class, val_per_class, seed)}-g{generator}"
 
 
-DEFAULT_DATA = data_name(*DEFAULT_SIZE)  # 'synthetic-g3': the embedded default's data and cache folder
+DEFAULT_DATA = data_name(*DEFAULT_SIZE)  # 'synthetic-g4': the embedded default's data and cache folder
 
 
 def class_spec(k: int) -> dict:
@@ -206,30 +220,35 @@ def render_g2(k: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
-# ---------------------------------------------------------------- generator 3
+# ---------------------------------------------------------------- generator 4
 
-G3_PERIODS = (6.0, 12.0, 8.5)  # grating periods, in pixels of the prepared 256×256 image (§2's rescale)
+G4_PERIODS = (10.0, 20.0)  # grating periods at the mean object size, in pixels of the prepared 256×256 image
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, PIL's "L"
-LEAVES, R_MIN = 2500, 1.0  # clutter discs per image; their smallest radius, in prepared pixels
-CLUTTER_CHROMA, OBJECT_CHROMA = 0.35, 0.3  # chroma scales (_low_chroma) of clutter and objects
-NOISE = 0.012  # sensor noise, standard deviation (pixels in 0–1)
+LEAVES, R_MIN = 3000, 1.0  # clutter discs per image; their smallest radius, in prepared pixels
+CLUTTER_LUM = (0.35, 0.65)  # the clutter discs' luminance
+CLUTTER_CHROMA, OBJECT_CHROMA = 0.5, 0.4  # chroma scales (_low_chroma) of clutter and objects
 OBJECT_SIZE = (0.17, 0.28)  # a class object's radius, as a share of the image's shorter side
 OBJECTS = (3, 5)  # class objects per image: 3 or 4
+OBJECT_LUM, OBJECT_CONTRAST = (0.35, 0.65), (0.3, 0.45)  # a grating's mean luminance and its amplitude
+PERIOD_JITTER = (0.8, 1.25)  # an object's period: the class's × this × its radius over the mean radius
+GRAIN, GRAIN_FROM = 0.18, 48.0  # fine texture: a 1/f field's standard deviation, above this many cycles/image
+SHADING, SHADING_BELOW = 0.35, 4.0  # illumination: a 1/f field's sd (log gain), below this many cycles/image
+NOISE = 0.012  # sensor noise, standard deviation (pixels in 0–1)
 
 
-def class_spec_g3(k: int) -> dict:
-    """The fixed attributes of class k, generator 3: a shape and a grating (orientation, period).
+def class_spec_g4(k: int) -> dict:
+    """The fixed attributes of class k, generator 4: a shape and a grating (orientation, period).
     The first 10 classes: 5 orientations 36° apart × 2 periods an octave apart, so two classes
     with the same period differ by at least 36° and any two differ in texture; 8 shapes on top."""
     return {
         "wnid": f"n{90000000 + k:08d}",
         "shape": SHAPES[k % len(SHAPES)],
-        "stripe_angle": ((k % 5) * 36 + 17 * (k // 15)) % 180,
-        "stripe_period": G3_PERIODS[(k // 5) % 3],
+        "stripe_angle": ((k % 5) * 36 + 17 * (k // 10)) % 180,
+        "stripe_period": G4_PERIODS[(k // 5) % 2],
     }
 
 
-def class_name_g3(spec: dict) -> str:
+def class_name_g4(spec: dict) -> str:
     return f"{spec['shape']} s{spec['stripe_angle']:03d} p{spec['stripe_period']:g}"
 
 
@@ -248,8 +267,8 @@ def _low_chroma(lum: np.ndarray, chroma: np.ndarray, rng: np.random.Generator) -
     return np.clip(lum[:, None] + chroma[:, None] * v, 0, 1)
 
 
-def _leaves_g3(img: Image.Image, rng: np.random.Generator, n: int, r_min: float, r_max: float,
-               lum: tuple[float, float], chroma: float) -> None:
+def _leaves(img: Image.Image, rng: np.random.Generator, n: int, r_min: float, r_max: float,
+            lum: tuple[float, float], chroma: float) -> None:
     """Draw n opaque discs onto img, radii ∝ r⁻³ on [r_min, r_max], luminance uniform in `lum`,
     chroma up to `chroma`, larger for larger discs (colour sits in the low frequencies)."""
     w, h = img.size
@@ -263,16 +282,32 @@ def _leaves_g3(img: Image.Image, rng: np.random.Generator, n: int, r_min: float,
         draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(c))
 
 
-def render_g3(k: int, rng: np.random.Generator) -> Image.Image:
-    """One image of class k, generator 3 (the module docstring describes it)."""
-    spec = class_spec_g3(k)
+def _one_over_f(w: int, h: int, rng: np.random.Generator, above: float = 0.0,
+                below: float = np.inf) -> np.ndarray:
+    """h×w Gaussian noise with amplitude ∝ 1/f (power ∝ 1/f², natural images' fall-off), kept above
+    `above` and below `below` cycles per image (the shorter side; smooth Gaussian edges), sd 1. Made
+    on a grid of FFT-friendly size (scipy.fft.next_fast_len) and cropped."""
+    H, W = scipy.fft.next_fast_len(h, real=True), scipy.fft.next_fast_len(w, real=True)
+    f = np.hypot(*np.meshgrid(scipy.fft.fftfreq(H) * min(w, h), scipy.fft.rfftfreq(W) * min(w, h),
+                              indexing="ij"))
+    gain = (1 - np.exp(-(f / above) ** 2) if above else 1) * np.exp(-(f / below) ** 2) / np.maximum(f, 1)
+    field = scipy.fft.irfft2(scipy.fft.rfft2(rng.standard_normal((H, W))) * gain, (H, W))[:h, :w]
+    return field / field.std()
+
+
+def render_g4(k: int, rng: np.random.Generator) -> Image.Image:
+    """One image of class k, generator 4 (the module docstring describes it)."""
+    spec = class_spec_g4(k)
     w, h = int(rng.integers(240, 400)), int(rng.integers(240, 400))
     s = min(w, h) / 256  # source pixels per pixel of the prepared image
-    base = _low_chroma(rng.uniform(0.35, 0.65, 1), np.array([0.1]), rng)[0] * 255
+    base = _low_chroma(rng.uniform(*CLUTTER_LUM, 1), np.array([0.1]), rng)[0] * 255
     canvas = Image.new("RGB", (w, h), tuple(int(c) for c in base))
-    _leaves_g3(canvas, rng, LEAVES, R_MIN * s, 0.4 * min(w, h), (0.35, 0.65), CLUTTER_CHROMA)  # clutter
-    img = np.asarray(canvas, dtype=np.float32) / 255
+    _leaves(canvas, rng, LEAVES, R_MIN * s, 0.4 * min(w, h), CLUTTER_LUM, CLUTTER_CHROMA)  # clutter
+    # with fine texture (the discs' edges alone fall faster than 1/f² above ~30 cycles: R_MIN)
+    grain = GRAIN * _one_over_f(w, h, rng, above=GRAIN_FROM)[..., None]
+    img = np.asarray(canvas, dtype=np.float32) / 255 + grain
 
+    mean_r = np.mean(OBJECT_SIZE) * min(w, h)
     for _ in range(int(rng.integers(*OBJECTS))):  # the class objects, drawn in their bounding boxes
         r = rng.uniform(*OBJECT_SIZE) * min(w, h)
         cx, cy = rng.uniform(0.5 * r, w - 0.5 * r), rng.uniform(0.5 * r, h - 0.5 * r)
@@ -280,27 +315,31 @@ def render_g3(k: int, rng: np.random.Generator) -> Image.Image:
         x1, y1 = min(w, int(cx + r) + 2), min(h, int(cy + r) + 2)
         rot = np.deg2rad(rng.normal(0, 3))
         mask = _shape_mask(spec["shape"], x1 - x0, y1 - y0, cx - x0, cy - y0, r, rot)
-        period = spec["stripe_period"] * s * rng.uniform(0.9, 1.1)
+        # a sine grating whose period grows with the object (texture scales with distance), so the
+        # class's periods spread over most of an octave instead of peaking in the spectrum
+        period = spec["stripe_period"] * s * rng.uniform(*PERIOD_JITTER) * r / mean_r
+        yy, xx = np.mgrid[0:y1 - y0, 0:x1 - x0]
         angle = np.deg2rad(spec["stripe_angle"]) + rot
-        g = _grating(x1 - x0, y1 - y0, angle, period, rng.uniform(0, 2 * np.pi))
-        light, dark = _low_chroma(np.array([rng.uniform(0.72, 0.95), rng.uniform(0.05, 0.28)]),
-                                  rng.uniform(0, OBJECT_CHROMA, 2), rng)
+        g = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period
+                               + rng.uniform(0, 2 * np.pi))[..., None]
+        mid, amp = rng.uniform(*OBJECT_LUM), rng.uniform(*OBJECT_CONTRAST)
+        light, dark = _low_chroma(np.array([mid + amp, mid - amp]), rng.uniform(0, OBJECT_CHROMA, 2), rng)
         box = img[y0:y1, x0:x1]
         img[y0:y1, x0:x1] = box * (1 - mask) + (g * light + (1 - g) * dark) * mask
 
-    occluders = Image.fromarray((img * 255).astype(np.uint8), "RGB")  # a few discs in front
-    _leaves_g3(occluders, rng, int(rng.integers(0, 21)), R_MIN * s, 0.1 * min(w, h), (0.2, 0.8),
-               CLUTTER_CHROMA)
+    occluders = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), "RGB")  # a few discs in front
+    _leaves(occluders, rng, int(rng.integers(0, 21)), R_MIN * s, 0.1 * min(w, h), (0.2, 0.8), CLUTTER_CHROMA)
     img = np.asarray(occluders, dtype=np.float32) / 255
-    # illumination: brightness, a slant across the image, a colour cast; then sensor noise
+    # illumination: smooth shading, a slant across the image, a brightness and a colour cast; sensor noise
     slant = (1 + rng.normal(0, 0.12) * (np.arange(w) / w - 0.5)
              + rng.normal(0, 0.12) * (np.arange(h)[:, None] / h - 0.5))
-    gain = ((rng.uniform(0.75, 1.2) * slant)[..., None] * (1 + rng.normal(0, 0.04, 3))).astype(np.float32)
-    img = img * gain + NOISE * rng.standard_normal((h, w, 3), dtype=np.float32)
+    shade = np.exp(SHADING * _one_over_f(w, h, rng, below=SHADING_BELOW))
+    gain = ((rng.uniform(0.75, 1.2) * slant * shade)[..., None] * (1 + rng.normal(0, 0.04, 3)))
+    img = img * gain.astype(np.float32) + NOISE * rng.standard_normal((h, w, 3), dtype=np.float32)
     return Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8), "RGB")
 
 
-RENDER = {2: render_g2, 3: render_g3}
+RENDER = {2: render_g2, 4: render_g4}
 
 
 def _jpeg(img: Image.Image) -> bytes:
@@ -401,7 +440,7 @@ def write_synthetic_ilsvrc(out: str | os.PathLike, classes: int = 10, train_per_
                 bar.update()
         os.replace(tmp, out / VAL_TAR)
     bar.close()
-    names = [class_name(class_spec(k)) if generator == 2 else class_name_g3(class_spec_g3(k))
+    names = [class_name(class_spec(k)) if generator == 2 else class_name_g4(class_spec_g4(k))
              for k in range(classes)]
     _write_devkit(out / DEVKIT, specs, val_labels, names)
     marker.write_text(stamp)
