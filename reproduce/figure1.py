@@ -256,7 +256,7 @@ def measure(x, y, activation: str, limit: int, size, norm: str | None) -> dict:
 
 def _said(run: Training) -> str:
     return (f"25% at step {run.reached}" if run.reached else "diverged" if run.diverged else
-            f"{run.trailing():.0%} at step {run.steps}")
+            f"still {run.trailing():.1%} at step {run.steps}")
 
 
 def geometric_mean(steps: list[int | None], limit: int) -> float:
@@ -366,7 +366,7 @@ def run(out, size, cache=None, cifar=None, norm: str = "across-maps") -> dict:
     backend = Speed().setup()  # faithful: float32, TF32 off, cuDNN deterministic
     x_train, y_train = centred(x, device), y.to(device)
     res = figure1(x_train, y_train, size, norm)
-    x_test, y_test, test_name = load_data(cache, cifar, size.images, split="val")
+    x_test, y_test, test_name = load_data(cache, cifar, split="val")  # all of them (at most 50,000)
     mean = x.to(device).float().mean(dim=0)
     steps = min(size.steps, math.ceil(PAIR_STEPS * res["relu_steps"]))
     pair = norm_pair(x_train, y_train, centred(x_test, device, mean), y_test.to(device), res["relu"]["lr"],
