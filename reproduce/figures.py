@@ -31,6 +31,7 @@ import argparse
 import io
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -369,7 +370,8 @@ def figure1(fig1: dict, path: Path) -> None:
     ax.axvline(fig1["window"], color="tab:blue", lw=0.9, ls=":")
     ax.text(fig1["window"], 0.95, f"tanh's window ({fig1['max_ratio']:.1f}× ReLU's steps)", color="tab:blue",
             fontsize=8, ha="right")
-    ax.set_title(f"Figure 1 stand-in: the 2012 code's {fig1['net']}\non {fig1['data']}", fontsize=9)
+    ax.set_title(textwrap.fill(f"Figure 1 stand-in: the 2012 code's {fig1['net']}, on {fig1['data']}", 100),
+                 fontsize=9)
     fig.text(0.5, 0.01, fig1["verdict"], ha="center", va="bottom", fontsize=8, wrap=True)
     ax.set_xlabel(f"steps (batches of {fig1['batch']}); error over the last {fig1['trail_images']} images")
     ax.set_ylabel("training error rate")
