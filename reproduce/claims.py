@@ -61,17 +61,17 @@ from .stats import (
     REPRODUCED,
     Comparison,
     compare,
+    from_interval,
     one_sample,
     runs_needed,
 )
-from .tables import NOISE_RULE, Results, _write, add_run_options, header
+from .tables import Results, _write, add_run_options, header
 
 NOT_REPRODUCED = "not reproduced"  # a claim of presence that the null does not reject (and Figure 1's rows)
 NOT_RUN, IMAGENET, FAILED = "not run at this scale", "needs ImageNet", "failed to train"
 NOT_OVERFITTING = "not in its overfitting regime"
 VERDICTS = (REPRODUCED, CONTRADICTED, NOT_REPRODUCED, NOISE, NEEDS_SEEDS, NOT_OVERFITTING, FAILED, NOT_RUN,
             IMAGENET)
-RELU_SEVERAL = 2.0  # Figure 1's ratio that counts as "several times faster"
 OVERFIT_TRAIN = 5.0  # percent: a net overfits only where its training-split top-1 is below this
 CONVERGED = 3.0  # points: converged from the epoch whose validation top-1 stays within this of the last
 EARLY = 0.2  # the early stages of learning: this share of a run's epochs (3 of 14)
@@ -91,25 +91,20 @@ class Finding:
     interval: list[float] | None = None  # 95 % interval of the difference, the paper's direction positive
     detectable: float | None = None  # the smallest difference the design finds (80 % power, α 0.05)
     seeds: dict = field(default_factory=dict)  # runs per arm
+    max_ratio: float | None = None  # Figure 1: the largest ratio its window can measure
 
 
 def _not_run(res: Results, exp: str) -> Finding:
     """A claim whose runs are not results here: why (the tables' reason), and the flag that runs them."""
     ev = EVALUATIONS.get(exp)
     why = res.verdict(ev).why if ev else ""
-    if res.size(EXPERIMENTS[exp].scale) is None:
+    if not EXPERIMENTS[exp].runs:  # Figure 1: run_all runs it at every scale
+        why = f"no {exp} results here: run_all makes them (--experiments {exp})"
+    elif res.size(EXPERIMENTS[exp].scale) is None:
         why = f"{exp} is not run at the {res.scale} scale: --scale cpu-full (or a GPU: --scale gpu) runs it"
     elif not why:
         why = f"run the {exp} experiment (--experiments {exp})"
     return Finding(why, NOT_RUN, (exp,))
-
-
-def _beyond(diff: float, noise: float, helps: bool) -> str:
-    """Figure 1's rules (reproduce/figure1.py's rows): a difference in the direction the paper claims
-    (`helps`: positive means the paper's direction) against a noise band."""
-    if abs(diff) <= noise:
-        return NOISE
-    return REPRODUCED if (diff > 0) == helps else NOT_REPRODUCED
 
 
 # ---- each run's numbers ----
@@ -523,40 +518,67 @@ def neighbours(res: Results) -> Finding:
 
 # ---- Figure 1 (reproduce/figure1.py's runs) and the projection ----
 
-def relu(res: Results) -> Finding:
+def _figure1(res: Results) -> dict | None:
+    """figure1.json when it is there and counts steps (made since 2026-12-07); None otherwise."""
     path = res.root / "figure1.json"
-    if not path.exists():
+    f = json.loads(path.read_text()) if path.exists() else None
+    return f if f and "window" in f else None
+
+
+def relu(res: Results) -> Finding:
+    """Figure 1: tanh's steps to 25% training error over ReLU's (figure1.ratio_test: geometric means over
+    seeds, Welch's 95% interval on the log steps), against 1 for the sign and beside the paper's 6×."""
+    from .figure1 import PAPER_RATIO, ratio_test
+    f = _figure1(res)
+    if f is None:
         return _not_run(res, "fig1")
-    f = json.loads(path.read_text())
-    r, t, n = f["relu"]["epochs_to_25"], f["tanh"]["epochs_to_25"], f["epochs"]
-    ours = (f"ReLU reached 25% training error in {r} epoch(s), tanh in {t} of {n} "
-            f"({f['net']}, {f['data']})")
-    if r is None:
-        return Finding(ours + ": no ratio (give Figure 1 more epochs)", NOT_RUN, ("fig1",))
-    ratio = (n + 1) / r if t is None else t / r  # tanh not there: more than (n + 1)/r
-    # one run each, epoch-granular: "several times" is at least RELU_SEVERAL×; not faster at all is not it
-    verdict = REPRODUCED if ratio >= RELU_SEVERAL else NOT_REPRODUCED if ratio <= 1 else NOISE
-    return Finding(ours + f": {'more than ' if t is None else ''}{ratio:.1f}×", verdict, ("fig1",),
-                   {"relu_epochs": r, "tanh_epochs": t, "ratio": ratio})
+    r, t = f["relu"], f["tanh"]
+    test = ratio_test(r["steps_to_25"], t["steps_to_25"], r["limit"], t["limit"])
+    seeds = {"relu": len(r["steps_to_25"]), "tanh": len(t["steps_to_25"])}
+    max_ratio = t["limit"] / math.exp(statistics.fmean(math.log(s or r["limit"]) for s in r["steps_to_25"]))
+    steps = lambda a: ", ".join(f"{s:,}" if s else f">{f[a]['limit']:,}" for s in f[a]["steps_to_25"])  # noqa: E731
+    ours = (f"steps to 25% training error, ReLU {steps('relu')} (lr {r['lr']}), tanh {steps('tanh')} "
+            f"(lr {t['lr']}); batch {f['batch']}, {f['net']}, {f['data']}")
+    common = dict(runs=("fig1",), numbers={**test, "paper": PAPER_RATIO}, seeds=seeds, max_ratio=max_ratio)
+    if test["failed"]:
+        return Finding(ours + f": neither net reached 25% in {r['limit']:,} steps", FAILED, **common)
+    low, high = test["interval"]
+    shown = "–".join(f"{v:.1f}×" if v is not None else "∞" if i else "0" for i, v in enumerate((low, high)))
+    shown += f"; detectable {test['detectable']:.1f}×" if test["detectable"] else ""
+    bound = {"lower": "at least ", "upper": "at most "}.get(test["bound"], "")
+    ours += (f": tanh/ReLU {bound}{test['ratio']:.1f}× (95% interval {shown}; the window measures up to "
+             f"{max_ratio:.1f}×; paper {PAPER_RATIO}×)")
+    log_interval = (math.log(low) if low else -math.inf, math.log(high) if high else math.inf)
+    return Finding(ours, from_interval(log_interval), interval=[low, high], detectable=test["detectable"],
+                   **common)
 
 
 def lrn_cifar(res: Results) -> Finding:
-    """figure1.json's norm_pair: Figure 1's ReLU net with and without its normalization layers, a few
-    seeds each; the test error without minus with, against NOISE_RULE times their pooled sd."""
-    path = res.root / "figure1.json"
-    pair = json.loads(path.read_text()).get("norm_pair") if path.exists() else None
+    """figure1.json's norm_pair: Figure 1's ReLU net with and without §3.3's normalization across maps,
+    the same seeds; the test error without minus with, paired by seed (reproduce/stats.py's compare).
+    Failed to train: an arm's mean test error not below half of chance (the tables' rule)."""
+    from .figure1 import PAPER_NORM
+    f = _figure1(res)
+    pair = f.get("norm_pair") if f else None
     if pair is None:
-        return Finding("no pair of runs with and without normalization in figure1.json (made by "
-                       "reproduce/figure1.py since 2026-12-04): run fig1", NOT_RUN, ("fig1",))
-    with_, without = (100 * np.array(pair[k]) for k in ("with", "without"))
-    diff = float(without.mean() - with_.mean())
-    noise = NOISE_RULE * math.sqrt((with_.var(ddof=1) + without.var(ddof=1)) / 2)
-    return Finding(f"Figure 1's ReLU net, {len(with_)} seeds each, {pair['epochs']} epochs, on "
-                   f"{pair['test']}: "
-                   f"{without.mean():.1f} ± {without.std(ddof=1):.1f} without, {with_.mean():.1f} ± "
-                   f"{with_.std(ddof=1):.1f} with (noise {noise:.1f})",
-                   _beyond(diff, noise, True), ("fig1",),
-                   {"with": with_.tolist(), "without": without.tolist()})
+        return _not_run(res, "fig1")
+    arms = {k: dict(zip(pair["seeds"], (100 * e for e in pair[k]))) for k in ("with", "without")}
+    mean = {k: statistics.fmean(v.values()) for k, v in arms.items()}
+    norm = {"across-maps": "§3.3's normalization across maps",
+            "same-map": "the 2012 code's same-map normalization"}.get(pair["norm"], pair["norm"])
+    ours = (f"Figure 1's ReLU net with and without {norm}, seeds {', '.join(map(str, pair['seeds']))}, "
+            f"{pair['steps']:,} steps, on {pair['test']}: {mean['without']:.1f} without, "
+            f"{mean['with']:.1f} with")
+    c = compare(arms["without"], arms["with"], helps=True)
+    numbers = {"with": arms["with"], "without": arms["without"], "diff": c.diff, "how": c.how,
+               "paper": PAPER_NORM}
+    common = dict(runs=("fig1",), numbers=numbers, interval=list(c.interval), detectable=c.detectable,
+                  seeds={k: len(v) for k, v in arms.items()})
+    if max(mean.values()) >= 50 * pair["chance"]:
+        return Finding(ours + f" (not below half of chance, {50 * pair['chance']:.0f}%: the nets did not "
+                       "learn the test images)", FAILED, **common)
+    return Finding(ours + f": without − with {c.shown(' points')}; paper {PAPER_NORM:+.1f}", c.verdict,
+                   **common)
 
 
 def time(res: Results) -> Finding:

@@ -546,14 +546,24 @@ class Override:
 
 
 @dataclass(frozen=True)
+class Figure1Size:
+    """Figure 1's budget at a scale (reproduce/figure1.py): steps, not epochs."""
+    steps: int  # no net trains longer: a ReLU net not at 25% training error by then failed to train
+    window: float  # tanh's window, in multiples of ReLU's steps to 25%: the largest ratio it can measure
+    seeds: int  # measured seeds per net and per arm of §3.3's pair (the rates race on another)
+    batch: int  # images a step
+    images: int = 50_000  # training images at most (CIFAR-10's 50,000)
+
+
+@dataclass(frozen=True)
 class Scale:
     """Run sizes for the `main` and `short` experiments (None: not run at this
-    scale), the embedded dataset's size, and Figure 1's epochs."""
+    scale), the embedded dataset's size, and Figure 1's budget."""
     name: str
     main: Size
     short: Size | None
     synthetic: tuple[int, int, int] | None  # classes, train and val images per class; None: real data
-    figure1_epochs: int
+    figure1: Figure1Size
     why: str  # one line for the tables and --help
 
     def __getitem__(self, kind: str) -> Size | None:
@@ -568,9 +578,12 @@ class Scale:
 
 SCALES: dict[str, Scale] = {s.name: s for s in [
     # real data: the class mix at the batch decides the recipe (choose_stability): §5's on ILSVRC at 128
-    Scale("imagenet", Size(90, 128, stability=None), Size(90, 128, stability=None), None, 30,
+    Scale("imagenet", Size(90, 128, stability=None), Size(90, 128, stability=None), None,
+          Figure1Size(50_000, 10, 3, 128),
           "the paper's 90 epochs at batch 128"),
-    Scale("cpu", Size(14, 32), None, (10, 120, 20), 12,
+    # Figure 1 at cpu: a fixed 120 of the training images (ReLU reaches 25% in about 130 steps there);
+    # cpu-full: all of them
+    Scale("cpu", Size(14, 32), None, (10, 120, 20), Figure1Size(3_000, 10, 3, 32, images=120),
           "about 15 min on 2 CPU cores: 1 CNN and Figure 1; the short experiments need --scale cpu-full"),
     # Under §5's values no-dropout dies at both of these scales (results/history/synthetic-cpu-full-paper/,
     # results/stability/gpu-nodrop-2epochs/). cpu-full takes the recipe study's choice (reproduce/PAPER.md,
@@ -580,11 +593,14 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # Its runs are compared with one another (the ablations, the claims), so they share one ε schedule,
     # FIXED_SCHEDULES' step-5/7, 1 CNN with them (it is baseline-short's run).
     Scale("cpu-full", Size(14, 32, stability=SMALL_DATA, schedule="step-5/7"),
-          Size(14, 32, stability=SMALL_DATA, schedule="step-5/7"), (10, 120, 20), 12,
+          Size(14, 32, stability=SMALL_DATA, schedule="step-5/7"), (10, 120, 20),
+          Figure1Size(30_000, 10, 3, 32),
           "every row on a CPU: 1 CNN, the baseline, its 5 seed replicates and the 10 ablations"),
-    Scale("gpu", Size(20, 128, stability=STABLE), Size(20, 128, stability=STABLE), (100, 80, 20), 30,
+    Scale("gpu", Size(20, 128, stability=STABLE), Size(20, 128, stability=STABLE), (100, 80, 20),
+          Figure1Size(50_000, 10, 5, 128),
           "100 classes, every row: 15 runs of 20 epochs (12 of them: about 13 min of training on one H200)"),
-    Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4), 2,
+    Scale("smoke", Size(1, 4, train_batches=2), Size(1, 4, train_batches=1), (4, 12, 4),
+          Figure1Size(4, 2, 2, 8),
           "a few steps (tests)"),
 ]}
 

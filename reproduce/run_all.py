@@ -691,17 +691,18 @@ def extract_features(plan: Plan, cache: Cache, run_dir: Path) -> Path:
 def relu_vs_tanh(plan: Plan) -> None:
     """Figure 1's curves, made in the work folder as a training run is (runs/<dataset>/figure1-*.json),
     then copied to the results: a committed results/<name>/figure1.json is an output, never taken
-    for this machine's run. A made file is reused while its code digest (figure1.code_key) matches."""
+    for this machine's run. A made file is reused while its code digest (figure1.code_key) and its
+    size (the scale's Figure1Size) match."""
     title("5. Figure 1: ReLU vs tanh (four-layer CIFAR-10 net stand-in)")
-    epochs = plan.override.epochs or SCALES[plan.scale].figure1_epochs
-    made = plan.runs / f"figure1-{'cifar10' if plan.cifar else plan.cache.name}-e{epochs}.json"
-    if figure1.made_by_this_code(made):
+    size = SCALES[plan.scale].figure1
+    made = plan.runs / f"figure1-{'cifar10' if plan.cifar else plan.cache.name}-{plan.scale}.json"
+    if figure1.made_by_this_code(made, size):
         print(f"done already: {made}")
     else:
         if made.exists():
-            print(f"{made} was made by other code (figure1.py, the training step, the update rule or the "
-                  "layers have changed since): made again")
-        figure1.run(made, epochs, cache=None if plan.cifar else plan.cache, cifar=plan.cifar)
+            print(f"{made} was made by other code or at another size (figure1.py, the training step, the "
+                  "update rule, the layers or the scale's Figure1Size have changed since): made again")
+        figure1.run(made, size, cache=None if plan.cifar else plan.cache, cifar=plan.cifar)
     plan.results.mkdir(parents=True, exist_ok=True)
     write_text(plan.results / "figure1.json", made.read_text())
 

@@ -54,7 +54,6 @@ from .experiments import (
     Override,
     run_config,
 )
-from .figure1 import verdict as figure1_verdict
 
 STOPPED = "stopped.json"  # run_all: [{"run", "stability", "why"}] for runs whose training stopped
 
@@ -514,8 +513,8 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
     fig1 = res.root / "figure1.json"
     if fig1.exists():
         f = json.loads(fig1.read_text())
-        md += (f"\nFigure 1 (ReLU vs tanh, {f['net']}, on {f['data']}, {f['epochs']} epochs): "
-               f"{f.get('verdict') or figure1_verdict(f)}.\n")
+        if "window" in f:  # steps counted (since 2026-12-07)
+            md += f"\nFigure 1 (ReLU vs tanh, {f['net']}, on {f['data']}): {f['verdict']}.\n"
     return md, rows
 
 

@@ -249,7 +249,7 @@ BAD = [  # (module, argv, what the one-line error must name)
      "--batch-size"),
     ("alexnet.evaluate",
      ["--cache", "{cache}", "--checkpoint", "{tmp}", "--split", "test", "--out", "{tmp}/out"], "--split"),
-    ("reproduce.figure1", ["--cache", "{cache}", "--epochs", "0", "--out", "{tmp}/out"], "--epochs"),
+    ("reproduce.figure1", ["--cache", "{cache}", "--steps", "0", "--out", "{tmp}/out"], "--steps"),
     ("reproduce.tables", ["--results", "{tmp}/out", "--dataset", "x", "--scale", "huge"], "--scale"),
     ("reproduce.figures", ["--results", "{tmp}/out", "--cache", "{tmp}/empty"], "not a prepared cache"),
     ("reproduce.run_all", ["--epochs", "-3", "--work", "{tmp}/out", "--results", "{tmp}/out"], "--epochs"),

@@ -16,7 +16,7 @@ every stage in its own process, as run_all would call it:
   features:val   the same on val
   figures        reproduce.figures: Figure 4 (streamed nearest neighbours, predictions of the
                  drawn images), Figure 3, the training curves
-  figure1        reproduce.figure1, 1 epoch, its subset capped at --fig1-cap images (below
+  figure1        reproduce.figure1, 1 step a net, its subset capped at --fig1-cap images (below
                  both sizes, so memory must be flat as it is at ImageNet's 1.28M)
 
 Peak memory is the stage's peak resident set (ru_maxrss from wait4: the
@@ -123,8 +123,9 @@ def stages(size: Size, work: Path, devices: str | None, fig1_cap: int) -> list[t
                                       "--split", "val", "--features", str(feats / "val.npy")] + dev),
         ("figures", "train", py + ["reproduce.figures", "--results", str(res), "--cache", str(cache),
                                    "--run", str(run), "--features", str(feats)]),
-        ("figure1", "cap", py + ["reproduce.figure1", "--cache", str(cache), "--epochs", "1",
-                                 "--max-images", str(fig1_cap), "--out", str(res / "figure1.json")]),
+        ("figure1", "cap", py + ["reproduce.figure1", "--cache", str(cache), "--scale", "smoke",
+                                 "--steps", "1", "--max-images", str(fig1_cap),
+                                 "--out", str(res / "figure1.json")]),
     ]
 
 
