@@ -94,7 +94,20 @@ class PlateauSchedule:
         self.improved = s.get("improved", True)  # checkpoints before this rule counted every epoch
 
 
-class CudaConvnetSchedule:
+class _Fixed:
+    """A schedule set in advance: the validation error decides nothing, and there is no state to save."""
+
+    def end_epoch(self, epoch: int, val_error: float) -> str | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, s: dict) -> None:
+        pass
+
+
+class CudaConvnetSchedule(_Fixed):
     """The recorded run of layers-145 (reproduce/PAPER.md, §5 "2012 code")."""
 
     DROPS = (25, 51, 79)
@@ -115,15 +128,6 @@ class CudaConvnetSchedule:
 
     def lighting(self, epoch: int) -> bool:
         return epoch < self.m(self.NOISE_OFF)
-
-    def end_epoch(self, epoch: int, val_error: float) -> str | None:
-        return None
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, s: dict) -> None:
-        pass
 
 
 class FinetuneSchedule(CudaConvnetSchedule):
@@ -153,7 +157,7 @@ class FinetuneSchedule(CudaConvnetSchedule):
         return epoch < self.m(38)
 
 
-class StepSchedule:
+class StepSchedule(_Fixed):
     """ε ÷ `factor` after each epoch of `after` (counted from 1: after=(10,) trains epochs 0–9 at ε and
     10 onwards at ε/10), every group alike; the validation error decides nothing."""
 
@@ -166,15 +170,6 @@ class StepSchedule:
 
     def lighting(self, epoch: int) -> bool:
         return True
-
-    def end_epoch(self, epoch: int, val_error: float) -> str | None:
-        return None
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, s: dict) -> None:
-        pass
 
 
 def make_schedule(cfg: AlexNetConfig):
