@@ -6,7 +6,7 @@ the paper's numbers, and what data it needs. Its `scale` ("main" for 1 CNN,
 run size in a `Scale`, chosen by `run_all` from the hardware:
 
 - `imagenet`: real data; every run the paper's 90 epochs at batch 128.
-- `cpu` (no GPU, the default there): about 15 minutes on 2 cores. Only 1 CNN
+- `cpu` (no GPU, the default there): about 18 minutes on 2 cores. Only 1 CNN
   (and Figure 1) fit; the short experiments are not run, and the tables say so
   with the time they would need (`cpu-full`).
 - `cpu-full`: every row on a CPU, long enough for every run to learn: the
@@ -584,7 +584,7 @@ SCALES: dict[str, Scale] = {s.name: s for s in [
     # Figure 1 at cpu: a fixed 120 of the training images (ReLU reaches 25% in about 130 steps there);
     # cpu-full: all of them
     Scale("cpu", Size(14, 32), None, (10, 120, 20), Figure1Size(3_000, 10, 3, 32, images=120),
-          "about 15 min on 2 CPU cores: 1 CNN and Figure 1; the short experiments need --scale cpu-full"),
+          "about 18 min on 2 CPU cores: 1 CNN and Figure 1; the short experiments need --scale cpu-full"),
     # Under §5's values no-dropout dies at both of these scales (results/history/synthetic-cpu-full-paper/,
     # results/stability/gpu-nodrop-2epochs/). cpu-full takes the recipe study's choice (reproduce/PAPER.md,
     # "Recipe"): fc6 and fc7's biases kick-matched, the rest §5's. The gpu scale keeps the stability

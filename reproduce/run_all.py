@@ -1,6 +1,6 @@
 """Regenerate the paper's tables and figures: data → train → evaluate → tables → figures.
 
-    bash reproduce/run_all.sh                                  # embedded synthetic dataset; CPU: ~15 min
+    bash reproduce/run_all.sh                                  # embedded synthetic dataset; CPU: ~18 min
     bash reproduce/run_all.sh --scale cpu-full                 # every row on a CPU
     bash reproduce/run_all.sh --imagenet /data/ilsvrc2012      # the real reproduction (90 epochs per run)
     bash reproduce/run_all.sh --imagenet2010 /data/ilsvrc2010  # Table 1 (ImageFolder with train/ val/ test/)
