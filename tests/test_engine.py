@@ -451,7 +451,11 @@ def test_ensemble_is_mean_softmax(tiny_cache, tmp_path):
     res, probs = evaluate(cache, paths, "val", views=("center",), devices="cpu", batch_size=8, workers=0)
     torch.testing.assert_close(probs["center"], (single[0] + single[1]) / 2)
     labels = torch.as_tensor(cache.labels("val"))
-    assert res["ensemble"]["center"] == errors((single[0] + single[1]) / 2, labels)
+    mean = (single[0] + single[1]) / 2
+    wrong = "".join("1" if p != y else "0" for p, y in zip(mean.argmax(1).tolist(), labels.tolist()))
+    # the ensemble's errors, and its top-1 per image in the split's order (what claims pair)
+    assert res["ensemble"]["center"] == {**errors(mean, labels), "wrong": wrong}
+    assert wrong.count("1") / len(labels) == res["ensemble"]["center"]["top1"]
 
 
 FAITHFUL_BACKEND = {"matmul_tf32": False, "cudnn_tf32": False, "cudnn_benchmark": False,
