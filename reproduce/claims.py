@@ -656,10 +656,13 @@ def claims(res: Results) -> list[dict]:
 
 
 def _interval(r: dict) -> str:
+    """The table's interval column: points of difference, or for Figure 1 (a row with max_ratio) a ratio."""
     if r["interval"] is None:
         return "—"
-    lo, hi = r["interval"]
-    return f"[{lo:+.1f}, {hi:+.1f}]" + (f"; {r['detectable']:.1f}" if r["detectable"] is not None else "")
+    (lo, hi), d = r["interval"], r["detectable"]
+    if r.get("max_ratio") is not None:
+        return f"[{lo:.1f}×, {hi:.1f}×]" + (f"; {d:.1f}×" if d is not None else "")
+    return f"[{lo:+.1f}, {hi:+.1f}]" + (f"; {d:.1f}" if d is not None else "")
 
 
 def write_claims(results: str | Path, dataset: str, scale: str, override: Override = Override()) -> Path:
