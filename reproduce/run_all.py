@@ -55,7 +55,13 @@ from alexnet.data.cache import Cache
 from alexnet.data.loader import cores_each
 from alexnet.data.prepare import check_space, format_report, prepare
 from alexnet.data.sources import DatasetError, Source, open_source
-from alexnet.data.synthetic import GENERATOR_VERSION, GENERATORS, synthetic_name, write_synthetic_ilsvrc
+from alexnet.data.synthetic import (
+    DEFAULT_SIZE,
+    GENERATOR_VERSION,
+    GENERATORS,
+    synthetic_name,
+    write_synthetic_ilsvrc,
+)
 from alexnet.data.synthetic import data_name as synthetic_data_name
 from alexnet.distributed import SHUTDOWN_TIMEOUT_S
 from alexnet.engine import (
@@ -285,7 +291,10 @@ def make_plan(args) -> Plan:
                 raise ValueError(f"--synthetic-size {args.synthetic_size!r}: give classes,train-per-class,"
                                  "val-per-class, e.g. 10,120,20 (at least 2 classes, 1 image each)")
             synthetic = tuple(int(x) for x in size)
-        name = synthetic_name(*synthetic)
+        # a scale's own set is named by its classes and training images: cpu-full validates on more
+        # images than cpu (SCALES), and its results stay results/synthetic-cpu-full
+        own = synthetic == SCALES[scale].synthetic
+        name = synthetic_name(*synthetic[:2], DEFAULT_SIZE[2]) if own else synthetic_name(*synthetic)
         # results/synthetic is the cpu scale's; other scales name themselves
         name = name if scale == "cpu" else f"{name}-{scale}"
         # with the generator's version: a new generator, new archives and cache
