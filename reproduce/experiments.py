@@ -139,8 +139,8 @@ ABLATIONS = ("no-lrn", "pool-z2", "one-tower", "no-pca", "no-dropout", "no-crop"
 DEFAULT = ("1cnn", "5cnns", "1cnn-star", "baseline-short", *ABLATIONS, "fig1")
 
 # Seeds 1 and 2 of every ablation but cuda-convnet (no claim reads it), paired with 5cnns-seed1 and -seed2:
-# `--experiments paired-seeds`, not in DEFAULT. 18 runs of the short size: at cpu-full about 4.5 h on 2
-# cores (15 min a run with its evaluations, as the default's 16 runs take about 4 h).
+# `--experiments paired-seeds`, not in DEFAULT. 18 runs of the short size: at cpu-full about 4.8 h on 2
+# cores (16 min a run with its evaluations, as the default's 16 runs take 4.25 h).
 PAIRED_SEEDS = (1, 2)
 PAIRED = tuple(a for a in ABLATIONS if a != "cuda-convnet")
 
