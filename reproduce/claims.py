@@ -660,8 +660,9 @@ def _interval(r: dict) -> str:
     if r["interval"] is None:
         return "—"
     (lo, hi), d = r["interval"], r["detectable"]
-    if r.get("max_ratio") is not None:
-        return f"[{lo:.1f}×, {hi:.1f}×]" + (f"; {d:.1f}×" if d is not None else "")
+    if r.get("max_ratio") is not None:  # a bound is open where a net did not reach 25% in its window
+        lo, hi = ("0" if lo is None else f"{lo:.1f}×"), ("∞" if hi is None else f"{hi:.1f}×")
+        return f"[{lo}, {hi}]" + (f"; {d:.1f}×" if d is not None else "")
     return f"[{lo:+.1f}, {hi:+.1f}]" + (f"; {d:.1f}" if d is not None else "")
 
 

@@ -2,6 +2,7 @@
 rates raced, §3.3's normalization across maps, and verdicts from intervals, on figure1.json made up here
 (one test per verdict kind). No training beyond a few steps."""
 
+import dataclasses
 import json
 import math
 
@@ -55,6 +56,12 @@ def test_figure1s_verdict_is_its_ratios_interval_against_1(tmp_path, relu, tanh,
         assert len(row.interval) == 2 and row.detectable > 1
     if None in tanh and None not in relu:
         assert row.interval[1] is None and "at least" in row.ours  # a lower bound, said as such
+    # the table's interval column shows an open bound, as the row's text does (it crashed on None)
+    shown = claims._interval(dataclasses.asdict(row))
+    if row.interval is None:
+        assert shown == "—"
+    else:
+        assert shown.startswith("[") and ("∞" in shown) == (row.interval[1] is None), shown
 
 
 def test_figure1s_window_allows_8x_over_3_seeds_where_its_full_version_runs():
