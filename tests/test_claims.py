@@ -92,13 +92,17 @@ def seeds_of(root, name, tops):
 
 
 def test_paired_seeds_narrow_the_interval(tmp_path):
-    """Three seeds of no-lrn, each 2 points above the baseline's seed of the same number: paired, the
-    interval is the point +2 and excludes zero; unpaired, the replicates' spread would hold it."""
+    """Three seeds of no-lrn, 1.2, 1.6 and 2.0 points above the baseline's seed of the same number:
+    paired, the interval is scipy's paired t interval (1.6 ± 1.0; claims.json keeps 2
+    decimals) and excludes zero; unpaired, the replicates' spread would hold it."""
+    import scipy.stats
     replicates(tmp_path)
-    seeds_of(tmp_path, "no-lrn", [v + 0.02 for v in VAL[:3]])
+    lifts = [0.012, 0.016, 0.020]
+    seeds_of(tmp_path, "no-lrn", [v + d for v, d in zip(VAL[:3], lifts)])
     row = verdicts(tmp_path)["lrn"]
     assert row["verdict"] == REPRODUCED and row["seeds"] == {"no-lrn": 3, "baseline": 3}
-    assert row["interval"] == pytest.approx([2.0, 2.0])
+    ci = scipy.stats.ttest_1samp([100 * d for d in lifts], 0.0).confidence_interval(0.95)
+    assert row["interval"] == pytest.approx([ci.low, ci.high], abs=0.006) and 0 < ci.low < 1.6 < ci.high
     lo, hi = row["numbers"]["unpaired_interval"]
     assert lo < 0 < hi
 
