@@ -79,6 +79,7 @@ import scipy.io
 from PIL import Image, ImageDraw
 
 from ..progress import bar as progress_bar
+from .image_stats import LUMA  # ITU-R 601, PIL's "L"
 from .sources import DEVKIT, TRAIN_TAR, VAL_TAR
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "star", "bar", "diamond")
@@ -169,11 +170,15 @@ def _dead_leaves(w: int, h: int, rng: np.random.Generator, leaves: int = 500) ->
     return img
 
 
+def _wave(w: int, h: int, angle: float, period: float, phase: float) -> np.ndarray:
+    """sin of a plane wave across an h×w image: crests at `angle` (radians), `period` pixels apart."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / max(period, 2.5) + phase)
+
+
 def _grating(w: int, h: int, angle: float, period: float, phase: float) -> np.ndarray:
     """A square wave in [0, 1] across the image, stripes at `angle` (radians), h×w×1."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    t = (xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / max(period, 2.5) + phase
-    return (np.sin(t) > 0).astype(np.float64)[..., None]
+    return (_wave(w, h, angle, period, phase) > 0).astype(np.float64)[..., None]
 
 
 def _mask(w: int, h: int, draw_fn) -> np.ndarray:
@@ -227,7 +232,6 @@ def render_g2(k: int, rng: np.random.Generator) -> Image.Image:
 # ---------------------------------------------------------------- generator 4
 
 G4_PERIODS = (10.0, 20.0)  # grating periods at the mean object size, in pixels of the prepared 256×256 image
-LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, PIL's "L"
 LEAVES, R_MIN = 3000, 1.0  # clutter discs per image; their smallest radius, in prepared pixels
 CLUTTER_LUM = (0.35, 0.65)  # the clutter discs' luminance
 CLUTTER_CHROMA, OBJECT_CHROMA = 0.5, 0.4  # chroma scales (_low_chroma) of clutter and objects
@@ -343,10 +347,8 @@ def render_g4(k: int, rng: np.random.Generator) -> Image.Image:
         # a sine grating whose period grows with the object (texture scales with distance), so the
         # class's periods spread over most of an octave instead of peaking in the spectrum
         period = spec["stripe_period"] * s * rng.uniform(*PERIOD_JITTER) * r / mean_r
-        yy, xx = np.mgrid[0:y1 - y0, 0:x1 - x0]
         angle = np.deg2rad(spec["stripe_angle"]) + rot
-        g = 0.5 + 0.5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period
-                               + rng.uniform(0, 2 * np.pi))[..., None]
+        g = 0.5 + 0.5 * _wave(x1 - x0, y1 - y0, angle, period, rng.uniform(0, 2 * np.pi))[..., None]
         mid, amp = rng.uniform(*OBJECT_LUM), rng.uniform(*OBJECT_CONTRAST)
         light, dark = _low_chroma(np.array([mid + amp, mid - amp]), rng.uniform(0, OBJECT_CHROMA, 2), rng)
         box = img[y0:y1, x0:x1]
@@ -365,6 +367,8 @@ def render_g4(k: int, rng: np.random.Generator) -> Image.Image:
 
 
 RENDER = {2: render_g2, 4: render_g4}
+SPEC = {2: class_spec, 4: class_spec_g4}  # a class's fixed attributes, per generator
+NAME = {2: class_name, 4: class_name_g4}  # its name in meta.mat
 
 
 def _jpeg(img: Image.Image) -> bytes:
@@ -409,7 +413,7 @@ def _write_devkit(path: Path, specs: list[dict], val_labels: list[int], names: l
 def _train_class(args) -> bytes:
     """The inner tar of class k's training images (runs in a worker)."""
     seed, k, n, generator = args
-    spec, render = class_spec(k), RENDER[generator]
+    spec, render = SPEC[generator](k), RENDER[generator]
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as inner:
         for j in range(n):
@@ -443,7 +447,7 @@ def write_synthetic_ilsvrc(out: str | os.PathLike, classes: int = 10, train_per_
     if marker.exists() and marker.read_text() == stamp and written:
         return out
     marker.unlink(missing_ok=True)
-    specs = [class_spec(k) for k in range(classes)]
+    specs = [SPEC[generator](k) for k in range(classes)]
     val_labels = np.random.default_rng([seed, 2]).permutation(
         np.repeat(np.arange(classes), val_per_class)).tolist()
     bar = progress_bar(total=classes * train_per_class + len(val_labels), unit="img",
@@ -465,8 +469,6 @@ def write_synthetic_ilsvrc(out: str | os.PathLike, classes: int = 10, train_per_
                 bar.update()
         os.replace(tmp, out / VAL_TAR)
     bar.close()
-    names = [class_name(class_spec(k)) if generator == 2 else class_name_g4(class_spec_g4(k))
-             for k in range(classes)]
-    _write_devkit(out / DEVKIT, specs, val_labels, names)
+    _write_devkit(out / DEVKIT, specs, val_labels, [NAME[generator](s) for s in specs])
     marker.write_text(stamp)
     return out
