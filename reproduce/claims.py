@@ -170,6 +170,11 @@ def early_error(log: list[dict]) -> float | None:
 
 # ---- comparisons ----
 
+def _interval_of(c: Comparison) -> list[float]:
+    """A comparison's interval as claims.json keeps it (2 decimals)."""
+    return [round(c.interval[0], 2), round(c.interval[1], 2)]
+
+
 @dataclass
 class Compared:
     """An ablation's arm against the baseline's, compared (reproduce/stats.py)."""
@@ -196,12 +201,11 @@ class Compared:
         return out
 
     def finding(self, ours: str, verdict: str | None = None, runs: tuple = (), numbers: dict | None = None):
-        lo, hi = self.c.interval
         return Finding(ours, verdict or self.c.verdict, runs or (self.exp,),
                        {"difference": self.c.diff, "how": self.c.how,
                         "unpaired_interval": self.unpaired and list(self.unpaired.interval),
                         "ablation": self.ablation, "baseline": self.baseline, **(numbers or {})},
-                       [round(lo, 2), round(hi, 2)], round(self.c.detectable, 2),
+                       _interval_of(self.c), round(self.c.detectable, 2),
                        {self.exp: self.c.seeds["ablation"], "baseline": self.c.seeds["baseline"]})
 
 
@@ -321,11 +325,10 @@ def ensemble(res: Results) -> Finding:
     if len(members) < 2:
         return Finding("fewer than two members learned", NOT_RUN, (SEED_REPLICATES.name,))
     c = one_sample([m - ens for m in members])
-    lo, hi = c.interval
     return Finding(f"5 CNNs {ens:.1f} (centre patch) against its {len(members)} members' "
                    f"{statistics.mean(members):.1f} (best {min(members):.1f}): lower by {c.shown()}",
                    c.verdict, SEED_REPLICATES.runs, {"ensemble": ens, "members": members},
-                   [round(lo, 2), round(hi, 2)], round(c.detectable, 2), {"5cnns members": len(members)})
+                   _interval_of(c), round(c.detectable, 2), {"5cnns members": len(members)})
 
 
 def two_towers_time(res: Results) -> Finding:
@@ -362,10 +365,6 @@ def _bits(wrong: str) -> np.ndarray:
 def _images(c: Comparison, what: str) -> str:
     lo, hi = c.interval
     return f"{what} {c.diff:+.1f} points [{lo:+.1f}, {hi:+.1f}] (paired over {c.seeds['n']} images)"
-
-
-def _interval_of(c: Comparison) -> list[float]:
-    return [round(c.interval[0], 2), round(c.interval[1], 2)]
 
 
 def ten_patches(res: Results) -> Finding:
@@ -513,13 +512,13 @@ def neighbours(res: Results) -> Finding:
                    f"{n['same_class_percentile']:.0f} "
                    f"(feature neighbours − class {near.diff:+.1f} [{lo:+.1f}, {hi:+.1f}] percentile points)",
                    verdict, ("1cnn",), {k: v for k, v in n.items() if k != "per_query"},
-                   [round(lo, 2), round(hi, 2)], round(near.detectable, 2), {"queries": n["queries"]})
+                   _interval_of(near), round(near.detectable, 2), {"queries": n["queries"]})
 
 
 # ---- Figure 1 (reproduce/figure1.py's runs) and the projection ----
 
 def _figure1(res: Results) -> dict | None:
-    """figure1.json when it is there and counts steps (made since 2026-12-07); None otherwise."""
+    """figure1.json when it is there and counts steps (made since 2026-12-06); None otherwise."""
     path = res.root / "figure1.json"
     f = json.loads(path.read_text()) if path.exists() else None
     return f if f and "window" in f else None
@@ -528,14 +527,14 @@ def _figure1(res: Results) -> dict | None:
 def relu(res: Results) -> Finding:
     """Figure 1: tanh's steps to 25% training error over ReLU's (figure1.ratio_test: geometric means over
     seeds, Welch's 95% interval on the log steps), against 1 for the sign and beside the paper's 6×."""
-    from .figure1 import PAPER_RATIO, ratio_test
+    from .figure1 import PAPER_RATIO, bounds, geometric_mean, ratio_test
     f = _figure1(res)
     if f is None:
         return _not_run(res, "fig1")
     r, t = f["relu"], f["tanh"]
     test = ratio_test(r["steps_to_25"], t["steps_to_25"], r["limit"], t["limit"])
     seeds = {"relu": len(r["steps_to_25"]), "tanh": len(t["steps_to_25"])}
-    max_ratio = t["limit"] / math.exp(statistics.fmean(math.log(s or r["limit"]) for s in r["steps_to_25"]))
+    max_ratio = t["limit"] / geometric_mean(r["steps_to_25"], r["limit"])
     steps = lambda a: ", ".join(f"{s:,}" if s else f">{f[a]['limit']:,}" for s in f[a]["steps_to_25"])  # noqa: E731
     ours = (f"steps to 25% training error, ReLU {steps('relu')} (lr {r['lr']}), tanh {steps('tanh')} "
             f"(lr {t['lr']}); batch {f['batch']}, {f['net']}, {f['data']}")
@@ -543,7 +542,7 @@ def relu(res: Results) -> Finding:
     if test["failed"]:
         return Finding(ours + f": neither net reached 25% in {r['limit']:,} steps", FAILED, **common)
     low, high = test["interval"]
-    shown = "–".join(f"{v:.1f}×" if v is not None else "∞" if i else "0" for i, v in enumerate((low, high)))
+    shown = "–".join(bounds((low, high)))
     shown += f"; detectable {test['detectable']:.1f}×" if test["detectable"] else ""
     bound = {"lower": "at least ", "upper": "at most "}.get(test["bound"], "")
     ours += (f": tanh/ReLU {bound}{test['ratio']:.1f}× (95% interval {shown}; the window measures up to "
@@ -660,9 +659,9 @@ def _interval(r: dict) -> str:
     if r["interval"] is None:
         return "—"
     (lo, hi), d = r["interval"], r["detectable"]
-    if r.get("max_ratio") is not None:  # a bound is open where a net did not reach 25% in its window
-        lo, hi = ("0" if lo is None else f"{lo:.1f}×"), ("∞" if hi is None else f"{hi:.1f}×")
-        return f"[{lo}, {hi}]" + (f"; {d:.1f}×" if d is not None else "")
+    if r.get("max_ratio") is not None:  # Figure 1: a ratio, whose ends may be open (figure1.bounds)
+        from .figure1 import bounds
+        return "[{}, {}]".format(*bounds((lo, hi))) + (f"; {d:.1f}×" if d is not None else "")
     return f"[{lo:+.1f}, {hi:+.1f}]" + (f"; {d:.1f}" if d is not None else "")
 
 

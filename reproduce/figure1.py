@@ -264,6 +264,13 @@ def geometric_mean(steps: list[int | None], limit: int) -> float:
     return math.exp(statistics.fmean(math.log(s or limit) for s in steps))
 
 
+def bounds(interval) -> tuple[str, str]:
+    """A ratio interval's ends as shown: an open end (None: a net did not reach 25% in its window) is
+    0 below, ∞ above."""
+    low, high = interval
+    return ("0" if low is None else f"{low:.1f}×"), ("∞" if high is None else f"{high:.1f}×")
+
+
 def ratio_test(relu: list[int | None], tanh: list[int | None], relu_limit: int, tanh_limit: int) -> dict:
     """tanh's steps to 25% over ReLU's: the ratio of their geometric means over seeds, with the 95%
     interval of Welch's t on the log steps (reproduce/stats.py's compare, unpaired: the nets differ) and
@@ -331,7 +338,7 @@ def verdict(res: dict) -> str:
                f"tanh in {n_t} of {len(t['steps_to_25'])} (lr {t['lr']}) within {t['limit']:,} steps")
     if res["failed"]:
         return f"{reached}: no ratio; the nets failed to train (more steps: --steps)"
-    low, high = (f"{v:.1f}×" if v is not None else "–" for v in res["interval"])
+    low, high = bounds(res["interval"])
     bound = {"lower": "at least ", "upper": "at most "}.get(res["bound"], "")
     paper = ("above" if res["interval"][0] and res["interval"][0] > PAPER_RATIO else
              "below" if res["interval"][1] and res["interval"][1] < PAPER_RATIO else "within reach of")
