@@ -116,6 +116,9 @@ class AlexNetConfig:
             "epochs": (self.epochs >= 1, "at least 1"),
             "crop_chunk": (self.crop_chunk >= 1, "at least 1"),
             "lr_warmup_epochs": (self.lr_warmup_epochs >= 0, "at least 0"),
+            "lr_step_epochs": ((self.lr_schedule != "step" or len(self.lr_step_epochs) > 0)
+                               and all(e >= 1 for e in self.lr_step_epochs),
+                               "epochs from 1, at least one with lr_schedule 'step' (--lr-step-epochs)"),
         }
         for name, (ok, allowed) in checks.items():
             if not ok:

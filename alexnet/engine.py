@@ -153,10 +153,12 @@ def features(model, loader):
     return outputs(model.features, model, loader)
 
 
-def errors(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def errors(probs: torch.Tensor, labels: torch.Tensor, per_image: bool = False) -> dict:
+    """Top-1 and top-5 error rates; with `per_image`, also the top-1 per image ("wrong": wrong_bits)."""
     wrong = topk_wrong(probs, labels)
     n = len(labels)
-    return {"top1": wrong[1] / n, "top5": wrong[5] / n, "n": n}
+    return {"top1": wrong[1] / n, "top5": wrong[5] / n, "n": n,
+            **({"wrong": wrong_bits(probs, labels)} if per_image else {})}
 
 
 def load_model(path: str | Path, devices=None) -> tuple[AlexNet, dict, Path]:
@@ -205,7 +207,7 @@ def evaluate(cache: Cache, paths: list, split: str = "val", views=("center", "te
         del model, ck
     mean = {v: total[v].div_(len(paths)) for v in views}
     for v in views:
-        out["ensemble"][v] = {**errors(mean[v], labels), "wrong": wrong_bits(mean[v], labels)}
+        out["ensemble"][v] = errors(mean[v], labels, per_image=True)
     return out, mean
 
 

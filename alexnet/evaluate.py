@@ -31,7 +31,7 @@ from .atomic import atomic_write, write_text
 from .cli import check_at_least
 from .data.cache import Cache, CacheError
 from .data.loader import Loader
-from .engine import dropout_predictions, errors, evaluate, features, load_model, wrong_bits
+from .engine import dropout_predictions, errors, evaluate, features, load_model
 from .placement import resolve_devices
 
 
@@ -120,8 +120,8 @@ def save_dropout_mean(cache: Cache, checkpoint_path, out, split: str = "val", ma
     res = {"split": split, "masks": masks, "classes": len(cache.classes),
            "checkpoints": [{"path": shown(path, root), "epoch": ck["epoch"], "saved_at": ck.get("saved_at"),
                             "config": ck["config"]}],
-           **{name: {**errors(p, labels), "wrong": wrong_bits(p, labels)}
-              for name, p in (("scaled", scaled), ("geometric", geometric))},
+           "scaled": errors(scaled, labels, per_image=True),
+           "geometric": errors(geometric, labels, per_image=True),
            "agreement": float((scaled.argmax(1) == geometric.argmax(1)).double().mean()),
            "seconds": round(time.time() - t0, 1), "code_version": checkpoint.code_version(),
            "date": time.strftime("%Y-%m-%d")}

@@ -76,15 +76,19 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--velocity-rescale", action="store_true", default=None,
                    help="scale the velocity with each change of ε (not the paper's rule: torch.optim.SGD's)")
     g.add_argument("--num-classes", type=int, help="default: the dataset's class count")
-    g.add_argument("--lr-schedule", choices=("plateau", "cuda-convnet", "finetune"),
-                   help="plateau (§5), cuda-convnet (the recorded 2012 run) or finetune (1 CNN*'s recorded "
-                        "fine-tuning); default: the profile's")
+    g.add_argument("--lr-schedule", choices=("plateau", "cuda-convnet", "finetune", "step"),
+                   help="plateau (§5), cuda-convnet (the recorded 2012 run), finetune (1 CNN*'s recorded "
+                        "fine-tuning) or step (ε ÷ 10 after each of --lr-step-epochs: not the paper's, the "
+                        "cpu-full scale's fixed schedule); default: the profile's")
+    g.add_argument("--lr-step-epochs", type=int, nargs="+", metavar="EPOCH",
+                   help="with --lr-schedule step: the epochs (from 1) after which ε ÷ 10")
 
 
 def config_from_args(args, num_classes: int) -> AlexNetConfig:
     """--config's file (a whole AlexNetConfig, as run_all writes it) or the profile, with the flags on top."""
     fields = {f.name for f in dataclasses.fields(AlexNetConfig)}
-    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None and k != "profile"}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
+                 if k in fields and v is not None and k != "profile"}
     if args.config:
         return AlexNetConfig.from_dict({**json.loads(Path(args.config).read_text()), **overrides})
     overrides.setdefault("num_classes", num_classes)

@@ -207,8 +207,11 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     pairs = len(plan.device_pairs)
     lines += [f"  total: {len(costs)} run(s), {hours:.2f} hours left on one device pair (evaluations"
               + (" and Figure 4's features" if features else "") + " included)"
-              + (f"; about {hours / pairs:.2f} hours on the {pairs} pairs given, runs in parallel"
-                 if pairs > 1 else ""),
+              + ((f"; about {hours / pairs:.2f} hours on the {pairs} pairs given, runs in parallel"
+                  if str(plan.devices[0]).startswith("cuda") else
+                  f"; the {pairs} CPU pairs given share the machine's cores: two at a time on 2 cores "
+                  "trained about 1.4× one run's images a second (README, Performance), not "
+                  f"{pairs}×") if pairs > 1 else ""),
               f"  disk: cache {cache_bytes / 1e9:.2f} GB"
               + ("" if meta.exists() else f" (estimate: {JPEG_BYTES // 1000} KB per image and "
                                               f"{SHARD_STATS_BYTES / 1e6:.1f} MB of pixel sums per shard)")

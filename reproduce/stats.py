@@ -85,6 +85,11 @@ def _interval(diff: float, se: float, df: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _point(diff: float, df: float, how: str, seeds: dict) -> Comparison:
+    """A difference without spread (every pair, or every run, the same): its t interval is the point."""
+    return Comparison(diff, (diff, diff), 0.0, 0.0, df, how, seeds)
+
+
 def compare(ablation: dict, baseline: dict, helps: bool = True, paired: bool = True) -> Comparison:
     """Ablation − baseline (`helps`: the paper says the ablation's number is the higher one; False:
     the lower), each {seed: number}. Paired where two or more seeds are in both (unless `paired` is
@@ -101,15 +106,15 @@ def compare(ablation: dict, baseline: dict, helps: bool = True, paired: bool = T
         d = sign * (np.array([ablation[s] for s in pairs]) - np.array([baseline[s] for s in pairs]))
         se, df = float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1
         diff, how = float(d.mean()), f"paired over {len(d)} seeds"
-        if se < 1e-9:  # identical differences: the t interval is the point
-            return Comparison(diff, (diff, diff), 0.0, 0.0, df, how, seeds)
+        if se < 1e-9:
+            return _point(diff, df, how, seeds)
         ci = stats.ttest_rel(sign * np.array([ablation[s] for s in pairs]),
                              sign * np.array([baseline[s] for s in pairs])).confidence_interval(1 - ALPHA)
         return Comparison(diff, (float(ci.low), float(ci.high)), detectable(se, df), se, df, how, seeds)
     diff = sign * float(a.mean() - b.mean())
     if len(a) >= 2 and len(b) >= 2:
         if max(a.std(), b.std()) < 1e-9:
-            return Comparison(diff, (diff, diff), 0.0, 0.0, len(a) + len(b) - 2, "Welch", seeds)
+            return _point(diff, len(a) + len(b) - 2, "Welch", seeds)
         res = stats.ttest_ind(sign * a, sign * b, equal_var=False)
         ci = res.confidence_interval(1 - ALPHA)
         se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
@@ -120,7 +125,7 @@ def compare(ablation: dict, baseline: dict, helps: bool = True, paired: bool = T
     se, df = sd * math.sqrt(1 + 1 / len(many)), len(many) - 1
     how = f"one run: its sd taken as the other arm's {sd:.1f}"
     if se < 1e-9:
-        return Comparison(diff, (diff, diff), 0.0, 0.0, df, how, seeds)
+        return _point(diff, df, how, seeds)
     return Comparison(diff, _interval(diff, se, df), detectable(se, df), se, df, how, seeds)
 
 
@@ -130,7 +135,7 @@ def one_sample(values, helps: bool = True) -> Comparison:
     se, df = float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1
     diff = float(d.mean())
     if se < 1e-9:
-        return Comparison(diff, (diff, diff), 0.0, 0.0, df, f"{len(d)} paired values", {"n": len(d)})
+        return _point(diff, df, f"{len(d)} paired values", {"n": len(d)})
     ci = stats.ttest_1samp(d, 0.0).confidence_interval(1 - ALPHA)
     return Comparison(diff, (float(ci.low), float(ci.high)), detectable(se, df), se, df,
                       f"{len(d)} paired values", {"n": len(d)})

@@ -458,10 +458,13 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
     return md, rows
 
 
-NOISE_RULE = 2  # a difference within this many replicate standard deviations is "within noise"
+# the ablation table's words for reproduce/stats.py's verdicts (the difference taken as the feature's help)
+_ABLATION_VERDICT = {"reproduced": "the feature helps", "contradicted": "the feature hurts",
+                     "within noise": "within noise", "needs seeds": "needs seeds"}
 
 
 def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
+    from .claims import Compared, comparison, validation_top1  # claims reads Results from here
     band = res.band()
     base_ok = band is not None and band["top1"] < 50 * res.chance()[0]
     rows = []
@@ -469,15 +472,17 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
         exp = EXPERIMENTS[name]
         err, views, note = astuple(res.verdict(EVALUATIONS[name]))
         p1, p5 = exp.paper_reduction or (None, None)
-        red = (None, None)
+        red, interval, detect = (None, None), None, None
         verdict = note
         if err and base_ok:
             red = tuple(None if band[k] is None or err[k] is None else round(100 * err[k] - band[k], 2)
                         for k in ("top1", "top5"))
-            noise = NOISE_RULE * band["top1_sd"]
-            verdict = ("within noise" if abs(red[0]) <= noise else
-                       ("the feature helps" if red[0] > 0 else "the feature hurts") + " (beyond noise)")
-            verdict += f" (|Δ top-1| vs {NOISE_RULE} sd = {noise:.1f})"
+            got = comparison(res, name, lambda run: validation_top1(res, run), "validation error")
+            if isinstance(got, Compared):  # the interval of the reduction (top-1), as the claims table has it
+                interval, detect = [round(x, 2) for x in got.c.interval], round(got.c.detectable, 2)
+                verdict = f"{_ABLATION_VERDICT[got.c.verdict]}: {got.said()}"
+            else:
+                verdict = got.ours
         elif err:
             verdict = "no baseline band to compare with (run baseline-short and 5cnns at this scale)"
         size = res.size(exp.scale)
@@ -487,7 +492,8 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
                      "ours_top1": _percent(err, "top1"), "ours_top5": _percent(err, "top5"),
                      "baseline_top1": band and band["top1"], "baseline_top1_sd": band and band["top1_sd"],
                      "baseline_top5": band and band["top5"], "baseline_top5_sd": band and band["top5_sd"],
-                     "ours_reduction_top1": red[0], "ours_reduction_top5": red[1], "verdict": verdict,
+                     "ours_reduction_top1": red[0], "ours_reduction_top5": red[1],
+                     "interval_top1": interval, "detectable_top1": detect, "verdict": verdict,
                      "scale": f"{exp.scale}: {size.describe()}" if size else "not run at this scale",
                      "views": views})
     title = f"Ablations from the text (paper: ILSVRC-2010/2012; ours: {dataset}, {res.scale} scale)"
@@ -496,8 +502,12 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
            "baseline configuration's seed replicates at the same size (baseline-short and the five 5cnns "
            "members, those that finished and learned"
            + (f"; here {_replicates_note(band)}" if band else "")
-           + f"). Positive: the feature helps. A reduction within {NOISE_RULE} standard deviations of "
-           "those replicates is marked within noise.\n\n")
+           + "). Positive: the feature helps. The verdict is the 95 % interval of the top-1 reduction "
+           "(paired by seed where the ablation has two or more seeds; with one run, that run's sd is taken "
+           "as the replicates'): the feature helps or hurts when it excludes zero, within noise when it "
+           "holds zero, needs seeds when it excludes zero from one run (a relapse would read the same); "
+           "beside it the smallest reduction the design detects (80 % power), as in claims.md "
+           "(reproduce/stats.py).\n\n")
     def pair(a, b, show=_pct):
         return lambda r: f"{show(r[a])} / {show(r[b])}"
     md += markdown(rows, [

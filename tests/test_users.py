@@ -193,6 +193,16 @@ def test_familiar_flag_spellings_are_aliases(tmp_path):
     assert exit_status(train.main, [*common, "--run-dir", str(tmp_path / "x"), "--wd", "-1"]) == 2
 
 
+def test_the_fixed_step_schedule_is_reachable_from_the_command_line():
+    """cpu-full's runs train under lr_schedule "step" (reproduce/experiments.py, FIXED_SCHEDULES); a user
+    retraining one with python -m alexnet.train must be able to name it, and its epochs."""
+    common = ["--cache", "c", "--run-dir", "r", "--lr-schedule", "step"]
+    cfg = train.config_from_args(train.parse_args([*common, "--lr-step-epochs", "10", "12"])[1], 10)
+    assert (cfg.lr_schedule, cfg.lr_step_epochs) == ("step", (10, 12))
+    with pytest.raises(ValueError, match="--lr-step-epochs"):  # step without its epochs: say what is missing
+        train.config_from_args(train.parse_args(common)[1], 10)
+
+
 def test_loader_flags_reach_the_trainer_options():
     common = ["--cache", "c", "--run-dir", "r"]
     chosen = {flag: train.options_from_args(*train.parse_args([*common, *flag]), None).resident
