@@ -242,18 +242,23 @@ def seeds(setting: str) -> dict | None:
             "met": sum(r["figure3"] for r in found.values())}
 
 
-# Where each setting's 14-epoch 1 CNN at cpu-full lives: the full regeneration under it where one is
-# committed, in the folder run_all's own plan names (results/synthetic-cpu-full for the scale's setting,
-# -paper for §5's, -SETTING for another) once it holds 1 CNN's evaluation (a regeneration stopped at its
-# start leaves the folder and a lock), or under results/history/ once superseded; else the study's own
-# run_all folder.
+# Where each setting's 14-epoch 1 CNN at cpu-full (generator 2, the study's) lives: results/synthetic-cpu-full
+# while that folder holds the study's run of the setting (fc-bias-kick-matched until cpu-full's regeneration
+# on generator 4 replaces it: it then moves to results/history/), results/history/synthetic-cpu-full-SETTING
+# once superseded (-paper for §5's), else the study's own run_all folder. Read from the runs' recorded
+# configs, not from today's plan: today's cpu-full trains 28 epochs on another set.
+STUDY_EPOCHS = 14
+
+
 def main_folder(setting: str) -> Path:
-    from .run_all import ROOT, make_plan, parse_args
-    _, args = parse_args(["--scale", "cpu-full", "--stability", setting or "paper"])
-    args.results = None  # the committed folder, whatever RESULTS says
-    full = make_plan(args).results.relative_to(ROOT)
-    full = next((f for f in (full, HISTORY / full.name) if (f / "eval" / "1cnn.json").exists()), None)
-    return full or study_folder(setting)
+    scale = Path("results/synthetic-cpu-full")
+    ev = scale / "eval" / "1cnn.json"
+    if ev.exists():
+        config = json.loads(ev.read_text())["checkpoints"][0]["config"]
+        if (config.get("stability") or "") == setting and config["epochs"] == STUDY_EPOCHS:
+            return scale
+    history = HISTORY / f"synthetic-cpu-full-{setting or 'paper'}"
+    return history if (history / "eval" / "1cnn.json").exists() else study_folder(setting)
 
 
 def study_folder(setting: str) -> Path:
