@@ -25,6 +25,14 @@ from dataclasses import dataclass
 PROFILES = ("paper", "cuda-convnet")
 
 
+_TUPLE_FIELDS = ("bias_one_layers", "lr_step_epochs")
+
+
+def _tuples(fields: dict) -> dict:
+    """The tuple fields as tuples, whether they came as JSON lists or as argparse's nargs lists."""
+    return {k: tuple(v) if k in _TUPLE_FIELDS and v is not None else v for k, v in fields.items()}
+
+
 @dataclass(frozen=True)
 class AlexNetConfig:
     profile: str = "paper"  # which reading of the paper this config follows
@@ -133,7 +141,7 @@ class AlexNetConfig:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown config field(s) {sorted(unknown)}")
-        return cls(profile=name, **{**base, **overrides})
+        return cls(profile=name, **_tuples({**base, **overrides}))
 
     def replace(self, **overrides) -> "AlexNetConfig":
         return dataclasses.replace(self, **overrides)
@@ -161,10 +169,7 @@ class AlexNetConfig:
         # loaded as such, its run resumes by its own rule and is never taken for a run of today's.
         d.setdefault("lr_patience_min", 1)
         d.setdefault("stability", None)  # recorded before the setting's name was: known by its values
-        for k in ("bias_one_layers", "lr_step_epochs"):  # JSON lists
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        return cls(**_tuples(d))
 
     # ---- per-tower widths (§3.5, footnote 2) ----
     @property

@@ -87,8 +87,7 @@ def add_config_args(ap: argparse.ArgumentParser) -> None:
 def config_from_args(args, num_classes: int) -> AlexNetConfig:
     """--config's file (a whole AlexNetConfig, as run_all writes it) or the profile, with the flags on top."""
     fields = {f.name for f in dataclasses.fields(AlexNetConfig)}
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
-                 if k in fields and v is not None and k != "profile"}
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None and k != "profile"}
     if args.config:
         return AlexNetConfig.from_dict({**json.loads(Path(args.config).read_text()), **overrides})
     overrides.setdefault("num_classes", num_classes)

@@ -235,9 +235,15 @@ def comparison(res: Results, exp: str, value, what: str, helps: bool = True) -> 
     return Compared(exp, c, unpaired, ablation, baseline, left_out)
 
 
+def error_comparison(res: Results, exp: str) -> Compared | Finding:
+    """The ablation's validation top-1 against the baseline's, paired by seed: the claims' error rows and
+    the ablation table (reproduce/tables.py) both read this one comparison."""
+    return comparison(res, exp, lambda run: validation_top1(res, run), "validation error")
+
+
 def error_delta(res: Results, exp: str, paper: float) -> Finding:
     """The ablation's validation top-1 minus the baseline's (the feature's reduction), paired by seed."""
-    got = comparison(res, exp, lambda run: validation_top1(res, run), "validation error")
+    got = error_comparison(res, exp)
     if isinstance(got, Finding):
         return got
     sd = res.band()["top1_sd"] if res.band() else None

@@ -208,7 +208,7 @@ def compute_plan(plan, root: Path, measure_seconds: float = 30.0) -> tuple[str, 
     lines += [f"  total: {len(costs)} run(s), {hours:.2f} hours left on one device pair (evaluations"
               + (" and Figure 4's features" if features else "") + " included)"
               + ((f"; about {hours / pairs:.2f} hours on the {pairs} pairs given, runs in parallel"
-                  if str(plan.devices[0]).startswith("cuda") else
+                  if plan.devices[0].type == "cuda" else
                   f"; the {pairs} CPU pairs given share the machine's cores: two at a time on 2 cores "
                   "trained about 1.4× one run's images a second (README, Performance), not "
                   f"{pairs}×") if pairs > 1 else ""),

@@ -54,6 +54,7 @@ from .experiments import (
     Override,
     run_config,
 )
+from .stats import CONTRADICTED, NEEDS_SEEDS, NOISE, REPRODUCED
 
 STOPPED = "stopped.json"  # run_all: [{"run", "stability", "why"}] for runs whose training stopped
 
@@ -459,12 +460,12 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
 
 
 # the ablation table's words for reproduce/stats.py's verdicts (the difference taken as the feature's help)
-_ABLATION_VERDICT = {"reproduced": "the feature helps", "contradicted": "the feature hurts",
-                     "within noise": "within noise", "needs seeds": "needs seeds"}
+_ABLATION_VERDICT = {REPRODUCED: "the feature helps", CONTRADICTED: "the feature hurts", NOISE: NOISE,
+                     NEEDS_SEEDS: NEEDS_SEEDS}
 
 
 def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
-    from .claims import Compared, comparison, validation_top1  # claims reads Results from here
+    from .claims import Compared, error_comparison  # claims reads Results from here
     band = res.band()
     base_ok = band is not None and band["top1"] < 50 * res.chance()[0]
     rows = []
@@ -477,7 +478,7 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
         if err and base_ok:
             red = tuple(None if band[k] is None or err[k] is None else round(100 * err[k] - band[k], 2)
                         for k in ("top1", "top5"))
-            got = comparison(res, name, lambda run: validation_top1(res, run), "validation error")
+            got = error_comparison(res, name)
             if isinstance(got, Compared):  # the interval of the reduction (top-1), as the claims table has it
                 interval, detect = [round(x, 2) for x in got.c.interval], round(got.c.detectable, 2)
                 verdict = f"{_ABLATION_VERDICT[got.c.verdict]}: {got.said()}"
