@@ -20,6 +20,7 @@ from alexnet.data.cache import Cache
 from alexnet.data.synthetic import GENERATOR_VERSION
 from alexnet.engine import evaluate, load_model
 from alexnet.model import AlexNet
+from reproduce import claims
 from reproduce import run_all as run_all_module
 from reproduce.experiments import (
     ABLATIONS,
@@ -452,6 +453,20 @@ def test_a_run_that_stopped_short_is_no_result(tmp_path):
     assert t2["1 CNN"]["ours_top1_val"] == 10.0  # all its epochs: complete
     assert [r["run"] for r in Results(tmp_path, "cpu-full").replicates()] == \
         ["5cnns-seed1", "5cnns-seed2", "5cnns-seed4", "5cnns-seed5"]
+
+
+def test_a_member_at_chance_is_named_beside_the_ensemble_and_left_out_of_the_replicates(tmp_path):
+    """A 5 CNNs member that finished at chance (5cnns-seed4 did on generator 4) stays in the softmax
+    average as trained; Table 2's row and the ensemble claim name it, and the members' spread leaves it out."""
+    members = {f"5cnns-seed{s}": 0.3 for s in range(1, 6)} | {"5cnns-seed4": 0.9}
+    fake_eval(tmp_path, "5cnns", 0.25, members=members)
+    write_tables(tmp_path, "synthetic", "cpu-full")
+    t2 = {r["model"]: r for r in json.loads((tmp_path / "tables" / "table2.json").read_text())}
+    assert t2["5 CNNs"]["ours_top1_val"] == 25.0
+    assert "failed to train, in the average: 5cnns-seed4 (top-1 90.0%)" in t2["5 CNNs"]["note"]
+    res = Results(tmp_path, "cpu-full")
+    assert [r["run"] for r in res.replicates()] == [f"5cnns-seed{s}" for s in (1, 2, 3, 5)]
+    assert "5cnns-seed4 (top-1 90.0%)" in claims.ensemble(res).ours
 
 
 def test_an_evaluation_of_a_run_trained_with_other_settings_is_no_result(tmp_path):
