@@ -457,7 +457,8 @@ def test_a_run_that_stopped_short_is_no_result(tmp_path):
 
 def test_a_member_at_chance_is_named_beside_the_ensemble_and_left_out_of_the_replicates(tmp_path):
     """A 5 CNNs member that finished at chance (5cnns-seed4 did on generator 4) stays in the softmax
-    average as trained; Table 2's row and the ensemble claim name it, and the members' spread leaves it out."""
+    average as trained; Table 2's row and the ensemble claim name it; the members' spread leaves it
+    out."""
     members = {f"5cnns-seed{s}": 0.3 for s in range(1, 6)} | {"5cnns-seed4": 0.9}
     fake_eval(tmp_path, "5cnns", 0.25, members=members)
     write_tables(tmp_path, "synthetic", "cpu-full")
