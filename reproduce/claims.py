@@ -331,7 +331,7 @@ def ensemble(res: Results) -> Finding:
     if len(members) < 2:
         return Finding("fewer than two members learned", NOT_RUN, (SEED_REPLICATES.name,))
     c = one_sample([m - ens for m in members])
-    failed = ", ".join(res.at_chance(SEED_REPLICATES))
+    failed = ", ".join(res.members_at_chance())
     failed = f"; failed to train, in the average, not among the members: {failed}" if failed else ""
     return Finding(f"5 CNNs {ens:.1f} (centre patch) against its {len(members)} members' "
                    f"{statistics.mean(members):.1f} (best {min(members):.1f}): lower by {c.shown()}{failed}",

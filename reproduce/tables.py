@@ -272,11 +272,11 @@ class Results:
         return [{"run": run, "top1": _percent(err, "top1"), "top5": _percent(err, "top5")}
                 for run, err in self.finished_replicates if self.learned(err)]
 
-    def at_chance(self, ev: Evaluation) -> list[str]:
-        """An evaluation's finished replicates that did not learn, each 'run (top-1 x%)': an ensemble
-        averages them in as trained, the replicates leave them out."""
+    def members_at_chance(self) -> list[str]:
+        """The 5 CNNs' finished members that did not learn, each 'run (top-1 x%)': the ensemble averages
+        them in as trained, the replicates leave them out."""
         return [f"{run} (top-1 {_percent(err, 'top1'):.1f}%)" for run, err in self.finished_replicates
-                if run in ev.runs and not self.learned(err)]
+                if run in SEED_REPLICATES.runs and not self.learned(err)]
 
     def band(self) -> dict | None:
         """Mean and sample standard deviation (n − 1) of the replicates, when there are two or more."""
@@ -442,8 +442,8 @@ def table2(res: Results, dataset: str, test_note: str) -> tuple[str, list[dict]]
             members = [r["top1"] for r in res.replicates() if r["run"] != BASELINE.name]
             alone = (f"; one member alone: {_pm(statistics.mean(members), statistics.stdev(members))} top-1"
                      if len(members) > 1 else "")
-            failed = res.at_chance(ev)
-            failed = f"; failed to train, in the average: {', '.join(failed)}" if failed else ""
+            failed = ", ".join(res.members_at_chance())
+            failed = f"; failed to train, in the average: {failed}" if failed else ""
             note = f"{views}; {ev.note}{alone}{failed}"
         elif err:
             note = f"{views}; {ev.note}"
