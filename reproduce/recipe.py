@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -37,7 +38,7 @@ import numpy as np
 from alexnet.atomic import write_text
 from alexnet.diagnostics import read_steps
 
-from .experiments import SCALES, STABILITY
+from .experiments import STABILITY
 from .stability import GRIDS, RECIPE_SCALES, RECIPE_SETTINGS, dataset
 
 OUT = Path("results/recipe")
@@ -201,11 +202,18 @@ def main_run(folder: Path) -> dict | None:
 
 
 def replicates(folder: Path) -> dict:
-    """The seed replicates' spread at cpu-full (reproduce/tables.py's band: baseline-short and the 5 CNNs'
-    members that learned, centre patch, percent)."""
-    from .tables import Results
-    band = Results(folder, "cpu-full").band()
-    return {"folder": str(folder), "n": band["n"], "mean": band["top1"], "sd": band["top1_sd"]}
+    """The seed replicates' spread in a study folder (baseline-short and the 5 CNNs' members that
+    learned, centre patch, percent), read from its evaluations as they were made: the study's runs are
+    of its own time (14 epochs, generator 2), which today's cpu-full tables would call stale."""
+    from .experiments import BASELINE, SEED_REPLICATES
+    base, members = (json.loads((folder / "eval" / f"{e.name}.json").read_text())
+                     for e in (BASELINE, SEED_REPLICATES))
+    chance = 1 - 1 / base["classes"]
+    top1 = [100 * base["ensemble"]["center"]["top1"],
+            *(100 * m["center"]["top1"] for m in members["checkpoints"])]
+    learned = [t for t in top1 if t < 100 * chance / 2]
+    return {"folder": str(folder), "n": len(learned), "mean": round(statistics.mean(learned), 2),
+            "sd": round(statistics.stdev(learned), 2)}
 
 
 def seeds(setting: str) -> dict | None:
@@ -248,6 +256,7 @@ def seeds(setting: str) -> dict | None:
 # once superseded (-paper for §5's), else the study's own run_all folder. Read from the runs' recorded
 # configs, not from today's plan: today's cpu-full trains 28 epochs on another set.
 STUDY_EPOCHS = 14
+STUDY_CHOICE = "fc-bias-kick-matched"  # cpu-full's setting from the study until generator 4 (2026-12-06)
 
 
 def main_folder(setting: str) -> Path:
@@ -268,8 +277,8 @@ def study_folder(setting: str) -> Path:
 
 def table(out: Path) -> dict:
     runs = json.loads((out / "recipe.json").read_text())["runs"] if (out / "recipe.json").exists() else []
-    own = SCALES["cpu-full"].main.stability
-    band = {"setting": own, **replicates(main_folder(own))}  # the scale's setting's replicates
+    own = STUDY_CHOICE
+    band = {"setting": own, **replicates(main_folder(own))}  # the study's choice's replicates
     rows = []
     for setting in RECIPE_SETTINGS:
         row = {"setting": setting, "changes": STABILITY[setting].changes(32) if setting else "none"}

@@ -190,8 +190,22 @@ def test_each_settings_1cnn_is_read_where_it_is_committed(monkeypatch):
     """The scale's setting from its run_all folder; superseded ones from results/history/; a candidate
     from the study's own folder."""
     monkeypatch.chdir(ROOT)
-    assert recipe.main_folder("fc-bias-kick-matched") == Path("results/synthetic-cpu-full")
+    assert recipe.main_folder("fc-bias-kick-matched") == \
+        Path("results/history/synthetic-cpu-full-fc-bias-kick-matched")
     assert recipe.main_folder("") == Path("results/history/synthetic-cpu-full-paper")
     assert recipe.main_folder("per-image-lr-bias0.1") == \
         Path("results/history/synthetic-cpu-full-per-image-lr-bias0.1")
     assert recipe.main_folder("warmup1") == Path("results/recipe/cpu-full-warmup1")
+
+
+def test_the_criteria_table_is_made_from_the_committed_study(monkeypatch, tmp_path):
+    """`python -m reproduce.recipe table` reads the study's choice's replicates from where they are
+    committed, as they were made (14 epochs, generator 2). Before: it asked today's cpu-full tables for
+    them, which since generator 4 call those runs stale, and it crashed on a missing band."""
+    import shutil
+    monkeypatch.chdir(ROOT)
+    shutil.copy(ROOT / "results" / "recipe" / "recipe.json", tmp_path / "recipe.json")
+    got = recipe.table(tmp_path)
+    assert got["band"]["folder"] == "results/history/synthetic-cpu-full-fc-bias-kick-matched"
+    assert (got["band"]["n"], got["band"]["mean"], got["band"]["sd"]) == (6, 10.92, 3.8)
+    assert "10.9 ± 3.8" in (tmp_path / "criteria.md").read_text()

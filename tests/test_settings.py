@@ -74,7 +74,9 @@ def test_the_dry_run_names_the_results_folder(tmp_path, capsys):
     assert "  results: results/synthetic-cpu-full-bias0.1 (tables, figures)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("folder", ["synthetic", "synthetic-cpu-full", "history/synthetic-cpu-full-paper",
+@pytest.mark.parametrize("folder", ["synthetic", "synthetic-cpu-full",
+                                    "history/synthetic-cpu-full-fc-bias-kick-matched",
+                                    "history/synthetic-cpu-full-paper",
                                     "history/synthetic-cpu-full-per-image-lr-bias0.1",
                                     "history/synthetic-gpu-scale-cpu"])
 def test_each_committed_folders_readme_regenerates_it_in_place(folder, tmp_path):
