@@ -203,15 +203,17 @@ def main_run(folder: Path) -> dict | None:
 
 def replicates(folder: Path) -> dict:
     """The seed replicates' spread in a study folder (baseline-short and the 5 CNNs' members that
-    learned, centre patch, percent), read from its evaluations as they were made: the study's runs are
-    of its own time (14 epochs, generator 2), which today's cpu-full tables would call stale."""
+    learned by the tables' rule, centre patch, percent), read from its evaluations as they were made: the
+    study's runs are of its own time (14 epochs, generator 2), which today's cpu-full tables call stale."""
     from .experiments import BASELINE, SEED_REPLICATES
+    from .tables import Results
     base, members = (json.loads((folder / "eval" / f"{e.name}.json").read_text())
                      for e in (BASELINE, SEED_REPLICATES))
-    chance = 1 - 1 / base["classes"]
-    top1 = [100 * base["ensemble"]["center"]["top1"],
-            *(100 * m["center"]["top1"] for m in members["checkpoints"])]
-    learned = [t for t in top1 if t < 100 * chance / 2]
+    res = Results(folder, "cpu-full")
+    errors = (base["ensemble"]["center"], *(m["center"] for m in members["checkpoints"]))
+    learned = [100 * err["top1"] for err in errors if res.learned(err)]
+    if len(learned) < 2:
+        raise SystemExit(f"{folder}: {len(learned)} seed replicate(s) learned; the spread needs two or more")
     return {"folder": str(folder), "n": len(learned), "mean": round(statistics.mean(learned), 2),
             "sd": round(statistics.stdev(learned), 2)}
 
@@ -251,10 +253,10 @@ def seeds(setting: str) -> dict | None:
 
 
 # Where each setting's 14-epoch 1 CNN at cpu-full (generator 2, the study's) lives: results/synthetic-cpu-full
-# while that folder holds the study's run of the setting (fc-bias-kick-matched until cpu-full's regeneration
-# on generator 4 replaces it: it then moves to results/history/), results/history/synthetic-cpu-full-SETTING
-# once superseded (-paper for §5's), else the study's own run_all folder. Read from the runs' recorded
-# configs, not from today's plan: today's cpu-full trains 28 epochs on another set.
+# if that folder holds a 14-epoch run of the setting (none since cpu-full's regeneration on generator 4,
+# 2026-12-07), results/history/synthetic-cpu-full-SETTING once superseded (-fc-bias-kick-matched, the study's
+# choice; -paper for §5's), else the study's own run_all folder. Read from the runs' recorded configs, not
+# from today's plan: today's cpu-full trains 28 epochs on another set.
 STUDY_EPOCHS = 14
 STUDY_CHOICE = "fc-bias-kick-matched"  # cpu-full's setting from the study until generator 4 (2026-12-06)
 
@@ -277,8 +279,7 @@ def study_folder(setting: str) -> Path:
 
 def table(out: Path) -> dict:
     runs = json.loads((out / "recipe.json").read_text())["runs"] if (out / "recipe.json").exists() else []
-    own = STUDY_CHOICE
-    band = {"setting": own, **replicates(main_folder(own))}  # the study's choice's replicates
+    band = {"setting": STUDY_CHOICE, **replicates(main_folder(STUDY_CHOICE))}
     rows = []
     for setting in RECIPE_SETTINGS:
         row = {"setting": setting, "changes": STABILITY[setting].changes(32) if setting else "none"}
@@ -341,7 +342,7 @@ def markdown(result: dict) -> str:
               f"Figure 3's target: low-frequency share ≥ {FIGURE3_TARGET[0]}, orientedness ≥ "
               f"{FIGURE3_TARGET[1]} "
               "(white noise: about 0.10 and 0.11). The replicates' spread: the "
-              f"{band['n']} seed replicates of the scale's setting (`{band['setting']}`, "
+              f"{band['n']} seed replicates of the study's choice (`{band['setting']}`, "
               f"`{band['folder']}`), "
               "centre patch, "
               f"{band['mean']:.1f} ± {band['sd']:.1f}; "

@@ -735,8 +735,9 @@ def test_committed_logs_follow_the_schedule_they_were_made_with():
         config = configs(path.parent.parent).get(path.stem, {})
         if config.get("lr_schedule") == "step":
             step = StepSchedule(tuple(config["lr_step_epochs"]))
-            assert [line["lr"]["weight"] for line in lines] == pytest.approx(
-                [lines[0]["lr"]["weight"] * step.factors(e)["weight"] for e in range(len(lines))]), path
+            for group in ("weight", "bias"):
+                assert [line["lr"][group] for line in lines] == pytest.approx(
+                    [config["lr"] * step.factors(e)[group] for e in range(len(lines))]), (path, group)
             stepped += 1
             continue
         floors = [f for f in (AlexNetConfig().lr_patience_min, 1) if follows(lines, f)]
