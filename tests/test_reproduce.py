@@ -700,13 +700,13 @@ def test_kernel_statistics_tell_gratings_from_noise():
 
 
 def test_committed_logs_follow_the_schedule_they_were_made_with():
-    """Every committed paper-profile log's ε sequence is what alexnet.schedule gives: a run whose
-    recorded config names a fixed step schedule (cpu-full's step-5/7) divides at its epochs; any other
-    follows the plateau rule on its own validation curve, with today's patience floor (two epochs) or,
-    in folders made before it existed, the earlier floor of one epoch (each folder's README says
+    """Every committed log's ε sequence is what alexnet.schedule gives: a run whose recorded config
+    names a fixed schedule (cpu-full's step-5/7, the cuda-convnet profile's) follows it in every group;
+    any other follows the plateau rule on its own validation curve, with today's patience floor (two
+    epochs) or, in folders made before it existed, the earlier floor of one epoch (each folder's README says
     which); results/synthetic/ and history/synthetic-cpu-full-*/, made with the floor, follow today's.
     Runs reused across a schedule change are valid only so."""
-    from alexnet.schedule import PlateauSchedule, StepSchedule
+    from alexnet.schedule import PlateauSchedule, make_schedule
 
     def configs(folder):  # run or evaluation name (baseline-short is 1cnn's run) -> its recorded config
         found = {}
@@ -730,15 +730,15 @@ def test_committed_logs_follow_the_schedule_they_were_made_with():
     results = ROOT / "results"
     for path in sorted([*results.glob("*/logs/*.jsonl"), *results.glob("history/*/logs/*.jsonl")]):
         lines = [json.loads(line) for line in path.read_text().splitlines()]
-        if lines[0]["lr"]["bias"] != lines[0]["lr"]["weight"]:  # cuda-convnet: milestones, not a plateau
-            continue
         config = configs(path.parent.parent).get(path.stem, {})
-        if config.get("lr_schedule") == "step":
-            step = StepSchedule(tuple(config["lr_step_epochs"]))
-            for group in ("weight", "bias"):
+        if config.get("lr_schedule") in ("step", "cuda-convnet"):  # fixed: ε at every epoch from the config
+            fixed = make_schedule(AlexNetConfig.from_dict(config))
+            for group, first in lines[0]["lr"].items():
                 assert [line["lr"][group] for line in lines] == pytest.approx(
-                    [config["lr"] * step.factors(e)[group] for e in range(len(lines))]), (path, group)
+                    [first * fixed.factors(e)[group] for e in range(len(lines))]), (path, group)
             stepped += 1
+            continue
+        if lines[0]["lr"]["bias"] != lines[0]["lr"]["weight"]:  # cuda-convnet before configs were recorded
             continue
         floors = [f for f in (AlexNetConfig().lr_patience_min, 1) if follows(lines, f)]
         assert floors, f"{path}: its ε follows neither patience floor"
@@ -746,7 +746,7 @@ def test_committed_logs_follow_the_schedule_they_were_made_with():
         if folder == "synthetic" or folder.startswith("synthetic-cpu-full"):
             assert AlexNetConfig().lr_patience_min in floors, f"{path}: made before today's patience floor"
         checked += 1
-    assert checked >= 2 and stepped >= 15  # results/synthetic-cpu-full/: every run but cuda-convnet
+    assert checked >= 2 and stepped >= 17  # results/synthetic-cpu-full/: its 16 runs and baseline-short
 
 
 # Committed results folders known to predate a change of their scale's recipe: {folder: (why, the config
