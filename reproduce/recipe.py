@@ -207,9 +207,8 @@ def replicates(folder: Path) -> dict:
     study's runs are of its own time (14 epochs, generator 2), which today's cpu-full tables call stale."""
     from .experiments import BASELINE, SEED_REPLICATES
     from .tables import Results
-    base, members = (json.loads((folder / "eval" / f"{e.name}.json").read_text())
-                     for e in (BASELINE, SEED_REPLICATES))
     res = Results(folder, "cpu-full")
+    base, members = res.eval(BASELINE.name), res.eval(SEED_REPLICATES.name)
     errors = (base["ensemble"]["center"], *(m["center"] for m in members["checkpoints"]))
     learned = [100 * err["top1"] for err in errors if res.learned(err)]
     if len(learned) < 2:
