@@ -251,22 +251,14 @@ def seeds(setting: str) -> dict | None:
             "met": sum(r["figure3"] for r in found.values())}
 
 
-# Where each setting's 14-epoch 1 CNN at cpu-full (generator 2, the study's) lives: results/synthetic-cpu-full
-# if that folder holds a 14-epoch run of the setting (none since cpu-full's regeneration on generator 4,
-# 2026-12-07), results/history/synthetic-cpu-full-SETTING once superseded (-fc-bias-kick-matched, the study's
-# choice; -paper for §5's), else the study's own run_all folder. Read from the runs' recorded configs, not
-# from today's plan: today's cpu-full trains 28 epochs on another set.
-STUDY_EPOCHS = 14
+# Where each setting's 14-epoch 1 CNN at cpu-full (generator 2, the study's) lives: results/history/
+# synthetic-cpu-full-SETTING once superseded (-fc-bias-kick-matched, the study's choice; -paper for §5's),
+# else the study's own run_all folder. results/synthetic-cpu-full holds today's 28-epoch runs on generator 4
+# (since 2026-12-07), never a study run.
 STUDY_CHOICE = "fc-bias-kick-matched"  # cpu-full's setting from the study until generator 4 (2026-12-06)
 
 
 def main_folder(setting: str) -> Path:
-    scale = Path("results/synthetic-cpu-full")
-    ev = scale / "eval" / "1cnn.json"
-    if ev.exists():
-        config = json.loads(ev.read_text())["checkpoints"][0]["config"]
-        if (config.get("stability") or "") == setting and config["epochs"] == STUDY_EPOCHS:
-            return scale
     history = HISTORY / f"synthetic-cpu-full-{setting or 'paper'}"
     return history if (history / "eval" / "1cnn.json").exists() else study_folder(setting)
 

@@ -187,8 +187,8 @@ def test_the_folders_of_section_5s_values_are_named_paper(paper, monkeypatch, tm
 
 
 def test_each_settings_1cnn_is_read_where_it_is_committed(monkeypatch):
-    """The scale's setting from its run_all folder; superseded ones from results/history/; a candidate
-    from the study's own folder."""
+    """A setting whose study run was superseded from results/history/ (the study's choice, §5's values,
+    the earlier setting); a candidate from the study's own folder."""
     monkeypatch.chdir(ROOT)
     assert recipe.main_folder("fc-bias-kick-matched") == \
         Path("results/history/synthetic-cpu-full-fc-bias-kick-matched")
