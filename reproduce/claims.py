@@ -185,8 +185,16 @@ class Compared:
     baseline: dict
     left_out: list[str]  # runs of the ablation that failed to train, and why
 
+    def used(self, arm: str) -> list[int]:
+        """The seeds of an arm that the comparison used: the paired seeds alone where it is paired,
+        else every run of the arm."""
+        seeds = getattr(self, arm)
+        return sorted(set(seeds) & set(self.baseline if arm == "ablation" else self.ablation)
+                      if self.unpaired else seeds)
+
     def mean(self, arm: str) -> float:
-        return statistics.mean(getattr(self, arm).values())
+        """An arm's mean over the seeds the comparison used (paired: the means differ by its difference)."""
+        return statistics.mean(getattr(self, arm)[s] for s in self.used(arm))
 
     def said(self, unit: str = "") -> str:
         out = self.c.shown(unit)
@@ -196,8 +204,8 @@ class Compared:
         if self.left_out:
             out += f"; left out, failed to train: {'; '.join(self.left_out)}"
         if self.c.seeds["ablation"] == 1:
-            out += ("; one seed: a relapse of that run would read as an effect (--experiments paired-seeds "
-                    "adds two)")
+            out += "; one seed: a relapse of that run would read as an effect" + (
+                " (--experiments paired-seeds adds two)" if self.exp in PAIRED else "")
         return out
 
     def finding(self, ours: str, verdict: str | None = None, runs: tuple = (), numbers: dict | None = None):
@@ -267,8 +275,8 @@ def gap(res: Results, exp: str, more_without: bool = True) -> Finding:
     if isinstance(got, Finding):
         return got
     train = {arm: statistics.mean(_train(res, run) for run in runs) for arm, runs in (
-        ("ablation", [r for r in ablation_runs(exp) if _seed(r) in got.ablation]),
-        ("baseline", [r["run"] for r in res.replicates() if _seed(r["run"]) in got.baseline]))}
+        ("ablation", [r for r in ablation_runs(exp) if _seed(r) in got.used("ablation")]),
+        ("baseline", [r["run"] for r in res.replicates() if _seed(r["run"]) in got.used("baseline")]))}
     fits = max(train.values()) < OVERFIT_TRAIN
     ours = (f"gap (val − train, top-1) {exp} {got.mean('ablation'):.1f} against the baseline's "
             f"{got.mean('baseline'):.1f}: {got.said()}; training-split top-1 {exp} {train['ablation']:.1f}, "

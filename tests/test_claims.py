@@ -107,6 +107,23 @@ def test_paired_seeds_narrow_the_interval(tmp_path):
     assert lo < 0 < hi
 
 
+def test_paired_means_are_over_the_seeds_the_comparison_pairs(tmp_path):
+    """one-tower's seeds 0 and 1 (its seed 2 not run): the claims row's two means are over seeds 0 and 1
+    of each arm (12.5 against the baseline's 10.5, not the six replicates' 10.0), so they differ by the
+    paired difference; the ablation table shows that difference, and the mean over the seeds beside
+    seed 0's top-1."""
+    from reproduce.tables import ablations
+    replicates(tmp_path)
+    seeds_of(tmp_path, "one-tower", [v + 0.02 for v in VAL[:2]])
+    row = verdicts(tmp_path)["two-towers"]
+    assert row["seeds"] == {"one-tower": 2, "baseline": 2}, row
+    assert "one-tower 12.5 against the baseline's 10.5" in row["ours"], row["ours"]
+    _, rows = ablations(Results(tmp_path, "cpu-full"), "synthetic")
+    tower = {r["ablation"]: r for r in rows}["one-tower"]
+    assert tower["seeds"] == [0, 1] and tower["ours_top1_over_seeds"] == pytest.approx(12.5), tower
+    assert tower["ours_top1"] == pytest.approx(12.0) and tower["ours_reduction_top1"] == pytest.approx(2.0)
+
+
 def test_paired_seeds_below_the_baseline_contradict(tmp_path):
     """Three seeds of no-lrn, each 2 points below the baseline's seed of the same number: contradicted."""
     replicates(tmp_path)

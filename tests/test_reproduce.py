@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -200,6 +201,22 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     assert "\ntrain " not in again and again.count("done already") >= 6, again
     model, _, _ = load_model(run_dir, "cpu")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+    # a later session: its runs/ are gone (a fresh clone), the results folder is committed. A paired
+    # seed named alone trains that run only and joins the folder; the committed evaluations stay as
+    # they were, and the claims read both (how results/synthetic-cpu-full's paired seeds are added,
+    # a few a session)
+    kept = {p.name: p.read_bytes() for p in (res / "eval").glob("*.json")}
+    shutil.rmtree(tmp_path / "work" / "runs")
+    code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn-seed1", "--stability", STABLE)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("train ")] == \
+        ["train no-lrn-seed1"], out
+    assert {p.name: p.read_bytes() for p in (res / "eval").glob("*.json") if p.name in kept} == kept
+    assert {"no-lrn-seed1.json", "no-lrn-seed1-train.json"} <= {p.name for p in (res / "eval").iterdir()}
+    assert (res / "logs" / "no-lrn-seed1.jsonl").exists() and (res / "figures" / "conv1_kernels.png").exists()
+    lrn = {r["name"]: r for r in json.loads((res / "tables" / "claims.json").read_text())}["lrn"]
+    assert "no-lrn-seed1" in lrn["ours"] and lrn["runs"] == ["no-lrn"], lrn
 
 
 @pytest.mark.slow  # two run_all: about 25 s (the refusal itself is tested fast in test_reliability)
