@@ -185,12 +185,16 @@ class Compared:
     baseline: dict
     left_out: list[str]  # runs of the ablation that failed to train, and why
 
+    @property
+    def paired(self) -> bool:
+        return self.c.how.startswith("paired")
+
     def used(self, arm: str) -> list[int]:
         """The seeds of an arm that the comparison used: the paired seeds alone where it is paired,
         else every run of the arm."""
         seeds = getattr(self, arm)
         return sorted(set(seeds) & set(self.baseline if arm == "ablation" else self.ablation)
-                      if self.unpaired else seeds)
+                      if self.paired else seeds)
 
     def mean(self, arm: str) -> float:
         """An arm's mean over the seeds the comparison used (paired: the means differ by its difference)."""
@@ -203,6 +207,9 @@ class Compared:
             out += f"; unpaired [{lo:+.1f}, {hi:+.1f}]"
         if self.left_out:
             out += f"; left out, failed to train: {'; '.join(self.left_out)}"
+        if unpaired := sorted(set(self.ablation) - set(self.used("ablation"))):
+            out += (f"; left out of the pairing: {self.exp}'s seed(s) {', '.join(map(str, unpaired))}, whose "
+                    "baseline replicate of the same seed did not learn")
         if self.c.seeds["ablation"] == 1:
             out += "; one seed: a relapse of that run would read as an effect" + (
                 " (--experiments paired-seeds adds two)" if self.exp in PAIRED else "")

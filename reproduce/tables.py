@@ -482,18 +482,20 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
         err, views, note = astuple(res.verdict(EVALUATIONS[name]))
         p1, p5 = exp.paper_reduction or (None, None)
         red, interval, detect = (None, None), None, None
-        verdict, seeds, over = note, [0], None
-        if err and base_ok:
-            red = tuple(None if band[k] is None or err[k] is None else round(100 * err[k] - band[k], 2)
-                        for k in ("top1", "top5"))
-            got = error_comparison(res, name)
+        verdict, seeds, over = note, [0] if err else [], None
+        if base_ok:
+            if err:
+                red = tuple(None if band[k] is None or err[k] is None else round(100 * err[k] - band[k], 2)
+                            for k in ("top1", "top5"))
+            got = error_comparison(res, name)  # seed 0 and, where they were run, the paired seeds
             if isinstance(got, Compared):  # the interval of the reduction (top-1), as the claims table has it
                 interval, detect = [round(x, 2) for x in got.c.interval], round(got.c.detectable, 2)
                 verdict = f"{_ABLATION_VERDICT[got.c.verdict]}: {got.said()}"
-                if len(got.used("ablation")) > 1:  # the paired seeds: top-1 and its reduction over seeds
-                    seeds, over = got.used("ablation"), round(got.mean("ablation"), 2)
+                seeds = got.used("ablation")
+                if len(seeds) > 1 or not err:  # top-1 and its reduction over the seeds compared
+                    over = [round(got.mean(arm), 2) for arm in ("ablation", "baseline")]
                     red = (round(got.c.diff, 2), red[1])
-            else:
+            elif err:
                 verdict = got.ours
         elif err:
             verdict = "no baseline band to compare with (run baseline-short and 5cnns at this scale)"
@@ -502,7 +504,8 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
                      "paper_reduction_top1": p1, "paper_reduction_top5": p5,
                      "paper_note": exp.paper_note,
                      "ours_top1": _percent(err, "top1"), "ours_top5": _percent(err, "top5"),
-                     "seeds": seeds, "ours_top1_over_seeds": over,
+                     "seeds": seeds, "ours_top1_over_seeds": over and over[0],
+                     "baseline_top1_over_seeds": over and over[1],
                      "baseline_top1": band and band["top1"], "baseline_top1_sd": band and band["top1_sd"],
                      "baseline_top5": band and band["top5"], "baseline_top5_sd": band and band["top5_sd"],
                      "ours_reduction_top1": red[0], "ours_reduction_top5": red[1],
@@ -515,9 +518,10 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
            "baseline configuration's seed replicates at the same size (baseline-short and the five 5cnns "
            "members, those that finished and learned"
            + (f"; here {_replicates_note(band)}" if band else "")
-           + "). Where an ablation has more seeds (`--experiments paired-seeds`), its top-1 reduction is the "
-           "mean over its seeds that learned of its error minus the replicate's of the same seed (paired by "
-           "seed; reproduce/stats.py), and its top-1 is shown for seed 0 and as the mean over those seeds. "
+           + "). Where an ablation has more seeds (`--experiments paired-seeds`), its top-1 reduction is "
+           "over its seeds that learned, paired with the replicate of the same seed where it learned (the "
+           "mean of the differences; seeds without one are left out and named), and its top-1 is shown for "
+           "seed 0 and over those seeds against the same seeds' replicates; top-5 stays seed 0's. "
            "Positive: the feature helps. The verdict is the 95 % interval of the top-1 reduction "
            "(paired by seed where the ablation has two or more seeds; with one run, that run's sd is taken "
            "as the replicates'): the feature helps or hurts when it excludes zero, within noise when it "
@@ -531,8 +535,9 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
         ("paper reduction top-1 / top-5", lambda r: pair("paper_reduction_top1", "paper_reduction_top5")(r)
          + (f" ({r['paper_note']})" if r["paper_note"] else "")),
         ("ours: ablated top-1 / top-5", lambda r: pair("ours_top1", "ours_top5")(r) + (
-            f" (seed 0; seeds {', '.join(map(str, r['seeds']))}: {r['ours_top1_over_seeds']:.1f})"
-            if r["ours_top1_over_seeds"] is not None else "")),
+            f"; top-1 over seeds {', '.join(map(str, r['seeds']))}: {r['ours_top1_over_seeds']:.1f} against "
+            f"their replicates' {r['baseline_top1_over_seeds']:.1f}" if r["ours_top1_over_seeds"] is not None
+            else "")),
         ("baseline top-1 / top-5 (mean ± sd)",
          lambda r: f"{_pm(r['baseline_top1'], r['baseline_top1_sd'])} / "
                    f"{_pm(r['baseline_top5'], r['baseline_top5_sd'])}"),

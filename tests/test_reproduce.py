@@ -204,8 +204,8 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
 
     # a later session: its runs/ are gone (a fresh clone), the results folder is committed. A paired
     # seed named alone trains that run only and joins the folder; the committed evaluations stay as
-    # they were, and the claims read both (how results/synthetic-cpu-full's paired seeds are added,
-    # a few a session)
+    # they were, and the claims read both runs (how results/synthetic-cpu-full's paired seeds are
+    # added, a few a session); at one step a run, both fail to train, and the row names both
     kept = {p.name: p.read_bytes() for p in (res / "eval").glob("*.json")}
     shutil.rmtree(tmp_path / "work" / "runs")
     code, out, err = run_all(tmp_path, capsys, "--experiments", "no-lrn-seed1", "--stability", STABLE)
@@ -216,7 +216,7 @@ def test_run_all_tiny_end_to_end(tmp_path, capsys):
     assert {"no-lrn-seed1.json", "no-lrn-seed1-train.json"} <= {p.name for p in (res / "eval").iterdir()}
     assert (res / "logs" / "no-lrn-seed1.jsonl").exists() and (res / "figures" / "conv1_kernels.png").exists()
     lrn = {r["name"]: r for r in json.loads((res / "tables" / "claims.json").read_text())}["lrn"]
-    assert "no-lrn-seed1" in lrn["ours"] and lrn["runs"] == ["no-lrn"], lrn
+    assert "no-lrn: did not learn" in lrn["ours"] and "no-lrn-seed1: did not learn" in lrn["ours"], lrn
 
 
 @pytest.mark.slow  # two run_all: about 25 s (the refusal itself is tested fast in test_reliability)
