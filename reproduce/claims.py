@@ -180,7 +180,7 @@ class Compared:
     """An ablation's arm against the baseline's, compared (reproduce/stats.py)."""
     exp: str
     c: Comparison
-    unpaired: Comparison | None  # the same runs unpaired, where c is paired: what the pairing gains
+    unpaired: Comparison | None  # where c is paired, its runs unpaired (Welch): what pairing gains
     ablation: dict  # {seed: number}
     baseline: dict
     left_out: list[str]  # runs of the ablation that failed to train, and why
@@ -210,9 +210,9 @@ class Compared:
         if unpaired := sorted(set(self.ablation) - set(self.used("ablation"))):
             out += (f"; left out of the pairing: {self.exp}'s seed(s) {', '.join(map(str, unpaired))}, whose "
                     "baseline replicate of the same seed did not learn")
-        if self.c.seeds["ablation"] == 1:
+        if self.c.seeds["ablation"] == 1:  # the hint only where the paired seeds were not run
             out += "; one seed: a relapse of that run would read as an effect" + (
-                " (--experiments paired-seeds adds two)" if self.exp in PAIRED else "")
+                " (--experiments paired-seeds adds two)" if self.exp in PAIRED and not self.left_out else "")
         return out
 
     def finding(self, ours: str, verdict: str | None = None, runs: tuple = (), numbers: dict | None = None):
@@ -228,16 +228,17 @@ def comparison(res: Results, exp: str, value, what: str, helps: bool = True) -> 
     """The ablation `exp`'s runs against the baseline's seed replicates (those that learned), each run's
     number `value(run)` (None: not measured), paired by seed; or the Finding that says why there is
     none. Runs of the ablation that failed to train are left out and named; all of them: failed to train."""
-    ablation, left_out = {}, []
+    ablation, failed = {}, {}
     for run in ablation_runs(exp):
         ev = EVALUATIONS[run]
         if res.verdict(ev).errors is not None:
             if (v := value(run)) is not None:
                 ablation[_seed(run)] = v
         elif why := res.failed(ev):
-            left_out.append(f"{run}: {why}")
-    if not ablation and left_out:
-        return Finding("; ".join(left_out), FAILED, (exp,), seeds={exp: 0})
+            failed[run] = why
+    if not ablation and failed:
+        return Finding("; ".join(f"{run}: {why}" for run, why in failed.items()), FAILED, (exp,),
+                       seeds={exp: 0})
     if not ablation:
         ran = any(res.verdict(EVALUATIONS[r]).errors is not None for r in ablation_runs(exp))
         return (Finding(f"no {what} for {exp}", NOT_RUN, (exp,)) if ran else _not_run(res, exp))
@@ -246,7 +247,11 @@ def comparison(res: Results, exp: str, value, what: str, helps: bool = True) -> 
         return Finding(f"too few seed replicates with {what} to compare with: run baseline-short and 5cnns",
                        NOT_RUN, (exp,))
     c = compare(ablation, baseline, helps)
-    unpaired = compare(ablation, baseline, helps, paired=False) if c.how.startswith("paired") else None
+    same = set(ablation) & set(baseline)  # what pairing gains: the same runs, compared unpaired (Welch)
+    unpaired = compare({s: ablation[s] for s in same}, {s: baseline[s] for s in same}, helps, paired=False) \
+        if c.how.startswith("paired") else None
+    left_out = [f"{run}: {why}" + (f" (the baseline's seed {_seed(run)} learned)" if _seed(run) in baseline
+                                   else "") for run, why in failed.items()]
     return Compared(exp, c, unpaired, ablation, baseline, left_out)
 
 

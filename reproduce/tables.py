@@ -536,8 +536,8 @@ def ablations(res: Results, dataset: str) -> tuple[str, list[dict]]:
          + (f" ({r['paper_note']})" if r["paper_note"] else "")),
         ("ours: ablated top-1 / top-5", lambda r: pair("ours_top1", "ours_top5")(r) + (
             f"; top-1 over seeds {', '.join(map(str, r['seeds']))}: {r['ours_top1_over_seeds']:.1f} against "
-            f"their replicates' {r['baseline_top1_over_seeds']:.1f}" if r["ours_top1_over_seeds"] is not None
-            else "")),
+            f"the compared replicates' {r['baseline_top1_over_seeds']:.1f}"
+            if r["ours_top1_over_seeds"] is not None else "")),
         ("baseline top-1 / top-5 (mean ± sd)",
          lambda r: f"{_pm(r['baseline_top1'], r['baseline_top1_sd'])} / "
                    f"{_pm(r['baseline_top5'], r['baseline_top5_sd'])}"),

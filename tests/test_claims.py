@@ -103,8 +103,10 @@ def test_paired_seeds_narrow_the_interval(tmp_path):
     assert row["verdict"] == REPRODUCED and row["seeds"] == {"no-lrn": 3, "baseline": 3}
     ci = scipy.stats.ttest_1samp([100 * d for d in lifts], 0.0).confidence_interval(0.95)
     assert row["interval"] == pytest.approx([ci.low, ci.high], abs=0.006) and 0 < ci.low < 1.6 < ci.high
-    lo, hi = row["numbers"]["unpaired_interval"]
-    assert lo < 0 < hi
+    lo, hi = row["numbers"]["unpaired_interval"]  # the same three pairs, unpaired (Welch), not all six
+    welch = scipy.stats.ttest_ind([100 * (v + d) for v, d in zip(VAL[:3], lifts)], [100 * v for v in VAL[:3]],
+                                  equal_var=False).confidence_interval(0.95)
+    assert (lo, hi) == pytest.approx((welch.low, welch.high)) and lo < 0 < hi
 
 
 def test_paired_means_are_over_the_seeds_the_comparison_pairs(tmp_path):
@@ -123,7 +125,7 @@ def test_paired_means_are_over_the_seeds_the_comparison_pairs(tmp_path):
     assert tower["seeds"] == [0, 1] and tower["ours_top1"] == pytest.approx(12.0), tower
     assert (tower["ours_top1_over_seeds"], tower["baseline_top1_over_seeds"]) == pytest.approx((12.0, 10.5))
     assert tower["ours_reduction_top1"] == pytest.approx(1.5)
-    assert "12.0 / 0.0; top-1 over seeds 0, 1: 12.0 against their replicates' 10.5" in md
+    assert "12.0 / 0.0; top-1 over seeds 0, 1: 12.0 against the compared replicates' 10.5" in md
 
 
 def test_paired_seeds_decide_the_ablation_row_when_seed_0_failed_and_name_what_they_leave_out(tmp_path):
@@ -149,6 +151,12 @@ def test_paired_seeds_decide_the_ablation_row_when_seed_0_failed_and_name_what_t
     _, table = ablations(Results(other, "cpu-full"), "synthetic")
     convnet = {r["ablation"]: r for r in table}["cuda-convnet"]["verdict"]
     assert "one seed" in convnet and "paired-seeds" not in convnet, convnet
+    # no-pca's seeds 1 and 2 ran and did not learn, where the baseline's did: the row names them, says
+    # the baseline's seeds learned, and does not ask for the seeds it has
+    seeds_of(other, "no-pca", [0.11, 0.90, 0.90])
+    pca = verdicts(other)["pca"]["ours"]
+    assert "no-pca-seed1: did not learn" in pca and "(the baseline's seed 2 learned)" in pca, pca
+    assert "one seed" in pca and "paired-seeds adds" not in pca, pca
 
 
 def test_paired_seeds_below_the_baseline_contradict(tmp_path):
