@@ -185,16 +185,15 @@ class Compared:
     baseline: dict
     left_out: list[str]  # runs of the ablation that failed to train, and why
 
-    @property
-    def paired(self) -> bool:
-        return self.c.how.startswith("paired")
-
     def used(self, arm: str) -> list[int]:
         """The seeds of an arm that the comparison used: the paired seeds alone where it is paired,
         else every run of the arm."""
-        seeds = getattr(self, arm)
-        return sorted(set(seeds) & set(self.baseline if arm == "ablation" else self.ablation)
-                      if self.paired else seeds)
+        return list(self.c.pairs) or sorted(getattr(self, arm))
+
+    def runs(self, res: Results, arm: str) -> list[str]:
+        """The runs of an arm that the comparison used (`used`)."""
+        runs = ablation_runs(self.exp) if arm == "ablation" else [r["run"] for r in res.replicates()]
+        return [r for r in runs if _seed(r) in self.used(arm)]
 
     def mean(self, arm: str) -> float:
         """An arm's mean over the seeds the comparison used (paired: the means differ by its difference)."""
@@ -247,9 +246,9 @@ def comparison(res: Results, exp: str, value, what: str, helps: bool = True) -> 
         return Finding(f"too few seed replicates with {what} to compare with: run baseline-short and 5cnns",
                        NOT_RUN, (exp,))
     c = compare(ablation, baseline, helps)
-    same = set(ablation) & set(baseline)  # what pairing gains: the same runs, compared unpaired (Welch)
-    unpaired = compare({s: ablation[s] for s in same}, {s: baseline[s] for s in same}, helps, paired=False) \
-        if c.how.startswith("paired") else None
+    # what pairing gains: the same runs, compared unpaired (Welch)
+    unpaired = (compare({s: ablation[s] for s in c.pairs}, {s: baseline[s] for s in c.pairs}, helps,
+                        paired=False) if c.pairs else None)
     left_out = [f"{run}: {why}" + (f" (the baseline's seed {_seed(run)} learned)" if _seed(run) in baseline
                                    else "") for run, why in failed.items()]
     return Compared(exp, c, unpaired, ablation, baseline, left_out)
@@ -267,11 +266,20 @@ def error_delta(res: Results, exp: str, paper: float) -> Finding:
     if isinstance(got, Finding):
         return got
     sd = res.band()["top1_sd"] if res.band() else None
-    need = f"; {runs_needed(sd, paper)} runs per arm would detect the paper's {paper:.1f}" if sd else ""
+    unpaired = sd and runs_needed(sd, paper)
+    # a paired design needs pairs at the sd of its differences: an estimate from 2 or 3 pairs, rough
+    sd_pair = got.c.se * math.sqrt(len(got.c.pairs)) if got.c.pairs and got.c.se > 0 else None
+    pairs = sd_pair and runs_needed(sd_pair, paper, paired=True)
+    needs = [f"{unpaired} runs per arm" + (f" unpaired (single runs' sd {sd:.1f})" if pairs else "")] \
+        if unpaired else []
+    if pairs:
+        needs.append(f"{pairs} seed pairs at the sd of these {len(got.c.pairs)} pairs' differences "
+                     f"({sd_pair:.1f}, a rough estimate)")
+    need = f"; {', or '.join(needs)} would detect the paper's {paper:.1f}" if needs else ""
     return got.finding(f"{exp} {got.mean('ablation'):.1f} against the baseline's {got.mean('baseline'):.1f} "
                        f"(top-1, centre patch): the feature lowers it by {got.said()} (paper {paper:.1f}"
                        f"{need})", numbers={"reduction": got.c.diff, "paper": paper,
-                                            "runs_needed": sd and runs_needed(sd, paper)})
+                                            "runs_needed": unpaired, "pairs_needed": pairs})
 
 
 def gap(res: Results, exp: str, more_without: bool = True) -> Finding:
@@ -286,9 +294,8 @@ def gap(res: Results, exp: str, more_without: bool = True) -> Finding:
                      "where the training split has at most 20,000 images)", more_without)
     if isinstance(got, Finding):
         return got
-    train = {arm: statistics.mean(_train(res, run) for run in runs) for arm, runs in (
-        ("ablation", [r for r in ablation_runs(exp) if _seed(r) in got.used("ablation")]),
-        ("baseline", [r["run"] for r in res.replicates() if _seed(r["run"]) in got.used("baseline")]))}
+    train = {arm: statistics.mean(_train(res, run) for run in got.runs(res, arm))
+             for arm in ("ablation", "baseline")}
     fits = max(train.values()) < OVERFIT_TRAIN
     ours = (f"gap (val − train, top-1) {exp} {got.mean('ablation'):.1f} against the baseline's "
             f"{got.mean('baseline'):.1f}: {got.said()}; training-split top-1 {exp} {train['ablation']:.1f}, "
@@ -311,7 +318,7 @@ def dropout_slower(res: Results) -> Finding:
     return got.finding(f"epochs until the validation top-1 stays within {CONVERGED:g} points of its last: "
                        f"with dropout {with_:.1f}, without {without:.1f} ({with_ / without:.1f}×); "
                        f"with − without {got.said(' epochs')}",
-                       runs=("no-dropout", *(r["run"] for r in res.replicates())),
+                       runs=(*got.runs(res, "ablation"), *got.runs(res, "baseline")),
                        numbers={"with": with_, "without": without, "ratio": with_ / without})
 
 

@@ -49,7 +49,7 @@ from alexnet.data.cache import Cache  # noqa: E402
 from alexnet.engine import CONV1_INIT, load_model  # noqa: E402
 from alexnet.predict import classify  # noqa: E402
 
-from .experiments import BASELINE, MAIN, SEED_REPLICATES  # noqa: E402
+from .experiments import BASELINE, MAIN, PAIRED, PAIRED_SEEDS, SEED_REPLICATES, seed_run  # noqa: E402
 
 SCALE = 6  # each 11×11 kernel drawn as 66×66 pixels
 
@@ -417,6 +417,18 @@ def one_setting(logs: dict[str, list[dict]], stability: str | None) -> tuple[dic
     return {k: v for k, v in logs.items() if k not in out}, stability, out
 
 
+SEED_STYLES = ("-", "--", ":")  # an ablation's seed 0, 1, 2 in the ablations' panel
+
+
+def _ablation_style(name: str, names: list[str]) -> dict:
+    """One colour per ablation (its paired seeds share it, tab20: up to 20 ablations) and one line style
+    per seed, so that an ablation's seeds read as one family."""
+    seeds = {seed_run(a, s).name: (a, i) for a in PAIRED for i, s in enumerate((0, *PAIRED_SEEDS))}
+    families = list(dict.fromkeys(seeds.get(n, (n, 0))[0] for n in names))
+    family, i = seeds.get(name, (name, 0))
+    return dict(color=plt.get_cmap("tab20")(families.index(family) % 20), ls=SEED_STYLES[i])
+
+
 def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | None = None,
                     stability: str | None = None) -> None:
     """Top-1 error per epoch: the main run (train and validation, ε drops marked),
@@ -436,7 +448,8 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
                        "validation", replicates, False))
     ablations = {k: v for k, v in logs.items() if k not in replicates and k not in MAIN.runs}
     if ablations:
-        groups.append(("ablations: validation top-1 (grey: the baseline's replicates)", ablations, False))
+        groups.append(("ablations: validation top-1 (grey: the baseline's replicates; "
+                       "an ablation's seeds 0, 1, 2: solid, dashed, dotted)", ablations, False))
     fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.6), squeeze=False)
     for ax, (title, runs, with_train) in zip(axes[0], groups):
         if not with_train and runs is ablations:
@@ -444,8 +457,9 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
                 ax.plot([h["epoch"] for h in log], [h["val_top1"] for h in log], "-", color="0.75", lw=1)
         for name, log in runs.items():
             ep = [h["epoch"] for h in log]
-            line, = ax.plot(ep, [h["val_top1"] for h in log],
-                            "o-", ms=4, label=f"{name} val" if with_train else name)
+            style = _ablation_style(name, list(runs)) if runs is ablations else dict(ls="-")
+            line, = ax.plot(ep, [h["val_top1"] for h in log], marker="o", ms=4,
+                            label=f"{name} val" if with_train else name, **style)
             if with_train:
                 ax.plot(ep, [h["train_top1"] for h in log], "s--", ms=3, color=line.get_color(), alpha=0.7,
                         label=f"{name} train (running, with dropout and augmentation)")

@@ -46,6 +46,7 @@ class Comparison:
     df: float  # its degrees of freedom
     how: str  # "paired over n seeds", "Welch", "one run: the other arm's sd"
     seeds: dict  # {"ablation": n, "baseline": n}
+    pairs: tuple = ()  # the seeds it paired, where it is paired
 
     @property
     def verdict(self) -> str:
@@ -72,12 +73,13 @@ def detectable(se: float, df: float) -> float:
     return float((stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(POWER, df)) * se)
 
 
-def runs_needed(sd: float, effect: float) -> int:
+def runs_needed(sd: float, effect: float, paired: bool = False) -> int:
     """Runs per arm that two independent arms of single runs with standard deviation `sd` need to find
     `effect` with POWER at ALPHA: 2((z_{1−α/2} + z_power) sd / effect)², the normal approximation
-    (57 for sd 3.8 and 2 points)."""
+    (57 for sd 3.8 and 2 points). `paired`: seed pairs, `sd` then the sd of a pair's difference, without
+    the 2 ((z sd / effect)²)."""
     z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
-    return math.ceil(2 * (z * sd / effect) ** 2)
+    return math.ceil((1 if paired else 2) * (z * sd / effect) ** 2)
 
 
 def _interval(diff: float, se: float, df: float) -> tuple[float, float]:
@@ -85,9 +87,9 @@ def _interval(diff: float, se: float, df: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _point(diff: float, df: float, how: str, seeds: dict) -> Comparison:
+def _point(diff: float, df: float, how: str, seeds: dict, pairs: tuple = ()) -> Comparison:
     """A difference without spread (every pair, or every run, the same): its t interval is the point."""
-    return Comparison(diff, (diff, diff), 0.0, 0.0, df, how, seeds)
+    return Comparison(diff, (diff, diff), 0.0, 0.0, df, how, seeds, pairs)
 
 
 def compare(ablation: dict, baseline: dict, helps: bool = True, paired: bool = True) -> Comparison:
@@ -107,10 +109,11 @@ def compare(ablation: dict, baseline: dict, helps: bool = True, paired: bool = T
         se, df = float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1
         diff, how = float(d.mean()), f"paired over {len(d)} seeds"
         if se < 1e-9:
-            return _point(diff, df, how, seeds)
+            return _point(diff, df, how, seeds, tuple(pairs))
         ci = stats.ttest_rel(sign * np.array([ablation[s] for s in pairs]),
                              sign * np.array([baseline[s] for s in pairs])).confidence_interval(1 - ALPHA)
-        return Comparison(diff, (float(ci.low), float(ci.high)), detectable(se, df), se, df, how, seeds)
+        return Comparison(diff, (float(ci.low), float(ci.high)), detectable(se, df), se, df, how, seeds,
+                          tuple(pairs))
     diff = sign * float(a.mean() - b.mean())
     if len(a) >= 2 and len(b) >= 2:
         if max(a.std(), b.std()) < 1e-9:

@@ -3,6 +3,7 @@ here, so that each verdict kind comes out for some claim: reproduced, contradict
 train, not in its overfitting regime, not reproduced (claims of presence) and not run."""
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -107,6 +108,14 @@ def test_paired_seeds_narrow_the_interval(tmp_path):
     welch = scipy.stats.ttest_ind([100 * (v + d) for v, d in zip(VAL[:3], lifts)], [100 * v for v in VAL[:3]],
                                   equal_var=False).confidence_interval(0.95)
     assert (lo, hi) == pytest.approx((welch.low, welch.high)) and lo < 0 < hi
+    # the detectable sizes on the design's own basis: seed pairs at the sd of the differences (0.4), not
+    # only runs per arm at single runs' sd (the replicates', 1.4)
+    z = scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)
+    paper = row["numbers"]["paper"]
+    assert row["numbers"]["pairs_needed"] == math.ceil((z * 0.4 / paper) ** 2)
+    sd = round(100 * np.std(VAL, ddof=1), 2)  # the replicates' band, as tables.Results keeps it
+    assert row["numbers"]["runs_needed"] == math.ceil(2 * (z * sd / paper) ** 2)
+    assert "seed pairs at the sd of these 3 pairs' differences (0.4, a rough estimate)" in row["ours"]
 
 
 def test_paired_means_are_over_the_seeds_the_comparison_pairs(tmp_path):
@@ -214,6 +223,9 @@ def test_dropout_slower_counts_epochs_to_converge_in_eval_mode(tmp_path):
     logs(tmp_path, "no-dropout", settle=4, final=0.12)
     row = verdicts(tmp_path)["dropout-slower"]
     assert row["verdict"] == REPRODUCED and row["numbers"]["ratio"] == pytest.approx((9 + 8 + 9) / 3 / 4)
+    # the runs it pairs, no others
+    assert row["runs"] == ["no-dropout", "no-dropout-seed1", "no-dropout-seed2",
+                           "baseline-short", "5cnns-seed1", "5cnns-seed2"]
     logs(tmp_path, "no-dropout", settle=9, final=0.12)
     assert verdicts(tmp_path)["dropout-slower"]["verdict"] == NOISE
 

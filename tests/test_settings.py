@@ -14,6 +14,7 @@ from reproduce import experiments
 from reproduce import run_all as run_all_module
 from reproduce.experiments import (
     EXPERIMENTS,
+    PAIRED,
     SCALES,
     SMALL_DATA,
     STABLE,
@@ -21,7 +22,7 @@ from reproduce.experiments import (
     choose_stability,
     run_config,
 )
-from reproduce.figures import one_setting, training_curves
+from reproduce.figures import _ablation_style, one_setting, training_curves
 from reproduce.tables import Results, stopped_records, stopped_runs, write_tables
 
 from .conftest import ROOT, colour_folder
@@ -150,6 +151,17 @@ def test_training_curves_draw_one_setting_only(tmp_path, capsys):
     assert set(kept) == {"1cnn", "pool-z2"} and name == "paper" and out == {"no-lrn": STABLE}
     training_curves(logs, tmp_path / "curves.png", stability="paper")
     assert "left out no-lrn, trained under stability setting per-image-lr-bias0.1" in capsys.readouterr().out
+
+
+def test_the_ablations_panel_gives_each_ablation_one_colour_and_each_seed_one_line_style():
+    """With the paired seeds the panel has 25 lines: on the default 10-colour cycle, different
+    ablations shared colours; here an ablation's seeds share a colour and differ in line style."""
+    names = [n for a in PAIRED for n in (a, f"{a}-seed1", f"{a}-seed2")] + ["cuda-convnet"]
+    style = {n: _ablation_style(n, names) for n in names}
+    assert len(PAIRED) >= 9 and len({style[a]["color"] for a in (*PAIRED, "cuda-convnet")}) == len(PAIRED) + 1
+    for a in PAIRED:
+        assert style[a]["color"] == style[f"{a}-seed1"]["color"] == style[f"{a}-seed2"]["color"]
+        assert [style[n]["ls"] for n in (a, f"{a}-seed1", f"{a}-seed2")] == ["-", "--", ":"]
 
 
 def test_the_gpu_sessions_probes_train_as_the_gpu_scale_does(capsys):
