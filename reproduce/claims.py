@@ -63,7 +63,9 @@ from .stats import (
     compare,
     from_interval,
     one_sample,
+    pairs_needed,
     runs_needed,
+    sd_range,
 )
 from .tables import Results, _write, add_run_options, header
 
@@ -267,19 +269,20 @@ def error_delta(res: Results, exp: str, paper: float) -> Finding:
         return got
     sd = res.band()["top1_sd"] if res.band() else None
     unpaired = sd and runs_needed(sd, paper)
-    # a paired design needs pairs at the sd of its differences: an estimate from 2 or 3 pairs, rough
-    sd_pair = got.c.se * math.sqrt(len(got.c.pairs)) if got.c.pairs and got.c.se > 0 else None
-    pairs = sd_pair and runs_needed(sd_pair, paper, paired=True)
-    needs = [f"{unpaired} runs per arm" + (f" unpaired (single runs' sd {sd:.1f})" if pairs else "")] \
-        if unpaired else []
+    needs = [f"{unpaired} runs per arm unpaired (at single runs' sd, {sd:.1f})"] if unpaired else []
+    # a paired design needs pairs at the sd of its differences, itself estimated from 2 or 3 pairs: the
+    # count at each end of that sd's 95 % range says how little the estimate pins it down
+    n, sd_pair = len(got.c.pairs), got.c.se * math.sqrt(len(got.c.pairs))
+    pairs = [pairs_needed(v, paper) for v in (sd_pair, *sd_range(sd_pair, n - 1))] if sd_pair > 0 else None
     if pairs:
-        needs.append(f"{pairs} seed pairs at the sd of these {len(got.c.pairs)} pairs' differences "
-                     f"({sd_pair:.1f}, a rough estimate)")
+        needs.append(f"{pairs[0]} seed pairs at the sd of these {n} pairs' differences ({sd_pair:.1f}; "
+                     f"at the ends of its 95 % range, {pairs[1]} to {pairs[2]:,})")
     need = f"; {', or '.join(needs)} would detect the paper's {paper:.1f}" if needs else ""
     return got.finding(f"{exp} {got.mean('ablation'):.1f} against the baseline's {got.mean('baseline'):.1f} "
                        f"(top-1, centre patch): the feature lowers it by {got.said()} (paper {paper:.1f}"
                        f"{need})", numbers={"reduction": got.c.diff, "paper": paper,
-                                            "runs_needed": unpaired, "pairs_needed": pairs})
+                                            "runs_needed": unpaired, "pairs_needed": pairs and pairs[0],
+                                            "pairs_needed_range": pairs and pairs[1:]})
 
 
 def gap(res: Results, exp: str, more_without: bool = True) -> Finding:

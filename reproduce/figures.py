@@ -417,16 +417,26 @@ def one_setting(logs: dict[str, list[dict]], stability: str | None) -> tuple[dic
     return {k: v for k, v in logs.items() if k not in out}, stability, out
 
 
-SEED_STYLES = ("-", "--", ":")  # an ablation's seed 0, 1, 2 in the ablations' panel
+SEED_STYLES = (("-", "o"), ("--", "s"), (":", "^"))  # an ablation's seeds 0, 1, 2: line and marker
+
+
+def _family(name: str) -> tuple[str, int]:
+    """The ablation a run belongs to and its seed's place (0: the ablation's own run, 1, 2: paired-seeds')."""
+    seeds = {seed_run(a, s).name: (a, i) for a in PAIRED for i, s in enumerate((0, *PAIRED_SEEDS))}
+    return seeds.get(name, (name, 0))
 
 
 def _ablation_style(name: str, names: list[str]) -> dict:
-    """One colour per ablation (its paired seeds share it, tab20: up to 20 ablations) and one line style
-    per seed, so that an ablation's seeds read as one family."""
-    seeds = {seed_run(a, s).name: (a, i) for a in PAIRED for i, s in enumerate((0, *PAIRED_SEEDS))}
-    families = list(dict.fromkeys(seeds.get(n, (n, 0))[0] for n in names))
-    family, i = seeds.get(name, (name, 0))
-    return dict(color=plt.get_cmap("tab20")(families.index(family) % 20), ls=SEED_STYLES[i])
+    """One colour per ablation, shared by its paired seeds (tab10 up to 10 ablations; tab20's dark and
+    light halves, each in turn, beyond), and one line style and marker per seed, so that an ablation's
+    seeds read as one family and different ablations do not."""
+    families = list(dict.fromkeys(_family(n)[0] for n in names))
+    family, i = _family(name)
+    k = families.index(family)
+    color = (plt.get_cmap("tab10")(k) if len(families) <= 10
+             else plt.get_cmap("tab20")((2 * k) % 20 + k // 10 % 2))
+    ls, marker = SEED_STYLES[i % len(SEED_STYLES)]
+    return dict(color=color, ls=ls, marker=marker)
 
 
 def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | None = None,
@@ -446,19 +456,21 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
     if replicates:
         groups.append((f"the baseline's seed replicates ({BASELINE.name}, {SEED_REPLICATES.name} members): "
                        "validation", replicates, False))
-    ablations = {k: v for k, v in logs.items() if k not in replicates and k not in MAIN.runs}
+    ablations = {k: logs[k] for k in sorted((k for k in logs if k not in replicates and k not in MAIN.runs),
+                                             key=_family)}
     if ablations:
-        groups.append(("ablations: validation top-1 (grey: the baseline's replicates; "
-                       "an ablation's seeds 0, 1, 2: solid, dashed, dotted)", ablations, False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.6), squeeze=False)
+        groups.append(("ablations: validation top-1 (grey: the baseline's replicates)\nan ablation's seeds "
+                       "0, 1, 2: solid ●, dashed ■, dotted ▲", ablations, False))
+    legend = 1.6 * (1 + len(ablations) // 16) if ablations else 0  # inches for the ablations' legend
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups) + legend, 4.6), squeeze=False)
     for ax, (title, runs, with_train) in zip(axes[0], groups):
         if not with_train and runs is ablations:
             for log in replicates.values():
                 ax.plot([h["epoch"] for h in log], [h["val_top1"] for h in log], "-", color="0.75", lw=1)
         for name, log in runs.items():
             ep = [h["epoch"] for h in log]
-            style = _ablation_style(name, list(runs)) if runs is ablations else dict(ls="-")
-            line, = ax.plot(ep, [h["val_top1"] for h in log], marker="o", ms=4,
+            style = _ablation_style(name, list(runs)) if runs is ablations else dict(ls="-", marker="o")
+            line, = ax.plot(ep, [h["val_top1"] for h in log], ms=4,
                             label=f"{name} val" if with_train else name, **style)
             if with_train:
                 ax.plot(ep, [h["train_top1"] for h in log], "s--", ms=3, color=line.get_color(), alpha=0.7,
@@ -472,7 +484,12 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
         ax.set_ylabel("top-1 error")
         ax.set_ylim(0, 1)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7, loc="upper right")
+        if runs is ablations:  # up to 3 lines an ablation: beside the panel, in columns, long enough to
+            # tell the line styles apart
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(runs) // 16,
+                      handlelength=3.5)
+        else:
+            ax.legend(fontsize=7, loc="upper right")
         ax.grid(alpha=0.3)
     fig.suptitle(f"Training curves ({setting_label(stability)})"
                  + (f"; left out, of other settings: {', '.join(left_out)}" if left_out else ""), fontsize=10)

@@ -46,7 +46,7 @@ class Comparison:
     df: float  # its degrees of freedom
     how: str  # "paired over n seeds", "Welch", "one run: the other arm's sd"
     seeds: dict  # {"ablation": n, "baseline": n}
-    pairs: tuple = ()  # the seeds it paired, where it is paired
+    pairs: tuple = ()  # the seeds it paired, where it pairs seeds (one_sample's values are not seeds: ())
 
     @property
     def verdict(self) -> str:
@@ -73,13 +73,30 @@ def detectable(se: float, df: float) -> float:
     return float((stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(POWER, df)) * se)
 
 
-def runs_needed(sd: float, effect: float, paired: bool = False) -> int:
+def runs_needed(sd: float, effect: float) -> int:
     """Runs per arm that two independent arms of single runs with standard deviation `sd` need to find
     `effect` with POWER at ALPHA: 2((z_{1−α/2} + z_power) sd / effect)², the normal approximation
-    (57 for sd 3.8 and 2 points). `paired`: seed pairs, `sd` then the sd of a pair's difference, without
-    the 2 ((z sd / effect)²)."""
+    (57 for sd 3.8 and 2 points)."""
     z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
-    return math.ceil((1 if paired else 2) * (z * sd / effect) ** 2)
+    return math.ceil(2 * (z * sd / effect) ** 2)
+
+
+def pairs_needed(sd: float, effect: float) -> int:
+    """Seed pairs whose differences have standard deviation `sd` that find `effect` as `detectable`
+    counts it (t quantiles, n − 1 degrees of freedom): the smallest n ≥ 2 with detectable(sd/√n, n − 1)
+    ≤ |effect|. Starts from the normal approximation, which t's wider quantiles only raise."""
+    z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
+    n = max(2, math.ceil((z * sd / abs(effect)) ** 2))
+    while detectable(sd / math.sqrt(n), n - 1) > abs(effect):
+        n += 1
+    return n
+
+
+def sd_range(sd: float, df: int) -> tuple[float, float]:
+    """The 95 % interval of a standard deviation estimated as `sd` on `df` degrees of freedom (the
+    chi-square one): from 2 pairs (1 df) it spans 0.45 to 32 times the estimate."""
+    return (sd * math.sqrt(df / stats.chi2.ppf(1 - ALPHA / 2, df)),
+            sd * math.sqrt(df / stats.chi2.ppf(ALPHA / 2, df)))
 
 
 def _interval(diff: float, se: float, df: float) -> tuple[float, float]:

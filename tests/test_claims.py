@@ -108,14 +108,33 @@ def test_paired_seeds_narrow_the_interval(tmp_path):
     welch = scipy.stats.ttest_ind([100 * (v + d) for v, d in zip(VAL[:3], lifts)], [100 * v for v in VAL[:3]],
                                   equal_var=False).confidence_interval(0.95)
     assert (lo, hi) == pytest.approx((welch.low, welch.high)) and lo < 0 < hi
-    # the detectable sizes on the design's own basis: seed pairs at the sd of the differences (0.4), not
-    # only runs per arm at single runs' sd (the replicates', 1.4)
-    z = scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)
+    # the detectable sizes on the design's own basis: seed pairs at the sd of the differences (0.4),
+    # counted as `detectable` counts (t quantiles: 3, where the normal approximation says 1), beside
+    # runs per arm at single runs' sd (the replicates', 1.4)
+    t = scipy.stats.t
     paper = row["numbers"]["paper"]
-    assert row["numbers"]["pairs_needed"] == math.ceil((z * 0.4 / paper) ** 2)
+    need = lambda sd: next(n for n in range(2, 10**6)  # noqa: E731
+                           if (t.ppf(0.975, n - 1) + t.ppf(0.8, n - 1)) * sd / math.sqrt(n) <= paper)
+    assert row["numbers"]["pairs_needed"] == need(0.4) == 3
+    chi2 = scipy.stats.chi2  # the sd's 95 % range from 3 pairs (2 df), and the pairs at its ends
+    ends = [0.4 * math.sqrt(2 / chi2.ppf(q, 2)) for q in (0.975, 0.025)]
+    assert row["numbers"]["pairs_needed_range"] == [need(v) for v in ends]
+    z = scipy.stats.norm.ppf(0.975) + scipy.stats.norm.ppf(0.8)
     sd = round(100 * np.std(VAL, ddof=1), 2)  # the replicates' band, as tables.Results keeps it
     assert row["numbers"]["runs_needed"] == math.ceil(2 * (z * sd / paper) ** 2)
-    assert "seed pairs at the sd of these 3 pairs' differences (0.4, a rough estimate)" in row["ours"]
+    said = "3 seed pairs at the sd of these 3 pairs' differences (0.4; at the ends of its 95 % range"
+    assert said in row["ours"], row["ours"]
+
+
+def test_a_comparison_keeps_the_seeds_it_paired():
+    """`pairs`: the seeds in both arms where two or more are (which claims.Compared.used reads), else ()."""
+    from reproduce.stats import compare, one_sample
+    assert compare({0: 1.0, 1: 2.0, 2: 4.0}, {1: 1.0, 2: 1.5, 3: 0.0}).pairs == (1, 2)
+    assert compare({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.0}).pairs == (0, 1)  # every pair the same: a point
+    assert compare({0: 1.0, 1: 2.0}, {2: 1.0, 3: 1.5}).pairs == ()  # Welch
+    assert compare({0: 1.0}, {0: 1.0, 1: 2.0, 2: 3.0}).pairs == ()  # one run against three
+    assert compare({0: 2.0, 1: 3.0}, {0: 1.0, 1: 2.5}, paired=False).pairs == ()
+    assert one_sample([1.0, 2.0, 3.0]).pairs == ()
 
 
 def test_paired_means_are_over_the_seeds_the_comparison_pairs(tmp_path):

@@ -22,7 +22,7 @@ from reproduce.experiments import (
     choose_stability,
     run_config,
 )
-from reproduce.figures import _ablation_style, one_setting, training_curves
+from reproduce.figures import one_setting, training_curves
 from reproduce.tables import Results, stopped_records, stopped_runs, write_tables
 
 from .conftest import ROOT, colour_folder
@@ -154,14 +154,24 @@ def test_training_curves_draw_one_setting_only(tmp_path, capsys):
 
 
 def test_the_ablations_panel_gives_each_ablation_one_colour_and_each_seed_one_line_style():
-    """With the paired seeds the panel has 25 lines: on the default 10-colour cycle, different
-    ablations shared colours; here an ablation's seeds share a colour and differ in line style."""
+    """With the paired seeds the panel has 28 lines: on the default 10-colour cycle, different
+    ablations shared colours. Here an ablation's seeds share a colour (tab10's, one hue each, for 10
+    ablations: not tab20's dark and light pairs) and differ in line style and marker."""
+    import matplotlib.pyplot as plt
+
+    from reproduce.figures import _ablation_style
     names = [n for a in PAIRED for n in (a, f"{a}-seed1", f"{a}-seed2")] + ["cuda-convnet"]
     style = {n: _ablation_style(n, names) for n in names}
-    assert len(PAIRED) >= 9 and len({style[a]["color"] for a in (*PAIRED, "cuda-convnet")}) == len(PAIRED) + 1
+    families = (*PAIRED, "cuda-convnet")
+    tab10 = [plt.get_cmap("tab10")(k) for k in range(10)]
+    assert len(families) == 10 and [style[a]["color"] for a in families] == tab10
     for a in PAIRED:
         assert style[a]["color"] == style[f"{a}-seed1"]["color"] == style[f"{a}-seed2"]["color"]
-        assert [style[n]["ls"] for n in (a, f"{a}-seed1", f"{a}-seed2")] == ["-", "--", ":"]
+        seeds = [(style[n]["ls"], style[n]["marker"]) for n in (a, f"{a}-seed1", f"{a}-seed2")]
+        assert seeds == [("-", "o"), ("--", "s"), (":", "^")]
+    many = [f"x{k}" for k in range(12)]  # beyond 10: tab20, every dark shade before any light one
+    assert len({_ablation_style(n, many)["color"] for n in many}) == 12
+    assert _ablation_style("x10", many)["color"] == plt.get_cmap("tab20")(1)
 
 
 def test_the_gpu_sessions_probes_train_as_the_gpu_scale_does(capsys):
