@@ -418,6 +418,8 @@ def one_setting(logs: dict[str, list[dict]], stability: str | None) -> tuple[dic
 
 
 SEED_STYLES = (("-", "o"), ("--", "s"), (":", "^"))  # an ablation's seeds 0, 1, 2: line and marker
+# tab10 with black for its grey, which the panel keeps for the baseline's replicates
+ABLATION_COLOURS = tuple("k" if k == 7 else plt.get_cmap("tab10")(k) for k in range(10))
 
 
 def _family(name: str) -> tuple[str, int]:
@@ -427,13 +429,13 @@ def _family(name: str) -> tuple[str, int]:
 
 
 def _ablation_style(name: str, names: list[str]) -> dict:
-    """One colour per ablation, shared by its paired seeds (tab10 up to 10 ablations; tab20's dark and
-    light halves, each in turn, beyond), and one line style and marker per seed, so that an ablation's
-    seeds read as one family and different ablations do not."""
+    """One colour per ablation, shared by its paired seeds (ABLATION_COLOURS up to 10 ablations; tab20's
+    dark and light halves, each in turn, beyond), and one line style and marker per seed, so that an
+    ablation's seeds read as one family and different ablations do not."""
     families = list(dict.fromkeys(_family(n)[0] for n in names))
     family, i = _family(name)
     k = families.index(family)
-    color = (plt.get_cmap("tab10")(k) if len(families) <= 10
+    color = (ABLATION_COLOURS[k] if len(families) <= 10
              else plt.get_cmap("tab20")((2 * k) % 20 + k // 10 % 2))
     ls, marker = SEED_STYLES[i % len(SEED_STYLES)]
     return dict(color=color, ls=ls, marker=marker)
@@ -470,6 +472,8 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
         for name, log in runs.items():
             ep = [h["epoch"] for h in log]
             style = _ablation_style(name, list(runs)) if runs is ablations else dict(ls="-", marker="o")
+            if runs is ablations and chance is not None and log[-1]["val_top1"] >= chance - 0.005:
+                style.update(alpha=0.45, lw=0.8)  # ended at chance: faint, under the runs that learned
             line, = ax.plot(ep, [h["val_top1"] for h in log], ms=4,
                             label=f"{name} val" if with_train else name, **style)
             if with_train:
@@ -494,7 +498,7 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
     fig.suptitle(f"Training curves ({setting_label(stability)})"
                  + (f"; left out, of other settings: {', '.join(left_out)}" if left_out else ""), fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 

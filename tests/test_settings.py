@@ -156,7 +156,7 @@ def test_training_curves_draw_one_setting_only(tmp_path, capsys):
 def test_the_ablations_panel_gives_each_ablation_one_colour_and_each_seed_one_line_style():
     """With the paired seeds the panel has 28 lines: on the default 10-colour cycle, different
     ablations shared colours. Here an ablation's seeds share a colour (tab10's, one hue each, for 10
-    ablations: not tab20's dark and light pairs) and differ in line style and marker."""
+    ablations: not tab20's dark and light pairs; black for its grey) and differ in line style and marker."""
     import matplotlib.pyplot as plt
 
     from reproduce.figures import _ablation_style
@@ -164,6 +164,7 @@ def test_the_ablations_panel_gives_each_ablation_one_colour_and_each_seed_one_li
     style = {n: _ablation_style(n, names) for n in names}
     families = (*PAIRED, "cuda-convnet")
     tab10 = [plt.get_cmap("tab10")(k) for k in range(10)]
+    tab10[7] = "k"  # its grey is the baseline replicates' in the panel
     assert len(families) == 10 and [style[a]["color"] for a in families] == tab10
     for a in PAIRED:
         assert style[a]["color"] == style[f"{a}-seed1"]["color"] == style[f"{a}-seed2"]["color"]
