@@ -141,8 +141,8 @@ DEFAULT = ("1cnn", "5cnns", "1cnn-star", "baseline-short", *ABLATIONS, "fig1")
 # Seeds 1 and 2 of every ablation but cuda-convnet (no claim reads it), paired with 5cnns-seed1 and -seed2:
 # `--experiments paired-seeds`, not in DEFAULT. 18 runs of the short size: at cpu-full 10.5 h by its dry run
 # on 2 cores (20 runs, two of them the default's 5cnns-seed1 and -seed2; the default's 16 runs: 8.0 h);
-# measured 2026-12-07, two at a time: 19–21 min a two-tower run, 13 a one-tower run (33–37 on a later
-# session's slower machine: 40–45 min a pair with its evaluations). Named one by one
+# measured 2026-12-07, two at a time: 16–21 min a two-tower run (33–37 on a later session's slower
+# machine: 40–45 min a pair with its evaluations), 13 a one-tower run. Named one by one
 # (`--experiments one-tower-seed1,...`), they train alone and join a results folder without its baseline.
 PAIRED_SEEDS = (1, 2)
 PAIRED = tuple(a for a in ABLATIONS if a != "cuda-convnet")
