@@ -194,8 +194,9 @@ class Compared:
 
     def runs(self, res: Results, arm: str) -> list[str]:
         """The runs of an arm that the comparison used (`used`)."""
-        runs = ablation_runs(self.exp) if arm == "ablation" else [r["run"] for r in res.replicates()]
-        return [r for r in runs if _seed(r) in self.used(arm)]
+        runs, used = (ablation_runs(self.exp) if arm == "ablation" else [r["run"] for r in res.replicates()],
+                      self.used(arm))
+        return [r for r in runs if _seed(r) in used]
 
     def mean(self, arm: str) -> float:
         """An arm's mean over the seeds the comparison used (paired: the means differ by its difference)."""

@@ -422,23 +422,29 @@ SEED_STYLES = (("-", "o"), ("--", "s"), (":", "^"))  # an ablation's seeds 0, 1,
 ABLATION_COLOURS = tuple("k" if k == 7 else plt.get_cmap("tab10")(k) for k in range(10))
 
 
+# each paired-seeds run: its ablation and its seed's place (0: the ablation's own run, 1, 2: paired-seeds')
+SEED_PLACES = {seed_run(a, s).name: (a, i) for a in PAIRED for i, s in enumerate((0, *PAIRED_SEEDS))}
+
+
 def _family(name: str) -> tuple[str, int]:
-    """The ablation a run belongs to and its seed's place (0: the ablation's own run, 1, 2: paired-seeds')."""
-    seeds = {seed_run(a, s).name: (a, i) for a in PAIRED for i, s in enumerate((0, *PAIRED_SEEDS))}
-    return seeds.get(name, (name, 0))
+    """The ablation a run belongs to and its seed's place (any other run: its own, place 0)."""
+    return SEED_PLACES.get(name, (name, 0))
 
 
-def _ablation_style(name: str, names: list[str]) -> dict:
-    """One colour per ablation, shared by its paired seeds (ABLATION_COLOURS up to 10 ablations; tab20's
-    dark and light halves, each in turn, beyond), and one line style and marker per seed, so that an
-    ablation's seeds read as one family and different ablations do not."""
+def _ablation_styles(names: list[str]) -> dict[str, dict]:
+    """Each run's line: one colour per ablation, shared by its paired seeds (ABLATION_COLOURS up to 10
+    ablations; tab20's dark and light halves, each in turn, beyond), and one line style and marker per
+    seed, so that an ablation's seeds read as one family and different ablations do not."""
     families = list(dict.fromkeys(_family(n)[0] for n in names))
-    family, i = _family(name)
-    k = families.index(family)
-    color = (ABLATION_COLOURS[k] if len(families) <= 10
-             else plt.get_cmap("tab20")((2 * k) % 20 + k // 10 % 2))
-    ls, marker = SEED_STYLES[i % len(SEED_STYLES)]
-    return dict(color=color, ls=ls, marker=marker)
+
+    def style(name: str) -> dict:
+        family, i = _family(name)
+        k = families.index(family)
+        color = (ABLATION_COLOURS[k] if len(families) <= 10
+                 else plt.get_cmap("tab20")((2 * k) % 20 + k // 10 % 2))
+        ls, marker = SEED_STYLES[i % len(SEED_STYLES)]
+        return dict(color=color, ls=ls, marker=marker)
+    return {n: style(n) for n in names}
 
 
 def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | None = None,
@@ -463,6 +469,7 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
     if ablations:
         groups.append(("ablations: validation top-1 (grey: the baseline's replicates)\nan ablation's seeds "
                        "0, 1, 2: solid ●, dashed ■, dotted ▲", ablations, False))
+    styles = _ablation_styles(list(ablations))
     legend = 1.6 * (1 + len(ablations) // 16) if ablations else 0  # inches for the ablations' legend
     fig, axes = plt.subplots(1, len(groups), figsize=(6.2 * len(groups) + legend, 4.6), squeeze=False)
     for ax, (title, runs, with_train) in zip(axes[0], groups):
@@ -471,7 +478,7 @@ def training_curves(logs: dict[str, list[dict]], path: Path, chance: float | Non
                 ax.plot([h["epoch"] for h in log], [h["val_top1"] for h in log], "-", color="0.75", lw=1)
         for name, log in runs.items():
             ep = [h["epoch"] for h in log]
-            style = _ablation_style(name, list(runs)) if runs is ablations else dict(ls="-", marker="o")
+            style = dict(styles[name]) if runs is ablations else dict(ls="-", marker="o")
             if runs is ablations and chance is not None and log[-1]["val_top1"] >= chance - 0.005:
                 style.update(alpha=0.45, lw=0.8)  # ended at chance: faint, under the runs that learned
             line, = ax.plot(ep, [h["val_top1"] for h in log], ms=4,

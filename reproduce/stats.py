@@ -34,6 +34,7 @@ from scipy import stats
 
 ALPHA, POWER = 0.05, 0.80
 REPRODUCED, CONTRADICTED, NOISE = "reproduced", "contradicted", "within noise"
+Z_POWER = float(stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER))  # the normal approximation's z sum
 NEEDS_SEEDS = "needs seeds"  # an interval beyond zero from one run in an arm: an effect, or its relapse
 
 
@@ -77,16 +78,14 @@ def runs_needed(sd: float, effect: float) -> int:
     """Runs per arm that two independent arms of single runs with standard deviation `sd` need to find
     `effect` with POWER at ALPHA: 2((z_{1−α/2} + z_power) sd / effect)², the normal approximation
     (57 for sd 3.8 and 2 points)."""
-    z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
-    return math.ceil(2 * (z * sd / effect) ** 2)
+    return math.ceil(2 * (Z_POWER * sd / effect) ** 2)
 
 
 def pairs_needed(sd: float, effect: float) -> int:
     """Seed pairs whose differences have standard deviation `sd` that find `effect` as `detectable`
     counts it (t quantiles, n − 1 degrees of freedom): the smallest n ≥ 2 with detectable(sd/√n, n − 1)
     ≤ |effect|. Starts from the normal approximation, which t's wider quantiles only raise."""
-    z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(POWER)
-    n = max(2, math.ceil((z * sd / abs(effect)) ** 2))
+    n = max(2, math.ceil((Z_POWER * sd / abs(effect)) ** 2))
     while detectable(sd / math.sqrt(n), n - 1) > abs(effect):
         n += 1
     return n

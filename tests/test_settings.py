@@ -159,9 +159,9 @@ def test_the_ablations_panel_gives_each_ablation_one_colour_and_each_seed_one_li
     ablations: not tab20's dark and light pairs; black for its grey) and differ in line style and marker."""
     import matplotlib.pyplot as plt
 
-    from reproduce.figures import _ablation_style
+    from reproduce.figures import _ablation_styles
     names = [n for a in PAIRED for n in (a, f"{a}-seed1", f"{a}-seed2")] + ["cuda-convnet"]
-    style = {n: _ablation_style(n, names) for n in names}
+    style = _ablation_styles(names)
     families = (*PAIRED, "cuda-convnet")
     tab10 = [plt.get_cmap("tab10")(k) for k in range(10)]
     tab10[7] = "k"  # its grey is the baseline replicates' in the panel
@@ -171,8 +171,8 @@ def test_the_ablations_panel_gives_each_ablation_one_colour_and_each_seed_one_li
         seeds = [(style[n]["ls"], style[n]["marker"]) for n in (a, f"{a}-seed1", f"{a}-seed2")]
         assert seeds == [("-", "o"), ("--", "s"), (":", "^")]
     many = [f"x{k}" for k in range(12)]  # beyond 10: tab20, every dark shade before any light one
-    assert len({_ablation_style(n, many)["color"] for n in many}) == 12
-    assert _ablation_style("x10", many)["color"] == plt.get_cmap("tab20")(1)
+    assert len({s["color"] for s in _ablation_styles(many).values()}) == 12
+    assert _ablation_styles(many)["x10"]["color"] == plt.get_cmap("tab20")(1)
 
 
 def test_the_gpu_sessions_probes_train_as_the_gpu_scale_does(capsys):
